@@ -1,0 +1,22 @@
+//! The DWP wire contract, shared by every process of the workspace.
+//!
+//! Everything here is a *contract*: names and shapes that the real
+//! Aura-Platform and the web frontend already speak (see `CONTRACT.md`).
+//! No server, no I/O.
+//!
+//! # Layout
+//! - [`headers`]: the header names of CONTRACT.md section 3.
+//! - [`sse`]: an incremental Server-Sent Events parser (WHATWG rules) and encoder.
+//! - [`events`]: the agent's SSE event types (CONTRACT.md section 4).
+//! - [`envelope`]: the JSON response envelope and error codes (section 6).
+//! - [`token`] (feature `jwt`): HS256 claims and their verification (section 7).
+#![forbid(unsafe_code)]
+
+pub mod envelope;
+pub mod events;
+pub mod headers;
+pub mod sse;
+#[cfg(feature = "jwt")]
+pub mod token;
+
+pub use envelope::{Envelope, ErrorCode};

@@ -1,0 +1,228 @@
+//! An incremental Server-Sent Events codec.
+//!
+//! [`Parser`] follows the WHATWG HTML "event stream interpretation" rules: it
+//! takes arbitrary chunks (an event may be split anywhere, even inside a
+//! UTF-8 sequence or between the CR and LF of a CRLF), accepts CR, LF and
+//! CRLF line ends, strips one leading BOM, ignores comment lines and unknown
+//! fields, ignores an `id` containing NUL and a `retry` that is not all
+//! digits, and discards an event that is not terminated by a blank line.
+//! [`encode`] writes an [`Event`] back in the framing Aura-Platform uses
+//! (`field: value`, one space).
+
+/// The UTF-8 byte order mark, stripped once at the start of a stream.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// The `data` value that ends an Aura-Platform stream.
+pub const DONE: &str = "[DONE]";
+
+/// The comment the gateway injects while a stream is silent.
+pub const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
+
+/// One dispatched event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Event {
+    /// The `id` field of this event block, when it had a valid one.
+    pub id: Option<String>,
+    /// The `event` field (`None` when absent or empty: the type is then `message`).
+    pub event: Option<String>,
+    /// The data lines joined with `\n`.
+    pub data: String,
+    /// A valid `retry` field of this event block, in milliseconds.
+    pub retry: Option<u64>,
+    /// The stream's last event id at dispatch time (WHATWG `lastEventId`).
+    pub last_event_id: String,
+}
+
+impl Event {
+    /// The event type as a browser reports it: the `event` field or `message`.
+    pub fn event_type(&self) -> &str {
+        self.event.as_deref().unwrap_or("message")
+    }
+}
+
+/// An incremental parser. Feed it chunks; it returns the events they complete.
+#[derive(Debug, Default)]
+pub struct Parser {
+    /// Bytes of the line not yet terminated (or of the undecided BOM prefix).
+    line: Vec<u8>,
+    /// Whether the stream start has been checked for a BOM.
+    started: bool,
+    /// The previous chunk ended with CR: a leading LF belongs to it.
+    pending_cr: bool,
+    /// A field line was seen since the last blank line.
+    in_event: bool,
+    data: String,
+    event: String,
+    id: Option<String>,
+    retry: Option<u64>,
+    last_event_id: String,
+    reconnection_ms: Option<u64>,
+}
+
+impl Parser {
+    /// A parser at the start of a stream.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds one chunk, returning the events it completed, in order.
+    pub fn feed(&mut self, chunk: &[u8]) -> Vec<Event> {
+        let mut out = Vec::new();
+        self.feed_into(chunk, &mut out);
+        out
+    }
+
+    /// Like [`Parser::feed`], appending to `out` instead of allocating.
+    pub fn feed_into(&mut self, chunk: &[u8], out: &mut Vec<Event>) {
+        if !self.started {
+            self.line.extend_from_slice(chunk);
+            if self.line.len() < BOM.len() && BOM.starts_with(&self.line) {
+                return; // could still become a BOM
+            }
+            self.started = true;
+            let mut bytes = std::mem::take(&mut self.line);
+            let skip = if bytes.starts_with(BOM) { BOM.len() } else { 0 };
+            self.scan(&bytes[skip..], out);
+            bytes.clear();
+            if self.line.is_empty() {
+                self.line = bytes; // keep the allocation
+            }
+            return;
+        }
+        self.scan(chunk, out);
+    }
+
+    /// True between events: no partial line and no field of an unfinished
+    /// event is pending, so a comment line can be inserted without changing
+    /// what a client parses.
+    pub fn is_idle(&self) -> bool {
+        self.started && self.line.is_empty() && !self.pending_cr && !self.in_event
+    }
+
+    /// The reconnection time set by the last valid `retry` field, if any.
+    pub fn reconnection_ms(&self) -> Option<u64> {
+        self.reconnection_ms
+    }
+
+    /// The stream's last event id (WHATWG `lastEventId`).
+    pub fn last_event_id(&self) -> &str {
+        &self.last_event_id
+    }
+
+    fn scan(&mut self, bytes: &[u8], out: &mut Vec<Event>) {
+        let mut start = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            if self.pending_cr {
+                self.pending_cr = false;
+                if b == b'\n' {
+                    start = i + 1;
+                    continue;
+                }
+            }
+            if b == b'\n' || b == b'\r' {
+                let mut line = std::mem::take(&mut self.line);
+                line.extend_from_slice(&bytes[start..i]);
+                self.line_done(&line, out);
+                line.clear();
+                self.line = line;
+                self.pending_cr = b == b'\r';
+                start = i + 1;
+            }
+        }
+        self.line.extend_from_slice(&bytes[start..]);
+    }
+
+    fn line_done(&mut self, line: &[u8], out: &mut Vec<Event>) {
+        if line.is_empty() {
+            self.dispatch(out);
+            return;
+        }
+        if line[0] == b':' {
+            return; // comment
+        }
+        self.in_event = true;
+        let (field, value) = match line.iter().position(|&b| b == b':') {
+            Some(colon) => {
+                let value = &line[colon + 1..];
+                (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
+            }
+            None => (line, &b""[..]),
+        };
+        let value = String::from_utf8_lossy(value);
+        match field {
+            b"event" => self.event = value.into_owned(),
+            b"data" => {
+                self.data.push_str(&value);
+                self.data.push('\n');
+            }
+            b"id" if !value.contains('\0') => {
+                self.last_event_id = value.to_string();
+                self.id = Some(value.into_owned());
+            }
+            b"retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
+                if let Ok(ms) = value.parse() {
+                    self.reconnection_ms = Some(ms);
+                    self.retry = Some(ms);
+                }
+            }
+            _ => {} // unknown field, or an id with NUL, or a bogus retry
+        }
+    }
+
+    fn dispatch(&mut self, out: &mut Vec<Event>) {
+        self.in_event = false;
+        let id = self.id.take();
+        let retry = self.retry.take();
+        if self.data.is_empty() {
+            self.event.clear();
+            return;
+        }
+        self.data.pop(); // the trailing LF
+        let event = std::mem::take(&mut self.event);
+        out.push(Event {
+            id,
+            event: (!event.is_empty()).then_some(event),
+            data: std::mem::take(&mut self.data),
+            retry,
+            last_event_id: self.last_event_id.clone(),
+        });
+    }
+}
+
+/// Encodes an event as `id: `, `event: `, `retry: ` and one `data: ` line per
+/// line of data, ended by a blank line. CR and LF in `id` and `event`, which
+/// would break the framing, are dropped.
+pub fn encode(event: &Event) -> String {
+    let mut out = String::with_capacity(event.data.len() + 32);
+    let clean = |s: &str| s.replace(['\r', '\n'], "");
+    if let Some(id) = &event.id {
+        out.push_str("id: ");
+        out.push_str(&clean(id));
+        out.push('\n');
+    }
+    if let Some(name) = &event.event {
+        out.push_str("event: ");
+        out.push_str(&clean(name));
+        out.push('\n');
+    }
+    if let Some(ms) = event.retry {
+        out.push_str(&format!("retry: {ms}\n"));
+    }
+    let data = event.data.replace("\r\n", "\n").replace('\r', "\n");
+    for line in data.split('\n') {
+        out.push_str("data: ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.push('\n');
+    out
+}
+
+/// Encodes a comment line (`: text`), ignored by every client.
+pub fn comment(text: &str) -> String {
+    format!(": {}\n", text.replace(['\r', '\n'], " "))
+}
+
+#[cfg(test)]
+#[path = "sse_tests.rs"]
+mod tests;

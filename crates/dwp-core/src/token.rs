@@ -1,0 +1,237 @@
+//! HS256 tokens (CONTRACT.md section 7): the claims and their verification.
+//!
+//! Only HS256 is accepted; `alg: none` and every other algorithm are invalid.
+//! `sub` is required and must be free of control characters; `tenant_id`,
+//! when present, must be a string; `exp` is required and checked with a small
+//! leeway. A token carrying `aud` is accepted unless an audience is configured.
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+/// Tokens longer than this are refused before any decoding.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// Default clock leeway for `exp` and `nbf`, in seconds.
+pub const DEFAULT_LEEWAY_SECS: u64 = 30;
+
+/// The claims the system reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user id.
+    pub sub: String,
+    /// The tenant id, when the token names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+    /// Issued at, Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    /// Expiry, Unix seconds.
+    pub exp: u64,
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenError {
+    /// No `Authorization: Bearer` header (E2000).
+    Missing,
+    /// The token verified but is past its `exp` (E2002).
+    Expired,
+    /// Anything else: bad signature, wrong algorithm, malformed, missing `sub` (E2003).
+    Invalid,
+}
+
+impl std::fmt::Display for TokenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Missing => "Authentication required",
+            Self::Expired => "Token expired",
+            Self::Invalid => "Token invalid",
+        })
+    }
+}
+
+impl std::error::Error for TokenError {}
+
+impl TokenError {
+    /// The contract's error code for this refusal.
+    pub fn code(self) -> crate::ErrorCode {
+        match self {
+            Self::Missing => crate::ErrorCode::E2000,
+            Self::Expired => crate::ErrorCode::E2002,
+            Self::Invalid => crate::ErrorCode::E2003,
+        }
+    }
+}
+
+/// Verifies tokens with one shared secret. Build once, use for every request.
+#[derive(Clone)]
+pub struct Verifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Verifier { key: <redacted> }")
+    }
+}
+
+impl Verifier {
+    /// A verifier for HS256 tokens signed with `secret`; `audience`, when
+    /// given, must appear in the token's `aud`.
+    pub fn new(secret: &[u8], audience: Option<&str>) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = DEFAULT_LEEWAY_SECS;
+        validation.validate_nbf = true;
+        match audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        Self {
+            key: DecodingKey::from_secret(secret),
+            validation,
+        }
+    }
+
+    /// Verifies a bare token (without `Bearer `).
+    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenError::Invalid);
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
+            |e| match e.kind() {
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                _ => TokenError::Invalid,
+            },
+        )?;
+        let claims = data.claims;
+        let clean = |s: &str| !s.is_empty() && !s.chars().any(char::is_control);
+        if !clean(&claims.sub) || claims.tenant_id.as_deref().is_some_and(|t| !clean(t)) {
+            return Err(TokenError::Invalid);
+        }
+        Ok(claims)
+    }
+
+    /// Verifies the value of an `Authorization` header (`Bearer <token>`).
+    pub fn verify_header(&self, authorization: Option<&str>) -> Result<Claims, TokenError> {
+        let token = bearer(authorization.ok_or(TokenError::Missing)?).ok_or(TokenError::Missing)?;
+        self.verify(token)
+    }
+}
+
+/// The token of a `Bearer` authorization value (scheme case-insensitive).
+pub fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Signs `claims` with HS256 (for login and for tests).
+pub fn issue(claims: &Claims, secret: &[u8]) -> String {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret),
+    )
+    // HS256 signing of a serialisable struct does not fail.
+    .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    fn claims() -> Claims {
+        Claims {
+            sub: "user123".into(),
+            tenant_id: Some("tenant1".into()),
+            iat: Some(now()),
+            exp: now() + 600,
+        }
+    }
+
+    #[test]
+    fn a_good_token_verifies() {
+        let v = Verifier::new(SECRET, None);
+        let token = issue(&claims(), SECRET);
+        assert_eq!(v.verify_header(Some(&format!("Bearer {token}"))), Ok(claims()));
+    }
+
+    #[test]
+    fn refusals_have_the_right_kind() {
+        let v = Verifier::new(SECRET, None);
+        assert_eq!(v.verify_header(None), Err(TokenError::Missing));
+        assert_eq!(v.verify_header(Some("Basic abc")), Err(TokenError::Missing));
+        let expired = Claims { exp: now() - 3600, ..claims() };
+        assert_eq!(v.verify(&issue(&expired, SECRET)), Err(TokenError::Expired));
+        let wrong = issue(&claims(), b"another-secret-another-secret-xx");
+        assert_eq!(v.verify(&wrong), Err(TokenError::Invalid));
+        let control = Claims { sub: "us\ner".into(), ..claims() };
+        assert_eq!(v.verify(&issue(&control, SECRET)), Err(TokenError::Invalid));
+        assert_eq!(v.verify("a.b.c"), Err(TokenError::Invalid));
+        assert_eq!(v.verify(&"x".repeat(MAX_TOKEN_BYTES + 1)), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn aud_is_accepted_unless_an_audience_is_configured() {
+        #[derive(Serialize)]
+        struct WithAud<'a> {
+            sub: &'a str,
+            exp: u64,
+            aud: &'a str,
+        }
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &WithAud { sub: "u", exp: now() + 60, aud: "dwp" },
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
+        assert!(Verifier::new(SECRET, None).verify(&token).is_ok());
+        assert!(Verifier::new(SECRET, Some("dwp")).verify(&token).is_ok());
+        assert_eq!(Verifier::new(SECRET, Some("other")).verify(&token), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn alg_none_and_other_algorithms_are_invalid() {
+        use base64_free::url_b64;
+        let v = Verifier::new(SECRET, None);
+        let body = url_b64(&serde_json::to_vec(&claims()).unwrap());
+        let none = format!("{}.{body}.", url_b64(br#"{"alg":"none","typ":"JWT"}"#));
+        assert_eq!(v.verify(&none), Err(TokenError::Invalid));
+        let hs512 = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS512),
+            &claims(),
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
+        assert_eq!(v.verify(&hs512), Err(TokenError::Invalid));
+    }
+
+    mod base64_free {
+        /// Unpadded base64url, enough to forge test tokens.
+        pub fn url_b64(bytes: &[u8]) -> String {
+            const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+            let mut out = String::new();
+            for chunk in bytes.chunks(3) {
+                let n = chunk.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b))
+                    << (8 * (3 - chunk.len()));
+                for i in 0..=chunk.len() {
+                    out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                }
+            }
+            out
+        }
+    }
+}
