@@ -95,8 +95,9 @@ impl Parser {
     /// True between events: no partial line and no field of an unfinished
     /// event is pending, so a comment line can be inserted without changing
     /// what a client parses.
+    /// Before the first byte the parser is idle too.
     pub fn is_idle(&self) -> bool {
-        self.started && self.line.is_empty() && !self.pending_cr && !self.in_event
+        self.line.is_empty() && !self.pending_cr && !self.in_event
     }
 
     /// The reconnection time set by the last valid `retry` field, if any.

@@ -165,7 +165,10 @@ fn a_utf8_sequence_split_across_chunks_is_decoded_whole() {
 #[test]
 fn idle_only_between_events() {
     let mut p = Parser::new();
-    assert!(!p.is_idle(), "nothing seen yet: the BOM is undecided");
+    assert!(p.is_idle(), "nothing seen yet");
+    p.feed(b"\xEF");
+    assert!(!p.is_idle(), "a BOM may be arriving");
+    let mut p = Parser::new();
     p.feed(b"id: 1\n");
     assert!(!p.is_idle(), "a field of an unfinished event is pending");
     p.feed(b"data: x\n\n");

@@ -1,1 +1,43 @@
-//! x
+//! The DWP gateway: the single entry point on port 8080, a streaming reverse
+//! proxy on raw hyper 1.x.
+//!
+//! It routes `/api/**` to Aura-Platform or main-service (CONTRACT.md
+//! section 2), relays Server-Sent Events as they arrive, checks identity at
+//! the edge, answers CORS preflights, and drains open streams on shutdown.
+//!
+//! # Layout
+//! - [`config`]: the typed configuration and its loading.
+//! - [`routes`]: the route table and the path rules.
+//! - [`edge`]: tenant and token checks before any upstream is called.
+//! - [`cors`]: preflights and CORS response headers.
+//! - [`forward`]: hop-by-hop and `X-Forwarded-*` header rules.
+//! - [`proxy`]: forwarding one request, the upstream pool, error mapping.
+//! - [`body`]: the streamed, size-limited request body and its preview log.
+//! - [`relay`]: the streamed response body, heartbeats and the idle timeout.
+//! - [`access`]: the access-log line and request count per request.
+//! - [`metrics`]: Prometheus metrics.
+//! - [`error`]: the one error type and its envelope responses.
+//! - [`server`]: the accept loop, graceful shutdown and the request handler.
+#![forbid(unsafe_code)]
+
+pub mod access;
+pub mod body;
+pub mod config;
+pub mod cors;
+pub mod edge;
+pub mod error;
+pub mod forward;
+pub mod metrics;
+pub mod proxy;
+pub mod relay;
+pub mod routes;
+pub mod server;
+
+pub use config::Config;
+pub use server::run;
+
+/// The error type bodies carry.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Every response body the gateway sends.
+pub type ResponseBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, BoxError>;

@@ -1,1 +1,44 @@
-fn main() {}
+//! The gateway binary: tracing, configuration, bind, run until SIGTERM or SIGINT.
+
+use gateway::Config;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f == "json");
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if json { builder.json().init() } else { builder.init() }
+
+    let config = match Config::load() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("gateway: bad configuration: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let addr = format!("{}:{}", config.host, config.port);
+    let listener = match TcpListener::bind(&addr).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("gateway: cannot listen on {addr}: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    match gateway::run(listener, config, shutdown_signal()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gateway: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+}

@@ -1,0 +1,101 @@
+//! One access-log line and one request count per request, written when the
+//! response is over: complete, cut by the upstream, ended by the idle
+//! timeout, or abandoned by the client (the guard is dropped unfinished).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{HeaderValue, Method};
+
+use crate::metrics::{Metrics, RouteStatus};
+
+/// How a response ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Still running; dropping the guard now means the client went away.
+    Running,
+    /// Sent in full.
+    Complete,
+    /// The upstream broke the response off.
+    UpstreamError,
+    /// The stream was silent for longer than the idle timeout and was ended.
+    IdleTimeout,
+}
+
+impl Outcome {
+    /// The name written in the access log.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Running => "client_disconnect",
+            Self::Complete => "complete",
+            Self::UpstreamError => "upstream_error",
+            Self::IdleTimeout => "idle_timeout",
+        }
+    }
+}
+
+/// The access-log guard of one request.
+#[derive(Debug)]
+pub struct AccessLog {
+    metrics: Arc<Metrics>,
+    /// The route name (`none` before routing, `gateway` for own endpoints).
+    pub route: &'static str,
+    method: Method,
+    path: String,
+    request_id: HeaderValue,
+    start: Instant,
+    /// The status sent to the client (499 until one is sent).
+    pub status: u16,
+    /// Body bytes sent to the client.
+    pub bytes: u64,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+impl AccessLog {
+    /// Starts the clock for a request.
+    pub fn new(metrics: Arc<Metrics>, method: Method, path: String, request_id: HeaderValue) -> Self {
+        Self {
+            metrics,
+            route: "none",
+            method,
+            path,
+            request_id,
+            start: Instant::now(),
+            status: 499,
+            bytes: 0,
+            outcome: Outcome::Running,
+        }
+    }
+
+    /// Marks a response the gateway made itself as sent.
+    pub fn finish(&mut self, status: u16, bytes: u64) {
+        self.status = status;
+        self.bytes = bytes;
+        self.outcome = Outcome::Complete;
+    }
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        if self.outcome == Outcome::Running {
+            self.metrics.client_disconnects.inc();
+        }
+        self.metrics
+            .requests
+            .get_or_create(&RouteStatus { route: self.route, status: self.status })
+            .inc();
+        tracing::info!(
+            target: "access",
+            request_id = self.request_id.to_str().unwrap_or("-"),
+            route = self.route,
+            method = %self.method,
+            path = %self.path,
+            status = self.status,
+            duration_ms = self.start.elapsed().as_millis() as u64,
+            bytes = self.bytes,
+            outcome = self.outcome.label(),
+            "request"
+        );
+    }
+}

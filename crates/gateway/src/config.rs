@@ -1,0 +1,323 @@
+//! The gateway's configuration: defaults, then an optional TOML file
+//! (`config/gateway.toml`, keys are the variable names in lower case), then
+//! environment variables with the names of CONTRACT.md section 1.
+//!
+//! Every value is validated at start; a bad one stops start-up with a
+//! message that names the variable.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use http::{Method, Uri};
+
+/// The default optional configuration file, relative to the working directory.
+pub const DEFAULT_FILE: &str = "config/gateway.toml";
+
+/// A configuration value that could not be used; the message names the variable.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}: {problem}")]
+pub struct ConfigError {
+    /// The environment variable (or file key, upper-cased) at fault.
+    pub var: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+/// CORS settings (`CORS_*`).
+#[derive(Debug, Clone)]
+pub struct Cors {
+    /// `CORS_ALLOWED_ORIGINS`: exact origins; `*` allows any.
+    pub allowed_origins: Vec<String>,
+    /// `CORS_ALLOWED_METHODS`.
+    pub allowed_methods: Vec<Method>,
+    /// `CORS_ALLOWED_HEADERS`: `*` echoes what the browser asks for.
+    pub allowed_headers: String,
+    /// `CORS_ALLOW_CREDENTIALS`.
+    pub allow_credentials: bool,
+    /// `CORS_MAX_AGE`, seconds a preflight may be cached.
+    pub max_age_secs: u64,
+}
+
+/// The whole gateway configuration.
+#[derive(Clone)]
+pub struct Config {
+    /// `SERVER_HOST` (default `0.0.0.0`).
+    pub host: String,
+    /// `SERVER_PORT` (default 8080).
+    pub port: u16,
+    /// `AURA_PLATFORM_URI` (default `http://localhost:9000`).
+    pub aura_uri: Uri,
+    /// `MAIN_SERVICE_URI` (default `http://localhost:8081`).
+    pub main_uri: Uri,
+    /// `AUTH_SERVER_URI` (default: `MAIN_SERVICE_URI`).
+    pub auth_uri: Uri,
+    /// The `CORS_*` settings.
+    pub cors: Cors,
+    /// `JWT_SECRET`: when set (at least 32 bytes), the edge checks tokens.
+    pub jwt_secret: Option<String>,
+    /// `GATEWAY_CONNECT_TIMEOUT_SECS` (10).
+    pub connect_timeout: Duration,
+    /// `GATEWAY_RESPONSE_TIMEOUT_SECS` (300): to the upstream's response headers.
+    pub response_timeout: Duration,
+    /// `GATEWAY_STREAM_IDLE_TIMEOUT_SECS` (330): silence that ends a stream.
+    pub stream_idle_timeout: Duration,
+    /// `GATEWAY_SSE_HEARTBEAT_SECS` (15; 0 turns heartbeats off).
+    pub sse_heartbeat: Option<Duration>,
+    /// `GATEWAY_MAX_BODY_BYTES` (10 MiB).
+    pub max_body_bytes: u64,
+    /// `GATEWAY_POOL_MAX_CONNECTIONS` (500), per upstream.
+    pub pool_max_connections: usize,
+    /// `GATEWAY_POOL_IDLE_TIMEOUT_SECS` (30).
+    pub pool_idle_timeout: Duration,
+    /// `GATEWAY_SHUTDOWN_GRACE_SECS` (30).
+    pub shutdown_grace: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &format_args!("{}:{}", self.host, self.port))
+            .field("aura_uri", &self.aura_uri)
+            .field("main_uri", &self.main_uri)
+            .field("auth_uri", &self.auth_uri)
+            .field("cors", &self.cors)
+            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<set>"))
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .field("stream_idle_timeout", &self.stream_idle_timeout)
+            .field("sse_heartbeat", &self.sse_heartbeat)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("pool_max_connections", &self.pool_max_connections)
+            .field("pool_idle_timeout", &self.pool_idle_timeout)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .finish()
+    }
+}
+
+impl Config {
+    /// Loads `config/gateway.toml` (if present) and the process environment.
+    pub fn load() -> Result<Self, ConfigError> {
+        Self::from_sources(Some(Path::new(DEFAULT_FILE)), std::env::vars().collect())
+    }
+
+    /// Loads from an optional file and an explicit variable map (tests pass
+    /// their own map instead of touching the process environment).
+    pub fn from_sources(
+        file: Option<&Path>,
+        env: HashMap<String, String>,
+    ) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            builder = builder.add_source(config::File::from(path).required(false));
+        }
+        let layered = builder
+            .add_source(config::Environment::default().source(Some(env)))
+            .build()
+            .map_err(|e| ConfigError {
+                var: file.map(|p| p.display().to_string()).unwrap_or_default(),
+                problem: e.to_string(),
+            })?;
+        let vars = Vars(layered);
+
+        let main_uri = vars.uri("MAIN_SERVICE_URI", "http://localhost:8081")?;
+        let auth_uri = match vars.get("AUTH_SERVER_URI") {
+            Some(_) => vars.uri("AUTH_SERVER_URI", "")?,
+            None => main_uri.clone(),
+        };
+        let jwt_secret = vars.get("JWT_SECRET").filter(|s| !s.is_empty());
+        if jwt_secret.as_ref().is_some_and(|s| s.len() < 32) {
+            return Err(ConfigError {
+                var: "JWT_SECRET".into(),
+                problem: "must be at least 32 bytes long (unset it to turn the edge token check off)"
+                    .into(),
+            });
+        }
+        Ok(Self {
+            host: vars.get("SERVER_HOST").unwrap_or_else(|| "0.0.0.0".into()),
+            port: vars.number("SERVER_PORT", 8080)?,
+            aura_uri: vars.uri("AURA_PLATFORM_URI", "http://localhost:9000")?,
+            main_uri,
+            auth_uri,
+            cors: Cors {
+                allowed_origins: vars.list("CORS_ALLOWED_ORIGINS", "http://localhost:4200"),
+                allowed_methods: vars
+                    .list("CORS_ALLOWED_METHODS", "GET,POST,PUT,DELETE,PATCH,OPTIONS")
+                    .iter()
+                    .map(|m| {
+                        Method::from_bytes(m.to_ascii_uppercase().as_bytes()).map_err(|_| {
+                            ConfigError {
+                                var: "CORS_ALLOWED_METHODS".into(),
+                                problem: format!("{m:?} is not an HTTP method"),
+                            }
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+                allowed_headers: vars.get("CORS_ALLOWED_HEADERS").unwrap_or_else(|| "*".into()),
+                allow_credentials: vars.boolean("CORS_ALLOW_CREDENTIALS", true)?,
+                max_age_secs: vars.number("CORS_MAX_AGE", 3600)?,
+            },
+            jwt_secret,
+            connect_timeout: vars.secs("GATEWAY_CONNECT_TIMEOUT_SECS", 10)?,
+            response_timeout: vars.secs("GATEWAY_RESPONSE_TIMEOUT_SECS", 300)?,
+            stream_idle_timeout: vars.secs("GATEWAY_STREAM_IDLE_TIMEOUT_SECS", 330)?,
+            sse_heartbeat: match vars.number::<u64>("GATEWAY_SSE_HEARTBEAT_SECS", 15)? {
+                0 => None,
+                secs => Some(Duration::from_secs(secs)),
+            },
+            max_body_bytes: vars.positive("GATEWAY_MAX_BODY_BYTES", 10 * 1024 * 1024)?,
+            pool_max_connections: vars.positive("GATEWAY_POOL_MAX_CONNECTIONS", 500)? as usize,
+            pool_idle_timeout: vars.secs("GATEWAY_POOL_IDLE_TIMEOUT_SECS", 30)?,
+            shutdown_grace: vars.secs("GATEWAY_SHUTDOWN_GRACE_SECS", 30)?,
+        })
+    }
+}
+
+/// The layered values, read by contract variable name.
+struct Vars(config::Config);
+
+impl Vars {
+    fn get(&self, var: &str) -> Option<String> {
+        self.0.get_string(&var.to_ascii_lowercase()).ok()
+    }
+
+    fn bad(var: &str, problem: impl Into<String>) -> ConfigError {
+        ConfigError { var: var.into(), problem: problem.into() }
+    }
+
+    fn number<T: std::str::FromStr>(&self, var: &str, default: T) -> Result<T, ConfigError> {
+        match self.get(var) {
+            None => Ok(default),
+            Some(raw) => raw
+                .trim()
+                .parse()
+                .map_err(|_| Self::bad(var, format!("{raw:?} is not a valid whole number"))),
+        }
+    }
+
+    fn positive(&self, var: &str, default: u64) -> Result<u64, ConfigError> {
+        match self.number(var, default)? {
+            0 => Err(Self::bad(var, "must be greater than 0")),
+            n => Ok(n),
+        }
+    }
+
+    fn secs(&self, var: &str, default: u64) -> Result<Duration, ConfigError> {
+        self.positive(var, default).map(Duration::from_secs)
+    }
+
+    fn boolean(&self, var: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.get(var).map(|v| v.trim().to_ascii_lowercase()) {
+            None => Ok(default),
+            Some(v) if v == "true" => Ok(true),
+            Some(v) if v == "false" => Ok(false),
+            Some(v) => Err(Self::bad(var, format!("{v:?} is not true or false"))),
+        }
+    }
+
+    fn list(&self, var: &str, default: &str) -> Vec<String> {
+        self.get(var)
+            .unwrap_or_else(|| default.into())
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+
+    fn uri(&self, var: &str, default: &str) -> Result<Uri, ConfigError> {
+        let raw = self.get(var).unwrap_or_else(|| default.into());
+        let uri: Uri = raw
+            .trim()
+            .parse()
+            .map_err(|_| Self::bad(var, format!("{raw:?} is not a URI")))?;
+        if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+            return Err(Self::bad(var, format!("{raw:?} must be an http://host:port URI")));
+        }
+        Ok(uri)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_sources(None, env)
+    }
+
+    #[test]
+    fn defaults_are_the_contract_defaults() {
+        let c = load(&[]).unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("0.0.0.0", 8080));
+        assert_eq!(c.aura_uri, "http://localhost:9000/");
+        assert_eq!(c.main_uri, "http://localhost:8081/");
+        assert_eq!(c.auth_uri, c.main_uri);
+        assert_eq!(c.cors.allowed_origins, ["http://localhost:4200"]);
+        assert_eq!(c.cors.allowed_methods.len(), 6);
+        assert!(c.cors.allow_credentials);
+        assert_eq!(c.cors.max_age_secs, 3600);
+        assert!(c.jwt_secret.is_none());
+        assert_eq!(c.connect_timeout, Duration::from_secs(10));
+        assert_eq!(c.response_timeout, Duration::from_secs(300));
+        assert_eq!(c.stream_idle_timeout, Duration::from_secs(330));
+        assert_eq!(c.sse_heartbeat, Some(Duration::from_secs(15)));
+        assert_eq!(c.max_body_bytes, 10 * 1024 * 1024);
+        assert_eq!(c.pool_max_connections, 500);
+        assert_eq!(c.pool_idle_timeout, Duration::from_secs(30));
+        assert_eq!(c.shutdown_grace, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn environment_overrides_and_heartbeat_zero_turns_it_off() {
+        let c = load(&[
+            ("SERVER_PORT", "9999"),
+            ("AUTH_SERVER_URI", "http://auth:7000"),
+            ("GATEWAY_SSE_HEARTBEAT_SECS", "0"),
+            ("CORS_ALLOWED_ORIGINS", "http://a, http://b"),
+        ])
+        .unwrap();
+        assert_eq!(c.port, 9999);
+        assert_eq!(c.auth_uri, "http://auth:7000/");
+        assert_eq!(c.sse_heartbeat, None);
+        assert_eq!(c.cors.allowed_origins, ["http://a", "http://b"]);
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable() {
+        for (var, value) in [
+            ("GATEWAY_CONNECT_TIMEOUT_SECS", "ten"),
+            ("GATEWAY_RESPONSE_TIMEOUT_SECS", "0"),
+            ("GATEWAY_MAX_BODY_BYTES", "-1"),
+            ("SERVER_PORT", "70000"),
+            ("AURA_PLATFORM_URI", "not a uri"),
+            ("MAIN_SERVICE_URI", "https://tls-not-supported:1"),
+            ("CORS_ALLOW_CREDENTIALS", "yes"),
+            ("CORS_ALLOWED_METHODS", "GET,BAD METHOD"),
+            ("JWT_SECRET", "short"),
+        ] {
+            let err = load(&[(var, value)]).unwrap_err();
+            assert_eq!(err.var, var, "{var}={value}: {err}");
+            assert!(err.to_string().starts_with(var));
+        }
+    }
+
+    #[test]
+    fn the_file_layer_sits_under_the_environment() {
+        let dir = std::env::temp_dir().join(format!("gw-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("gateway.toml");
+        std::fs::write(&file, "server_port = 7001\ngateway_max_body_bytes = 1024\n").unwrap();
+        let env = HashMap::from([("SERVER_PORT".to_string(), "7002".to_string())]);
+        let c = Config::from_sources(Some(&file), env).unwrap();
+        assert_eq!(c.port, 7002, "environment wins");
+        assert_eq!(c.max_body_bytes, 1024, "file beats the default");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_secret() {
+        let c = load(&[("JWT_SECRET", "s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t")]).unwrap();
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+    }
+}

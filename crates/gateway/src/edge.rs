@@ -1,0 +1,115 @@
+//! Checks made at the edge, before any upstream is called, so that a bad
+//! request never opens a five-minute stream.
+//!
+//! - `/api/aura/**` needs `X-Tenant-ID` (400).
+//! - When `JWT_SECRET` is set, `/api/aura/**` and `/api/main/**` need a valid
+//!   HS256 Bearer token (401) whose `sub` equals `X-User-ID` and whose
+//!   `tenant_id` equals `X-Tenant-ID` when those headers are sent (403).
+//!   `/api/auth/**` and the gateway's own endpoints are exempt.
+
+use dwp_core::headers::{AUTHORIZATION, TENANT_ID, USER_ID};
+use dwp_core::token::Verifier;
+use http::HeaderMap;
+
+use crate::error::GatewayError;
+use crate::routes::{Route, Upstream};
+
+/// Runs the edge checks for a request on `route`.
+pub fn check(route: &Route, headers: &HeaderMap, verifier: Option<&Verifier>) -> Result<(), GatewayError> {
+    let on_aura = route.prefix.starts_with("/api/aura");
+    let tenant = header(headers, &TENANT_ID)?;
+    if on_aura && tenant.is_none_or(str::is_empty) {
+        return Err(GatewayError::BadRequest("X-Tenant-ID header is required".into()));
+    }
+    let needs_token = on_aura || route.upstream == Upstream::Main;
+    let Some(verifier) = verifier.filter(|_| needs_token) else {
+        return Ok(());
+    };
+    let claims = verifier
+        .verify_header(header(headers, &AUTHORIZATION).ok().flatten())
+        .map_err(GatewayError::Token)?;
+    if let Some(user) = header(headers, &USER_ID)? {
+        if user != claims.sub {
+            return Err(GatewayError::Forbidden("X-User-ID does not match the token"));
+        }
+    }
+    if let Some(tenant) = tenant {
+        if claims.tenant_id.as_deref() != Some(tenant) {
+            return Err(GatewayError::Forbidden("X-Tenant-ID does not match the token"));
+        }
+    }
+    Ok(())
+}
+
+/// A header as text; a value that is not visible ASCII is a bad request.
+fn header<'a>(headers: &'a HeaderMap, name: &http::HeaderName) -> Result<Option<&'a str>, GatewayError> {
+    headers
+        .get(name)
+        .map(|v| {
+            v.to_str()
+                .map(str::trim)
+                .map_err(|_| GatewayError::BadRequest(format!("{name} header is not valid text")))
+        })
+        .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routes::ROUTES;
+    use dwp_core::token::{Claims, issue};
+    use http::HeaderValue;
+
+    const SECRET: &str = "edge-secret-edge-secret-edge-secret!";
+
+    fn token(sub: &str, tenant: Option<&str>) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let claims =
+            Claims { sub: sub.into(), tenant_id: tenant.map(Into::into), iat: Some(now), exp: now + 60 };
+        format!("Bearer {}", issue(&claims, SECRET.as_bytes()))
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| (http::HeaderName::from_static(k), HeaderValue::from_str(v).unwrap()))
+            .collect()
+    }
+
+    fn status(route: usize, h: &HeaderMap, secret: bool) -> u16 {
+        let verifier = Verifier::new(SECRET.as_bytes(), None);
+        match check(&ROUTES[route], h, secret.then_some(&verifier)) {
+            Ok(()) => 200,
+            Err(e) => e.status().as_u16(),
+        }
+    }
+
+    #[test]
+    fn tenant_is_required_on_aura_routes_only() {
+        let none = HeaderMap::new();
+        assert_eq!(status(0, &none, false), 400, "aura-hitl");
+        assert_eq!(status(1, &none, false), 400, "aura");
+        assert_eq!(status(2, &none, false), 200, "main");
+        assert_eq!(status(3, &none, false), 200, "auth");
+    }
+
+    #[test]
+    fn tokens_are_checked_when_a_secret_is_set() {
+        let good = token("user123", Some("tenant1"));
+        let ok = headers(&[("authorization", &good), ("x-tenant-id", "tenant1"), ("x-user-id", "user123")]);
+        assert_eq!(status(1, &ok, true), 200);
+        let missing = headers(&[("x-tenant-id", "tenant1")]);
+        assert_eq!(status(1, &missing, true), 401);
+        assert_eq!(status(2, &HeaderMap::new(), true), 401, "main needs a token");
+        assert_eq!(status(3, &HeaderMap::new(), true), 200, "auth is exempt");
+        let other_user = headers(&[("authorization", &good), ("x-tenant-id", "tenant1"), ("x-user-id", "eve")]);
+        assert_eq!(status(1, &other_user, true), 403);
+        let other_tenant = headers(&[("authorization", &good), ("x-tenant-id", "tenant2")]);
+        assert_eq!(status(1, &other_tenant, true), 403);
+        let garbage = headers(&[("authorization", "Bearer a.b.c"), ("x-tenant-id", "tenant1")]);
+        assert_eq!(status(1, &garbage, true), 401);
+    }
+}

@@ -1,0 +1,94 @@
+//! The gateway's one error type. Each variant says who caused it, and maps
+//! to one status and one envelope (pingora's `ErrorSource` idea).
+
+use bytes::Bytes;
+use dwp_core::token::TokenError;
+use dwp_core::{Envelope, ErrorCode};
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+
+use crate::ResponseBody;
+
+/// Everything that can go wrong in front of, or instead of, the upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// 404 E1004: no route for this path.
+    #[error("No route for {0}")]
+    NotFound(String),
+    /// 400 E1001: the client sent something unusable.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401 (E2000 / E2002 / E2003): the token is missing, expired or invalid.
+    #[error("{0}")]
+    Token(TokenError),
+    /// 403 E2001: the token does not match the identity headers, or the origin is not allowed.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// 413 E1001: the request body is over `GATEWAY_MAX_BODY_BYTES`.
+    #[error("Request body exceeds {0} bytes")]
+    PayloadTooLarge(u64),
+    /// 502 E5000: the upstream refused or dropped the connection.
+    #[error("Upstream {0} is unavailable")]
+    UpstreamUnavailable(&'static str),
+    /// 504 E5001: the upstream did not connect or answer in time.
+    #[error("Upstream {0} timed out")]
+    UpstreamTimeout(&'static str),
+    /// 500 E1000: a bug on our side; the detail is logged, never sent.
+    #[error("Internal error")]
+    Internal(String),
+}
+
+impl GatewayError {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            other => other.code().status(),
+        }
+    }
+
+    /// The envelope's error code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::NotFound(_) => ErrorCode::E1004,
+            Self::BadRequest(_) | Self::PayloadTooLarge(_) => ErrorCode::E1001,
+            Self::Token(e) => e.code(),
+            Self::Forbidden(_) => ErrorCode::E2001,
+            Self::UpstreamUnavailable(_) => ErrorCode::E5000,
+            Self::UpstreamTimeout(_) => ErrorCode::E5001,
+            Self::Internal(_) => ErrorCode::E1000,
+        }
+    }
+
+    /// The response the client gets.
+    pub fn into_response(self) -> Response<ResponseBody> {
+        if let Self::Internal(detail) = &self {
+            tracing::error!(%detail, "internal gateway error");
+        }
+        let mut response = json_response(
+            self.status(),
+            Envelope::error(self.code(), self.to_string()).to_json(),
+        );
+        if matches!(self, Self::Token(_)) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// A JSON response with the given status and body.
+pub fn json_response(status: StatusCode, body: Vec<u8>) -> Response<ResponseBody> {
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// A complete in-memory body.
+pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+}

@@ -1,0 +1,96 @@
+//! Header rules for both directions of the proxy (CONTRACT.md section 3).
+
+use std::net::IpAddr;
+
+use dwp_core::headers::{self, HOP_BY_HOP, PROPAGATED};
+use http::header::CONNECTION;
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+/// Removes hop-by-hop headers: the fixed RFC 9110 list and every header
+/// named in `Connection`. The contract's propagated identity headers are kept
+/// even when `Connection` names them, so they always arrive unchanged.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .filter(|name| !PROPAGATED.contains(name))
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Appends `X-Forwarded-For`, `-Proto`, `-Host` and `-Prefix` to what
+/// earlier proxies wrote.
+pub fn append_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<&str>, prefix: &str) {
+    append(headers, headers::FORWARDED_FOR, &client.to_string());
+    append(headers, headers::FORWARDED_PROTO, "http");
+    if let Some(host) = host {
+        append(headers, headers::FORWARDED_HOST, host);
+    }
+    append(headers, headers::FORWARDED_PREFIX, prefix);
+}
+
+/// Joins existing values of `name` and `value` into one `a, b, c` header.
+fn append(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    let mut joined = headers
+        .get_all(&name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if !joined.is_empty() {
+        joined.push_str(", ");
+    }
+    joined.push_str(value);
+    if let Ok(value) = HeaderValue::from_str(&joined) {
+        headers.insert(name, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, X-Secret-Hop, x-tenant-id"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("trailer", "x"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-authenticate", "Basic"),
+            ("x-secret-hop", "1"),
+            ("x-tenant-id", "tenant1"),
+            ("authorization", "Bearer t"),
+            ("x-other", "kept"),
+        ] {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        strip_hop_by_hop(&mut h);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-tenant-id", "authorization", "x-other"]);
+    }
+
+    #[test]
+    fn forwarded_headers_are_appended() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        append_forwarded(&mut h, "127.0.0.1".parse().unwrap(), Some("dwp.example:8080"), "/api");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "dwp.example:8080");
+        assert_eq!(h["x-forwarded-prefix"], "/api");
+    }
+}

@@ -1,0 +1,80 @@
+//! Prometheus metrics, served as text on `GET /metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Labels of the request counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteStatus {
+    /// The route name (`aura`, `aura-hitl`, `main`, `auth`, `gateway`, `none`).
+    pub route: &'static str,
+    /// The HTTP status sent to the client.
+    pub status: u16,
+}
+
+/// Labels of per-route metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    /// The route name.
+    pub route: &'static str,
+}
+
+/// The gateway's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by route and status.
+    pub requests: Family<RouteStatus, Counter>,
+    /// SSE streams being relayed right now.
+    pub open_streams: Gauge,
+    /// Time from sending upstream to the upstream's response headers.
+    pub upstream_seconds: Family<RouteLabel, Histogram>,
+    /// `: keep-alive` comments injected.
+    pub heartbeats: Counter,
+    /// Clients that went away before their response was complete.
+    pub client_disconnects: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("gateway");
+        let requests = Family::<RouteStatus, Counter>::default();
+        let open_streams = Gauge::default();
+        let upstream_seconds = Family::<RouteLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                60.0, 300.0,
+            ])
+        });
+        let heartbeats = Counter::default();
+        let client_disconnects = Counter::default();
+        registry.register("requests", "Requests by route and status", requests.clone());
+        registry.register("open_streams", "SSE streams being relayed", open_streams.clone());
+        registry.register(
+            "upstream_response_seconds",
+            "Time to the upstream's response headers",
+            upstream_seconds.clone(),
+        );
+        registry.register("sse_heartbeats", "Keep-alive comments injected", heartbeats.clone());
+        registry.register(
+            "client_disconnects",
+            "Clients gone before their response was complete",
+            client_disconnects.clone(),
+        );
+        Self { registry, requests, open_streams, upstream_seconds, heartbeats, client_disconnects }
+    }
+}
+
+impl Metrics {
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,187 @@
+//! The response body on its way to the client.
+//!
+//! Frames are passed on the moment they arrive, unchanged. For streams the
+//! relay also:
+//! - ends the response cleanly after `GATEWAY_STREAM_IDLE_TIMEOUT_SECS` of
+//!   upstream silence;
+//! - for `text/event-stream`, injects `: keep-alive` every
+//!   `GATEWAY_SSE_HEARTBEAT_SECS` of silence, only between events (an SSE
+//!   parser follows the relayed bytes to know where the event boundaries are);
+//! - counts itself in the open-streams gauge.
+//!
+//! Dropping the relay (hyper does so when the client goes away) drops the
+//! upstream body, which closes the upstream connection, and the access-log
+//! guard records the disconnect.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dwp_core::sse::{Event, KEEP_ALIVE, Parser};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::{Instant, Sleep, sleep};
+
+use crate::BoxError;
+use crate::access::{AccessLog, Outcome};
+use crate::metrics::Metrics;
+
+/// How a stream response is relayed.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamRules {
+    /// End the stream after this much upstream silence.
+    pub idle_timeout: Duration,
+    /// Inject heartbeats at this interval (SSE responses only).
+    pub heartbeat: Option<Duration>,
+}
+
+struct Timer {
+    every: Duration,
+    sleep: Pin<Box<Sleep>>,
+}
+
+impl Timer {
+    fn new(every: Duration) -> Self {
+        Self { every, sleep: Box::pin(sleep(every)) }
+    }
+
+    fn restart(&mut self) {
+        self.sleep.as_mut().reset(Instant::now() + self.every);
+    }
+
+    /// True when the timer fired; it is then restarted (and armed).
+    fn fired(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.sleep.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        self.restart();
+        let _ = self.sleep.as_mut().poll(cx);
+        true
+    }
+}
+
+/// A relayed upstream response body.
+pub struct Relay {
+    upstream: Incoming,
+    idle: Option<Timer>,
+    heartbeat: Option<(Timer, Parser, Vec<Event>)>,
+    log: AccessLog,
+    metrics: Arc<Metrics>,
+    stream: bool,
+    done: bool,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Relay {
+    /// Relays `upstream`; `rules` is `Some` for stream requests, `sse` says
+    /// whether the response is `text/event-stream`.
+    pub fn new(
+        upstream: Incoming,
+        rules: Option<StreamRules>,
+        sse: bool,
+        log: AccessLog,
+        metrics: Arc<Metrics>,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Self {
+        let stream = rules.is_some();
+        if stream {
+            metrics.open_streams.inc();
+        }
+        Self {
+            upstream,
+            idle: rules.map(|r| Timer::new(r.idle_timeout)),
+            heartbeat: rules
+                .and_then(|r| r.heartbeat)
+                .filter(|_| sse)
+                .map(|every| (Timer::new(every), Parser::new(), Vec::new())),
+            log,
+            metrics,
+            stream,
+            done: false,
+            _permit: permit,
+        }
+    }
+
+    fn end(&mut self, outcome: Outcome) {
+        self.done = true;
+        self.log.outcome = outcome;
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if self.stream {
+            self.metrics.open_streams.dec();
+        }
+    }
+}
+
+impl Body for Relay {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.upstream).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.log.bytes += data.len() as u64;
+                    if let Some(idle) = &mut this.idle {
+                        idle.restart();
+                    }
+                    if let Some((timer, parser, events)) = &mut this.heartbeat {
+                        parser.feed_into(data, events);
+                        events.clear();
+                        timer.restart();
+                    }
+                }
+                return Poll::Ready(Some(Ok(frame)));
+            }
+            Poll::Ready(None) => {
+                this.end(Outcome::Complete);
+                return Poll::Ready(None);
+            }
+            Poll::Ready(Some(Err(e))) => {
+                tracing::warn!(error = %e, "upstream broke the response off");
+                this.end(Outcome::UpstreamError);
+                return Poll::Ready(Some(Err(Box::new(e))));
+            }
+            Poll::Pending => {}
+        }
+        if this.idle.as_mut().is_some_and(|idle| idle.fired(cx)) {
+            tracing::info!("stream idle timeout: ending the stream");
+            this.end(Outcome::IdleTimeout);
+            return Poll::Ready(None);
+        }
+        if let Some((timer, parser, _)) = &mut this.heartbeat {
+            if timer.fired(cx) && parser.is_idle() {
+                this.metrics.heartbeats.inc();
+                this.log.bytes += KEEP_ALIVE.len() as u64;
+                return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(KEEP_ALIVE)))));
+            }
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || (self.idle.is_none() && self.upstream.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.stream {
+            SizeHint::default()
+        } else {
+            self.upstream.size_hint()
+        }
+    }
+}

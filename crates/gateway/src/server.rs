@@ -1,0 +1,172 @@
+//! The accept loop, the per-request handler and graceful shutdown.
+//!
+//! On shutdown the listener is dropped at once (new connections are
+//! refused), open requests and streams get up to `GATEWAY_SHUTDOWN_GRACE_SECS`
+//! to finish, and whatever is still open then is closed.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dwp_core::Envelope;
+use dwp_core::headers::REQUEST_ID;
+use http::header::{CONTENT_TYPE, ORIGIN};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::access::AccessLog;
+use crate::error::{GatewayError, full, json_response};
+use crate::proxy::{self, State};
+use crate::{Config, ResponseBody};
+
+/// Longest a client may take to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Largest request head (line and headers) accepted; larger is 431.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// Serves the gateway on `listener` until `shutdown` completes, then drains.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let grace = config.shutdown_grace;
+    let state = Arc::new(State::new(config));
+    let graceful = GracefulShutdown::new();
+    let force_close = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    tokio::pin!(shutdown);
+
+    tracing::info!(addr = %listener.local_addr()?, "gateway listening");
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, do not spin or exit.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let service = tower::service_fn(move |req: Request<Incoming>| {
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(handle(&state, req, remote).await) }
+        });
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(MAX_HEAD_BYTES)
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let conn = graceful.watch(conn);
+        let force_close = force_close.clone();
+        tasks.spawn(async move {
+            tokio::select! {
+                result = conn => if let Err(e) = result {
+                    tracing::debug!(error = %e, %remote, "connection ended with an error");
+                },
+                () = force_close.cancelled() => {}
+            }
+        });
+    }
+
+    drop(listener);
+    tracing::info!(grace_secs = grace.as_secs(), "shutting down: draining open requests");
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections drained"),
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!("grace period over: closing the remaining connections");
+            force_close.cancel();
+        }
+    }
+    tasks.close();
+    tasks.wait().await;
+    Ok(())
+}
+
+/// Handles one request: own endpoints, CORS preflight, routing, proxying.
+pub async fn handle(state: &State, req: Request<Incoming>, remote: SocketAddr) -> Response<ResponseBody> {
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID)
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+                .unwrap_or(HeaderValue::from_static("-"))
+        });
+    let origin = req.headers().get(ORIGIN).cloned();
+    let mut log = Some(AccessLog::new(
+        state.metrics.clone(),
+        req.method().clone(),
+        req.uri().path().to_owned(),
+        request_id.clone(),
+    ));
+
+    let mut response = match dispatch(state, req, remote, &request_id, &mut log).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    };
+    if let Some(mut log) = log {
+        // A response the gateway made itself: complete as soon as it is sent.
+        let bytes = http_body::Body::size_hint(response.body()).exact().unwrap_or(0);
+        log.finish(response.status().as_u16(), bytes);
+    }
+    state.config.cors.apply(origin.as_ref(), response.headers_mut());
+    response.headers_mut().insert(REQUEST_ID, request_id);
+    response
+}
+
+async fn dispatch(
+    state: &State,
+    req: Request<Incoming>,
+    remote: SocketAddr,
+    request_id: &HeaderValue,
+    log: &mut Option<AccessLog>,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    let path = req.uri().path();
+    if req.method() == Method::GET && (path == "/health" || path == "/metrics") {
+        if let Some(log) = log {
+            log.route = "gateway";
+        }
+        return Ok(own_endpoint(state, path));
+    }
+    if let Some(preflight) = state.config.cors.preflight(&req) {
+        return Ok(preflight);
+    }
+    let (route, upstream_path) = proxy::route(path)?;
+    if let Some(log) = log {
+        log.route = route.name;
+    }
+    let upstream_path = upstream_path.to_owned();
+    proxy::forward(state, route, &upstream_path, req, remote, request_id, log).await
+}
+
+fn own_endpoint(state: &State, path: &str) -> Response<ResponseBody> {
+    if path == "/health" {
+        return json_response(
+            StatusCode::OK,
+            Envelope::success("UP", serde_json::json!({"status": "UP"})).to_json(),
+        );
+    }
+    let mut response = Response::new(full(state.metrics.render()));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
