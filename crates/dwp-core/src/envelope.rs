@@ -214,10 +214,9 @@ mod tests {
 
     #[test]
     fn success_envelope_omits_the_error_code() {
-        let v: serde_json::Value = serde_json::from_slice(
-            &Envelope::success("ok", serde_json::json!({"a": 1})).to_json(),
-        )
-        .unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&Envelope::success("ok", serde_json::json!({"a": 1})).to_json())
+                .unwrap();
         assert_eq!(v["status"], "SUCCESS");
         assert_eq!(v["success"], true);
         assert_eq!(v["data"]["a"], 1);

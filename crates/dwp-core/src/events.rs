@@ -158,8 +158,9 @@ mod tests {
                 .unwrap();
         assert_eq!(wrapped.payload()["stepId"], "s1");
         assert!(!wrapped.event_type.is_flat());
-        let flat = AgentEvent::parse(r#"{"type":"error","error":"no","errorType":"RejectionError"}"#)
-            .unwrap();
+        let flat =
+            AgentEvent::parse(r#"{"type":"error","error":"no","errorType":"RejectionError"}"#)
+                .unwrap();
         assert_eq!(flat.payload()["errorType"], "RejectionError");
         assert!(flat.event_type.is_flat());
     }

@@ -5,7 +5,11 @@
 use super::*;
 
 /// (name, stream, expected (event type, data, lastEventId) in order)
-type Case = (&'static str, &'static [u8], &'static [(&'static str, &'static str, &'static str)]);
+type Case = (
+    &'static str,
+    &'static [u8],
+    &'static [(&'static str, &'static str, &'static str)],
+);
 
 const CASES: &[Case] = &[
     (
@@ -102,7 +106,13 @@ const CASES: &[Case] = &[
 fn summary(events: &[Event]) -> Vec<(String, String, String)> {
     events
         .iter()
-        .map(|e| (e.event_type().to_owned(), e.data.clone(), e.last_event_id.clone()))
+        .map(|e| {
+            (
+                e.event_type().to_owned(),
+                e.data.clone(),
+                e.last_event_id.clone(),
+            )
+        })
         .collect()
 }
 
@@ -140,7 +150,11 @@ fn retry_sets_the_reconnection_time_only_when_all_digits() {
     p.feed(b"retry\ndata:x\n\n");
     assert_eq!(p.reconnection_ms(), Some(3000), "empty retry is ignored");
     p.feed(b"retry: 500\ndata:x\n\n");
-    assert_eq!(p.reconnection_ms(), Some(500), "one leading space is allowed");
+    assert_eq!(
+        p.reconnection_ms(),
+        Some(500),
+        "one leading space is allowed"
+    );
     p.feed(b"retry:99999999999999999999999\ndata:x\n\n");
     assert_eq!(p.reconnection_ms(), Some(500), "overflow is ignored");
 }

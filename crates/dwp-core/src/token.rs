@@ -166,7 +166,10 @@ mod tests {
     fn a_good_token_verifies() {
         let v = Verifier::new(SECRET, None);
         let token = issue(&claims(), SECRET);
-        assert_eq!(v.verify_header(Some(&format!("Bearer {token}"))), Ok(claims()));
+        assert_eq!(
+            v.verify_header(Some(&format!("Bearer {token}"))),
+            Ok(claims())
+        );
     }
 
     #[test]
@@ -174,14 +177,23 @@ mod tests {
         let v = Verifier::new(SECRET, None);
         assert_eq!(v.verify_header(None), Err(TokenError::Missing));
         assert_eq!(v.verify_header(Some("Basic abc")), Err(TokenError::Missing));
-        let expired = Claims { exp: now() - 3600, ..claims() };
+        let expired = Claims {
+            exp: now() - 3600,
+            ..claims()
+        };
         assert_eq!(v.verify(&issue(&expired, SECRET)), Err(TokenError::Expired));
         let wrong = issue(&claims(), b"another-secret-another-secret-xx");
         assert_eq!(v.verify(&wrong), Err(TokenError::Invalid));
-        let control = Claims { sub: "us\ner".into(), ..claims() };
+        let control = Claims {
+            sub: "us\ner".into(),
+            ..claims()
+        };
         assert_eq!(v.verify(&issue(&control, SECRET)), Err(TokenError::Invalid));
         assert_eq!(v.verify("a.b.c"), Err(TokenError::Invalid));
-        assert_eq!(v.verify(&"x".repeat(MAX_TOKEN_BYTES + 1)), Err(TokenError::Invalid));
+        assert_eq!(
+            v.verify(&"x".repeat(MAX_TOKEN_BYTES + 1)),
+            Err(TokenError::Invalid)
+        );
     }
 
     #[test]
@@ -194,13 +206,20 @@ mod tests {
         }
         let token = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
-            &WithAud { sub: "u", exp: now() + 60, aud: "dwp" },
+            &WithAud {
+                sub: "u",
+                exp: now() + 60,
+                aud: "dwp",
+            },
             &EncodingKey::from_secret(SECRET),
         )
         .unwrap();
         assert!(Verifier::new(SECRET, None).verify(&token).is_ok());
         assert!(Verifier::new(SECRET, Some("dwp")).verify(&token).is_ok());
-        assert_eq!(Verifier::new(SECRET, Some("other")).verify(&token), Err(TokenError::Invalid));
+        assert_eq!(
+            Verifier::new(SECRET, Some("other")).verify(&token),
+            Err(TokenError::Invalid)
+        );
     }
 
     #[test]

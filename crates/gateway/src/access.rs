@@ -54,7 +54,12 @@ pub struct AccessLog {
 
 impl AccessLog {
     /// Starts the clock for a request.
-    pub fn new(metrics: Arc<Metrics>, method: Method, path: String, request_id: HeaderValue) -> Self {
+    pub fn new(
+        metrics: Arc<Metrics>,
+        method: Method,
+        path: String,
+        request_id: HeaderValue,
+    ) -> Self {
         Self {
             metrics,
             route: "none",
@@ -83,7 +88,10 @@ impl Drop for AccessLog {
         }
         self.metrics
             .requests
-            .get_or_create(&RouteStatus { route: self.route, status: self.status })
+            .get_or_create(&RouteStatus {
+                route: self.route,
+                status: self.status,
+            })
             .inc();
         tracing::info!(
             target: "access",

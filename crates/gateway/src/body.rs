@@ -36,11 +36,18 @@ pub struct RequestBody {
 impl RequestBody {
     /// Wraps `inner`; `preview` turns on the Aura body logging.
     pub fn new(inner: Incoming, limit: u64, preview: bool) -> Self {
-        Self { inner, limit, seen: 0, preview: preview.then(Vec::new) }
+        Self {
+            inner,
+            limit,
+            seen: 0,
+            preview: preview.then(Vec::new),
+        }
     }
 
     fn log_preview(&mut self) {
-        let Some(copy) = self.preview.take() else { return };
+        let Some(copy) = self.preview.take() else {
+            return;
+        };
         let text = String::from_utf8_lossy(&copy);
         let mut preview: String = text.chars().take(PREVIEW_CHARS).collect();
         if self.seen as usize > preview.len() {

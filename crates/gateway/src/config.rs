@@ -129,8 +129,9 @@ impl Config {
         if jwt_secret.as_ref().is_some_and(|s| s.len() < 32) {
             return Err(ConfigError {
                 var: "JWT_SECRET".into(),
-                problem: "must be at least 32 bytes long (unset it to turn the edge token check off)"
-                    .into(),
+                problem:
+                    "must be at least 32 bytes long (unset it to turn the edge token check off)"
+                        .into(),
             });
         }
         Ok(Self {
@@ -153,7 +154,9 @@ impl Config {
                         })
                     })
                     .collect::<Result<_, _>>()?,
-                allowed_headers: vars.get("CORS_ALLOWED_HEADERS").unwrap_or_else(|| "*".into()),
+                allowed_headers: vars
+                    .get("CORS_ALLOWED_HEADERS")
+                    .unwrap_or_else(|| "*".into()),
                 allow_credentials: vars.boolean("CORS_ALLOW_CREDENTIALS", true)?,
                 max_age_secs: vars.number("CORS_MAX_AGE", 3600)?,
             },
@@ -182,7 +185,10 @@ impl Vars {
     }
 
     fn bad(var: &str, problem: impl Into<String>) -> ConfigError {
-        ConfigError { var: var.into(), problem: problem.into() }
+        ConfigError {
+            var: var.into(),
+            problem: problem.into(),
+        }
     }
 
     fn number<T: std::str::FromStr>(&self, var: &str, default: T) -> Result<T, ConfigError> {
@@ -231,7 +237,10 @@ impl Vars {
             .parse()
             .map_err(|_| Self::bad(var, format!("{raw:?} is not a URI")))?;
         if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-            return Err(Self::bad(var, format!("{raw:?} must be an http://host:port URI")));
+            return Err(Self::bad(
+                var,
+                format!("{raw:?} must be an http://host:port URI"),
+            ));
         }
         Ok(uri)
     }
@@ -242,7 +251,10 @@ mod tests {
     use super::*;
 
     fn load(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let env = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_sources(None, env)
     }
 

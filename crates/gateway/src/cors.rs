@@ -28,8 +28,8 @@ impl Cors {
         }
         let origin = req.headers().get(ORIGIN)?.to_str().ok()?;
         let method = req.headers().get(ACCESS_CONTROL_REQUEST_METHOD)?;
-        let method_allowed = Method::from_bytes(method.as_bytes())
-            .is_ok_and(|m| self.allowed_methods.contains(&m));
+        let method_allowed =
+            Method::from_bytes(method.as_bytes()).is_ok_and(|m| self.allowed_methods.contains(&m));
         if !self.allows(origin) || !method_allowed {
             return Some(GatewayError::Forbidden("CORS request not allowed").into_response());
         }
@@ -51,7 +51,9 @@ impl Cors {
         insert(h, ACCESS_CONTROL_MAX_AGE, &self.max_age_secs.to_string());
         h.append(
             VARY,
-            HeaderValue::from_static("Origin, Access-Control-Request-Method, Access-Control-Request-Headers"),
+            HeaderValue::from_static(
+                "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
+            ),
         );
         Some(response)
     }
@@ -81,7 +83,10 @@ impl Cors {
     fn allow_origin(&self, h: &mut HeaderMap, origin: &str) {
         insert(h, ACCESS_CONTROL_ALLOW_ORIGIN, origin);
         if self.allow_credentials {
-            h.insert(ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+            h.insert(
+                ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
         }
     }
 }

@@ -15,11 +15,17 @@ use crate::error::GatewayError;
 use crate::routes::{Route, Upstream};
 
 /// Runs the edge checks for a request on `route`.
-pub fn check(route: &Route, headers: &HeaderMap, verifier: Option<&Verifier>) -> Result<(), GatewayError> {
+pub fn check(
+    route: &Route,
+    headers: &HeaderMap,
+    verifier: Option<&Verifier>,
+) -> Result<(), GatewayError> {
     let on_aura = route.prefix.starts_with("/api/aura");
     let tenant = header(headers, &TENANT_ID)?;
     if on_aura && tenant.is_none_or(str::is_empty) {
-        return Err(GatewayError::BadRequest("X-Tenant-ID header is required".into()));
+        return Err(GatewayError::BadRequest(
+            "X-Tenant-ID header is required".into(),
+        ));
     }
     let needs_token = on_aura || route.upstream == Upstream::Main;
     let Some(verifier) = verifier.filter(|_| needs_token) else {
@@ -28,21 +34,28 @@ pub fn check(route: &Route, headers: &HeaderMap, verifier: Option<&Verifier>) ->
     let claims = verifier
         .verify_header(header(headers, &AUTHORIZATION).ok().flatten())
         .map_err(GatewayError::Token)?;
-    if let Some(user) = header(headers, &USER_ID)? {
-        if user != claims.sub {
-            return Err(GatewayError::Forbidden("X-User-ID does not match the token"));
-        }
+    if let Some(user) = header(headers, &USER_ID)?
+        && user != claims.sub
+    {
+        return Err(GatewayError::Forbidden(
+            "X-User-ID does not match the token",
+        ));
     }
-    if let Some(tenant) = tenant {
-        if claims.tenant_id.as_deref() != Some(tenant) {
-            return Err(GatewayError::Forbidden("X-Tenant-ID does not match the token"));
-        }
+    if let Some(tenant) = tenant
+        && claims.tenant_id.as_deref() != Some(tenant)
+    {
+        return Err(GatewayError::Forbidden(
+            "X-Tenant-ID does not match the token",
+        ));
     }
     Ok(())
 }
 
 /// A header as text; a value that is not visible ASCII is a bad request.
-fn header<'a>(headers: &'a HeaderMap, name: &http::HeaderName) -> Result<Option<&'a str>, GatewayError> {
+fn header<'a>(
+    headers: &'a HeaderMap,
+    name: &http::HeaderName,
+) -> Result<Option<&'a str>, GatewayError> {
     headers
         .get(name)
         .map(|v| {
@@ -67,15 +80,24 @@ mod tests {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs();
-        let claims =
-            Claims { sub: sub.into(), tenant_id: tenant.map(Into::into), iat: Some(now), exp: now + 60 };
+        let claims = Claims {
+            sub: sub.into(),
+            tenant_id: tenant.map(Into::into),
+            iat: Some(now),
+            exp: now + 60,
+        };
         format!("Bearer {}", issue(&claims, SECRET.as_bytes()))
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         pairs
             .iter()
-            .map(|(k, v)| (http::HeaderName::from_static(k), HeaderValue::from_str(v).unwrap()))
+            .map(|(k, v)| {
+                (
+                    http::HeaderName::from_static(k),
+                    HeaderValue::from_str(v).unwrap(),
+                )
+            })
             .collect()
     }
 
@@ -99,17 +121,32 @@ mod tests {
     #[test]
     fn tokens_are_checked_when_a_secret_is_set() {
         let good = token("user123", Some("tenant1"));
-        let ok = headers(&[("authorization", &good), ("x-tenant-id", "tenant1"), ("x-user-id", "user123")]);
+        let ok = headers(&[
+            ("authorization", &good),
+            ("x-tenant-id", "tenant1"),
+            ("x-user-id", "user123"),
+        ]);
         assert_eq!(status(1, &ok, true), 200);
         let missing = headers(&[("x-tenant-id", "tenant1")]);
         assert_eq!(status(1, &missing, true), 401);
-        assert_eq!(status(2, &HeaderMap::new(), true), 401, "main needs a token");
+        assert_eq!(
+            status(2, &HeaderMap::new(), true),
+            401,
+            "main needs a token"
+        );
         assert_eq!(status(3, &HeaderMap::new(), true), 200, "auth is exempt");
-        let other_user = headers(&[("authorization", &good), ("x-tenant-id", "tenant1"), ("x-user-id", "eve")]);
+        let other_user = headers(&[
+            ("authorization", &good),
+            ("x-tenant-id", "tenant1"),
+            ("x-user-id", "eve"),
+        ]);
         assert_eq!(status(1, &other_user, true), 403);
         let other_tenant = headers(&[("authorization", &good), ("x-tenant-id", "tenant2")]);
         assert_eq!(status(1, &other_tenant, true), 403);
-        let garbage = headers(&[("authorization", "Bearer a.b.c"), ("x-tenant-id", "tenant1")]);
+        let garbage = headers(&[
+            ("authorization", "Bearer a.b.c"),
+            ("x-tenant-id", "tenant1"),
+        ]);
         assert_eq!(status(1, &garbage, true), 401);
     }
 }

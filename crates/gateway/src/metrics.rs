@@ -53,19 +53,34 @@ impl Default for Metrics {
         let heartbeats = Counter::default();
         let client_disconnects = Counter::default();
         registry.register("requests", "Requests by route and status", requests.clone());
-        registry.register("open_streams", "SSE streams being relayed", open_streams.clone());
+        registry.register(
+            "open_streams",
+            "SSE streams being relayed",
+            open_streams.clone(),
+        );
         registry.register(
             "upstream_response_seconds",
             "Time to the upstream's response headers",
             upstream_seconds.clone(),
         );
-        registry.register("sse_heartbeats", "Keep-alive comments injected", heartbeats.clone());
+        registry.register(
+            "sse_heartbeats",
+            "Keep-alive comments injected",
+            heartbeats.clone(),
+        );
         registry.register(
             "client_disconnects",
             "Clients gone before their response was complete",
             client_disconnects.clone(),
         );
-        Self { registry, requests, open_streams, upstream_seconds, heartbeats, client_disconnects }
+        Self {
+            registry,
+            requests,
+            open_streams,
+            upstream_seconds,
+            heartbeats,
+            client_disconnects,
+        }
     }
 }
 

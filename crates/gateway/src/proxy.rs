@@ -25,10 +25,10 @@ use crate::access::AccessLog;
 use crate::body::{BodyTooLarge, RequestBody};
 use crate::config::Config;
 use crate::error::GatewayError;
+use crate::forward;
 use crate::metrics::{Metrics, RouteLabel};
 use crate::relay::{Relay, StreamRules};
 use crate::routes::{self, Route, STRIPPED_PREFIX, Upstream};
-use crate::forward;
 
 /// What every request handler shares.
 pub struct State {
@@ -57,15 +57,27 @@ impl State {
         let mut by_authority: HashMap<String, Arc<Semaphore>> = HashMap::new();
         let mut budgets = HashMap::new();
         for upstream in [Upstream::Aura, Upstream::Main, Upstream::Auth] {
-            let key = base(&config, upstream).authority().map(|a| a.to_string()).unwrap_or_default();
+            let key = base(&config, upstream)
+                .authority()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
             let budget = by_authority
                 .entry(key)
                 .or_insert_with(|| Arc::new(Semaphore::new(config.pool_max_connections)))
                 .clone();
             budgets.insert(upstream, budget);
         }
-        let verifier = config.jwt_secret.as_ref().map(|s| Verifier::new(s.as_bytes(), None));
-        Self { config, metrics: Arc::new(Metrics::default()), client, verifier, budgets }
+        let verifier = config
+            .jwt_secret
+            .as_ref()
+            .map(|s| Verifier::new(s.as_bytes(), None));
+        Self {
+            config,
+            metrics: Arc::new(Metrics::default()),
+            client,
+            verifier,
+            budgets,
+        }
     }
 }
 
@@ -131,7 +143,10 @@ pub async fn forward(
         .map_err(|_| GatewayError::BadRequest("Request target is not valid".into()))?;
 
     let mut headers = parts.headers;
-    let host = headers.get(HOST).and_then(|h| h.to_str().ok()).map(str::to_owned);
+    let host = headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned);
     forward::strip_hop_by_hop(&mut headers);
     forward::append_forwarded(&mut headers, remote.ip(), host.as_deref(), STRIPPED_PREFIX);
     if !to_aura {
@@ -140,14 +155,19 @@ pub async fn forward(
     headers.insert(REQUEST_ID, request_id.clone());
 
     let preview = to_aura && parts.method == Method::POST;
-    let mut upstream_req = Request::new(RequestBody::new(body, state.config.max_body_bytes, preview));
+    let mut upstream_req =
+        Request::new(RequestBody::new(body, state.config.max_body_bytes, preview));
     *upstream_req.method_mut() = parts.method;
     *upstream_req.uri_mut() = uri;
     *upstream_req.headers_mut() = headers;
 
     let permit = acquire(state, route).await?;
     let started = Instant::now();
-    let sent = tokio::time::timeout(state.config.response_timeout, state.client.request(upstream_req)).await;
+    let sent = tokio::time::timeout(
+        state.config.response_timeout,
+        state.client.request(upstream_req),
+    )
+    .await;
     state
         .metrics
         .upstream_seconds
@@ -183,7 +203,9 @@ pub async fn forward(
         idle_timeout: state.config.stream_idle_timeout,
         heartbeat: state.config.sse_heartbeat,
     });
-    let mut log = log.take().ok_or_else(|| GatewayError::Internal("access log taken twice".into()))?;
+    let mut log = log
+        .take()
+        .ok_or_else(|| GatewayError::Internal("access log taken twice".into()))?;
     log.status = parts.status.as_u16();
     let relay = Relay::new(body, rules, sse, log, state.metrics.clone(), Some(permit));
     Ok(Response::from_parts(parts, relay.boxed_unsync()))
@@ -210,7 +232,9 @@ fn classify(err: &hyper_util::client::legacy::Error, upstream: &'static str) -> 
         if let Some(too_large) = e.downcast_ref::<BodyTooLarge>() {
             return GatewayError::PayloadTooLarge(too_large.0);
         }
-        if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
             timed_out = true;
         }
         source = e.source();
@@ -226,9 +250,16 @@ fn classify(err: &hyper_util::client::legacy::Error, upstream: &'static str) -> 
 /// The INFO routing line of CONTRACT.md section 3 (never the token itself).
 fn log_routing(path: &str, h: &HeaderMap) {
     let value = |name: &http::HeaderName| {
-        h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("missing").to_owned()
+        h.get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("missing")
+            .to_owned()
     };
-    let auth = if h.contains_key(AUTHORIZATION) { "present" } else { "missing" };
+    let auth = if h.contains_key(AUTHORIZATION) {
+        "present"
+    } else {
+        "missing"
+    };
     tracing::info!(
         "Routing to Aura-Platform: {path} with headers: Authorization={auth}, X-Tenant-ID={}, X-User-ID={}, X-DWP-Source={}, X-DWP-Caller-Type={}, Last-Event-ID={}",
         value(&TENANT_ID),
@@ -244,6 +275,8 @@ pub fn route(path: &str) -> Result<(&'static Route, &str), GatewayError> {
     match routes::find(path) {
         Ok(Some(found)) => Ok(found),
         Ok(None) => Err(GatewayError::NotFound(path.to_owned())),
-        Err(_) => Err(GatewayError::BadRequest("Path has dot segments or encoded separators".into())),
+        Err(_) => Err(GatewayError::BadRequest(
+            "Path has dot segments or encoded separators".into(),
+        )),
     }
 }

@@ -46,7 +46,10 @@ struct Timer {
 
 impl Timer {
     fn new(every: Duration) -> Self {
-        Self { every, sleep: Box::pin(sleep(every)) }
+        Self {
+            every,
+            sleep: Box::pin(sleep(every)),
+        }
     }
 
     fn restart(&mut self) {
@@ -163,12 +166,13 @@ impl Body for Relay {
             this.end(Outcome::IdleTimeout);
             return Poll::Ready(None);
         }
-        if let Some((timer, parser, _)) = &mut this.heartbeat {
-            if timer.fired(cx) && parser.is_idle() {
-                this.metrics.heartbeats.inc();
-                this.log.bytes += KEEP_ALIVE.len() as u64;
-                return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(KEEP_ALIVE)))));
-            }
+        if let Some((timer, parser, _)) = &mut this.heartbeat
+            && timer.fired(cx)
+            && parser.is_idle()
+        {
+            this.metrics.heartbeats.inc();
+            this.log.bytes += KEEP_ALIVE.len() as u64;
+            return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(KEEP_ALIVE)))));
         }
         Poll::Pending
     }

@@ -29,10 +29,26 @@ pub struct Route {
 
 /// The contract's routes, in matching order.
 pub const ROUTES: [Route; 4] = [
-    Route { name: "aura-hitl", prefix: "/api/aura/hitl", upstream: Upstream::Main },
-    Route { name: "aura", prefix: "/api/aura", upstream: Upstream::Aura },
-    Route { name: "main", prefix: "/api/main", upstream: Upstream::Main },
-    Route { name: "auth", prefix: "/api/auth", upstream: Upstream::Auth },
+    Route {
+        name: "aura-hitl",
+        prefix: "/api/aura/hitl",
+        upstream: Upstream::Main,
+    },
+    Route {
+        name: "aura",
+        prefix: "/api/aura",
+        upstream: Upstream::Aura,
+    },
+    Route {
+        name: "main",
+        prefix: "/api/main",
+        upstream: Upstream::Main,
+    },
+    Route {
+        name: "auth",
+        prefix: "/api/auth",
+        upstream: Upstream::Auth,
+    },
 ];
 
 /// The prefix every route strips, sent as `X-Forwarded-Prefix`.
@@ -52,8 +68,7 @@ pub fn find(path: &str) -> Result<Option<(&'static Route, &str)>, PathError> {
     check(path)?;
     Ok(ROUTES.iter().find_map(|route| {
         let rest = path.strip_prefix(route.prefix)?;
-        (rest.is_empty() || rest.starts_with('/'))
-            .then(|| (route, &path[STRIPPED_PREFIX.len()..]))
+        (rest.is_empty() || rest.starts_with('/')).then(|| (route, &path[STRIPPED_PREFIX.len()..]))
     }))
 }
 
@@ -68,7 +83,9 @@ pub fn check(path: &str) -> Result<(), PathError> {
             return Err(PathError::Ambiguous);
         }
         if decoded.len() != segment.len()
-            && decoded.chars().any(|c| c == '/' || c == '\\' || c.is_control())
+            && decoded
+                .chars()
+                .any(|c| c == '/' || c == '\\' || c.is_control())
         {
             return Err(PathError::Ambiguous);
         }
@@ -92,12 +109,13 @@ fn percent_decode_lossy(segment: &str) -> String {
         let mut i = 0;
         while i < bytes.len() {
             let hex = |b: u8| (b as char).to_digit(16);
-            if bytes[i] == b'%' && i + 2 < bytes.len() {
-                if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    out.push((h * 16 + l) as u8);
-                    i += 3;
-                    continue;
-                }
+            if bytes[i] == b'%'
+                && i + 2 < bytes.len()
+                && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+            {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
             }
             out.push(bytes[i]);
             i += 1;
@@ -122,7 +140,10 @@ mod tests {
     #[test]
     fn routes_match_in_contract_order_and_strip_one_segment() {
         let table = [
-            ("/api/aura/hitl/approve/req_1", Some(("aura-hitl", "/aura/hitl/approve/req_1"))),
+            (
+                "/api/aura/hitl/approve/req_1",
+                Some(("aura-hitl", "/aura/hitl/approve/req_1")),
+            ),
             ("/api/aura/hitl", Some(("aura-hitl", "/aura/hitl"))),
             ("/api/aura/test/stream", Some(("aura", "/aura/test/stream"))),
             ("/api/aura/hitlx", Some(("aura", "/aura/hitlx"))),
@@ -163,7 +184,13 @@ mod tests {
 
     #[test]
     fn ordinary_escapes_and_dots_inside_names_pass() {
-        for path in ["/api/aura/a%20b", "/api/aura/file.txt", "/api/aura/..x", "/api/aura/%ff", "/api/aura/100%"] {
+        for path in [
+            "/api/aura/a%20b",
+            "/api/aura/file.txt",
+            "/api/aura/..x",
+            "/api/aura/%ff",
+            "/api/aura/100%",
+        ] {
             assert!(find(path).unwrap().is_some(), "{path}");
         }
     }

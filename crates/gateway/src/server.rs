@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use dwp_core::Envelope;
 use dwp_core::headers::REQUEST_ID;
-use http::header::{CONTENT_TYPE, ORIGIN};
+use http::header::{CONTENT_TYPE, HOST, ORIGIN};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -70,7 +70,7 @@ pub async fn run(
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
-            .max_buf_size(MAX_HEAD_BYTES)
+            .max_header_size(MAX_HEAD_BYTES)
             .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
         let conn = graceful.watch(conn);
         let force_close = force_close.clone();
@@ -85,7 +85,10 @@ pub async fn run(
     }
 
     drop(listener);
-    tracing::info!(grace_secs = grace.as_secs(), "shutting down: draining open requests");
+    tracing::info!(
+        grace_secs = grace.as_secs(),
+        "shutting down: draining open requests"
+    );
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections drained"),
         () = tokio::time::sleep(grace) => {
@@ -98,8 +101,12 @@ pub async fn run(
     Ok(())
 }
 
-/// Handles one request: own endpoints, CORS preflight, routing, proxying.
-pub async fn handle(state: &State, req: Request<Incoming>, remote: SocketAddr) -> Response<ResponseBody> {
+/// Handles one request: CORS preflight, own endpoints, routing, proxying.
+pub async fn handle(
+    state: &State,
+    req: Request<Incoming>,
+    remote: SocketAddr,
+) -> Response<ResponseBody> {
     let request_id = req
         .headers()
         .get(REQUEST_ID)
@@ -110,6 +117,10 @@ pub async fn handle(state: &State, req: Request<Incoming>, remote: SocketAddr) -
                 .unwrap_or(HeaderValue::from_static("-"))
         });
     let origin = req.headers().get(ORIGIN).cloned();
+    if let Some(mut preflight) = state.config.cors.preflight(&req) {
+        preflight.headers_mut().insert(REQUEST_ID, request_id);
+        return preflight;
+    }
     let mut log = Some(AccessLog::new(
         state.metrics.clone(),
         req.method().clone(),
@@ -123,10 +134,15 @@ pub async fn handle(state: &State, req: Request<Incoming>, remote: SocketAddr) -
     };
     if let Some(mut log) = log {
         // A response the gateway made itself: complete as soon as it is sent.
-        let bytes = http_body::Body::size_hint(response.body()).exact().unwrap_or(0);
+        let bytes = http_body::Body::size_hint(response.body())
+            .exact()
+            .unwrap_or(0);
         log.finish(response.status().as_u16(), bytes);
     }
-    state.config.cors.apply(origin.as_ref(), response.headers_mut());
+    state
+        .config
+        .cors
+        .apply(origin.as_ref(), response.headers_mut());
     response.headers_mut().insert(REQUEST_ID, request_id);
     response
 }
@@ -145,8 +161,8 @@ async fn dispatch(
         }
         return Ok(own_endpoint(state, path));
     }
-    if let Some(preflight) = state.config.cors.preflight(&req) {
-        return Ok(preflight);
+    if req.headers().get_all(HOST).iter().count() > 1 {
+        return Err(GatewayError::BadRequest("More than one Host header".into()));
     }
     let (route, upstream_path) = proxy::route(path)?;
     if let Some(log) = log {

@@ -1,0 +1,11 @@
+//! Integration tests: a real gateway in front of real upstreams, all on
+//! port 0, driven by a real HTTP client.
+
+mod helpers;
+
+mod edge;
+mod errors;
+mod headers;
+mod lifecycle;
+mod routing;
+mod streaming;

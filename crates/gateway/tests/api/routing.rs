@@ -1,0 +1,128 @@
+//! Routes of CONTRACT.md section 2, StripPrefix semantics, Host handling,
+//! unknown paths, own endpoints.
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn each_route_reaches_its_upstream_with_one_segment_stripped_and_the_query_kept() {
+    let aura = echo_upstream().await;
+    let main = echo_upstream().await;
+    let auth = echo_upstream().await;
+    let mut config = config(&aura.uri(), &[]);
+    config.main_uri = main.uri().parse().unwrap();
+    config.auth_uri = auth.uri().parse().unwrap();
+    let gw = spawn_gateway(config).await;
+
+    let cases = [
+        (
+            "/api/aura/hitl/approve/req_1?x=1",
+            &main,
+            "/aura/hitl/approve/req_1?x=1",
+        ),
+        (
+            "/api/aura/test/stream?a=b&c=%20d",
+            &aura,
+            "/aura/test/stream?a=b&c=%20d",
+        ),
+        (
+            "/api/main/agent/tasks?page=0&size=20",
+            &main,
+            "/main/agent/tasks?page=0&size=20",
+        ),
+        ("/api/auth/login", &auth, "/auth/login"),
+    ];
+    for (path, upstream, want) in cases {
+        let before = upstream.requests().len();
+        let res = get(gw.addr, path, &[("x-tenant-id", "tenant1")]).await;
+        assert_eq!(res.status(), 200, "{path}");
+        let seen = upstream.requests();
+        assert_eq!(seen.len(), before + 1, "{path} reached its upstream");
+        let last = seen.last().unwrap();
+        assert_eq!(last.uri.to_string(), want, "{path}");
+        assert_eq!(last.headers["x-forwarded-prefix"], "/api", "{path}");
+    }
+}
+
+#[tokio::test]
+async fn the_aura_route_keeps_the_original_host_and_the_others_do_not() {
+    let up = echo_upstream().await;
+    let gw = spawn_gateway(config(&up.uri(), &[])).await;
+    let host = [("host", "dwp.example.com"), ("x-tenant-id", "t")];
+    get(gw.addr, "/api/aura/x", &host).await.text().await;
+    get(gw.addr, "/api/main/x", &host).await.text().await;
+    let seen = up.requests();
+    assert_eq!(seen[0].headers["host"], "dwp.example.com");
+    assert_eq!(seen[1].headers["host"], up.addr.to_string().as_str());
+    assert_eq!(seen[1].headers["x-forwarded-host"], "dwp.example.com");
+}
+
+#[tokio::test]
+async fn unknown_paths_are_404_in_the_envelope_and_never_reach_an_upstream() {
+    let up = echo_upstream().await;
+    let gw = spawn_gateway(config(&up.uri(), &[])).await;
+    for path in [
+        "/",
+        "/api",
+        "/api/unknown/x",
+        "/apix/aura",
+        "/aura/test/stream",
+    ] {
+        let res = get(gw.addr, path, &[]).await;
+        assert_eq!(res.status(), 404, "{path}");
+        let body = res.json().await;
+        assert_eq!(body["status"], "ERROR");
+        assert_eq!(body["success"], false);
+        assert_eq!(body["errorCode"], "E1004");
+    }
+    assert!(up.requests().is_empty());
+}
+
+#[tokio::test]
+async fn dot_segments_are_refused_before_routing() {
+    let up = echo_upstream().await;
+    let gw = spawn_gateway(config(&up.uri(), &[])).await;
+    for path in [
+        "/api/aura/../main/agent/tasks",
+        "/api/aura/%2e%2e/main/x",
+        "/api/aura/a%2fb",
+    ] {
+        let res = get(gw.addr, path, &[("x-tenant-id", "t")]).await;
+        assert_eq!(res.status(), 400, "{path}");
+        assert_eq!(res.json().await["errorCode"], "E1001");
+    }
+    assert!(up.requests().is_empty());
+}
+
+#[tokio::test]
+async fn health_and_metrics_are_served_by_the_gateway_itself() {
+    let up = echo_upstream().await;
+    let gw = spawn_gateway(config(&up.uri(), &[])).await;
+    let health = get(gw.addr, "/health", &[]).await;
+    assert_eq!(health.status(), 200);
+    assert_eq!(health.json().await["data"]["status"], "UP");
+
+    get(gw.addr, "/api/main/x", &[]).await.text().await;
+    let metrics = get(gw.addr, "/metrics", &[]).await;
+    assert!(
+        metrics
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = metrics.text().await;
+    assert!(
+        text.contains(r#"gateway_requests_total{route="main",status="200"} 1"#),
+        "{text}"
+    );
+    assert!(text.contains("gateway_open_streams 0"), "{text}");
+    assert!(
+        text.contains("gateway_upstream_response_seconds_count{route=\"main\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("gateway_sse_heartbeats_total"), "{text}");
+    assert!(text.contains("gateway_client_disconnects_total"), "{text}");
+    assert!(
+        up.requests().len() == 1,
+        "own endpoints never reach an upstream"
+    );
+}
