@@ -68,6 +68,14 @@ impl RequestBody {
     }
 }
 
+impl Drop for RequestBody {
+    /// The client drops the body once it is sent (a known length is never
+    /// polled to its end), so the preview is written here.
+    fn drop(&mut self) {
+        self.log_preview();
+    }
+}
+
 impl Body for RequestBody {
     type Data = Bytes;
     type Error = BoxError;
@@ -92,10 +100,7 @@ impl Body for RequestBody {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(None) => {
-                this.log_preview();
-                Poll::Ready(None)
-            }
+            Poll::Ready(None) => Poll::Ready(None),
             Poll::Ready(Some(Err(e))) => {
                 this.preview = None;
                 Poll::Ready(Some(Err(Box::new(e))))

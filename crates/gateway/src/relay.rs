@@ -94,6 +94,11 @@ impl Relay {
         if stream {
             metrics.open_streams.inc();
         }
+        let mut log = log;
+        let done = upstream.is_end_stream();
+        if done {
+            log.outcome = Outcome::Complete; // an empty body is never polled
+        }
         Self {
             upstream,
             idle: rules.map(|r| Timer::new(r.idle_timeout)),
@@ -104,7 +109,7 @@ impl Relay {
             log,
             metrics,
             stream,
-            done: false,
+            done,
             _permit: permit,
         }
     }
@@ -147,6 +152,10 @@ impl Body for Relay {
                         events.clear();
                         timer.restart();
                     }
+                }
+                if this.upstream.is_end_stream() {
+                    // hyper stops polling once a known length is sent.
+                    this.end(Outcome::Complete);
                 }
                 return Poll::Ready(Some(Ok(frame)));
             }

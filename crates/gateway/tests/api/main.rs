@@ -7,5 +7,6 @@ mod edge;
 mod errors;
 mod headers;
 mod lifecycle;
+mod logging;
 mod routing;
 mod streaming;
