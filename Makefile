@@ -1,0 +1,43 @@
+# DWP backend. `make run` brings the local stack up; `make test` runs every test.
+# Both install and start Redis and PostgreSQL first when they are missing.
+
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: help run test lint fmt bench bench-gateway services build release clean
+
+help:
+	@echo "make run      - install/start Redis and PostgreSQL, build, run the local stack"
+	@echo "make test     - the same services, then every test of the workspace"
+	@echo "make lint     - cargo fmt --check and clippy -D warnings"
+	@echo "make bench    - the benchmarks (figures go to docs/PERFORMANCE.md by hand)"
+
+services:
+	@bash scripts/services.sh
+
+build:
+	$(CARGO) build --workspace --locked
+
+release:
+	$(CARGO) build --workspace --release --locked
+
+run: services
+	@bash scripts/run.sh
+
+test: services
+	$(CARGO) test --workspace --all-features --locked
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --all-features --locked -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+bench: bench-gateway
+
+bench-gateway: release
+	@bash scripts/bench/gateway.sh
+
+clean:
+	$(CARGO) clean
