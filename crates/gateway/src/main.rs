@@ -1,6 +1,11 @@
 //! The gateway binary: tracing, configuration, bind, run until SIGTERM or SIGINT.
 
 use gateway::Config;
+
+/// mimalloc: fewer cycles per request and less fragmentation across
+/// thousands of long-lived streams than the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 

@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Gateway benchmark, in one run on this machine against one backend:
+#   1. requests/s and latency with wrk: direct to the backend, through nginx
+#      (proxy_pass with upstream keep-alive, as many workers as the gateway
+#      has threads) and through the gateway; the ratio gateway / nginx;
+#   2. resident memory per open SSE stream with STREAMS idle streams held;
+#   3. the per-event latency an SSE event gains through the gateway.
+# Installs wrk and nginx from Debian's packages when missing. Everything it
+# starts listens on 127.0.0.1 and is stopped on exit.
+#
+# Knobs: DURATION (10s), CONNECTIONS (64), STREAMS (10000),
+#        LATENCY_STREAMS (50), LATENCY_EVENTS (200), LATENCY_INTERVAL_MS (10).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+. scripts/lib.sh
+
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-64}
+STREAMS=${STREAMS:-10000}
+LATENCY_STREAMS=${LATENCY_STREAMS:-50}
+LATENCY_EVENTS=${LATENCY_EVENTS:-200}
+LATENCY_INTERVAL_MS=${LATENCY_INTERVAL_MS:-10}
+THREADS=$(nproc)
+BACKEND_PORT=19000 GATEWAY_PORT=18080 NGINX_PORT=18081
+
+command -v wrk >/dev/null 2>&1 || apt_install wrk
+command -v nginx >/dev/null 2>&1 || apt_install nginx-light
+require_rust
+cargo build --release --locked -p gateway -p bench >/dev/null 2>&1 || cargo build --release --locked -p gateway -p bench
+
+ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+target/release/dwp-bench backend $BACKEND_PORT & pids+=($!)
+RUST_LOG=warn SERVER_HOST=127.0.0.1 SERVER_PORT=$GATEWAY_PORT \
+  AURA_PLATFORM_URI=http://127.0.0.1:$BACKEND_PORT MAIN_SERVICE_URI=http://127.0.0.1:$BACKEND_PORT \
+  GATEWAY_POOL_MAX_CONNECTIONS=$((STREAMS + 1000)) GATEWAY_SSE_HEARTBEAT_SECS=15 \
+  target/release/gateway & gateway_pid=$!; pids+=($gateway_pid)
+
+cat >"$work/nginx.conf" <<NGINX
+worker_processes $THREADS;
+pid $work/nginx.pid;
+error_log $work/error.log warn;
+daemon off;
+events { worker_connections 65536; }
+http {
+  access_log off;
+  upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location /api/ {
+      proxy_pass http://backend/;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }
+  }
+}
+NGINX
+nginx -c "$work/nginx.conf" -p "$work" & pids+=($!)
+
+wait_for "curl -fsS http://127.0.0.1:$BACKEND_PORT/main/bench" 20
+wait_for "curl -fsS http://127.0.0.1:$GATEWAY_PORT/api/main/bench" 20
+wait_for "curl -fsS http://127.0.0.1:$NGINX_PORT/api/main/bench" 20
+
+run_wrk() { # name url -> "rps p50 p99"
+  local out
+  out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$2")
+  local rps p50 p99 errors
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
+  p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+  errors=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
+  printf '%-8s %12s req/s   p50 %8s   p99 %8s   %s\n' "$1" "$rps" "$p50" "$p99" "$errors" >&2
+  echo "$rps"
+}
+
+echo "== HTTP: wrk -t$THREADS -c$CONNECTIONS -d$DURATION, GET of a small JSON body (cores: $THREADS)" >&2
+direct=$(run_wrk direct "http://127.0.0.1:$BACKEND_PORT/main/bench")
+nginx_rps=$(run_wrk nginx "http://127.0.0.1:$NGINX_PORT/api/main/bench")
+gateway_rps=$(run_wrk gateway "http://127.0.0.1:$GATEWAY_PORT/api/main/bench")
+awk -v g="$gateway_rps" -v n="$nginx_rps" -v d="$direct" \
+  'BEGIN { printf "ratio gateway/nginx %.2f   gateway/direct %.2f   (target: gateway/nginx >= 1.00)\n", g / n, g / d }'
+
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+echo "== SSE memory: $STREAMS concurrent idle streams held through the gateway"
+before=$(rss_kib $gateway_pid)
+target/release/dwp-bench streams "127.0.0.1:$GATEWAY_PORT" "/api/aura/test/stream?events=0" "$STREAMS" 8 >"$work/streams.out" &
+streams_pid=$!
+wait_for "grep -q '^open' $work/streams.out" 120
+sleep 2
+during=$(rss_kib $gateway_pid)
+open_line=$(cat "$work/streams.out")
+open_gauge=$(curl -fsS "http://127.0.0.1:$GATEWAY_PORT/metrics" | awk '/^gateway_open_streams / {print $2}')
+wait $streams_pid || true
+awk -v b="$before" -v d="$during" -v n="$STREAMS" -v o="$open_line" -v g="$open_gauge" \
+  'BEGIN { printf "%s   gateway open-stream gauge %s   RSS before %d KiB, with streams %d KiB   per stream %.1f KiB   (target <= 32 KiB)\n", o, g, b, d, (d - b) / n }'
+
+echo "== SSE per-event latency: $LATENCY_STREAMS streams x $LATENCY_EVENTS events every ${LATENCY_INTERVAL_MS} ms"
+path="/aura/test/stream?events=$LATENCY_EVENTS&interval_ms=$LATENCY_INTERVAL_MS"
+direct_lat=$(target/release/dwp-bench latency "127.0.0.1:$BACKEND_PORT" "$path" "$LATENCY_STREAMS")
+gateway_lat=$(target/release/dwp-bench latency "127.0.0.1:$GATEWAY_PORT" "/api$path" "$LATENCY_STREAMS")
+echo "direct   $direct_lat"
+echo "gateway  $gateway_lat"
+awk -v d="$direct_lat" -v g="$gateway_lat" 'BEGIN {
+  split(d, a, " "); split(g, b, " ");
+  printf "added per-event latency: p50 %d us, p99 %d us   (target: p99 < 1000 us)\n", b[4] - a[4], b[6] - a[6] }'
