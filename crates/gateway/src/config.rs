@@ -72,6 +72,9 @@ pub struct Config {
     pub pool_idle_timeout: Duration,
     /// `GATEWAY_SHUTDOWN_GRACE_SECS` (30).
     pub shutdown_grace: Duration,
+    /// `GATEWAY_WORKER_THREADS` (default: the number of CPUs): one
+    /// single-threaded runtime per worker.
+    pub worker_threads: usize,
 }
 
 impl std::fmt::Debug for Config {
@@ -91,6 +94,7 @@ impl std::fmt::Debug for Config {
             .field("pool_max_connections", &self.pool_max_connections)
             .field("pool_idle_timeout", &self.pool_idle_timeout)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("worker_threads", &self.worker_threads)
             .finish()
     }
 }
@@ -172,6 +176,10 @@ impl Config {
             pool_max_connections: vars.positive("GATEWAY_POOL_MAX_CONNECTIONS", 500)? as usize,
             pool_idle_timeout: vars.secs("GATEWAY_POOL_IDLE_TIMEOUT_SECS", 30)?,
             shutdown_grace: vars.secs("GATEWAY_SHUTDOWN_GRACE_SECS", 30)?,
+            worker_threads: vars.positive(
+                "GATEWAY_WORKER_THREADS",
+                std::thread::available_parallelism().map_or(1, |n| n.get() as u64),
+            )? as usize,
         })
     }
 }
@@ -301,6 +309,7 @@ mod tests {
             ("GATEWAY_CONNECT_TIMEOUT_SECS", "ten"),
             ("GATEWAY_RESPONSE_TIMEOUT_SECS", "0"),
             ("GATEWAY_MAX_BODY_BYTES", "-1"),
+            ("GATEWAY_WORKER_THREADS", "0"),
             ("SERVER_PORT", "70000"),
             ("AURA_PLATFORM_URI", "not a uri"),
             ("MAIN_SERVICE_URI", "https://tls-not-supported:1"),

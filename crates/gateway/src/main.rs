@@ -9,7 +9,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
-#[tokio::main]
+// Worker 0 runs on this single-threaded runtime; `run` starts the others.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
     let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f == "json");
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -30,21 +30,30 @@ use crate::metrics::{Metrics, RouteLabel};
 use crate::relay::{Relay, StreamRules};
 use crate::routes::{self, Route, STRIPPED_PREFIX, Upstream};
 
-/// What every request handler shares.
-pub struct State {
+/// What all workers share: configuration, metrics, the token verifier and
+/// the per-upstream connection budgets.
+pub struct Shared {
     /// The configuration.
     pub config: Config,
     /// The metrics.
     pub metrics: Arc<Metrics>,
-    client: Client<HttpConnector, RequestBody>,
     verifier: Option<Verifier>,
     /// One connection budget per distinct upstream authority.
     budgets: HashMap<Upstream, Arc<Semaphore>>,
 }
 
+/// One worker's state: the shared part and the worker's own upstream pool
+/// (its connections live on the worker's thread).
+pub struct State {
+    /// What all workers share.
+    pub shared: Arc<Shared>,
+    client: Client<HttpConnector, RequestBody>,
+}
+
 impl State {
-    /// Builds the client pool and the token verifier.
-    pub fn new(config: Config) -> Self {
+    /// A worker's upstream pool; call it on the worker's runtime.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        let config = &shared.config;
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.connect_timeout));
         connector.set_nodelay(true);
@@ -54,6 +63,13 @@ impl State {
             .pool_idle_timeout(config.pool_idle_timeout)
             .pool_max_idle_per_host(config.pool_max_connections)
             .build(connector);
+        Self { shared, client }
+    }
+}
+
+impl Shared {
+    /// Builds the budgets and the token verifier.
+    pub fn new(config: Config) -> Self {
         let mut by_authority: HashMap<String, Arc<Semaphore>> = HashMap::new();
         let mut budgets = HashMap::new();
         for upstream in [Upstream::Aura, Upstream::Main, Upstream::Auth] {
@@ -71,13 +87,7 @@ impl State {
             .jwt_secret
             .as_ref()
             .map(|s| Verifier::new(s.as_bytes(), None));
-        Self {
-            config,
-            metrics: Arc::new(Metrics::default()),
-            client,
-            verifier,
-            budgets,
-        }
+        Self { config, metrics: Arc::new(Metrics::default()), verifier, budgets }
     }
 }
 
@@ -115,11 +125,11 @@ pub async fn forward(
             .ok()
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| GatewayError::BadRequest("Content-Length is not a number".into()))?;
-        if len > state.config.max_body_bytes {
-            return Err(GatewayError::PayloadTooLarge(state.config.max_body_bytes));
+        if len > state.shared.config.max_body_bytes {
+            return Err(GatewayError::PayloadTooLarge(state.shared.config.max_body_bytes));
         }
     }
-    crate::edge::check(route, &parts.headers, state.verifier.as_ref())?;
+    crate::edge::check(route, &parts.headers, state.shared.verifier.as_ref())?;
 
     let stream = is_stream(&parts.headers, parts.uri.path());
     let to_aura = route.upstream == Upstream::Aura;
@@ -127,7 +137,7 @@ pub async fn forward(
         log_routing(parts.uri.path(), &parts.headers);
     }
 
-    let base = base(&state.config, route.upstream);
+    let base = base(&state.shared.config, route.upstream);
     let mut target = format!(
         "http://{}{}{}",
         base.authority().map(|a| a.as_str()).unwrap_or_default(),
@@ -156,7 +166,7 @@ pub async fn forward(
 
     let preview = to_aura && parts.method == Method::POST;
     let mut upstream_req =
-        Request::new(RequestBody::new(body, state.config.max_body_bytes, preview));
+        Request::new(RequestBody::new(body, state.shared.config.max_body_bytes, preview));
     *upstream_req.method_mut() = parts.method;
     *upstream_req.uri_mut() = uri;
     *upstream_req.headers_mut() = headers;
@@ -164,11 +174,12 @@ pub async fn forward(
     let permit = acquire(state, route).await?;
     let started = Instant::now();
     let sent = tokio::time::timeout(
-        state.config.response_timeout,
+        state.shared.config.response_timeout,
         state.client.request(upstream_req),
     )
     .await;
     state
+        .shared
         .metrics
         .upstream_seconds
         .get_or_create(&RouteLabel { route: route.name })
@@ -200,21 +211,21 @@ pub async fn forward(
         }
     }
     let rules = stream.then_some(StreamRules {
-        idle_timeout: state.config.stream_idle_timeout,
-        heartbeat: state.config.sse_heartbeat,
+        idle_timeout: state.shared.config.stream_idle_timeout,
+        heartbeat: state.shared.config.sse_heartbeat,
     });
     let mut log = log
         .take()
         .ok_or_else(|| GatewayError::Internal("access log taken twice".into()))?;
     log.status = parts.status.as_u16();
-    let relay = Relay::new(body, rules, sse, log, state.metrics.clone(), Some(permit));
+    let relay = Relay::new(body, rules, sse, log, state.shared.metrics.clone(), Some(permit));
     Ok(Response::from_parts(parts, relay.boxed_unsync()))
 }
 
 /// Waits up to the connect timeout for a place in the upstream's connection budget.
 async fn acquire(state: &State, route: &Route) -> Result<OwnedSemaphorePermit, GatewayError> {
-    let budget = state.budgets[&route.upstream].clone();
-    match tokio::time::timeout(state.config.connect_timeout, budget.acquire_owned()).await {
+    let budget = state.shared.budgets[&route.upstream].clone();
+    match tokio::time::timeout(state.shared.config.connect_timeout, budget.acquire_owned()).await {
         Ok(Ok(permit)) => Ok(permit),
         Ok(Err(_)) => Err(GatewayError::Internal("connection budget closed".into())),
         Err(_) => {

@@ -25,7 +25,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::access::AccessLog;
 use crate::error::{GatewayError, full, json_response};
-use crate::proxy::{self, State};
+use crate::proxy::{self, Shared, State};
 use crate::{Config, ResponseBody};
 
 /// Longest a client may take to send its request headers.
@@ -35,19 +35,60 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// Serves the gateway on `listener` until `shutdown` completes, then drains.
+///
+/// The gateway runs one worker per `GATEWAY_WORKER_THREADS`, nginx-style:
+/// the caller's runtime is worker 0 and every other worker is a thread with
+/// its own single-threaded runtime, its own accept loop on the same listening
+/// socket and its own upstream pool, so that a request, its upstream
+/// connection and its stream stay on one thread (no cross-thread wake-ups
+/// per event).
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let grace = config.shutdown_grace;
-    let state = Arc::new(State::new(config));
+    let workers = config.worker_threads;
+    let shared = Arc::new(Shared::new(config));
+    let stop = CancellationToken::new();
+    let listener = listener.into_std()?;
+    tracing::info!(addr = %listener.local_addr()?, workers, "gateway listening");
+
+    let mut finished = Vec::new();
+    for worker in 1..workers {
+        let (listener, shared, stop) = (listener.try_clone()?, shared.clone(), stop.clone());
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        finished.push(done_rx);
+        std::thread::Builder::new()
+            .name(format!("gateway-worker-{worker}"))
+            .spawn(move || {
+                let result = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .and_then(|rt| rt.block_on(async { serve(TcpListener::from_std(listener)?, shared, stop).await }));
+                let _ = done_tx.send(result);
+            })?;
+    }
+    let stop_on_signal = async {
+        shutdown.await;
+        stop.cancel();
+    };
+    let (result, ()) = tokio::join!(serve(TcpListener::from_std(listener)?, shared, stop.clone()), stop_on_signal);
+    for done in finished {
+        if let Ok(Err(e)) = done.await {
+            tracing::error!(error = %e, "worker failed");
+        }
+    }
+    result
+}
+
+/// One worker: accepts until `stop`, then drains for the grace period.
+async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) -> std::io::Result<()> {
+    let grace = shared.config.shutdown_grace;
+    let state = Arc::new(State::new(shared));
     let graceful = GracefulShutdown::new();
     let force_close = CancellationToken::new();
     let tasks = TaskTracker::new();
-    tokio::pin!(shutdown);
 
-    tracing::info!(addr = %listener.local_addr()?, "gateway listening");
     loop {
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -59,7 +100,7 @@ pub async fn run(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            () = stop.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
@@ -84,11 +125,8 @@ pub async fn run(
         });
     }
 
-    drop(listener);
-    tracing::info!(
-        grace_secs = grace.as_secs(),
-        "shutting down: draining open requests"
-    );
+    drop(listener); // new connections are refused from now on
+    tracing::info!(grace_secs = grace.as_secs(), "shutting down: draining open requests");
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections drained"),
         () = tokio::time::sleep(grace) => {
@@ -117,12 +155,12 @@ pub async fn handle(
                 .unwrap_or(HeaderValue::from_static("-"))
         });
     let origin = req.headers().get(ORIGIN).cloned();
-    if let Some(mut preflight) = state.config.cors.preflight(&req) {
+    if let Some(mut preflight) = state.shared.config.cors.preflight(&req) {
         preflight.headers_mut().insert(REQUEST_ID, request_id);
         return preflight;
     }
     let mut log = Some(AccessLog::new(
-        state.metrics.clone(),
+        state.shared.metrics.clone(),
         req.method().clone(),
         req.uri().path().to_owned(),
         request_id.clone(),
@@ -140,6 +178,7 @@ pub async fn handle(
         log.finish(response.status().as_u16(), bytes);
     }
     state
+        .shared
         .config
         .cors
         .apply(origin.as_ref(), response.headers_mut());
@@ -179,7 +218,7 @@ fn own_endpoint(state: &State, path: &str) -> Response<ResponseBody> {
             Envelope::success("UP", serde_json::json!({"status": "UP"})).to_json(),
         );
     }
-    let mut response = Response::new(full(state.metrics.render()));
+    let mut response = Response::new(full(state.shared.metrics.render()));
     response.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

@@ -176,11 +176,13 @@ impl Drop for TestGateway {
     }
 }
 
-/// The configuration the tests start from: every upstream at `upstream`.
+/// The configuration the tests start from: every upstream at `upstream`,
+/// one worker (on the test's runtime) unless `extra` says otherwise.
 pub fn config(upstream: &str, extra: &[(&str, &str)]) -> Config {
     let mut env: HashMap<String, String> = HashMap::from([
         ("AURA_PLATFORM_URI".into(), upstream.into()),
         ("MAIN_SERVICE_URI".into(), upstream.into()),
+        ("GATEWAY_WORKER_THREADS".into(), "1".into()),
     ]);
     for (k, v) in extra {
         env.insert(k.to_string(), v.to_string());
