@@ -29,16 +29,23 @@ use tokio::net::{TcpListener, TcpStream};
 type Body = BoxBody<Bytes, Infallible>;
 
 fn now_ns() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
 }
 
 fn usage() -> ! {
-    eprintln!("usage: dwp-bench backend PORT | streams ADDR PATH COUNT HOLD_SECS | latency ADDR PATH STREAMS");
+    eprintln!(
+        "usage: dwp-bench backend PORT | streams ADDR PATH COUNT HOLD_SECS | latency ADDR PATH STREAMS"
+    );
     std::process::exit(2)
 }
 
 fn arg<T: std::str::FromStr>(args: &[String], i: usize) -> T {
-    args.get(i).and_then(|a| a.parse().ok()).unwrap_or_else(|| usage())
+    args.get(i)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| usage())
 }
 
 #[tokio::main]
@@ -46,19 +53,31 @@ async fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("backend") => backend(arg(&args, 2)).await,
-        Some("streams") => streams(arg(&args, 2), &arg::<String>(&args, 3), arg(&args, 4), arg(&args, 5)).await,
+        Some("streams") => {
+            streams(
+                arg(&args, 2),
+                &arg::<String>(&args, 3),
+                arg(&args, 4),
+                arg(&args, 5),
+            )
+            .await
+        }
         Some("latency") => latency(arg(&args, 2), &arg::<String>(&args, 3), arg(&args, 4)).await,
         _ => usage(),
     }
 }
 
 async fn backend(port: u16) {
-    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap_or_else(|e| {
-        eprintln!("backend: cannot listen on {port}: {e}");
-        std::process::exit(1)
-    });
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap_or_else(|e| {
+            eprintln!("backend: cannot listen on {port}: {e}");
+            std::process::exit(1)
+        });
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         tokio::spawn(async move {
             let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
@@ -145,7 +164,9 @@ async fn open(addr: SocketAddr, path: &str) -> std::io::Result<(TcpStream, Vec<u
         buf.extend_from_slice(&chunk[..n]);
     }
     if !buf.starts_with(b"HTTP/1.1 200") {
-        return Err(std::io::Error::other(String::from_utf8_lossy(&buf[..buf.len().min(200)]).into_owned()));
+        return Err(std::io::Error::other(
+            String::from_utf8_lossy(&buf[..buf.len().min(200)]).into_owned(),
+        ));
     }
     Ok((stream, buf))
 }
@@ -193,15 +214,22 @@ async fn latency(addr: SocketAddr, path: &str, count: usize) {
         let path = path.to_owned();
         tasks.spawn(async move {
             let mut samples = Vec::new();
-            let Ok((mut stream, mut buf)) = open(addr, &path).await else { return samples };
+            let Ok((mut stream, mut buf)) = open(addr, &path).await else {
+                return samples;
+            };
             let mut chunk = [0u8; 4096];
             let mut scanned = 0;
             loop {
                 // Every complete `{"t":N}` seen so far is one sample.
                 while let Some(pos) = find(&buf[scanned..], b"{\"t\":") {
                     let start = scanned + pos + 5;
-                    let Some(end) = buf[start..].iter().position(|b| *b == b'}') else { break };
-                    let sent: u128 = std::str::from_utf8(&buf[start..start + end]).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+                    let Some(end) = buf[start..].iter().position(|b| *b == b'}') else {
+                        break;
+                    };
+                    let sent: u128 = std::str::from_utf8(&buf[start..start + end])
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0);
                     samples.push(now_ns().saturating_sub(sent) as u64 / 1000);
                     scanned = start + end;
                 }
@@ -225,7 +253,13 @@ async fn latency(addr: SocketAddr, path: &str, count: usize) {
         return;
     }
     let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
-    println!("samples {} p50_us {} p99_us {} max_us {}", all.len(), pct(0.50), pct(0.99), all[all.len() - 1]);
+    println!(
+        "samples {} p50_us {} p99_us {} max_us {}",
+        all.len(),
+        pct(0.50),
+        pct(0.99),
+        all[all.len() - 1]
+    );
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

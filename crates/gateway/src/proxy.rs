@@ -87,7 +87,12 @@ impl Shared {
             .jwt_secret
             .as_ref()
             .map(|s| Verifier::new(s.as_bytes(), None));
-        Self { config, metrics: Arc::new(Metrics::default()), verifier, budgets }
+        Self {
+            config,
+            metrics: Arc::new(Metrics::default()),
+            verifier,
+            budgets,
+        }
     }
 }
 
@@ -126,7 +131,9 @@ pub async fn forward(
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| GatewayError::BadRequest("Content-Length is not a number".into()))?;
         if len > state.shared.config.max_body_bytes {
-            return Err(GatewayError::PayloadTooLarge(state.shared.config.max_body_bytes));
+            return Err(GatewayError::PayloadTooLarge(
+                state.shared.config.max_body_bytes,
+            ));
         }
     }
     crate::edge::check(route, &parts.headers, state.shared.verifier.as_ref())?;
@@ -165,8 +172,11 @@ pub async fn forward(
     headers.insert(REQUEST_ID, request_id.clone());
 
     let preview = to_aura && parts.method == Method::POST;
-    let mut upstream_req =
-        Request::new(RequestBody::new(body, state.shared.config.max_body_bytes, preview));
+    let mut upstream_req = Request::new(RequestBody::new(
+        body,
+        state.shared.config.max_body_bytes,
+        preview,
+    ));
     *upstream_req.method_mut() = parts.method;
     *upstream_req.uri_mut() = uri;
     *upstream_req.headers_mut() = headers;
@@ -218,7 +228,14 @@ pub async fn forward(
         .take()
         .ok_or_else(|| GatewayError::Internal("access log taken twice".into()))?;
     log.status = parts.status.as_u16();
-    let relay = Relay::new(body, rules, sse, log, state.shared.metrics.clone(), Some(permit));
+    let relay = Relay::new(
+        body,
+        rules,
+        sse,
+        log,
+        state.shared.metrics.clone(),
+        Some(permit),
+    );
     Ok(Response::from_parts(parts, relay.boxed_unsync()))
 }
 

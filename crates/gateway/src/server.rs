@@ -64,7 +64,11 @@ pub async fn run(
                 let result = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                    .and_then(|rt| rt.block_on(async { serve(TcpListener::from_std(listener)?, shared, stop).await }));
+                    .and_then(|rt| {
+                        rt.block_on(async {
+                            serve(TcpListener::from_std(listener)?, shared, stop).await
+                        })
+                    });
                 let _ = done_tx.send(result);
             })?;
     }
@@ -72,7 +76,10 @@ pub async fn run(
         shutdown.await;
         stop.cancel();
     };
-    let (result, ()) = tokio::join!(serve(TcpListener::from_std(listener)?, shared, stop.clone()), stop_on_signal);
+    let (result, ()) = tokio::join!(
+        serve(TcpListener::from_std(listener)?, shared, stop.clone()),
+        stop_on_signal
+    );
     for done in finished {
         if let Ok(Err(e)) = done.await {
             tracing::error!(error = %e, "worker failed");
@@ -82,7 +89,11 @@ pub async fn run(
 }
 
 /// One worker: accepts until `stop`, then drains for the grace period.
-async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) -> std::io::Result<()> {
+async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
     let grace = shared.config.shutdown_grace;
     let state = Arc::new(State::new(shared));
     let graceful = GracefulShutdown::new();
@@ -126,7 +137,10 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: CancellationTok
     }
 
     drop(listener); // new connections are refused from now on
-    tracing::info!(grace_secs = grace.as_secs(), "shutting down: draining open requests");
+    tracing::info!(
+        grace_secs = grace.as_secs(),
+        "shutting down: draining open requests"
+    );
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections drained"),
         () = tokio::time::sleep(grace) => {

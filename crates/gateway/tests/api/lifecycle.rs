@@ -184,14 +184,20 @@ async fn several_workers_serve_streams_and_shut_down_together() {
         async move {
             let (tx, body) = channel_body();
             feeds_tx.send(tx).await.unwrap();
-            Response::builder().header("content-type", "text/event-stream").body(body).unwrap()
+            Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(body)
+                .unwrap()
         }
     })
     .await;
     let mut gw = spawn_gateway(config(&up.uri(), &[("GATEWAY_WORKER_THREADS", "3")])).await;
     let mut streams = Vec::new();
     for _ in 0..12 {
-        let req = request("POST", gw.addr, "/api/aura/test/stream").header("x-tenant-id", "t").body(full("{}")).unwrap();
+        let req = request("POST", gw.addr, "/api/aura/test/stream")
+            .header("x-tenant-id", "t")
+            .body(full("{}"))
+            .unwrap();
         streams.push(send(gw.addr, req).await);
     }
     let mut senders = Vec::new();
@@ -199,26 +205,41 @@ async fn several_workers_serve_streams_and_shut_down_together() {
         senders.push(feeds.recv().await.unwrap());
     }
     for (i, tx) in senders.iter().enumerate() {
-        tx.send(Bytes::from(format!("data: {i}\n\n"))).await.unwrap();
+        tx.send(Bytes::from(format!("data: {i}\n\n")))
+            .await
+            .unwrap();
     }
     let mut got = Vec::new();
     for res in &mut streams {
-        got.push(String::from_utf8(res.chunk(Duration::from_secs(5)).await.unwrap().to_vec()).unwrap());
+        got.push(
+            String::from_utf8(res.chunk(Duration::from_secs(5)).await.unwrap().to_vec()).unwrap(),
+        );
     }
     got.sort();
     let mut want: Vec<_> = (0..12).map(|i| format!("data: {i}\n\n")).collect();
     want.sort();
     assert_eq!(got, want, "every stream got its own event");
     let metrics = get(gw.addr, "/metrics", &[]).await.text().await;
-    assert!(metrics.contains("gateway_open_streams 12"), "the gauge is shared by all workers: {metrics}");
+    assert!(
+        metrics.contains("gateway_open_streams 12"),
+        "the gauge is shared by all workers: {metrics}"
+    );
 
     let done = gw.shutdown();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(tokio::net::TcpStream::connect(gw.addr).await.is_err(), "every worker stopped accepting");
+    assert!(
+        tokio::net::TcpStream::connect(gw.addr).await.is_err(),
+        "every worker stopped accepting"
+    );
     drop(senders);
     for mut res in streams {
-        assert!(res.chunk(Duration::from_secs(5)).await.is_none(), "streams finish during the drain");
+        assert!(
+            res.chunk(Duration::from_secs(5)).await.is_none(),
+            "streams finish during the drain"
+        );
     }
-    let result = tokio::time::timeout(Duration::from_secs(5), done).await.expect("all workers drained");
+    let result = tokio::time::timeout(Duration::from_secs(5), done)
+        .await
+        .expect("all workers drained");
     assert!(result.unwrap().is_ok());
 }
