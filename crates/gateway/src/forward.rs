@@ -1,9 +1,7 @@
 //! Header rules for both directions of the proxy (CONTRACT.md section 3).
 
-use std::net::IpAddr;
-
 use dwp_core::headers::{self, HOP_BY_HOP, PROPAGATED};
-use http::header::CONNECTION;
+use http::header::{CONNECTION, Entry, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// Removes hop-by-hop headers: the fixed RFC 9110 list and every header
@@ -26,31 +24,42 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Appends `X-Forwarded-For`, `-Proto`, `-Host` and `-Prefix` to what
-/// earlier proxies wrote.
-pub fn append_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<&str>, prefix: &str) {
-    append(headers, headers::FORWARDED_FOR, &client.to_string());
-    append(headers, headers::FORWARDED_PROTO, "http");
-    if let Some(host) = host {
+/// Appends `X-Forwarded-For` (the client's address), `-Proto`, `-Host` (the
+/// request's `Host`) and `-Prefix` to what earlier proxies wrote.
+pub fn append_forwarded(headers: &mut HeaderMap, client: &HeaderValue, prefix: &'static str) {
+    append(headers, headers::FORWARDED_FOR, client.clone());
+    append(
+        headers,
+        headers::FORWARDED_PROTO,
+        HeaderValue::from_static("http"),
+    );
+    if let Some(host) = headers.get(HOST).cloned() {
         append(headers, headers::FORWARDED_HOST, host);
     }
-    append(headers, headers::FORWARDED_PREFIX, prefix);
+    append(
+        headers,
+        headers::FORWARDED_PREFIX,
+        HeaderValue::from_static(prefix),
+    );
 }
 
-/// Joins existing values of `name` and `value` into one `a, b, c` header.
-fn append(headers: &mut HeaderMap, name: HeaderName, value: &str) {
-    let mut joined = headers
-        .get_all(&name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect::<Vec<_>>()
-        .join(", ");
-    if !joined.is_empty() {
-        joined.push_str(", ");
-    }
-    joined.push_str(value);
-    if let Ok(value) = HeaderValue::from_str(&joined) {
-        headers.insert(name, value);
+/// Sets `name` to `value`, or to `existing, value` when earlier proxies set it.
+fn append(headers: &mut HeaderMap, name: HeaderName, value: HeaderValue) {
+    match headers.entry(name) {
+        Entry::Vacant(slot) => {
+            slot.insert(value);
+        }
+        Entry::Occupied(mut slot) => {
+            let mut joined: Vec<u8> = Vec::new();
+            for existing in slot.iter() {
+                joined.extend_from_slice(existing.as_bytes());
+                joined.extend_from_slice(b", ");
+            }
+            joined.extend_from_slice(value.as_bytes());
+            if let Ok(joined) = HeaderValue::from_bytes(&joined) {
+                slot.insert(joined);
+            }
+        }
     }
 }
 
@@ -88,13 +97,11 @@ mod tests {
     fn forwarded_headers_are_appended() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        append_forwarded(
-            &mut h,
-            "127.0.0.1".parse().unwrap(),
-            Some("dwp.example:8080"),
-            "/api",
-        );
-        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2"));
+        h.insert("host", HeaderValue::from_static("dwp.example:8080"));
+        append_forwarded(&mut h, &HeaderValue::from_static("127.0.0.1"), "/api");
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "dwp.example:8080");
         assert_eq!(h["x-forwarded-prefix"], "/api");

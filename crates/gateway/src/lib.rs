@@ -11,7 +11,8 @@
 //! - [`edge`]: tenant and token checks before any upstream is called.
 //! - [`cors`]: preflights and CORS response headers.
 //! - [`forward`]: hop-by-hop and `X-Forwarded-*` header rules.
-//! - [`proxy`]: forwarding one request, the upstream pool, error mapping.
+//! - [`proxy`]: forwarding one request and the response headers.
+//! - [`pool`]: the upstream connection pool and its connection budget.
 //! - [`body`]: the streamed, size-limited request body and its preview log.
 //! - [`relay`]: the streamed response body, heartbeats and the idle timeout.
 //! - [`access`]: the access-log line and request count per request.
@@ -28,6 +29,7 @@ pub mod edge;
 pub mod error;
 pub mod forward;
 pub mod metrics;
+pub mod pool;
 pub mod proxy;
 pub mod relay;
 pub mod routes;

@@ -2,7 +2,6 @@
 //! upstream response, and the error mapping.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,76 +11,70 @@ use dwp_core::headers::{
 };
 use dwp_core::token::Verifier;
 use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HOST};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::ResponseBody;
 use crate::access::AccessLog;
-use crate::body::{BodyTooLarge, RequestBody};
+use crate::body::RequestBody;
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::forward;
 use crate::metrics::{Metrics, RouteLabel};
+use crate::pool::Pool;
 use crate::relay::{Relay, StreamRules};
 use crate::routes::{self, Route, STRIPPED_PREFIX, Upstream};
 
 /// What all workers share: configuration, metrics, the token verifier and
-/// the per-upstream connection budgets.
+/// the upstream pools.
 pub struct Shared {
     /// The configuration.
     pub config: Config,
     /// The metrics.
     pub metrics: Arc<Metrics>,
     verifier: Option<Verifier>,
-    /// One connection budget per distinct upstream authority.
-    budgets: HashMap<Upstream, Arc<Semaphore>>,
+    /// One pool per distinct upstream authority (auth and main share one by default).
+    pools: HashMap<Upstream, Arc<Pool>>,
 }
 
-/// One worker's state: the shared part and the worker's own upstream pool
-/// (its connections live on the worker's thread).
+/// One worker's view: the shared part and the worker's index, which selects
+/// its own idle upstream connections.
 pub struct State {
     /// What all workers share.
     pub shared: Arc<Shared>,
-    client: Client<HttpConnector, RequestBody>,
-}
-
-impl State {
-    /// A worker's upstream pool; call it on the worker's runtime.
-    pub fn new(shared: Arc<Shared>) -> Self {
-        let config = &shared.config;
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_nodelay(true);
-        connector.set_keepalive(Some(std::time::Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .pool_max_idle_per_host(config.pool_max_connections)
-            .build(connector);
-        Self { shared, client }
-    }
+    /// This worker's index.
+    pub worker: usize,
 }
 
 impl Shared {
-    /// Builds the budgets and the token verifier.
+    /// Builds the pools and the token verifier.
     pub fn new(config: Config) -> Self {
-        let mut by_authority: HashMap<String, Arc<Semaphore>> = HashMap::new();
-        let mut budgets = HashMap::new();
-        for upstream in [Upstream::Aura, Upstream::Main, Upstream::Auth] {
-            let key = base(&config, upstream)
+        let mut by_authority: HashMap<String, Arc<Pool>> = HashMap::new();
+        let mut pools = HashMap::new();
+        for (upstream, name) in [
+            (Upstream::Aura, "aura"),
+            (Upstream::Main, "main"),
+            (Upstream::Auth, "auth"),
+        ] {
+            let authority = base(&config, upstream)
                 .authority()
                 .map(|a| a.to_string())
                 .unwrap_or_default();
-            let budget = by_authority
-                .entry(key)
-                .or_insert_with(|| Arc::new(Semaphore::new(config.pool_max_connections)))
+            let pool = by_authority
+                .entry(authority.clone())
+                .or_insert_with(|| {
+                    Arc::new(Pool::new(
+                        name,
+                        authority,
+                        config.pool_max_connections,
+                        config.worker_threads,
+                        config.connect_timeout,
+                        config.pool_idle_timeout,
+                    ))
+                })
                 .clone();
-            budgets.insert(upstream, budget);
+            pools.insert(upstream, pool);
         }
         let verifier = config
             .jwt_secret
@@ -91,8 +84,19 @@ impl Shared {
             config,
             metrics: Arc::new(Metrics::default()),
             verifier,
-            budgets,
+            pools,
         }
+    }
+
+    /// Every distinct pool once.
+    pub fn pools(&self) -> Vec<Arc<Pool>> {
+        let mut out: Vec<Arc<Pool>> = Vec::new();
+        for pool in self.pools.values() {
+            if !out.iter().any(|p| Arc::ptr_eq(p, pool)) {
+                out.push(pool.clone());
+            }
+        }
+        out
     }
 }
 
@@ -119,10 +123,11 @@ pub async fn forward(
     route: &'static Route,
     upstream_path: &str,
     req: Request<Incoming>,
-    remote: SocketAddr,
+    client_ip: &HeaderValue,
     request_id: &HeaderValue,
     log: &mut Option<AccessLog>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
+    let shared = &state.shared;
     let (parts, body) = req.into_parts();
     if let Some(len) = parts.headers.get(CONTENT_LENGTH) {
         let len: u64 = len
@@ -130,13 +135,11 @@ pub async fn forward(
             .ok()
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| GatewayError::BadRequest("Content-Length is not a number".into()))?;
-        if len > state.shared.config.max_body_bytes {
-            return Err(GatewayError::PayloadTooLarge(
-                state.shared.config.max_body_bytes,
-            ));
+        if len > shared.config.max_body_bytes {
+            return Err(GatewayError::PayloadTooLarge(shared.config.max_body_bytes));
         }
     }
-    crate::edge::check(route, &parts.headers, state.shared.verifier.as_ref())?;
+    crate::edge::check(route, &parts.headers, shared.verifier.as_ref())?;
 
     let stream = is_stream(&parts.headers, parts.uri.path());
     let to_aura = route.upstream == Upstream::Aura;
@@ -144,14 +147,17 @@ pub async fn forward(
         log_routing(parts.uri.path(), &parts.headers);
     }
 
-    let base = base(&state.shared.config, route.upstream);
-    let mut target = format!(
-        "http://{}{}{}",
-        base.authority().map(|a| a.as_str()).unwrap_or_default(),
-        base.path().trim_end_matches('/'),
-        upstream_path
+    let pool = &shared.pools[&route.upstream];
+    let base_path = base(&shared.config, route.upstream)
+        .path()
+        .trim_end_matches('/');
+    let query = parts.uri.query();
+    let mut target = String::with_capacity(
+        base_path.len() + upstream_path.len() + query.map_or(0, |q| q.len() + 1),
     );
-    if let Some(query) = parts.uri.query() {
+    target.push_str(base_path);
+    target.push_str(upstream_path);
+    if let Some(query) = query {
         target.push('?');
         target.push_str(query);
     }
@@ -160,44 +166,41 @@ pub async fn forward(
         .map_err(|_| GatewayError::BadRequest("Request target is not valid".into()))?;
 
     let mut headers = parts.headers;
-    let host = headers
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned);
     forward::strip_hop_by_hop(&mut headers);
-    forward::append_forwarded(&mut headers, remote.ip(), host.as_deref(), STRIPPED_PREFIX);
-    if !to_aura {
-        headers.remove(HOST); // the client sets the upstream's own authority
+    forward::append_forwarded(&mut headers, client_ip, STRIPPED_PREFIX);
+    if !to_aura || !headers.contains_key(HOST) {
+        // Only the Aura route keeps the browser's Host (PreserveHostHeader).
+        if let Ok(host) = HeaderValue::from_str(pool.authority()) {
+            headers.insert(HOST, host);
+        }
     }
     headers.insert(REQUEST_ID, request_id.clone());
 
     let preview = to_aura && parts.method == Method::POST;
     let mut upstream_req = Request::new(RequestBody::new(
         body,
-        state.shared.config.max_body_bytes,
+        shared.config.max_body_bytes,
         preview,
     ));
     *upstream_req.method_mut() = parts.method;
     *upstream_req.uri_mut() = uri;
+    *upstream_req.version_mut() = Version::HTTP_11;
     *upstream_req.headers_mut() = headers;
 
-    let permit = acquire(state, route).await?;
     let started = Instant::now();
     let sent = tokio::time::timeout(
-        state.shared.config.response_timeout,
-        state.client.request(upstream_req),
+        shared.config.response_timeout,
+        pool.send(state.worker, upstream_req),
     )
     .await;
-    state
-        .shared
+    shared
         .metrics
         .upstream_seconds
         .get_or_create(&RouteLabel { route: route.name })
         .observe(started.elapsed().as_secs_f64());
-    let response = match sent {
+    let (response, lease) = match sent {
         Err(_) => return Err(GatewayError::UpstreamTimeout(route.name)),
-        Ok(Err(e)) => return Err(classify(&e, route.name)),
-        Ok(Ok(response)) => response,
+        Ok(result) => result?,
     };
 
     let (mut parts, body) = response.into_parts();
@@ -221,58 +224,15 @@ pub async fn forward(
         }
     }
     let rules = stream.then_some(StreamRules {
-        idle_timeout: state.shared.config.stream_idle_timeout,
-        heartbeat: state.shared.config.sse_heartbeat,
+        idle_timeout: shared.config.stream_idle_timeout,
+        heartbeat: shared.config.sse_heartbeat,
     });
     let mut log = log
         .take()
         .ok_or_else(|| GatewayError::Internal("access log taken twice".into()))?;
     log.status = parts.status.as_u16();
-    let relay = Relay::new(
-        body,
-        rules,
-        sse,
-        log,
-        state.shared.metrics.clone(),
-        Some(permit),
-    );
+    let relay = Relay::new(body, rules, sse, log, shared.metrics.clone(), lease);
     Ok(Response::from_parts(parts, relay.boxed_unsync()))
-}
-
-/// Waits up to the connect timeout for a place in the upstream's connection budget.
-async fn acquire(state: &State, route: &Route) -> Result<OwnedSemaphorePermit, GatewayError> {
-    let budget = state.shared.budgets[&route.upstream].clone();
-    match tokio::time::timeout(state.shared.config.connect_timeout, budget.acquire_owned()).await {
-        Ok(Ok(permit)) => Ok(permit),
-        Ok(Err(_)) => Err(GatewayError::Internal("connection budget closed".into())),
-        Err(_) => {
-            tracing::warn!(route = route.name, "upstream connection budget exhausted");
-            Err(GatewayError::UpstreamTimeout(route.name))
-        }
-    }
-}
-
-/// Maps a client error to who caused it.
-fn classify(err: &hyper_util::client::legacy::Error, upstream: &'static str) -> GatewayError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    let mut timed_out = false;
-    while let Some(e) = source {
-        if let Some(too_large) = e.downcast_ref::<BodyTooLarge>() {
-            return GatewayError::PayloadTooLarge(too_large.0);
-        }
-        if e.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-        {
-            timed_out = true;
-        }
-        source = e.source();
-    }
-    tracing::warn!(upstream, error = %err, connect = err.is_connect(), "upstream request failed");
-    if timed_out {
-        GatewayError::UpstreamTimeout(upstream)
-    } else {
-        GatewayError::UpstreamUnavailable(upstream)
-    }
 }
 
 /// The INFO routing line of CONTRACT.md section 3 (never the token itself).

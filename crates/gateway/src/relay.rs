@@ -23,12 +23,12 @@ use bytes::Bytes;
 use dwp_core::sse::{Event, KEEP_ALIVE, Parser};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep, sleep};
 
 use crate::BoxError;
 use crate::access::{AccessLog, Outcome};
 use crate::metrics::Metrics;
+use crate::pool::Lease;
 
 /// How a stream response is relayed.
 #[derive(Debug, Clone, Copy)]
@@ -76,7 +76,8 @@ pub struct Relay {
     metrics: Arc<Metrics>,
     stream: bool,
     done: bool,
-    _permit: Option<OwnedSemaphorePermit>,
+    /// The upstream connection, returned to the pool when the response is complete.
+    lease: Option<Lease>,
 }
 
 impl Relay {
@@ -88,18 +89,13 @@ impl Relay {
         sse: bool,
         log: AccessLog,
         metrics: Arc<Metrics>,
-        permit: Option<OwnedSemaphorePermit>,
+        lease: Lease,
     ) -> Self {
         let stream = rules.is_some();
         if stream {
             metrics.open_streams.inc();
         }
-        let mut log = log;
-        let done = upstream.is_end_stream();
-        if done {
-            log.outcome = Outcome::Complete; // an empty body is never polled
-        }
-        Self {
+        let mut relay = Self {
             upstream,
             idle: rules.map(|r| Timer::new(r.idle_timeout)),
             heartbeat: rules
@@ -109,14 +105,23 @@ impl Relay {
             log,
             metrics,
             stream,
-            done,
-            _permit: permit,
+            done: false,
+            lease: Some(lease),
+        };
+        if relay.upstream.is_end_stream() {
+            relay.end(Outcome::Complete); // an empty body is never polled
         }
+        relay
     }
 
     fn end(&mut self, outcome: Outcome) {
         self.done = true;
         self.log.outcome = outcome;
+        if let Some(lease) = self.lease.take()
+            && outcome == Outcome::Complete
+        {
+            lease.release();
+        }
     }
 }
 

@@ -6,7 +6,6 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,7 +65,7 @@ pub async fn run(
                     .build()
                     .and_then(|rt| {
                         rt.block_on(async {
-                            serve(TcpListener::from_std(listener)?, shared, stop).await
+                            serve(worker, TcpListener::from_std(listener)?, shared, stop).await
                         })
                     });
                 let _ = done_tx.send(result);
@@ -77,7 +76,7 @@ pub async fn run(
         stop.cancel();
     };
     let (result, ()) = tokio::join!(
-        serve(TcpListener::from_std(listener)?, shared, stop.clone()),
+        serve(0, TcpListener::from_std(listener)?, shared, stop.clone()),
         stop_on_signal
     );
     for done in finished {
@@ -90,12 +89,26 @@ pub async fn run(
 
 /// One worker: accepts until `stop`, then drains for the grace period.
 async fn serve(
+    worker: usize,
     listener: TcpListener,
     shared: Arc<Shared>,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
     let grace = shared.config.shutdown_grace;
-    let state = Arc::new(State::new(shared));
+    let pools = shared.pools();
+    let reaper = tokio::spawn({
+        let pools = pools.clone();
+        let every = (shared.config.pool_idle_timeout / 2)
+            .clamp(Duration::from_millis(100), Duration::from_secs(5));
+        async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                pools.iter().for_each(|pool| pool.reap(worker));
+            }
+        }
+    });
+    let state = Arc::new(State { shared, worker });
     let graceful = GracefulShutdown::new();
     let force_close = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -115,9 +128,16 @@ async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
+        let client_ip = HeaderValue::from_str(&remote.ip().to_string())
+            .unwrap_or(HeaderValue::from_static("unknown"));
         let service = tower::service_fn(move |req: Request<Incoming>| {
-            let state = state.clone();
-            async move { Ok::<_, Infallible>(handle(&state, req, remote).await) }
+            let (state, client_ip) = (state.clone(), client_ip.clone());
+            // Boxed, so that hyper's per-connection slot for the in-flight
+            // future stays small on a connection that streams for minutes.
+            Box::pin(async move { Ok::<_, Infallible>(handle(&state, req, &client_ip).await) })
+                as std::pin::Pin<
+                    Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send>,
+                >
         });
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
@@ -150,6 +170,8 @@ async fn serve(
     }
     tasks.close();
     tasks.wait().await;
+    reaper.abort();
+    pools.iter().for_each(|pool| pool.close_idle(worker));
     Ok(())
 }
 
@@ -157,7 +179,7 @@ async fn serve(
 pub async fn handle(
     state: &State,
     req: Request<Incoming>,
-    remote: SocketAddr,
+    client_ip: &HeaderValue,
 ) -> Response<ResponseBody> {
     let request_id = req
         .headers()
@@ -180,7 +202,7 @@ pub async fn handle(
         request_id.clone(),
     ));
 
-    let mut response = match dispatch(state, req, remote, &request_id, &mut log).await {
+    let mut response = match dispatch(state, req, client_ip, &request_id, &mut log).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     };
@@ -203,7 +225,7 @@ pub async fn handle(
 async fn dispatch(
     state: &State,
     req: Request<Incoming>,
-    remote: SocketAddr,
+    client_ip: &HeaderValue,
     request_id: &HeaderValue,
     log: &mut Option<AccessLog>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
@@ -222,7 +244,16 @@ async fn dispatch(
         log.route = route.name;
     }
     let upstream_path = upstream_path.to_owned();
-    proxy::forward(state, route, &upstream_path, req, remote, request_id, log).await
+    proxy::forward(
+        state,
+        route,
+        &upstream_path,
+        req,
+        client_ip,
+        request_id,
+        log,
+    )
+    .await
 }
 
 fn own_endpoint(state: &State, path: &str) -> Response<ResponseBody> {
