@@ -9,7 +9,7 @@
 # starts listens on 127.0.0.1 and is stopped on exit.
 #
 # Knobs: DURATION (10s), CONNECTIONS (64), STREAMS (10000),
-#        LATENCY_STREAMS (50), LATENCY_EVENTS (200), LATENCY_INTERVAL_MS (10).
+#        LATENCY_STREAMS (20), LATENCY_EVENTS (500), LATENCY_INTERVAL_MS (10).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib.sh
@@ -18,8 +18,8 @@ DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-64}
 ROUNDS=${ROUNDS:-3}
 STREAMS=${STREAMS:-10000}
-LATENCY_STREAMS=${LATENCY_STREAMS:-50}
-LATENCY_EVENTS=${LATENCY_EVENTS:-200}
+LATENCY_STREAMS=${LATENCY_STREAMS:-20}
+LATENCY_EVENTS=${LATENCY_EVENTS:-500}
 LATENCY_INTERVAL_MS=${LATENCY_INTERVAL_MS:-10}
 THREADS=$(nproc)
 BACKEND_PORT=19000 GATEWAY_PORT=18080 NGINX_PORT=18081
@@ -46,7 +46,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-target/release/dwp-bench backend $BACKEND_PORT & pids+=($!)
+target/release/dwp-bench backend $BACKEND_PORT & backend_pid=$!; pids+=($backend_pid)
 RUST_LOG=warn SERVER_HOST=127.0.0.1 SERVER_PORT=$GATEWAY_PORT \
   AURA_PLATFORM_URI=http://127.0.0.1:$BACKEND_PORT MAIN_SERVICE_URI=http://127.0.0.1:$BACKEND_PORT \
   GATEWAY_POOL_MAX_CONNECTIONS=$((STREAMS + 1000)) GATEWAY_SSE_HEARTBEAT_SECS=15 \
@@ -63,45 +63,73 @@ http {
   upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 128; }
   server {
     listen 127.0.0.1:$NGINX_PORT;
+    # Feature-equivalent to the gateway's header work: X-Forwarded-*,
+    # a request id sent upstream and returned.
     location /api/ {
       proxy_pass http://backend/;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Forwarded-Host \$host;
+      proxy_set_header X-Forwarded-Prefix /api;
+      proxy_set_header X-Request-ID \$request_id;
+      add_header X-Request-ID \$request_id;
       proxy_buffering off;
     }
   }
 }
 NGINX
-nginx -c "$work/nginx.conf" -p "$work" & pids+=($!)
+nginx -c "$work/nginx.conf" -p "$work" & nginx_pid=$!; pids+=($nginx_pid)
 
 wait_for "curl -fsS http://127.0.0.1:$BACKEND_PORT/main/bench" 20
 wait_for "curl -fsS http://127.0.0.1:$GATEWAY_PORT/api/main/bench" 20
 wait_for "curl -fsS http://127.0.0.1:$NGINX_PORT/api/main/bench" 20
 
-run_wrk() { # name url -> "rps p50 p99"
-  local out
-  out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$2")
-  local rps p50 p99 errors
+# CPU time (user + system, clock ticks) of the given processes and their threads.
+cpu_ticks() {
+  local total=0 pid stat
+  for pid in "$@"; do
+    for stat in /proc/"$pid"/task/*/stat; do
+      read -r -a f < <(sed 's/.*) //' "$stat")
+      total=$((total + f[11] + f[12]))
+    done
+  done
+  echo "$total"
+}
+
+run_wrk() { # name url pids... -> prints a line on stderr, the req/s on stdout
+  local name=$1 url=$2; shift 2
+  local c0 c1 out rps p50 p99 reqs cpu errors
+  c0=$(cpu_ticks "$@")
+  out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$url")
+  c1=$(cpu_ticks "$@")
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
   p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+  reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+  cpu=$(awk -v t=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v n="$reqs" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
   errors=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
-  printf '%-8s %12s req/s   p50 %8s   p99 %8s   %s\n' "$1" "$rps" "$p50" "$p99" "$errors" >&2
-  echo "$rps"
+  printf '%-8s %12s req/s   p50 %8s   p99 %8s   CPU %5s us/request   %s\n' "$name" "$rps" "$p50" "$p99" "$cpu" "$errors" >&2
+  echo "$rps $cpu"
 }
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 echo "== HTTP: wrk -t$THREADS -c$CONNECTIONS -d$DURATION, GET of a small JSON body, $ROUNDS alternating rounds (cores: $THREADS)" >&2
-direct=$(run_wrk direct "http://127.0.0.1:$BACKEND_PORT/main/bench")
+nginx_pids=$(pgrep -P "$nginx_pid" | tr '\n' ' ')
+direct=$(run_wrk direct "http://127.0.0.1:$BACKEND_PORT/main/bench" "$backend_pid" | cut -d' ' -f1)
 : >"$work/nginx.rps"; : >"$work/gateway.rps"
 for ((round = 1; round <= ROUNDS; round++)); do
-  run_wrk nginx "http://127.0.0.1:$NGINX_PORT/api/main/bench" >>"$work/nginx.rps"
-  run_wrk gateway "http://127.0.0.1:$GATEWAY_PORT/api/main/bench" >>"$work/gateway.rps"
+  # shellcheck disable=SC2086
+  run_wrk nginx "http://127.0.0.1:$NGINX_PORT/api/main/bench" $nginx_pids >>"$work/nginx.rps"
+  run_wrk gateway "http://127.0.0.1:$GATEWAY_PORT/api/main/bench" "$gateway_pid" >>"$work/gateway.rps"
 done
-nginx_rps=$(median <"$work/nginx.rps")
-gateway_rps=$(median <"$work/gateway.rps")
-awk -v g="$gateway_rps" -v n="$nginx_rps" -v d="$direct" \
-  'BEGIN { printf "median req/s: nginx %.0f, gateway %.0f   ratio gateway/nginx %.2f   gateway/direct %.2f   (target: gateway/nginx >= 1.00)\n", n, g, g / n, g / d }'
+nginx_rps=$(cut -d' ' -f1 "$work/nginx.rps" | median)
+gateway_rps=$(cut -d' ' -f1 "$work/gateway.rps" | median)
+nginx_cpu=$(cut -d' ' -f2 "$work/nginx.rps" | median)
+gateway_cpu=$(cut -d' ' -f2 "$work/gateway.rps" | median)
+awk -v g="$gateway_rps" -v n="$nginx_rps" -v d="$direct" -v gc="$gateway_cpu" -v nc="$nginx_cpu" \
+  'BEGIN { printf "median req/s: nginx %.0f, gateway %.0f   ratio gateway/nginx %.2f   gateway/direct %.2f   (target: gateway/nginx >= 1.00)\nmedian CPU per request: nginx %.1f us, gateway %.1f us   ratio %.2f\n", n, g, g / n, g / d, nc, gc, gc / nc }'
 
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 echo "== SSE memory: $STREAMS concurrent idle streams held through the gateway"
@@ -117,10 +145,15 @@ wait $streams_pid || true
 awk -v b="$before" -v d="$during" -v n="$STREAMS" -v o="$open_line" -v g="$open_gauge" \
   'BEGIN { printf "%s   gateway open-stream gauge %s   RSS before %d KiB, with streams %d KiB   per stream %.1f KiB   (target <= 32 KiB)\n", o, g, b, d, (d - b) / n }'
 
-echo "== SSE per-event latency: $LATENCY_STREAMS streams x $LATENCY_EVENTS events every ${LATENCY_INTERVAL_MS} ms"
+sleep 3 # let the gateway finish closing the streams above
+echo "== SSE per-event latency: $LATENCY_STREAMS streams direct and $LATENCY_STREAMS through the gateway at the same time, $LATENCY_EVENTS events every ${LATENCY_INTERVAL_MS} ms each"
 path="/aura/test/stream?events=$LATENCY_EVENTS&interval_ms=$LATENCY_INTERVAL_MS"
-direct_lat=$(target/release/dwp-bench latency "127.0.0.1:$BACKEND_PORT" "$path" "$LATENCY_STREAMS")
-gateway_lat=$(target/release/dwp-bench latency "127.0.0.1:$GATEWAY_PORT" "/api$path" "$LATENCY_STREAMS")
+target/release/dwp-bench latency "127.0.0.1:$BACKEND_PORT" "$path" "$LATENCY_STREAMS" >"$work/direct.lat" &
+direct_job=$!
+target/release/dwp-bench latency "127.0.0.1:$GATEWAY_PORT" "/api$path" "$LATENCY_STREAMS" >"$work/gateway.lat"
+wait $direct_job
+direct_lat=$(cat "$work/direct.lat")
+gateway_lat=$(cat "$work/gateway.lat")
 echo "direct   $direct_lat"
 echo "gateway  $gateway_lat"
 awk -v d="$direct_lat" -v g="$gateway_lat" 'BEGIN {

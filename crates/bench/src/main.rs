@@ -112,6 +112,9 @@ fn answer(req: Request<Incoming>) -> Response<Body> {
             tx.closed().await; // idle until the client goes
             return;
         }
+        // A random phase per stream, so that streams do not send in lockstep.
+        let phase = (now_ns() % interval.as_nanos().max(1)) as u64;
+        tokio::time::sleep(Duration::from_nanos(phase)).await;
         for id in 1..=events {
             tokio::time::sleep(interval).await;
             let event = format!("id: {id}\nevent: content\ndata: {{\"t\":{}}}\n\n", now_ns());

@@ -190,6 +190,81 @@ impl Parser {
     }
 }
 
+/// Tracks only where the event boundaries of a stream are, without
+/// decoding anything: the cheap half of [`Parser`] for a relay that must know
+/// when a comment can be inserted but passes every byte on unchanged.
+/// [`Boundary::is_idle`] agrees with [`Parser::is_idle`] after every byte.
+#[derive(Debug, Default, Clone)]
+pub struct Boundary {
+    /// Bytes of a possible leading BOM seen so far (3 once decided).
+    bom: u8,
+    /// Bytes in the current, unterminated line.
+    line_len: usize,
+    pending_cr: bool,
+    in_event: bool,
+}
+
+impl Boundary {
+    /// A tracker at the start of a stream.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Follows one chunk of the stream.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        let mut bytes = chunk;
+        while self.bom < 3 {
+            match bytes.first() {
+                None => return,
+                Some(&b) if b == BOM[self.bom as usize] => {
+                    self.bom += 1;
+                    self.line_len += 1; // undecided: counts as a pending line
+                    bytes = &bytes[1..];
+                }
+                Some(_) => {
+                    // Not a BOM: the bytes seen are the start of a field line.
+                    if self.line_len > 0 {
+                        self.in_event = true;
+                    }
+                    self.bom = 3;
+                }
+            }
+            if self.bom == 3 && self.line_len == 3 && bytes.len() < chunk.len() {
+                self.line_len = 0; // a whole BOM: stripped, the line starts after it
+            }
+        }
+        for &b in bytes {
+            if self.pending_cr {
+                self.pending_cr = false;
+                if b == b'\n' {
+                    continue;
+                }
+            }
+            match b {
+                b'\n' | b'\r' => {
+                    if self.line_len == 0 {
+                        self.in_event = false; // a blank line ends the event
+                    }
+                    self.line_len = 0;
+                    self.pending_cr = b == b'\r';
+                }
+                b':' if self.line_len == 0 => self.line_len = 1, // a comment
+                _ => {
+                    if self.line_len == 0 {
+                        self.in_event = true; // a field line
+                    }
+                    self.line_len += 1;
+                }
+            }
+        }
+    }
+
+    /// True between events (see [`Parser::is_idle`]).
+    pub fn is_idle(&self) -> bool {
+        self.line_len == 0 && !self.pending_cr && !self.in_event
+    }
+}
+
 /// Encodes an event as `id: `, `event: `, `retry: ` and one `data: ` line per
 /// line of data, ended by a blank line. CR and LF in `id` and `event`, which
 /// would break the framing, are dropped.

@@ -241,3 +241,41 @@ fn the_keep_alive_comment_is_invisible_to_a_client() {
     events.extend(p.feed(b"data: b\n\n"));
     assert_eq!(summary(&events).len(), 2);
 }
+
+#[test]
+fn boundary_agrees_with_the_parser_after_every_byte() {
+    let extra: &[&[u8]] = &[
+        b"\xEF\xBB\xBF: comment\n\ndata: x\n\n",
+        b"\xEF\xBBdata: x\n\n",
+        b"\xEFdata\r\n\r\n: c\r\r",
+        b": a\n: b\ndata: c\r\n\r\nid: 3\nevent: e\n\n",
+        b"data:\r\r\r\n\n",
+    ];
+    let streams = CASES
+        .iter()
+        .map(|(_, s, _)| *s)
+        .chain(extra.iter().copied());
+    for stream in streams {
+        let (mut parser, mut boundary) = (Parser::new(), Boundary::new());
+        assert_eq!(parser.is_idle(), boundary.is_idle());
+        for (i, b) in stream.iter().enumerate() {
+            parser.feed(&[*b]);
+            boundary.feed(&[*b]);
+            assert_eq!(
+                parser.is_idle(),
+                boundary.is_idle(),
+                "after byte {i} of {:?}",
+                String::from_utf8_lossy(stream)
+            );
+        }
+        let (mut parser, mut boundary) = (Parser::new(), Boundary::new());
+        parser.feed(stream);
+        boundary.feed(stream);
+        assert_eq!(
+            parser.is_idle(),
+            boundary.is_idle(),
+            "whole {:?}",
+            String::from_utf8_lossy(stream)
+        );
+    }
+}

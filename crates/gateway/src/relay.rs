@@ -6,7 +6,7 @@
 //!   upstream silence;
 //! - for `text/event-stream`, injects `: keep-alive` every
 //!   `GATEWAY_SSE_HEARTBEAT_SECS` of silence, only between events (an SSE
-//!   parser follows the relayed bytes to know where the event boundaries are);
+//!   boundary tracker follows the relayed bytes to know where events end);
 //! - counts itself in the open-streams gauge.
 //!
 //! Dropping the relay (hyper does so when the client goes away) drops the
@@ -20,7 +20,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use dwp_core::sse::{Event, KEEP_ALIVE, Parser};
+use dwp_core::sse::{Boundary, KEEP_ALIVE};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep, sleep};
@@ -39,8 +39,12 @@ pub struct StreamRules {
     pub heartbeat: Option<Duration>,
 }
 
+/// A deadline that moves with activity without touching the timer wheel on
+/// every chunk: activity only records the time; when the sleep fires early it
+/// is re-armed from the last activity.
 struct Timer {
     every: Duration,
+    last: Instant,
     sleep: Pin<Box<Sleep>>,
 }
 
@@ -48,22 +52,32 @@ impl Timer {
     fn new(every: Duration) -> Self {
         Self {
             every,
+            last: Instant::now(),
             sleep: Box::pin(sleep(every)),
         }
     }
 
-    fn restart(&mut self) {
-        self.sleep.as_mut().reset(Instant::now() + self.every);
+    fn touch(&mut self, now: Instant) {
+        self.last = now;
     }
 
-    /// True when the timer fired; it is then restarted (and armed).
+    /// True when `every` has passed since the last activity (or the last
+    /// firing); the timer is then restarted. Registers the waker otherwise.
     fn fired(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.sleep.as_mut().poll(cx).is_pending() {
-            return false;
+        loop {
+            if self.sleep.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            let due = self.last + self.every;
+            let now = Instant::now();
+            if now >= due {
+                self.last = now;
+                self.sleep.as_mut().reset(now + self.every);
+                let _ = self.sleep.as_mut().poll(cx);
+                return true;
+            }
+            self.sleep.as_mut().reset(due);
         }
-        self.restart();
-        let _ = self.sleep.as_mut().poll(cx);
-        true
     }
 }
 
@@ -71,7 +85,7 @@ impl Timer {
 pub struct Relay {
     upstream: Incoming,
     idle: Option<Timer>,
-    heartbeat: Option<(Timer, Parser, Vec<Event>)>,
+    heartbeat: Option<(Timer, Boundary)>,
     log: AccessLog,
     metrics: Arc<Metrics>,
     stream: bool,
@@ -101,7 +115,7 @@ impl Relay {
             heartbeat: rules
                 .and_then(|r| r.heartbeat)
                 .filter(|_| sse)
-                .map(|every| (Timer::new(every), Parser::new(), Vec::new())),
+                .map(|every| (Timer::new(every), Boundary::new())),
             log,
             metrics,
             stream,
@@ -149,13 +163,15 @@ impl Body for Relay {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.log.bytes += data.len() as u64;
-                    if let Some(idle) = &mut this.idle {
-                        idle.restart();
-                    }
-                    if let Some((timer, parser, events)) = &mut this.heartbeat {
-                        parser.feed_into(data, events);
-                        events.clear();
-                        timer.restart();
+                    if this.idle.is_some() {
+                        let now = Instant::now();
+                        if let Some(idle) = &mut this.idle {
+                            idle.touch(now);
+                        }
+                        if let Some((timer, boundary)) = &mut this.heartbeat {
+                            boundary.feed(data);
+                            timer.touch(now);
+                        }
                     }
                 }
                 if this.upstream.is_end_stream() {
@@ -180,9 +196,9 @@ impl Body for Relay {
             this.end(Outcome::IdleTimeout);
             return Poll::Ready(None);
         }
-        if let Some((timer, parser, _)) = &mut this.heartbeat
+        if let Some((timer, boundary)) = &mut this.heartbeat
             && timer.fired(cx)
-            && parser.is_idle()
+            && boundary.is_idle()
         {
             this.metrics.heartbeats.inc();
             this.log.bytes += KEEP_ALIVE.len() as u64;
