@@ -337,6 +337,15 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_loads_and_matches_the_defaults() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/gateway.example.toml");
+        assert!(file.exists());
+        let from_file = Config::from_sources(Some(&file), HashMap::new()).unwrap();
+        let defaults = load(&[]).unwrap();
+        assert_eq!(format!("{from_file:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
     fn debug_output_never_shows_the_secret() {
         let c = load(&[("JWT_SECRET", "s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t")]).unwrap();
         assert!(!format!("{c:?}").contains("s3cr3t"));
