@@ -60,14 +60,13 @@ impl Cors {
 
     /// Replaces the CORS headers of a response for a request from `origin`.
     pub fn apply(&self, origin: Option<&HeaderValue>, headers: &mut HeaderMap) {
-        for name in [
-            ACCESS_CONTROL_ALLOW_ORIGIN,
-            ACCESS_CONTROL_ALLOW_CREDENTIALS,
-            ACCESS_CONTROL_ALLOW_METHODS,
-            ACCESS_CONTROL_ALLOW_HEADERS,
-            ACCESS_CONTROL_EXPOSE_HEADERS,
-            ACCESS_CONTROL_MAX_AGE,
-        ] {
+        // One pass over the names instead of six lookups: most responses have none.
+        let upstream_cors: Vec<http::HeaderName> = headers
+            .keys()
+            .filter(|name| name.as_str().starts_with("access-control-"))
+            .cloned()
+            .collect();
+        for name in upstream_cors {
             headers.remove(name);
         }
         let Some(origin) = origin.and_then(|o| o.to_str().ok()) else {

@@ -8,18 +8,25 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 /// named in `Connection`. The contract's propagated identity headers are kept
 /// even when `Connection` names them, so they always arrive unchanged.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .filter(|name| !PROPAGATED.contains(name))
+    // One pass over the names instead of a lookup per hop-by-hop header:
+    // most messages carry none, or only `Connection`.
+    let mut present: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| HOP_BY_HOP.contains(name))
+        .cloned()
         .collect();
-    for name in named {
-        headers.remove(name);
+    if present.contains(&CONNECTION) {
+        present.extend(
+            headers
+                .get_all(CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+                .filter(|name| !PROPAGATED.contains(name)),
+        );
     }
-    for name in HOP_BY_HOP {
+    for name in present {
         headers.remove(name);
     }
 }

@@ -25,6 +25,7 @@ use crate::metrics::{Metrics, RouteLabel};
 use crate::pool::Pool;
 use crate::relay::{Relay, StreamRules};
 use crate::routes::{self, Route, STRIPPED_PREFIX, Upstream};
+use prometheus_client::metrics::histogram::Histogram;
 
 /// What all workers share: configuration, metrics, the token verifier and
 /// the upstream pools.
@@ -36,6 +37,8 @@ pub struct Shared {
     verifier: Option<Verifier>,
     /// One pool per distinct upstream authority (auth and main share one by default).
     pools: HashMap<Upstream, Arc<Pool>>,
+    /// The upstream response-time histogram of each route, in `ROUTES` order.
+    upstream_seconds: Vec<Histogram>,
 }
 
 /// One worker's view: the shared part and the worker's index, which selects
@@ -80,11 +83,22 @@ impl Shared {
             .jwt_secret
             .as_ref()
             .map(|s| Verifier::new(s.as_bytes(), None));
+        let metrics = Arc::new(Metrics::default());
+        let upstream_seconds = routes::ROUTES
+            .iter()
+            .map(|r| {
+                metrics
+                    .upstream_seconds
+                    .get_or_create(&RouteLabel { route: r.name })
+                    .clone()
+            })
+            .collect();
         Self {
             config,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             verifier,
             pools,
+            upstream_seconds,
         }
     }
 
@@ -193,11 +207,13 @@ pub async fn forward(
         pool.send(state.worker, upstream_req),
     )
     .await;
-    shared
-        .metrics
-        .upstream_seconds
-        .get_or_create(&RouteLabel { route: route.name })
-        .observe(started.elapsed().as_secs_f64());
+    if let Some(histogram) = routes::ROUTES
+        .iter()
+        .position(|r| std::ptr::eq(r, route))
+        .and_then(|i| shared.upstream_seconds.get(i))
+    {
+        histogram.observe(started.elapsed().as_secs_f64());
+    }
     let (response, lease) = match sent {
         Err(_) => return Err(GatewayError::UpstreamTimeout(route.name)),
         Ok(result) => result?,

@@ -28,7 +28,7 @@ pub struct Route {
 }
 
 /// The contract's routes, in matching order.
-pub const ROUTES: [Route; 4] = [
+pub static ROUTES: [Route; 4] = [
     Route {
         name: "aura-hitl",
         prefix: "/api/aura/hitl",
@@ -78,6 +78,15 @@ pub fn check(path: &str) -> Result<(), PathError> {
         return Err(PathError::Ambiguous);
     }
     for segment in path.split('/') {
+        if segment.contains('\\') {
+            return Err(PathError::Ambiguous);
+        }
+        if !segment.contains('%') {
+            if segment == "." || segment == ".." {
+                return Err(PathError::Ambiguous);
+            }
+            continue; // nothing encoded: nothing more to check
+        }
         let decoded = percent_decode_lossy(segment);
         if decoded == "." || decoded == ".." {
             return Err(PathError::Ambiguous);
@@ -87,9 +96,6 @@ pub fn check(path: &str) -> Result<(), PathError> {
                 .chars()
                 .any(|c| c == '/' || c == '\\' || c.is_control())
         {
-            return Err(PathError::Ambiguous);
-        }
-        if segment.contains('\\') {
             return Err(PathError::Ambiguous);
         }
     }
