@@ -216,6 +216,7 @@ impl Pool {
             };
         let _ = stream.set_nodelay(true);
         let (sender, conn) = Builder::new()
+            .writev(false)
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| self.classify(&e))?;
