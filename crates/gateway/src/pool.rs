@@ -156,7 +156,9 @@ impl Pool {
                 return Ok(self.lease(sender, worker));
             }
             if let Ok(permit) = self.budget.clone().try_acquire_owned() {
-                return self.connect(permit, worker, deadline).await;
+                // Boxed: connecting is rare, and inline it would make every
+                // request's future several times larger.
+                return Box::pin(self.connect(permit, worker, deadline)).await;
             }
             let others = (0..self.idle.len()).filter(|w| *w != worker);
             if let Some(sender) = others.filter_map(|w| self.take_idle(w)).next() {
@@ -167,7 +169,7 @@ impl Pool {
                 () = returned => {}
                 permit = self.budget.clone().acquire_owned() => {
                     let permit = permit.map_err(|_| GatewayError::Internal("pool closed".into()))?;
-                    return self.connect(permit, worker, deadline).await;
+                    return Box::pin(self.connect(permit, worker, deadline)).await;
                 }
                 () = tokio::time::sleep_until(deadline) => {
                     tracing::warn!(upstream = self.name, "upstream connection budget exhausted");
