@@ -32,3 +32,8 @@ require_rust() {
     exit 1
   fi
 }
+
+# Installs curl when missing (the scripts use it for health checks).
+require_curl() {
+  command -v curl >/dev/null 2>&1 || apt_install curl ca-certificates
+}

@@ -9,6 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 require_rust
+require_curl
 
 cargo build --release --locked -p gateway
 

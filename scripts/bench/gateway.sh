@@ -3,8 +3,10 @@
 #   1. requests/s and latency with wrk: direct to the backend, through nginx
 #      (proxy_pass with upstream keep-alive, as many workers as the gateway
 #      has threads) and through the gateway; the ratio gateway / nginx;
-#   2. resident memory per open SSE stream with STREAMS idle streams held;
-#   3. the per-event latency an SSE event gains through the gateway.
+#   2. the per-event latency an SSE event gains through the gateway, measured
+#      with direct and gateway streams running at the same time;
+#   3. resident memory per open SSE stream with STREAMS idle streams held
+#      (last, so that freeing those streams does not disturb the others).
 # Installs wrk and nginx from Debian's packages when missing. Everything it
 # starts listens on 127.0.0.1 and is stopped on exit.
 #
@@ -27,6 +29,7 @@ BACKEND_PORT=19000 GATEWAY_PORT=18080 NGINX_PORT=18081
 command -v wrk >/dev/null 2>&1 || apt_install wrk
 command -v nginx >/dev/null 2>&1 || apt_install nginx-light
 require_rust
+require_curl
 cargo build --release --locked -p gateway -p bench >/dev/null 2>&1 || cargo build --release --locked -p gateway -p bench
 
 ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
@@ -131,21 +134,6 @@ gateway_cpu=$(cut -d' ' -f2 "$work/gateway.rps" | median)
 awk -v g="$gateway_rps" -v n="$nginx_rps" -v d="$direct" -v gc="$gateway_cpu" -v nc="$nginx_cpu" \
   'BEGIN { printf "median req/s: nginx %.0f, gateway %.0f   ratio gateway/nginx %.2f   gateway/direct %.2f   (target: gateway/nginx >= 1.00)\nmedian CPU per request: nginx %.1f us, gateway %.1f us   ratio %.2f\n", n, g, g / n, g / d, nc, gc, gc / nc }'
 
-rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
-echo "== SSE memory: $STREAMS concurrent idle streams held through the gateway"
-before=$(rss_kib $gateway_pid)
-target/release/dwp-bench streams "127.0.0.1:$GATEWAY_PORT" "/api/aura/test/stream?events=0" "$STREAMS" 8 >"$work/streams.out" &
-streams_pid=$!
-wait_for "grep -q '^open' $work/streams.out" 120
-sleep 2
-during=$(rss_kib $gateway_pid)
-open_line=$(cat "$work/streams.out")
-open_gauge=$(curl -fsS "http://127.0.0.1:$GATEWAY_PORT/metrics" | awk '/^gateway_open_streams / {print $2}')
-wait $streams_pid || true
-awk -v b="$before" -v d="$during" -v n="$STREAMS" -v o="$open_line" -v g="$open_gauge" \
-  'BEGIN { printf "%s   gateway open-stream gauge %s   RSS before %d KiB, with streams %d KiB   per stream %.1f KiB   (target <= 32 KiB)\n", o, g, b, d, (d - b) / n }'
-
-sleep 3 # let the gateway finish closing the streams above
 echo "== SSE per-event latency: $LATENCY_STREAMS streams direct and $LATENCY_STREAMS through the gateway at the same time, $LATENCY_EVENTS events every ${LATENCY_INTERVAL_MS} ms each"
 path="/aura/test/stream?events=$LATENCY_EVENTS&interval_ms=$LATENCY_INTERVAL_MS"
 target/release/dwp-bench latency "127.0.0.1:$BACKEND_PORT" "$path" "$LATENCY_STREAMS" >"$work/direct.lat" &
@@ -159,3 +147,17 @@ echo "gateway  $gateway_lat"
 awk -v d="$direct_lat" -v g="$gateway_lat" 'BEGIN {
   split(d, a, " "); split(g, b, " ");
   printf "added per-event latency: p50 %d us, p99 %d us   (target: p99 < 1000 us)\n", b[4] - a[4], b[6] - a[6] }'
+
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+echo "== SSE memory: $STREAMS concurrent idle streams held through the gateway"
+before=$(rss_kib $gateway_pid)
+target/release/dwp-bench streams "127.0.0.1:$GATEWAY_PORT" "/api/aura/test/stream?events=0" "$STREAMS" 8 >"$work/streams.out" &
+streams_pid=$!
+wait_for "grep -q '^open' $work/streams.out" 120
+sleep 2
+during=$(rss_kib $gateway_pid)
+open_line=$(cat "$work/streams.out")
+open_gauge=$(curl -fsS "http://127.0.0.1:$GATEWAY_PORT/metrics" | awk '/^gateway_open_streams / {print $2}')
+wait $streams_pid || true
+awk -v b="$before" -v d="$during" -v n="$STREAMS" -v o="$open_line" -v g="$open_gauge" \
+  'BEGIN { printf "%s   gateway open-stream gauge %s   RSS before %d KiB, with streams %d KiB   per stream %.1f KiB   (target <= 32 KiB)\n", o, g, b, d, (d - b) / n }'
