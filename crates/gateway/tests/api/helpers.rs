@@ -305,3 +305,24 @@ pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> boo
     }
     check()
 }
+
+/// An upstream whose stream responses are fed by the test through the returned receiver.
+pub async fn feeding_upstream(
+    content_type: Option<&'static str>,
+) -> (Upstream, mpsc::Receiver<mpsc::Sender<Bytes>>) {
+    let (feeds_tx, feeds_rx) = mpsc::channel(64);
+    let up = upstream(move |_seen| {
+        let feeds_tx = feeds_tx.clone();
+        async move {
+            let (tx, body) = channel_body();
+            feeds_tx.send(tx).await.unwrap();
+            let mut res = Response::builder();
+            if let Some(ct) = content_type {
+                res = res.header("content-type", ct);
+            }
+            res.body(body).unwrap()
+        }
+    })
+    .await;
+    (up, feeds_rx)
+}

@@ -3,8 +3,6 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::Response;
-use tokio::sync::mpsc;
 
 use crate::helpers::*;
 
@@ -34,19 +32,7 @@ async fn upstream_connections_are_reused_and_closed_when_idle() {
 
 #[tokio::test]
 async fn the_pool_never_exceeds_its_connection_budget() {
-    let (feeds_tx, mut feeds) = mpsc::channel(8);
-    let up = upstream(move |_| {
-        let feeds_tx = feeds_tx.clone();
-        async move {
-            let (tx, body) = channel_body();
-            feeds_tx.send(tx).await.unwrap();
-            Response::builder()
-                .header("content-type", "text/event-stream")
-                .body(body)
-                .unwrap()
-        }
-    })
-    .await;
+    let (up, mut feeds) = feeding_upstream(Some("text/event-stream")).await;
     let gw = spawn_gateway(config(
         &up.uri(),
         &[
@@ -83,19 +69,7 @@ async fn the_pool_never_exceeds_its_connection_budget() {
 
 #[tokio::test]
 async fn shutdown_refuses_new_connections_and_lets_open_streams_finish() {
-    let (feeds_tx, mut feeds) = mpsc::channel(8);
-    let up = upstream(move |_| {
-        let feeds_tx = feeds_tx.clone();
-        async move {
-            let (tx, body) = channel_body();
-            feeds_tx.send(tx).await.unwrap();
-            Response::builder()
-                .header("content-type", "text/event-stream")
-                .body(body)
-                .unwrap()
-        }
-    })
-    .await;
+    let (up, mut feeds) = feeding_upstream(Some("text/event-stream")).await;
     let mut gw = spawn_gateway(config(&up.uri(), &[])).await;
     let addr = gw.addr;
     let req = request("POST", addr, "/api/aura/test/stream")
@@ -132,19 +106,7 @@ async fn shutdown_refuses_new_connections_and_lets_open_streams_finish() {
 
 #[tokio::test]
 async fn shutdown_closes_what_is_still_open_after_the_grace_period() {
-    let (feeds_tx, mut feeds) = mpsc::channel(8);
-    let up = upstream(move |_| {
-        let feeds_tx = feeds_tx.clone();
-        async move {
-            let (tx, body) = channel_body();
-            feeds_tx.send(tx).await.unwrap();
-            Response::builder()
-                .header("content-type", "text/event-stream")
-                .body(body)
-                .unwrap()
-        }
-    })
-    .await;
+    let (up, mut feeds) = feeding_upstream(Some("text/event-stream")).await;
     let mut gw = spawn_gateway(config(&up.uri(), &[("GATEWAY_SHUTDOWN_GRACE_SECS", "1")])).await;
     let req = request("POST", gw.addr, "/api/aura/test/stream")
         .header("x-tenant-id", "t")
@@ -178,19 +140,7 @@ async fn shutdown_closes_what_is_still_open_after_the_grace_period() {
 
 #[tokio::test]
 async fn several_workers_serve_streams_and_shut_down_together() {
-    let (feeds_tx, mut feeds) = mpsc::channel(64);
-    let up = upstream(move |_| {
-        let feeds_tx = feeds_tx.clone();
-        async move {
-            let (tx, body) = channel_body();
-            feeds_tx.send(tx).await.unwrap();
-            Response::builder()
-                .header("content-type", "text/event-stream")
-                .body(body)
-                .unwrap()
-        }
-    })
-    .await;
+    let (up, mut feeds) = feeding_upstream(Some("text/event-stream")).await;
     let mut gw = spawn_gateway(config(&up.uri(), &[("GATEWAY_WORKER_THREADS", "3")])).await;
     let mut streams = Vec::new();
     for _ in 0..12 {

@@ -6,32 +6,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::Response;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::helpers::*;
 
 const SECS: Duration = Duration::from_secs(5);
-
-/// An upstream whose stream responses are fed by the test through the returned receiver.
-async fn feeding_upstream(
-    content_type: Option<&'static str>,
-) -> (Upstream, mpsc::Receiver<mpsc::Sender<Bytes>>) {
-    let (feeds_tx, feeds_rx) = mpsc::channel(64);
-    let up = upstream(move |_seen| {
-        let feeds_tx = feeds_tx.clone();
-        async move {
-            let (tx, body) = channel_body();
-            feeds_tx.send(tx).await.unwrap();
-            let mut res = Response::builder();
-            if let Some(ct) = content_type {
-                res = res.header("content-type", ct);
-            }
-            res.body(body).unwrap()
-        }
-    })
-    .await;
-    (up, feeds_rx)
-}
 
 fn stream_request(addr: std::net::SocketAddr) -> http::Request<TestBody> {
     request("POST", addr, "/api/aura/test/stream")
