@@ -51,13 +51,18 @@ pub async fn run(
     let stop = CancellationToken::new();
     let listener = listener.into_std()?;
     tracing::info!(addr = %listener.local_addr()?, workers, "gateway listening");
+    // Everything that can fail is done before any worker starts.
+    let clones = (1..workers)
+        .map(|_| listener.try_clone())
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let local = TcpListener::from_std(listener)?;
 
     let mut finished = Vec::new();
-    for worker in 1..workers {
-        let (listener, shared, stop) = (listener.try_clone()?, shared.clone(), stop.clone());
+    for (worker, listener) in (1..workers).zip(clones) {
+        let (shared, worker_stop) = (shared.clone(), stop.clone());
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         finished.push(done_rx);
-        std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name(format!("gateway-worker-{worker}"))
             .spawn(move || {
                 let result = tokio::runtime::Builder::new_current_thread()
@@ -65,20 +70,27 @@ pub async fn run(
                     .build()
                     .and_then(|rt| {
                         rt.block_on(async {
-                            serve(worker, TcpListener::from_std(listener)?, shared, stop).await
+                            serve(
+                                worker,
+                                TcpListener::from_std(listener)?,
+                                shared,
+                                worker_stop,
+                            )
+                            .await
                         })
                     });
                 let _ = done_tx.send(result);
-            })?;
+            });
+        if let Err(e) = spawned {
+            stop.cancel(); // the workers already started stop again
+            return Err(e);
+        }
     }
     let stop_on_signal = async {
         shutdown.await;
         stop.cancel();
     };
-    let (result, ()) = tokio::join!(
-        serve(0, TcpListener::from_std(listener)?, shared, stop.clone()),
-        stop_on_signal
-    );
+    let (result, ()) = tokio::join!(serve(0, local, shared, stop.clone()), stop_on_signal);
     for done in finished {
         if let Ok(Err(e)) = done.await {
             tracing::error!(error = %e, "worker failed");

@@ -8,5 +8,6 @@ mod errors;
 mod headers;
 mod lifecycle;
 mod logging;
+mod process;
 mod routing;
 mod streaming;
