@@ -19,7 +19,8 @@ stop() {
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
 }
-trap stop INT TERM EXIT
+trap 'stop; exit 0' INT TERM
+trap stop EXIT
 
 export SERVER_PORT=${GATEWAY_PORT:-8080}
 target/release/gateway &
