@@ -9,12 +9,14 @@
 //! - [`sse`]: an incremental Server-Sent Events parser (WHATWG rules) and encoder.
 //! - [`events`]: the agent's SSE event types (CONTRACT.md section 4).
 //! - [`envelope`]: the JSON response envelope and error codes (section 6).
+//! - [`hitl`]: human-in-the-loop signals, Redis keys and TTLs (section 5).
 //! - [`token`] (feature `jwt`): HS256 claims and their verification (section 7).
 #![forbid(unsafe_code)]
 
 pub mod envelope;
 pub mod events;
 pub mod headers;
+pub mod hitl;
 pub mod sse;
 #[cfg(feature = "jwt")]
 pub mod token;

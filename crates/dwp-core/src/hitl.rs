@@ -1,0 +1,177 @@
+//! Human-in-the-loop schemas and Redis names (CONTRACT.md section 5).
+
+use serde::{Deserialize, Serialize};
+
+/// Seconds a stored request lives (30 min).
+pub const REQUEST_TTL_SECS: u64 = 30 * 60;
+/// Seconds a session marker lives (60 min).
+pub const SESSION_TTL_SECS: u64 = 60 * 60;
+/// Seconds a stored signal lives (5 min).
+pub const SIGNAL_TTL_SECS: u64 = 5 * 60;
+/// The reason sent with a rejection that gives none.
+pub const DEFAULT_REJECT_REASON: &str = "User rejected";
+
+/// `hitl:request:{requestId}`.
+pub fn request_key(request_id: &str) -> String {
+    format!("hitl:request:{request_id}")
+}
+
+/// `hitl:session:{sessionId}`.
+pub fn session_key(session_id: &str) -> String {
+    format!("hitl:session:{session_id}")
+}
+
+/// `hitl:signal:{sessionId}`.
+pub fn signal_key(session_id: &str) -> String {
+    format!("hitl:signal:{session_id}")
+}
+
+/// `hitl:channel:{sessionId}`.
+pub fn channel(session_id: &str) -> String {
+    format!("hitl:channel:{session_id}")
+}
+
+/// An id usable inside a Redis key: 1 to 128 characters of `A-Za-z0-9_.:-`,
+/// so that no key pattern (`*`, `?`, `[`) can be smuggled through it.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+}
+
+/// The decision a person makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Go ahead.
+    Approve,
+    /// Do not.
+    Reject,
+}
+
+impl Decision {
+    /// `approve` / `reject` (the signal's `action`).
+    pub fn action(self) -> &'static str {
+        match self {
+            Self::Approve => "approve",
+            Self::Reject => "reject",
+        }
+    }
+
+    /// `approved` / `rejected` (the request's and the signal's `status`).
+    pub fn status(self) -> &'static str {
+        match self {
+            Self::Approve => "approved",
+            Self::Reject => "rejected",
+        }
+    }
+
+    /// `approval` / `rejection` (the signal's `type`, which Aura-Platform reads).
+    pub fn signal_type(self) -> &'static str {
+        match self {
+            Self::Approve => "approval",
+            Self::Reject => "rejection",
+        }
+    }
+}
+
+/// The signal published on `hitl:channel:{sessionId}` and stored under
+/// `hitl:signal:{sessionId}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Signal {
+    /// `approval` or `rejection`.
+    #[serde(rename = "type")]
+    pub signal_type: String,
+    /// `approve` or `reject`.
+    pub action: String,
+    /// `approved` or `rejected`.
+    pub status: String,
+    /// The decided request.
+    pub request_id: String,
+    /// The waiting agent's session.
+    pub session_id: String,
+    /// Rejections only: why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Unix seconds.
+    pub timestamp: u64,
+}
+
+impl Signal {
+    /// The signal for `decision` on a request of `session_id`.
+    pub fn new(
+        decision: Decision,
+        request_id: &str,
+        session_id: &str,
+        reason: Option<String>,
+        timestamp: u64,
+    ) -> Self {
+        Self {
+            signal_type: decision.signal_type().into(),
+            action: decision.action().into(),
+            status: decision.status().into(),
+            request_id: request_id.into(),
+            session_id: session_id.into(),
+            reason: match decision {
+                Decision::Approve => None,
+                Decision::Reject => Some(reason.unwrap_or_else(|| DEFAULT_REJECT_REASON.into())),
+            },
+            timestamp,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_serialise_to_the_contract_json() {
+        let a = Signal::new(
+            Decision::Approve,
+            "req_142b79eadced",
+            "session_user123_1795309470",
+            None,
+            1795309471,
+        );
+        assert_eq!(
+            serde_json::to_string(&a).unwrap(),
+            r#"{"type":"approval","action":"approve","status":"approved","requestId":"req_142b79eadced","sessionId":"session_user123_1795309470","timestamp":1795309471}"#
+        );
+        let r = Signal::new(Decision::Reject, "r", "s", None, 1);
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"type":"rejection","action":"reject","status":"rejected","requestId":"r","sessionId":"s","reason":"User rejected","timestamp":1}"#
+        );
+    }
+
+    #[test]
+    fn ids_with_key_pattern_characters_are_invalid() {
+        assert!(valid_id("req_142b79eadced"));
+        assert!(valid_id("session_user123_1795309470"));
+        assert!(valid_id(&"a".repeat(128)));
+        for bad in [
+            "",
+            "*",
+            "req_*",
+            "a?b",
+            "[ab]",
+            "a b",
+            "a\nb",
+            "é",
+            &"a".repeat(129),
+        ] {
+            assert!(!valid_id(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn keys_follow_the_contract() {
+        assert_eq!(request_key("r1"), "hitl:request:r1");
+        assert_eq!(session_key("s1"), "hitl:session:s1");
+        assert_eq!(signal_key("s1"), "hitl:signal:s1");
+        assert_eq!(channel("s1"), "hitl:channel:s1");
+    }
+}
