@@ -1,0 +1,76 @@
+//! The security check of CONTRACT.md section 7, as an extractor: a handler
+//! that takes a [`Caller`] only runs for a verified caller.
+//!
+//! `Authorization: Bearer` must verify (HS256, `sub` required, not expired
+//! beyond the leeway: 401 E2000/E2002/E2003); `X-Tenant-ID` and `X-User-ID`
+//! are required (401 E2000); the token's `tenant_id` must equal `X-Tenant-ID`
+//! and its `sub` must equal `X-User-ID` (403 E2001).
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use dwp_core::headers::{TENANT_ID, USER_ID};
+use http::request::Parts;
+
+use crate::AppState;
+use crate::error::AppError;
+
+/// A verified caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The user id (`sub`, equal to `X-User-ID`).
+    pub user_id: String,
+    /// The tenant id (`tenant_id`, equal to `X-Tenant-ID`).
+    pub tenant_id: String,
+}
+
+impl Caller {
+    /// 403 unless `user_id` (a body's `userId`), when given, is the caller.
+    pub fn must_be(&self, user_id: Option<&str>) -> Result<(), AppError> {
+        match user_id {
+            Some(user) if user != self.user_id => {
+                Err(AppError::Forbidden("userId does not match the token"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, AppError> {
+        let authorization = parts
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let claims = state
+            .verifier
+            .verify_header(authorization)
+            .map_err(AppError::Token)?;
+        let header = |name, missing| {
+            parts
+                .headers
+                .get(&name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .ok_or(AppError::Unauthenticated(missing))
+        };
+        let tenant = header(TENANT_ID, "X-Tenant-ID header is required")?;
+        let user = header(USER_ID, "X-User-ID header is required")?;
+        if claims.tenant_id.as_deref() != Some(tenant) {
+            return Err(AppError::Forbidden("X-Tenant-ID does not match the token"));
+        }
+        if claims.sub != user {
+            return Err(AppError::Forbidden("X-User-ID does not match the token"));
+        }
+        Ok(Self {
+            user_id: claims.sub,
+            tenant_id: tenant.to_owned(),
+        })
+    }
+}

@@ -1,0 +1,101 @@
+//! The service's one error type. Every variant writes the envelope of
+//! CONTRACT.md section 6; 5xx details are logged once and never sent.
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use dwp_core::token::TokenError;
+use dwp_core::{Envelope, ErrorCode};
+use http::StatusCode;
+use serde_json::Value;
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// 400 E1001: invalid input.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401 E2000 / E2002 / E2003: no, expired or invalid token.
+    #[error("{0}")]
+    Token(TokenError),
+    /// 401 E2000: a required identity header is missing.
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    /// 403 E2001: the caller is not who the request or the token says.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// 404 E1004: no such thing (or not the caller's to see).
+    #[error("{0}")]
+    NotFound(String),
+    /// 405 E1001: the route exists, the method does not.
+    #[error("Method not allowed")]
+    MethodNotAllowed,
+    /// 409 E3001: already decided or already exists; `data` is the current state.
+    #[error("{message}")]
+    Conflict {
+        /// What happened.
+        message: String,
+        /// The current state.
+        data: Value,
+    },
+    /// 413 E1001: the body is too large.
+    #[error("Request body too large")]
+    PayloadTooLarge,
+    /// 415 E1001: the body is not JSON.
+    #[error("Content-Type must be application/json")]
+    UnsupportedMediaType,
+    /// 503 E5000: a backing service (Redis) is unreachable.
+    #[error("{0} is unavailable")]
+    Unavailable(&'static str),
+    /// 500 E1000: a bug or corrupt data; logged, never sent.
+    #[error("Internal error")]
+    Internal(String),
+}
+
+impl AppError {
+    /// The status and code sent for this error.
+    pub fn status_and_code(&self) -> (StatusCode, ErrorCode) {
+        match self {
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, ErrorCode::E1001),
+            Self::Token(e) => (StatusCode::UNAUTHORIZED, e.code()),
+            Self::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, ErrorCode::E2000),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, ErrorCode::E2001),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::E1004),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::E1001),
+            Self::Conflict { .. } => (StatusCode::CONFLICT, ErrorCode::E3001),
+            Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::E1001),
+            Self::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, ErrorCode::E1001),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::E5000),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::E1000),
+        }
+    }
+}
+
+impl From<redis::RedisError> for AppError {
+    fn from(e: redis::RedisError) -> Self {
+        tracing::warn!(error = %e, "redis call failed");
+        Self::Unavailable("Redis")
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if let Self::Internal(detail) = &self {
+            tracing::error!(%detail, "internal error");
+        }
+        let message = self.to_string();
+        let data = match self {
+            Self::Conflict { data, .. } => Some(data),
+            _ => None,
+        };
+        let mut response =
+            (status, Json(Envelope::error_with(code, message, data))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}

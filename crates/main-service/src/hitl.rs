@@ -1,0 +1,369 @@
+//! Human-in-the-loop decisions (CONTRACT.md section 5).
+//!
+//! A decision reads `hitl:request:{requestId}`, then in one Lua script
+//! checks the stored value is still what was read, writes the decided
+//! request (keeping its TTL), stores the signal under
+//! `hitl:signal:{sessionId}` and publishes it on `hitl:channel:{sessionId}`.
+//! Two people deciding at once: one script wins, the other finds the request
+//! decided and gets 409 with its current state; one signal is sent.
+
+use std::sync::{Arc, LazyLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::{FromRequestParts, Path, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use dwp_core::Envelope;
+use dwp_core::envelope::rfc3339;
+use dwp_core::hitl::{self, Decision, Signal};
+use http::StatusCode;
+use http::request::Parts;
+use redis::AsyncCommands;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::body::JsonBody;
+use crate::error::AppError;
+
+/// Compare-and-set of the request, signal store and publish, atomically.
+static DECIDE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[5])
+redis.call('PUBLISH', ARGV[4], ARGV[3])
+return 1
+",
+    )
+});
+
+/// How often a decision re-reads a request that changed under it.
+const ATTEMPTS: usize = 8;
+
+/// The HITL routes.
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/aura/hitl/approve/{id}", post(approve))
+        .route("/aura/hitl/reject/{id}", post(reject))
+        .route("/aura/hitl/requests", post(create))
+        .route("/aura/hitl/requests/{id}", get(read_request))
+        .route("/aura/hitl/signals/{id}", get(read_signal))
+}
+
+/// A path id checked against `A-Za-z0-9_.:-`, 1 to 128 characters (400 otherwise).
+pub struct Id(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Id {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| AppError::BadRequest("Invalid id in path".into()))?;
+        if !hitl::valid_id(&id) {
+            return Err(AppError::BadRequest(
+                "Ids are 1 to 128 characters of A-Z a-z 0-9 _ . : -".into(),
+            ));
+        }
+        Ok(Self(id))
+    }
+}
+
+/// Body of approve and reject.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DecisionBody {
+    /// Must be the caller when given.
+    pub user_id: Option<String>,
+    /// Why (rejections).
+    pub reason: Option<String>,
+}
+
+async fn approve(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Id(id): Id,
+    JsonBody(body): JsonBody<DecisionBody>,
+) -> Result<Json<Envelope<Value>>, AppError> {
+    decide(&state, &caller, &id, Decision::Approve, body).await
+}
+
+async fn reject(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Id(id): Id,
+    JsonBody(body): JsonBody<DecisionBody>,
+) -> Result<Json<Envelope<Value>>, AppError> {
+    decide(&state, &caller, &id, Decision::Reject, body).await
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+async fn decide(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    decision: Decision,
+    body: DecisionBody,
+) -> Result<Json<Envelope<Value>>, AppError> {
+    caller.must_be(body.user_id.as_deref())?;
+    let outcome = tokio::time::timeout(
+        state.store.timeout() * 2,
+        decide_once(state, caller, id, decision, body.reason),
+    )
+    .await
+    .unwrap_or(Err(AppError::Unavailable("Redis")));
+    let label = match &outcome {
+        Ok(_) => decision.status(),
+        Err(AppError::Conflict { .. }) => "conflict",
+        Err(AppError::NotFound(_)) => "not_found",
+        Err(AppError::Forbidden(_)) => "forbidden",
+        Err(AppError::Unavailable(_)) => "unavailable",
+        Err(_) => "error",
+    };
+    state.metrics.decision(label);
+    let (session_id, status) = outcome?;
+    tracing::info!(
+        request_id = id,
+        session_id,
+        status,
+        user = caller.user_id,
+        "hitl decision"
+    );
+    let verb = match decision {
+        Decision::Approve => "approved",
+        Decision::Reject => "rejected",
+    };
+    Ok(Json(Envelope::success(
+        format!("Request {verb} successfully"),
+        json!({"requestId": id, "sessionId": session_id, "status": status}),
+    )))
+}
+
+/// Returns the session id and the new status.
+async fn decide_once(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    decision: Decision,
+    reason: Option<String>,
+) -> Result<(String, &'static str), AppError> {
+    let mut conn = state.store.conn().await?;
+    let key = hitl::request_key(id);
+    for _ in 0..ATTEMPTS {
+        let raw: Option<String> = conn.get(&key).await?;
+        let raw = raw
+            .ok_or_else(|| AppError::NotFound(format!("HITL request {id} not found or expired")))?;
+        let mut stored = parse_request(&raw)?;
+        check_owner(&stored, caller)?;
+        if stored.get("status").and_then(Value::as_str) != Some("pending") {
+            return Err(AppError::Conflict {
+                message: format!("HITL request {id} was already decided"),
+                data: Value::Object(stored),
+            });
+        }
+        let session_id = stored
+            .get("sessionId")
+            .and_then(Value::as_str)
+            .filter(|s| hitl::valid_id(s))
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                AppError::Internal(format!("stored request {id} has no usable sessionId"))
+            })?;
+        let timestamp = now();
+        let signal = Signal::new(decision, id, &session_id, reason.clone(), timestamp);
+        stored.insert("status".into(), decision.status().into());
+        stored.insert("decidedBy".into(), caller.user_id.clone().into());
+        stored.insert("decidedAt".into(), rfc3339(timestamp).into());
+        if let Some(reason) = &signal.reason {
+            stored.insert("reason".into(), reason.clone().into());
+        }
+        let updated =
+            serde_json::to_string(&stored).map_err(|e| AppError::Internal(e.to_string()))?;
+        let signal =
+            serde_json::to_string(&signal).map_err(|e| AppError::Internal(e.to_string()))?;
+        let applied: i64 = DECIDE
+            .key(&key)
+            .key(hitl::signal_key(&session_id))
+            .arg(&raw)
+            .arg(&updated)
+            .arg(&signal)
+            .arg(hitl::channel(&session_id))
+            .arg(hitl::SIGNAL_TTL_SECS)
+            .invoke_async(&mut conn)
+            .await?;
+        if applied == 1 {
+            return Ok((session_id, decision.status()));
+        }
+        // Changed between our read and the script: read again.
+    }
+    Err(AppError::Unavailable("Redis"))
+}
+
+fn parse_request(raw: &str) -> Result<Map<String, Value>, AppError> {
+    serde_json::from_str(raw)
+        .map_err(|e| AppError::Internal(format!("stored HITL request is not a JSON object: {e}")))
+}
+
+/// The stored request's `tenantId` and `userId`, when set, must be the caller's.
+fn check_owner(stored: &Map<String, Value>, caller: &Caller) -> Result<(), AppError> {
+    if let Some(tenant) = stored.get("tenantId").and_then(Value::as_str)
+        && tenant != caller.tenant_id
+    {
+        return Err(AppError::Forbidden(
+            "This request belongs to another tenant",
+        ));
+    }
+    if let Some(user) = stored.get("userId").and_then(Value::as_str)
+        && user != caller.user_id
+    {
+        return Err(AppError::Forbidden("This request belongs to another user"));
+    }
+    Ok(())
+}
+
+async fn read_request(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Id(id): Id,
+) -> Result<Json<Envelope<Value>>, AppError> {
+    let mut conn = state.store.conn().await?;
+    let raw: Option<String> = bounded(&state, conn.get(hitl::request_key(&id))).await?;
+    let raw =
+        raw.ok_or_else(|| AppError::NotFound(format!("HITL request {id} not found or expired")))?;
+    let stored = parse_request(&raw)?;
+    check_owner(&stored, &caller)?;
+    Ok(Json(Envelope::success(
+        "HITL request",
+        Value::Object(stored),
+    )))
+}
+
+async fn read_signal(
+    State(state): State<Arc<AppState>>,
+    _caller: Caller,
+    Id(session_id): Id,
+) -> Result<Json<Envelope<Value>>, AppError> {
+    let mut conn = state.store.conn().await?;
+    let raw: Option<String> = bounded(&state, conn.get(hitl::signal_key(&session_id))).await?;
+    let signal = match raw {
+        Some(raw) => serde_json::from_str(&raw).map_err(|e| AppError::Internal(e.to_string()))?,
+        None => Value::Null,
+    };
+    Ok(Json(Envelope::success("HITL signal", signal)))
+}
+
+/// Body of `POST /aura/hitl/requests`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewRequest {
+    /// Generated as `req_` + 12 hex when absent.
+    pub request_id: Option<String>,
+    /// The waiting agent's session (required).
+    pub session_id: Option<String>,
+    /// What the agent wants to do (required).
+    pub action_type: Option<String>,
+    /// Anything the person needs to decide.
+    pub context: Option<Value>,
+    /// Defaults to the caller; must be the caller when given.
+    pub user_id: Option<String>,
+    /// Defaults to the caller's tenant; must be it when given.
+    pub tenant_id: Option<String>,
+}
+
+async fn create(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    JsonBody(body): JsonBody<NewRequest>,
+) -> Result<(StatusCode, Json<Envelope<Value>>), AppError> {
+    caller.must_be(body.user_id.as_deref())?;
+    if body
+        .tenant_id
+        .as_deref()
+        .is_some_and(|t| t != caller.tenant_id)
+    {
+        return Err(AppError::Forbidden("tenantId does not match the token"));
+    }
+    let session_id = body
+        .session_id
+        .filter(|s| hitl::valid_id(s))
+        .ok_or_else(|| {
+            AppError::BadRequest("sessionId is required (1 to 128 of A-Z a-z 0-9 _ . : -)".into())
+        })?;
+    let action_type = body
+        .action_type
+        .filter(|a| !a.trim().is_empty())
+        .ok_or_else(|| AppError::BadRequest("actionType is required".into()))?;
+    let request_id = match body.request_id {
+        Some(id) if hitl::valid_id(&id) => id,
+        Some(_) => {
+            return Err(AppError::BadRequest(
+                "requestId: 1 to 128 of A-Z a-z 0-9 _ . : -".into(),
+            ));
+        }
+        None => format!("req_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+    };
+    let created_at = rfc3339(now());
+    let request = json!({
+        "requestId": request_id,
+        "sessionId": session_id,
+        "actionType": action_type,
+        "context": body.context.unwrap_or_else(|| json!({})),
+        "status": "pending",
+        "userId": caller.user_id,
+        "tenantId": caller.tenant_id,
+        "createdAt": created_at,
+    });
+    let session = json!({"sessionId": session_id, "requestId": request_id, "userId": caller.user_id, "tenantId": caller.tenant_id, "createdAt": created_at});
+    let mut conn = state.store.conn().await?;
+    let created: Option<String> = bounded(
+        &state,
+        redis::cmd("SET")
+            .arg(hitl::request_key(&request_id))
+            .arg(request.to_string())
+            .arg("NX")
+            .arg("EX")
+            .arg(hitl::REQUEST_TTL_SECS)
+            .query_async(&mut conn),
+    )
+    .await?;
+    if created.is_none() {
+        return Err(AppError::Conflict {
+            message: format!("HITL request {request_id} already exists"),
+            data: Value::Null,
+        });
+    }
+    let () = bounded(
+        &state,
+        conn.set_ex(
+            hitl::session_key(&session_id),
+            session.to_string(),
+            hitl::SESSION_TTL_SECS,
+        ),
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(Envelope::success(
+            "HITL request created",
+            json!({"requestId": request_id, "sessionId": session_id}),
+        )),
+    ))
+}
+
+/// A Redis call bounded by the store's timeout (503 past it).
+async fn bounded<T>(
+    state: &AppState,
+    call: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, AppError> {
+    Ok(tokio::time::timeout(state.store.timeout(), call)
+        .await
+        .map_err(|_| AppError::Unavailable("Redis"))??)
+}

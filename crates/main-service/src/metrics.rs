@@ -1,0 +1,100 @@
+//! Prometheus metrics on `GET /metrics`: decisions by outcome and request
+//! latency by route.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::AppState;
+
+/// Label of the decision counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Outcome {
+    /// `approved`, `rejected`, `conflict`, `not_found`, `forbidden`, `unavailable`, `error`.
+    pub outcome: &'static str,
+}
+
+/// Labels of the latency histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteStatus {
+    /// The matched route pattern (`unmatched` for 404s).
+    pub route: String,
+    /// The response status.
+    pub status: u16,
+}
+
+/// The service's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    decisions: Family<Outcome, Counter>,
+    latency: Family<RouteStatus, Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("main");
+        let decisions = Family::<Outcome, Counter>::default();
+        let latency = Family::<RouteStatus, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ])
+        });
+        registry.register(
+            "hitl_decisions",
+            "HITL decisions by outcome",
+            decisions.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Request latency by route and status",
+            latency.clone(),
+        );
+        Self {
+            registry,
+            decisions,
+            latency,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts one decision attempt.
+    pub fn decision(&self, outcome: &'static str) {
+        self.decisions.get_or_create(&Outcome { outcome }).inc();
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Middleware recording every request's latency.
+pub async fn record(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let started = Instant::now();
+    let response = next.run(req).await;
+    state
+        .metrics
+        .latency
+        .get_or_create(&RouteStatus {
+            route,
+            status: response.status().as_u16(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    response
+}

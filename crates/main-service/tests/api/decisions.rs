@@ -1,0 +1,204 @@
+//! Approve and reject: the signal on the channel, the stored state, 404/409/400.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::AsyncCommands;
+use serde_json::Value;
+
+use crate::helpers::*;
+
+async fn next_message(pubsub: &mut redis::aio::PubSub, wait: Duration) -> Option<Value> {
+    let mut stream = pubsub.on_message();
+    let msg = tokio::time::timeout(wait, stream.next()).await.ok()??;
+    let payload: String = msg.get_payload().unwrap();
+    Some(serde_json::from_str(&payload).unwrap())
+}
+
+#[tokio::test]
+async fn approval_publishes_the_contract_signal_once_and_records_the_decision() {
+    let app = spawn_app().await;
+    let (request_id, session_id) = agent_request(Some("user123"), Some("tenant1")).await;
+    let mut pubsub = subscribe(&session_id).await;
+
+    let before = now();
+    let res = app
+        .decide(
+            "approve",
+            &request_id,
+            "user123",
+            "tenant1",
+            r#"{"userId":"user123"}"#,
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(res.body["status"], "SUCCESS");
+    assert_eq!(res.body["success"], true);
+    assert_eq!(res.body["message"], "Request approved successfully");
+    assert_eq!(res.body["data"]["requestId"], request_id.as_str());
+    assert_eq!(res.body["data"]["sessionId"], session_id.as_str());
+    assert_eq!(res.body["data"]["status"], "approved");
+
+    let signal = next_message(&mut pubsub, Duration::from_secs(2))
+        .await
+        .expect("the agent got the signal");
+    let object = signal.as_object().unwrap();
+    let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "action",
+            "requestId",
+            "sessionId",
+            "status",
+            "timestamp",
+            "type"
+        ]
+    );
+    assert_eq!(signal["type"], "approval");
+    assert_eq!(signal["action"], "approve");
+    assert_eq!(signal["status"], "approved");
+    assert_eq!(signal["requestId"], request_id.as_str());
+    assert_eq!(signal["sessionId"], session_id.as_str());
+    let ts = signal["timestamp"].as_u64().expect("integer Unix seconds");
+    assert!(ts >= before && ts <= now());
+
+    let mut conn = redis().await;
+    let stored: String = conn
+        .get(format!("hitl:request:{request_id}"))
+        .await
+        .unwrap();
+    let stored: Value = serde_json::from_str(&stored).unwrap();
+    assert_eq!(stored["status"], "approved");
+    assert_eq!(stored["decidedBy"], "user123");
+    assert!(stored["decidedAt"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(
+        stored["context"]["sources"],
+        serde_json::json!([]),
+        "the agent's JSON is kept as it was"
+    );
+    let ttl: i64 = conn
+        .ttl(format!("hitl:request:{request_id}"))
+        .await
+        .unwrap();
+    assert!(
+        ttl > 1700 && ttl <= 1800,
+        "the request keeps its remaining TTL: {ttl}"
+    );
+    let stored_signal: String = conn.get(format!("hitl:signal:{session_id}")).await.unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&stored_signal).unwrap(),
+        signal
+    );
+    let signal_ttl: i64 = conn.ttl(format!("hitl:signal:{session_id}")).await.unwrap();
+    assert!(signal_ttl > 290 && signal_ttl <= 300, "{signal_ttl}");
+
+    let again = app
+        .decide("reject", &request_id, "user123", "tenant1", "")
+        .await;
+    assert_eq!(again.status, 409);
+    assert_eq!(again.body["errorCode"], "E3001");
+    assert_eq!(
+        again.body["data"]["status"], "approved",
+        "the current state is in data"
+    );
+    assert!(
+        next_message(&mut pubsub, Duration::from_millis(300))
+            .await
+            .is_none(),
+        "no second signal"
+    );
+}
+
+#[tokio::test]
+async fn rejection_carries_the_reason_or_the_default() {
+    let app = spawn_app().await;
+    for (body, reason) in [
+        (
+            r#"{"userId":"user123","reason":"Not on a Friday"}"#,
+            "Not on a Friday",
+        ),
+        ("", "User rejected"),
+    ] {
+        let (request_id, session_id) = agent_request(Some("user123"), Some("tenant1")).await;
+        let mut pubsub = subscribe(&session_id).await;
+        let res = app
+            .decide("reject", &request_id, "user123", "tenant1", body)
+            .await;
+        assert_eq!(res.status, 200, "{}", res.text);
+        assert_eq!(res.body["message"], "Request rejected successfully");
+        assert_eq!(res.body["data"]["status"], "rejected");
+        let signal = next_message(&mut pubsub, Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert_eq!(signal["type"], "rejection");
+        assert_eq!(signal["action"], "reject");
+        assert_eq!(signal["status"], "rejected");
+        assert_eq!(signal["reason"], reason);
+    }
+}
+
+#[tokio::test]
+async fn an_absent_request_is_404_never_500() {
+    let app = spawn_app().await;
+    let res = app
+        .decide("approve", &unique("req"), "user123", "tenant1", "")
+        .await;
+    assert_eq!(res.status, 404);
+    assert_eq!(res.body["errorCode"], "E1004");
+    assert_eq!(res.body["success"], false);
+}
+
+#[tokio::test]
+async fn request_ids_outside_the_allowed_alphabet_are_400() {
+    let app = spawn_app().await;
+    let long = "a".repeat(129);
+    for id in ["req_*", "req_%3F", "%5Bab%5D", "a%20b", long.as_str()] {
+        let res = app.decide("approve", id, "user123", "tenant1", "").await;
+        assert_eq!(res.status, 400, "{id}: {}", res.text);
+        assert_eq!(res.body["errorCode"], "E1001");
+    }
+}
+
+#[tokio::test]
+async fn fifty_concurrent_decisions_give_one_200_and_one_signal() {
+    let app = std::sync::Arc::new(spawn_app().await);
+    let (request_id, session_id) = agent_request(Some("user123"), Some("tenant1")).await;
+    let mut pubsub = subscribe(&session_id).await;
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let (app, request_id) = (app.clone(), request_id.clone());
+        let action = if i % 2 == 0 { "approve" } else { "reject" };
+        calls.spawn(async move {
+            app.decide(action, &request_id, "user123", "tenant1", "")
+                .await
+                .status
+        });
+    }
+    let mut statuses = Vec::new();
+    while let Some(status) = calls.join_next().await {
+        statuses.push(status.unwrap());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 409).count(),
+        49,
+        "{statuses:?}"
+    );
+    assert!(
+        next_message(&mut pubsub, Duration::from_secs(2))
+            .await
+            .is_some()
+    );
+    assert!(
+        next_message(&mut pubsub, Duration::from_millis(500))
+            .await
+            .is_none(),
+        "exactly one message"
+    );
+}

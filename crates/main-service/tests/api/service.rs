@@ -1,0 +1,219 @@
+//! The service skeleton: envelope errors, health, readiness, metrics, and
+//! Redis outages.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn bad_input_is_answered_in_the_envelope() {
+    let app = spawn_app().await;
+    let (request_id, _) = agent_request(None, None).await;
+    let auth = bearer("user123", "tenant1");
+    let ok = [
+        ("authorization", auth.as_str()),
+        ("x-tenant-id", "tenant1"),
+        ("x-user-id", "user123"),
+    ];
+    let path = format!("/aura/hitl/approve/{request_id}");
+
+    let mut json = ok.to_vec();
+    json.push(("content-type", "application/json"));
+    let res = app.send("POST", &path, &json, "{not json").await;
+    assert_eq!(
+        (res.status, res.body["errorCode"].as_str()),
+        (400, Some("E1001")),
+        "{}",
+        res.text
+    );
+
+    let mut text = ok.to_vec();
+    text.push(("content-type", "text/plain"));
+    let res = app.send("POST", &path, &text, "userId=user123").await;
+    assert_eq!(res.status, 415, "{}", res.text);
+    assert_eq!(res.body["status"], "ERROR");
+
+    let res = app
+        .send(
+            "POST",
+            &path,
+            &json,
+            &format!(r#"{{"reason":"{}"}}"#, "x".repeat(5000)),
+        )
+        .await;
+    assert_eq!(res.status, 413, "{}", res.text);
+    assert_eq!(res.body["status"], "ERROR");
+
+    let res = app.send("GET", "/no/such/route", &[], "").await;
+    assert_eq!(
+        (res.status, res.body["errorCode"].as_str()),
+        (404, Some("E1004"))
+    );
+
+    let res = app.send("GET", &path, &ok, "").await;
+    assert_eq!(res.status, 405);
+    assert_eq!(res.body["status"], "ERROR");
+
+    assert!(
+        res.headers.contains_key("x-request-id"),
+        "a request id is returned"
+    );
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let app = spawn_app().await;
+    let res = app.send("GET", "/main/health", &[], "").await;
+    assert_eq!(
+        (res.status, res.body["data"]["status"].as_str()),
+        (200, Some("UP"))
+    );
+    let res = app.send("GET", "/main/health/ready", &[], "").await;
+    assert_eq!(res.status, 200, "{}", res.text);
+
+    let (request_id, _) = agent_request(None, None).await;
+    app.decide("approve", &request_id, "user123", "tenant1", "")
+        .await;
+    app.decide("approve", &request_id, "user123", "tenant1", "")
+        .await;
+    let res = app.send("GET", "/metrics", &[], "").await;
+    assert!(
+        res.text
+            .contains(r#"main_hitl_decisions_total{outcome="approved"} 1"#),
+        "{}",
+        res.text
+    );
+    assert!(
+        res.text
+            .contains(r#"main_hitl_decisions_total{outcome="conflict"} 1"#),
+        "{}",
+        res.text
+    );
+    assert!(res.text.contains("main_request_duration_seconds_count{route=\"/aura/hitl/approve/{id}\",status=\"200\"} 1"), "{}", res.text);
+}
+
+/// A Redis server of the test's own, on a free port.
+struct OwnRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed by scripts/services.sh");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            port,
+            child: Some(child),
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn redis_down_is_a_quick_503_and_back_is_served_without_a_restart() {
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let app = spawn_app_with(config(&url)).await;
+    let auth = bearer("user123", "tenant1");
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("x-tenant-id", "tenant1"),
+        ("x-user-id", "user123"),
+    ];
+
+    // Never up yet: quick 503.
+    let started = Instant::now();
+    let res = app
+        .send("POST", "/aura/hitl/approve/req_0123456789ab", &headers, "")
+        .await;
+    assert_eq!(res.status, 503, "{}", res.text);
+    assert_eq!(res.body["errorCode"], "E5000");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        app.send("GET", "/main/health/ready", &[], "").await.status,
+        503
+    );
+    assert_eq!(
+        app.send("GET", "/main/health", &[], "").await.status,
+        200,
+        "liveness does not depend on Redis"
+    );
+
+    let mut redis = OwnRedis::start(port);
+    let res = app.send("GET", "/aura/hitl/signals/s1", &headers, "").await;
+    assert_eq!(res.status, 200, "served once Redis is up: {}", res.text);
+
+    // Up, then down: quick 503 again.
+    redis.stop();
+    let started = Instant::now();
+    let res = app.send("GET", "/aura/hitl/signals/s1", &headers, "").await;
+    assert_eq!(res.status, 503, "{}", res.text);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Back: served again, same process.
+    let _redis = OwnRedis::start(redis.port);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let res = app.send("GET", "/aura/hitl/signals/s1", &headers, "").await;
+        if res.status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {} after Redis came back",
+            res.status
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
