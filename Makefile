@@ -4,7 +4,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help run test lint fmt bench bench-gateway services build release clean
+.PHONY: help run test lint fmt bench bench-gateway bench-hitl services build release clean
 
 help:
 	@echo "make run      - install/start Redis and PostgreSQL, build, run the local stack"
@@ -34,10 +34,13 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-bench: bench-gateway
+bench: bench-gateway bench-hitl
 
 bench-gateway: release
 	@bash scripts/bench/gateway.sh
+
+bench-hitl: release
+	@bash scripts/bench/hitl.sh
 
 clean:
 	$(CARGO) clean

@@ -11,7 +11,10 @@
 //! - `dwp-bench latency ADDR PATH STREAMS`: reads STREAMS concurrent streams
 //!   to the end and prints the p50 / p99 / max of receive time minus the
 //!   event's send time, in microseconds.
+//! - `dwp-bench hitl ADDR REDIS_URL SECRET DECISIONS CLIENTS`: see [`hitl`].
 #![forbid(unsafe_code)]
+
+mod hitl;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -63,6 +66,16 @@ async fn main() {
             .await
         }
         Some("latency") => latency(arg(&args, 2), &arg::<String>(&args, 3), arg(&args, 4)).await,
+        Some("hitl") => {
+            hitl::run(
+                arg(&args, 2),
+                &arg::<String>(&args, 3),
+                &arg::<String>(&args, 4),
+                arg(&args, 5),
+                arg(&args, 6),
+            )
+            .await
+        }
         _ => usage(),
     }
 }

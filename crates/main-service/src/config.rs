@@ -130,11 +130,17 @@ impl Config {
                 format!("{:?} is not a Redis URL", redact(&redis_url)),
             ));
         }
-        let port = number("SERVER_PORT", 8081)?;
+        let port = match get("SERVER_PORT") {
+            None => 8081,
+            // 0 is allowed: the system picks a free port (tests use it).
+            Some(raw) => raw
+                .trim()
+                .parse::<u16>()
+                .map_err(|_| bad("SERVER_PORT", format!("{raw:?} is not a port")))?,
+        };
         Ok(Self {
             host: get("SERVER_HOST").unwrap_or_else(|| "0.0.0.0".into()),
-            port: u16::try_from(port)
-                .map_err(|_| bad("SERVER_PORT", format!("{port} is not a port")))?,
+            port,
             jwt_secret,
             jwt_audience: get("JWT_AUDIENCE"),
             redis_url,

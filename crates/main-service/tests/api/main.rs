@@ -3,6 +3,7 @@
 mod helpers;
 
 mod decisions;
+mod process;
 mod requests;
 mod security;
 mod service;

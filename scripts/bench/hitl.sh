@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# HITL benchmark, in one run against the local Redis:
+#   1. redis-benchmark SET and PUBLISH at the same concurrency (the reference);
+#   2. decisions per second through main-service with CLIENTS concurrent
+#      clients, each approving its own pending requests, and the time from
+#      sending an approve call to the agent's subscriber receiving the signal.
+# Prints the ratio of decisions/s to raw Redis round trips/s.
+# Knobs: DECISIONS (20000), CLIENTS (32).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+. scripts/lib.sh
+
+DECISIONS=${DECISIONS:-20000}
+CLIENTS=${CLIENTS:-32}
+PORT=18181
+REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
+SECRET="bench-secret-bench-secret-bench-secret"
+
+require_rust
+require_curl
+bash scripts/services.sh >/dev/null
+cargo build --release --locked -p main-service -p bench >/dev/null 2>&1 || cargo build --release --locked -p main-service -p bench
+
+pid=""
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+
+RUST_LOG=warn SERVER_HOST=127.0.0.1 SERVER_PORT=$PORT JWT_SECRET=$SECRET REDIS_URL=$REDIS_URL \
+  target/release/main-service & pid=$!
+wait_for "curl -fsS http://127.0.0.1:$PORT/main/health/ready" 20
+
+echo "== redis-benchmark, $CLIENTS clients"
+# -q prints progress lines ended by CR, then "NAME: N requests per second, ...".
+rps() { tr '\r' '\n' | awk -F': ' '/requests per second/ { split($NF, a, " "); print a[1] }' | tail -n 1; }
+set_rps=$(redis-benchmark -h 127.0.0.1 -p 6379 -c "$CLIENTS" -n 200000 -q -t set | rps)
+pub_rps=$(redis-benchmark -h 127.0.0.1 -p 6379 -c "$CLIENTS" -n 200000 -q PUBLISH bench:channel msg | rps)
+echo "SET      $set_rps req/s"
+echo "PUBLISH  $pub_rps req/s"
+
+echo "== main-service: $DECISIONS approvals by $CLIENTS clients, each on its own pending request"
+out=$(target/release/dwp-bench hitl "127.0.0.1:$PORT" "$REDIS_URL" "$SECRET" "$DECISIONS" "$CLIENTS")
+echo "$out"
+awk -v o="$out" -v s="$set_rps" -v p="$pub_rps" 'BEGIN {
+  n = split(o, f, " "); for (i = 1; i < n; i += 2) v[f[i]] = f[i + 1];
+  printf "decisions/s %d (target >= 5000)   approve->signal p50 %.2f ms, p99 %.2f ms (target p99 < 5 ms)\n", v["decisions_per_s"], v["approve_to_signal_p50_us"] / 1000, v["p99_us"] / 1000;
+  printf "ratio decisions/s : Redis SET/s %.3f   : Redis PUBLISH/s %.3f   (a decision is a GET and one script of SET, SET, PUBLISH)\n", v["decisions_per_s"] / s, v["decisions_per_s"] / p }'
