@@ -205,6 +205,16 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_loads_and_matches_the_defaults() {
+        let file =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/main-service.example.toml");
+        let env = HashMap::from([("JWT_SECRET".to_string(), SECRET.to_string())]);
+        let from_file = Config::from_sources(Some(&file), env).unwrap();
+        let defaults = load(&[("JWT_SECRET", SECRET)]).unwrap();
+        assert_eq!(format!("{from_file:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
     fn a_bad_value_names_its_variable() {
         for (var, value) in [
             ("SERVER_PORT", "99999"),

@@ -48,6 +48,8 @@ pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/aura/hitl/approve/{id}", post(approve))
         .route("/aura/hitl/reject/{id}", post(reject))
+        .route("/aura/hitl/approve/", post(empty_id))
+        .route("/aura/hitl/reject/", post(empty_id))
         .route("/aura/hitl/requests", post(create))
         .route("/aura/hitl/requests/{id}", get(read_request))
         .route("/aura/hitl/signals/{id}", get(read_signal))
@@ -70,6 +72,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
         }
         Ok(Self(id))
     }
+}
+
+/// An empty id is bad input (400), not an unknown route.
+async fn empty_id() -> AppError {
+    AppError::BadRequest("requestId is empty".into())
 }
 
 /// Body of approve and reject.
