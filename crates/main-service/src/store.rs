@@ -36,7 +36,7 @@ impl Store {
                 .set_number_of_retries(1)
                 .set_max_delay(Duration::from_millis(500));
             tokio::time::timeout(
-                self.timeout * 2,
+                self.timeout,
                 self.client.get_connection_manager_with_config(config),
             )
             .await

@@ -164,6 +164,15 @@ pub async fn redis() -> redis::aio::MultiplexedConnection {
 
 /// Writes a pending request the way Aura-Platform does; returns (requestId, sessionId).
 pub async fn agent_request(user: Option<&str>, tenant: Option<&str>) -> (String, String) {
+    agent_request_at(&redis_url(), user, tenant).await
+}
+
+/// [`agent_request`] for anyone, in the Redis at `url`.
+pub async fn agent_request_in(url: &str) -> (String, String) {
+    agent_request_at(url, None, None).await
+}
+
+async fn agent_request_at(url: &str, user: Option<&str>, tenant: Option<&str>) -> (String, String) {
     let request_id = unique("req");
     let session_id = unique("session");
     let request = json!({
@@ -176,7 +185,11 @@ pub async fn agent_request(user: Option<&str>, tenant: Option<&str>) -> (String,
         "tenantId": tenant,
         "createdAt": "2026-01-16T10:00:00",
     });
-    let mut conn = redis().await;
+    let mut conn = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
     let () = redis::cmd("SET")
         .arg(format!("hitl:request:{request_id}"))
         .arg(request.to_string())

@@ -130,6 +130,21 @@ impl OwnRedis {
         }
     }
 
+    fn signal(&self, signal: &str) {
+        let pid = self
+            .child
+            .as_ref()
+            .map(|c| c.id().to_string())
+            .unwrap_or_default();
+        assert!(
+            Command::new("kill")
+                .args([signal, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
     fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -202,7 +217,7 @@ async fn redis_down_is_a_quick_503_and_back_is_served_without_a_restart() {
     );
 
     // Back: served again, same process.
-    let _redis = OwnRedis::start(redis.port);
+    let redis = OwnRedis::start(redis.port);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let res = app.send("GET", "/aura/hitl/signals/s1", &headers, "").await;
@@ -216,4 +231,24 @@ async fn redis_down_is_a_quick_503_and_back_is_served_without_a_restart() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // Stalled (accepts, never answers): still a quick 503, never a hung call.
+    let (request_id, _) = agent_request_in(&url).await;
+    redis.signal("-STOP");
+    let started = Instant::now();
+    let res = app
+        .send(
+            "POST",
+            &format!("/aura/hitl/approve/{request_id}"),
+            &headers,
+            "",
+        )
+        .await;
+    redis.signal("-CONT");
+    assert_eq!(res.status, 503, "{}", res.text);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
 }
