@@ -10,6 +10,7 @@
 //! - [`events`]: the agent's SSE event types (CONTRACT.md section 4).
 //! - [`envelope`]: the JSON response envelope and error codes (section 6).
 //! - [`hitl`]: human-in-the-loop signals, Redis keys and TTLs (section 5).
+//! - [`tasks`]: the agent-task event stream the gateway records into.
 //! - [`token`] (feature `jwt`): HS256 claims and their verification (section 7).
 #![forbid(unsafe_code)]
 
@@ -18,6 +19,7 @@ pub mod events;
 pub mod headers;
 pub mod hitl;
 pub mod sse;
+pub mod tasks;
 #[cfg(feature = "jwt")]
 pub mod token;
 

@@ -75,6 +75,11 @@ pub struct Config {
     /// `GATEWAY_WORKER_THREADS` (default: the number of CPUs): one
     /// single-threaded runtime per worker.
     pub worker_threads: usize,
+    /// `REDIS_URL`, or built from `REDIS_HOST` / `REDIS_PORT` / `REDIS_PASSWORD`:
+    /// where the stream recorder writes.
+    pub redis_url: String,
+    /// `GATEWAY_RECORDER_ENABLED` (true): tee agent streams into Redis.
+    pub recorder_enabled: bool,
 }
 
 impl std::fmt::Debug for Config {
@@ -95,6 +100,8 @@ impl std::fmt::Debug for Config {
             .field("pool_idle_timeout", &self.pool_idle_timeout)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("worker_threads", &self.worker_threads)
+            .field("redis_url", &redact(&self.redis_url))
+            .field("recorder_enabled", &self.recorder_enabled)
             .finish()
     }
 }
@@ -129,6 +136,23 @@ impl Config {
             Some(_) => vars.uri("AUTH_SERVER_URI", "")?,
             None => main_uri.clone(),
         };
+        let redis_url = match vars.get("REDIS_URL").filter(|u| !u.is_empty()) {
+            Some(url) => url,
+            None => {
+                let host = vars.get("REDIS_HOST").unwrap_or_else(|| "localhost".into());
+                let port: u16 = vars.number("REDIS_PORT", 6379)?;
+                match vars.get("REDIS_PASSWORD").filter(|p| !p.is_empty()) {
+                    Some(password) => format!("redis://:{password}@{host}:{port}"),
+                    None => format!("redis://{host}:{port}"),
+                }
+            }
+        };
+        if redis::Client::open(redis_url.as_str()).is_err() {
+            return Err(ConfigError {
+                var: "REDIS_URL".into(),
+                problem: format!("{:?} is not a Redis URL", redact(&redis_url)),
+            });
+        }
         let jwt_secret = vars.get("JWT_SECRET").filter(|s| !s.is_empty());
         if jwt_secret.as_ref().is_some_and(|s| s.len() < 32) {
             return Err(ConfigError {
@@ -180,7 +204,19 @@ impl Config {
                 "GATEWAY_WORKER_THREADS",
                 std::thread::available_parallelism().map_or(1, |n| n.get() as u64),
             )? as usize,
+            redis_url,
+            recorder_enabled: vars.boolean("GATEWAY_RECORDER_ENABLED", true)?,
         })
+    }
+}
+
+/// A Redis URL with its password replaced by `***`.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
     }
 }
 

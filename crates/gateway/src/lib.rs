@@ -13,6 +13,7 @@
 //! - [`forward`]: hop-by-hop and `X-Forwarded-*` header rules.
 //! - [`proxy`]: forwarding one request and the response headers.
 //! - [`pool`]: the upstream connection pool and its connection budget.
+//! - [`recorder`]: the tee of agent streams into a Redis Stream.
 //! - [`body`]: the streamed, size-limited request body and its preview log.
 //! - [`relay`]: the streamed response body, heartbeats and the idle timeout.
 //! - [`access`]: the access-log line and request count per request.
@@ -31,6 +32,7 @@ pub mod forward;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
+pub mod recorder;
 pub mod relay;
 pub mod routes;
 pub mod server;

@@ -37,6 +37,10 @@ pub struct Metrics {
     pub heartbeats: Counter,
     /// Clients that went away before their response was complete.
     pub client_disconnects: Counter,
+    /// Agent events written to the recorder's Redis Stream.
+    pub recorder_events: Counter,
+    /// Agent events the recorder dropped (queue full or Redis unreachable).
+    pub recorder_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -52,6 +56,8 @@ impl Default for Metrics {
         });
         let heartbeats = Counter::default();
         let client_disconnects = Counter::default();
+        let recorder_events = Counter::default();
+        let recorder_dropped = Counter::default();
         registry.register("requests", "Requests by route and status", requests.clone());
         registry.register(
             "open_streams",
@@ -73,6 +79,16 @@ impl Default for Metrics {
             "Clients gone before their response was complete",
             client_disconnects.clone(),
         );
+        registry.register(
+            "recorder_events",
+            "Agent events written to the task event stream",
+            recorder_events.clone(),
+        );
+        registry.register(
+            "recorder_dropped",
+            "Agent events dropped by the recorder (queue full or Redis down)",
+            recorder_dropped.clone(),
+        );
         Self {
             registry,
             requests,
@@ -80,6 +96,8 @@ impl Default for Metrics {
             upstream_seconds,
             heartbeats,
             client_disconnects,
+            recorder_events,
+            recorder_dropped,
         }
     }
 }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use dwp_core::headers::{
-    ACCEL_BUFFERING, AUTHORIZATION, DWP_CALLER_TYPE, DWP_SOURCE, LAST_EVENT_ID, REQUEST_ID,
-    TENANT_ID, USER_ID,
+    ACCEL_BUFFERING, AUTHORIZATION, DWP_CALLER_TYPE, DWP_SOURCE, DWP_TASK_ID, LAST_EVENT_ID,
+    REQUEST_ID, TENANT_ID, USER_ID,
 };
 use dwp_core::token::Verifier;
 use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HOST};
@@ -23,6 +23,7 @@ use crate::error::GatewayError;
 use crate::forward;
 use crate::metrics::{Metrics, RouteLabel};
 use crate::pool::Pool;
+use crate::recorder::{Recorder, TaskMeta};
 use crate::relay::{Relay, StreamRules};
 use crate::routes::{self, Route, STRIPPED_PREFIX, Upstream};
 use prometheus_client::metrics::histogram::Histogram;
@@ -39,6 +40,8 @@ pub struct Shared {
     pools: HashMap<Upstream, Arc<Pool>>,
     /// The upstream response-time histogram of each route, in `ROUTES` order.
     upstream_seconds: Vec<Histogram>,
+    /// The stream recorder, when enabled and started.
+    pub recorder: Option<Recorder>,
 }
 
 /// One worker's view: the shared part and the worker's index, which selects
@@ -99,6 +102,7 @@ impl Shared {
             verifier,
             pools,
             upstream_seconds,
+            recorder: None,
         }
     }
 
@@ -189,6 +193,30 @@ pub async fn forward(
         }
     }
     headers.insert(REQUEST_ID, request_id.clone());
+    // Agent streams are recorded under a task id the agent and the client both get.
+    let tee = match &shared.recorder {
+        Some(recorder) if stream && to_aura => {
+            let task_id = uuid::Uuid::new_v4().to_string();
+            if let Ok(value) = HeaderValue::from_str(&task_id) {
+                headers.insert(DWP_TASK_ID, value);
+            }
+            let text = |name| {
+                headers
+                    .get(name)
+                    .and_then(|v: &HeaderValue| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            let meta = TaskMeta {
+                task_id,
+                user_id: text(&USER_ID),
+                tenant_id: text(&TENANT_ID),
+                path: parts.uri.path().to_owned(),
+            };
+            Some((recorder.clone(), Arc::new(meta)))
+        }
+        _ => None,
+    };
 
     let preview = to_aura && parts.method == Method::POST;
     let mut upstream_req = Request::new(RequestBody::new(
@@ -221,6 +249,11 @@ pub async fn forward(
 
     let (mut parts, body) = response.into_parts();
     forward::strip_hop_by_hop(&mut parts.headers);
+    if let Some((_, meta)) = &tee
+        && let Ok(value) = HeaderValue::from_str(&meta.task_id)
+    {
+        parts.headers.insert(DWP_TASK_ID, value);
+    }
     let mut sse = false;
     if stream {
         let h = &mut parts.headers;
@@ -247,7 +280,8 @@ pub async fn forward(
         .take()
         .ok_or_else(|| GatewayError::Internal("access log taken twice".into()))?;
     log.status = parts.status.as_u16();
-    let relay = Relay::new(body, rules, sse, log, shared.metrics.clone(), lease);
+    let tee = tee.filter(|_| sse); // only event streams are recorded
+    let relay = Relay::new(body, rules, sse, log, shared.metrics.clone(), lease, tee);
     Ok(Response::from_parts(parts, relay.boxed_unsync()))
 }
 

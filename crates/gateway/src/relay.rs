@@ -29,6 +29,7 @@ use crate::BoxError;
 use crate::access::{AccessLog, Outcome};
 use crate::metrics::Metrics;
 use crate::pool::Lease;
+use crate::recorder::{Recorder, TaskMeta};
 
 /// How a stream response is relayed.
 #[derive(Debug, Clone, Copy)]
@@ -92,6 +93,8 @@ pub struct Relay {
     done: bool,
     /// The upstream connection, returned to the pool when the response is complete.
     lease: Option<Lease>,
+    /// The recorder and the task this stream is recorded under.
+    tee: Option<(Recorder, Arc<TaskMeta>)>,
 }
 
 impl Relay {
@@ -104,6 +107,7 @@ impl Relay {
         log: AccessLog,
         metrics: Arc<Metrics>,
         lease: Lease,
+        tee: Option<(Recorder, Arc<TaskMeta>)>,
     ) -> Self {
         let stream = rules.is_some();
         if stream {
@@ -121,6 +125,7 @@ impl Relay {
             stream,
             done: false,
             lease: Some(lease),
+            tee,
         };
         if relay.upstream.is_end_stream() {
             relay.end(Outcome::Complete); // an empty body is never polled
@@ -144,6 +149,9 @@ impl Drop for Relay {
         if self.stream {
             self.metrics.open_streams.dec();
         }
+        if let Some((recorder, task)) = &self.tee {
+            recorder.end(task);
+        }
     }
 }
 
@@ -163,6 +171,9 @@ impl Body for Relay {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.log.bytes += data.len() as u64;
+                    if let Some((recorder, task)) = &this.tee {
+                        recorder.chunk(task, data);
+                    }
                     if this.idle.is_some() {
                         let now = Instant::now();
                         if let Some(idle) = &mut this.idle {

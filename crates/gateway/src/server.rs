@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 use crate::access::AccessLog;
 use crate::error::{GatewayError, full, json_response};
 use crate::proxy::{self, Shared, State};
+use crate::recorder::Recorder;
 use crate::{Config, ResponseBody};
 
 /// Longest a client may take to send its request headers.
@@ -47,7 +48,22 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let workers = config.worker_threads;
-    let shared = Arc::new(Shared::new(config));
+    let mut shared = Shared::new(config);
+    let recorder = if shared.config.recorder_enabled {
+        match Recorder::start(&shared.config.redis_url, shared.metrics.clone()) {
+            Ok((handle, task)) => {
+                shared.recorder = Some(handle);
+                Some(task)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "stream recorder not started");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let shared = Arc::new(shared);
     let stop = CancellationToken::new();
     let listener = listener.into_std()?;
     tracing::info!(addr = %listener.local_addr()?, workers, "gateway listening");
@@ -94,6 +110,16 @@ pub async fn run(
     for done in finished {
         if let Ok(Err(e)) = done.await {
             tracing::error!(error = %e, "worker failed");
+        }
+    }
+    if let Some(task) = recorder {
+        // Every handle is gone with the workers: the recorder writes what is
+        // queued and stops.
+        if tokio::time::timeout(Duration::from_secs(2), task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("stream recorder did not finish writing in time");
         }
     }
     result

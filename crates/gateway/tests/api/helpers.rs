@@ -177,12 +177,14 @@ impl Drop for TestGateway {
 }
 
 /// The configuration the tests start from: every upstream at `upstream`,
-/// one worker (on the test's runtime) unless `extra` says otherwise.
+/// one worker (on the test's runtime) and no stream recorder unless `extra`
+/// says otherwise.
 pub fn config(upstream: &str, extra: &[(&str, &str)]) -> Config {
     let mut env: HashMap<String, String> = HashMap::from([
         ("AURA_PLATFORM_URI".into(), upstream.into()),
         ("MAIN_SERVICE_URI".into(), upstream.into()),
         ("GATEWAY_WORKER_THREADS".into(), "1".into()),
+        ("GATEWAY_RECORDER_ENABLED".into(), "false".into()),
     ]);
     for (k, v) in extra {
         env.insert(k.to_string(), v.to_string());

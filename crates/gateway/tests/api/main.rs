@@ -9,5 +9,6 @@ mod headers;
 mod lifecycle;
 mod logging;
 mod process;
+mod recorder;
 mod routing;
 mod streaming;

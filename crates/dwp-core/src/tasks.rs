@@ -1,0 +1,24 @@
+//! The agent-task event stream: what the gateway's recorder writes and
+//! main-service's consumer reads (Redis Stream entries, one per SSE event).
+
+/// The Redis Stream the gateway tees relayed agent events into.
+pub const EVENTS_STREAM: &str = "dwp:agent-task-events";
+
+/// Approximate length the stream is trimmed to (`XADD ... MAXLEN ~`), so an
+/// absent consumer cannot fill Redis.
+pub const EVENTS_STREAM_MAX_LEN: usize = 1_000_000;
+
+/// Field: the task id the gateway assigned (`X-DWP-Task-ID`).
+pub const FIELD_TASK_ID: &str = "taskId";
+/// Field: the caller's user (`X-User-ID`), empty when absent.
+pub const FIELD_USER_ID: &str = "userId";
+/// Field: the caller's tenant (`X-Tenant-ID`).
+pub const FIELD_TENANT_ID: &str = "tenantId";
+/// Field: the request path as the client sent it.
+pub const FIELD_PATH: &str = "path";
+/// Field: the SSE `id`, empty when the event had none.
+pub const FIELD_EVENT_ID: &str = "eventId";
+/// Field: the SSE event type (`message` when the event named none).
+pub const FIELD_EVENT_TYPE: &str = "eventType";
+/// Field: the event's data (the JSON line, or `[DONE]`).
+pub const FIELD_DATA: &str = "data";

@@ -1,0 +1,182 @@
+//! The stream recorder: tees the SSE events of every relayed agent stream
+//! into the Redis Stream `dwp:agent-task-events`, off the relay path.
+//!
+//! The relay only clones each chunk (a reference count) into a bounded
+//! queue with `try_send`; it never waits. One recorder task parses the
+//! chunks per stream (the full WHATWG parser) and writes the events with
+//! pipelined `XADD`s. When the queue is full or Redis is down, events are
+//! dropped and counted (`gateway_recorder_dropped_total`); the client's
+//! stream is never slowed, altered or reordered.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dwp_core::sse::{Event, Parser};
+use dwp_core::tasks;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::mpsc;
+
+use crate::metrics::Metrics;
+
+/// Chunks waiting for the recorder, across all streams.
+pub const QUEUE: usize = 16 * 1024;
+
+/// Events written per pipeline at most.
+const BATCH: usize = 512;
+
+/// Longest a Redis write may take before its events count as dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Who and what a recorded stream belongs to.
+#[derive(Debug)]
+pub struct TaskMeta {
+    /// The task id sent upstream and to the client as `X-DWP-Task-ID`.
+    pub task_id: String,
+    /// `X-User-ID` (empty when absent).
+    pub user_id: String,
+    /// `X-Tenant-ID`.
+    pub tenant_id: String,
+    /// The request path.
+    pub path: String,
+}
+
+enum Item {
+    Chunk(Arc<TaskMeta>, Bytes),
+    End(Arc<TaskMeta>),
+}
+
+/// The relay's handle on the recorder: cheap to clone, never blocks.
+#[derive(Clone)]
+pub struct Recorder {
+    tx: mpsc::Sender<Item>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Recorder")
+    }
+}
+
+impl Recorder {
+    /// Starts the recorder task on the current runtime, writing to `redis_url`.
+    /// The task ends once every handle is dropped and the queue is written.
+    pub fn start(
+        redis_url: &str,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Self, tokio::task::JoinHandle<()>), redis::RedisError> {
+        let client = redis::Client::open(redis_url)?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let task = tokio::spawn(write_loop(client, rx, metrics.clone()));
+        Ok((Self { tx, metrics }, task))
+    }
+
+    /// Offers a relayed chunk; drops and counts it when the queue is full.
+    pub fn chunk(&self, task: &Arc<TaskMeta>, bytes: &Bytes) {
+        if self
+            .tx
+            .try_send(Item::Chunk(task.clone(), bytes.clone()))
+            .is_err()
+        {
+            self.metrics.recorder_dropped.inc();
+        }
+    }
+
+    /// The stream is over: the recorder forgets its parser state.
+    pub fn end(&self, task: &Arc<TaskMeta>) {
+        let _ = self.tx.try_send(Item::End(task.clone()));
+    }
+}
+
+async fn write_loop(client: redis::Client, mut rx: mpsc::Receiver<Item>, metrics: Arc<Metrics>) {
+    let mut conn: Option<ConnectionManager> = None;
+    let mut parsers: HashMap<String, Parser> = HashMap::new();
+    let mut items = Vec::with_capacity(BATCH);
+    let mut events: Vec<(Arc<TaskMeta>, Event)> = Vec::new();
+    while rx.recv_many(&mut items, BATCH).await > 0 {
+        for item in items.drain(..) {
+            match item {
+                Item::Chunk(task, bytes) => {
+                    let mut parsed = Vec::new();
+                    parsers
+                        .entry(task.task_id.clone())
+                        .or_default()
+                        .feed_into(&bytes, &mut parsed);
+                    events.extend(parsed.into_iter().map(|e| (task.clone(), e)));
+                }
+                Item::End(task) => {
+                    parsers.remove(&task.task_id);
+                }
+            }
+        }
+        if events.is_empty() {
+            continue;
+        }
+        let count = events.len() as u64;
+        match write(&client, &mut conn, &events).await {
+            Ok(()) => {
+                metrics.recorder_events.inc_by(count);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, dropped = count, "recorder: events not written");
+                metrics.recorder_dropped.inc_by(count);
+                conn = None; // reconnect on the next batch
+            }
+        }
+        events.clear();
+    }
+}
+
+async fn write(
+    client: &redis::Client,
+    conn: &mut Option<ConnectionManager>,
+    events: &[(Arc<TaskMeta>, Event)],
+) -> Result<(), String> {
+    if conn.is_none() {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(WRITE_TIMEOUT))
+            .set_response_timeout(Some(WRITE_TIMEOUT))
+            .set_number_of_retries(0);
+        let manager = tokio::time::timeout(
+            WRITE_TIMEOUT,
+            client.get_connection_manager_with_config(config),
+        )
+        .await
+        .map_err(|_| "connect timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+        *conn = Some(manager);
+    }
+    let Some(manager) = conn.as_mut() else {
+        return Err("no connection".into());
+    };
+    let mut pipe = redis::pipe();
+    for (task, event) in events {
+        pipe.cmd("XADD")
+            .arg(tasks::EVENTS_STREAM)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(tasks::EVENTS_STREAM_MAX_LEN)
+            .arg("*")
+            .arg(tasks::FIELD_TASK_ID)
+            .arg(&task.task_id)
+            .arg(tasks::FIELD_USER_ID)
+            .arg(&task.user_id)
+            .arg(tasks::FIELD_TENANT_ID)
+            .arg(&task.tenant_id)
+            .arg(tasks::FIELD_PATH)
+            .arg(&task.path)
+            .arg(tasks::FIELD_EVENT_ID)
+            .arg(event.id.as_deref().unwrap_or(""))
+            .arg(tasks::FIELD_EVENT_TYPE)
+            .arg(event.event_type())
+            .arg(tasks::FIELD_DATA)
+            .arg(&event.data)
+            .ignore();
+    }
+    tokio::time::timeout(WRITE_TIMEOUT, pipe.query_async::<()>(manager))
+        .await
+        .map_err(|_| "write timed out".to_owned())?
+        .map_err(|e| e.to_string())
+}
