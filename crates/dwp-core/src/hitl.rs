@@ -11,6 +11,14 @@ pub const SIGNAL_TTL_SECS: u64 = 5 * 60;
 /// The reason sent with a rejection that gives none.
 pub const DEFAULT_REJECT_REASON: &str = "User rejected";
 
+/// The Redis Stream every decision is appended to in the same atomic step
+/// as the decision itself (the audit outbox main-service's consumer moves
+/// into PostgreSQL).
+pub const DECISIONS_STREAM: &str = "dwp:hitl-decisions";
+
+/// Approximate length the decision stream is trimmed to.
+pub const DECISIONS_STREAM_MAX_LEN: usize = 1_000_000;
+
 /// `hitl:request:{requestId}`.
 pub fn request_key(request_id: &str) -> String {
     format!("hitl:request:{request_id}")

@@ -5,7 +5,9 @@
 //! request (keeping its TTL), stores the signal under
 //! `hitl:signal:{sessionId}` and publishes it on `hitl:channel:{sessionId}`.
 //! Two people deciding at once: one script wins, the other finds the request
-//! decided and gets 409 with its current state; one signal is sent.
+//! decided and gets 409 with its current state; one signal is sent. The same
+//! script appends the decision to the `dwp:hitl-decisions` stream (the audit
+//! outbox), so no decision can exist without its audit record.
 
 use std::sync::{Arc, LazyLock};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -35,6 +37,7 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
 redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[5])
 redis.call('PUBLISH', ARGV[4], ARGV[3])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', unpack(ARGV, 7))
 return 1
 ",
     )
@@ -205,6 +208,24 @@ async fn decide_once(
             .arg(&signal)
             .arg(hitl::channel(&session_id))
             .arg(hitl::SIGNAL_TTL_SECS)
+            .key(hitl::DECISIONS_STREAM)
+            .arg(hitl::DECISIONS_STREAM_MAX_LEN)
+            .arg("requestId")
+            .arg(id)
+            .arg("sessionId")
+            .arg(&session_id)
+            .arg("tenantId")
+            .arg(&caller.tenant_id)
+            .arg("decidedBy")
+            .arg(&caller.user_id)
+            .arg("decision")
+            .arg(decision.status())
+            .arg("reason")
+            .arg(stored.get("reason").and_then(Value::as_str).unwrap_or(""))
+            .arg("decidedAt")
+            .arg(rfc3339(timestamp))
+            .arg("request")
+            .arg(&updated)
             .invoke_async(&mut conn)
             .await?;
         if applied == 1 {

@@ -202,3 +202,73 @@ async fn fifty_concurrent_decisions_give_one_200_and_one_signal() {
         "exactly one message"
     );
 }
+
+/// The audit entries of one request in `dwp:hitl-decisions`.
+async fn audit_entries(request_id: &str) -> Vec<std::collections::HashMap<String, String>> {
+    let mut conn = redis().await;
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+        .arg(dwp_core::hitl::DECISIONS_STREAM)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(2000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    reply
+        .ids
+        .iter()
+        .map(|e| {
+            e.map
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        redis::from_redis_value::<String>(v.clone()).unwrap(),
+                    )
+                })
+                .collect::<std::collections::HashMap<_, _>>()
+        })
+        .filter(|f| f.get("requestId").map(String::as_str) == Some(request_id))
+        .collect()
+}
+
+#[tokio::test]
+async fn every_decision_leaves_one_audit_entry_in_the_same_atomic_step() {
+    let app = spawn_app().await;
+    let (request_id, session_id) = agent_request(Some("user123"), Some("tenant1")).await;
+    let res = app
+        .decide(
+            "reject",
+            &request_id,
+            "user123",
+            "tenant1",
+            r#"{"reason":"too risky"}"#,
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    let again = app
+        .decide("approve", &request_id, "user123", "tenant1", "")
+        .await;
+    assert_eq!(again.status, 409);
+
+    let entries = audit_entries(&request_id).await;
+    assert_eq!(
+        entries.len(),
+        1,
+        "one decision, one audit entry: {entries:?}"
+    );
+    let entry = &entries[0];
+    assert_eq!(entry["sessionId"], session_id);
+    assert_eq!(entry["tenantId"], "tenant1");
+    assert_eq!(entry["decidedBy"], "user123");
+    assert_eq!(entry["decision"], "rejected");
+    assert_eq!(entry["reason"], "too risky");
+    assert!(entry["decidedAt"].ends_with('Z'));
+    let request: Value = serde_json::from_str(&entry["request"]).unwrap();
+    assert_eq!(
+        request["status"], "rejected",
+        "the request as it was decided"
+    );
+    assert_eq!(request["actionType"], "git_merge");
+}
