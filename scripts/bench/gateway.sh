@@ -4,7 +4,9 @@
 #      (proxy_pass with upstream keep-alive, as many workers as the gateway
 #      has threads) and through the gateway; the ratio gateway / nginx;
 #   2. the per-event latency an SSE event gains through the gateway, measured
-#      with direct and gateway streams running at the same time;
+#      with direct streams, gateway streams with the stream recorder on (the
+#      default; it writes to the local Redis) and a second gateway with it
+#      off, all running at the same time;
 #   3. resident memory per open SSE stream with STREAMS idle streams held
 #      (last, so that freeing those streams does not disturb the others).
 # Installs wrk and nginx from Debian's packages when missing. Everything it
@@ -24,7 +26,7 @@ LATENCY_STREAMS=${LATENCY_STREAMS:-20}
 LATENCY_EVENTS=${LATENCY_EVENTS:-500}
 LATENCY_INTERVAL_MS=${LATENCY_INTERVAL_MS:-10}
 THREADS=$(nproc)
-BACKEND_PORT=19000 GATEWAY_PORT=18080 NGINX_PORT=18081
+BACKEND_PORT=19000 GATEWAY_PORT=18080 NGINX_PORT=18081 NOTEE_PORT=18082
 
 command -v wrk >/dev/null 2>&1 || apt_install wrk
 command -v nginx >/dev/null 2>&1 || apt_install nginx-light
@@ -54,6 +56,9 @@ RUST_LOG=warn SERVER_HOST=127.0.0.1 SERVER_PORT=$GATEWAY_PORT \
   AURA_PLATFORM_URI=http://127.0.0.1:$BACKEND_PORT MAIN_SERVICE_URI=http://127.0.0.1:$BACKEND_PORT \
   GATEWAY_POOL_MAX_CONNECTIONS=$((STREAMS + 1000)) GATEWAY_SSE_HEARTBEAT_SECS=15 \
   target/release/gateway & gateway_pid=$!; pids+=($gateway_pid)
+RUST_LOG=warn SERVER_HOST=127.0.0.1 SERVER_PORT=$NOTEE_PORT GATEWAY_RECORDER_ENABLED=false \
+  AURA_PLATFORM_URI=http://127.0.0.1:$BACKEND_PORT MAIN_SERVICE_URI=http://127.0.0.1:$BACKEND_PORT \
+  target/release/gateway & pids+=($!)
 
 cat >"$work/nginx.conf" <<NGINX
 worker_processes $THREADS;
@@ -87,6 +92,7 @@ nginx -c "$work/nginx.conf" -p "$work" & nginx_pid=$!; pids+=($nginx_pid)
 
 wait_for "curl -fsS http://127.0.0.1:$BACKEND_PORT/main/bench" 20
 wait_for "curl -fsS http://127.0.0.1:$GATEWAY_PORT/api/main/bench" 20
+wait_for "curl -fsS http://127.0.0.1:$NOTEE_PORT/api/main/bench" 20
 wait_for "curl -fsS http://127.0.0.1:$NGINX_PORT/api/main/bench" 20
 
 # CPU time (user + system, clock ticks) of the given processes and their threads.
@@ -134,19 +140,26 @@ gateway_cpu=$(cut -d' ' -f2 "$work/gateway.rps" | median)
 awk -v g="$gateway_rps" -v n="$nginx_rps" -v d="$direct" -v gc="$gateway_cpu" -v nc="$nginx_cpu" \
   'BEGIN { printf "median req/s: nginx %.0f, gateway %.0f   ratio gateway/nginx %.2f   gateway/direct %.2f   (target: gateway/nginx >= 1.00)\nmedian CPU per request: nginx %.1f us, gateway %.1f us   ratio %.2f\n", n, g, g / n, g / d, nc, gc, gc / nc }'
 
-echo "== SSE per-event latency: $LATENCY_STREAMS streams direct and $LATENCY_STREAMS through the gateway at the same time, $LATENCY_EVENTS events every ${LATENCY_INTERVAL_MS} ms each"
+echo "== SSE per-event latency: $LATENCY_STREAMS streams each direct, through the gateway (recorder on) and through a gateway with the recorder off, all at the same time, $LATENCY_EVENTS events every ${LATENCY_INTERVAL_MS} ms each"
 path="/aura/test/stream?events=$LATENCY_EVENTS&interval_ms=$LATENCY_INTERVAL_MS"
 target/release/dwp-bench latency "127.0.0.1:$BACKEND_PORT" "$path" "$LATENCY_STREAMS" >"$work/direct.lat" &
 direct_job=$!
+target/release/dwp-bench latency "127.0.0.1:$NOTEE_PORT" "/api$path" "$LATENCY_STREAMS" >"$work/notee.lat" &
+notee_job=$!
 target/release/dwp-bench latency "127.0.0.1:$GATEWAY_PORT" "/api$path" "$LATENCY_STREAMS" >"$work/gateway.lat"
-wait $direct_job
+wait $direct_job $notee_job
 direct_lat=$(cat "$work/direct.lat")
 gateway_lat=$(cat "$work/gateway.lat")
-echo "direct   $direct_lat"
-echo "gateway  $gateway_lat"
-awk -v d="$direct_lat" -v g="$gateway_lat" 'BEGIN {
-  split(d, a, " "); split(g, b, " ");
-  printf "added per-event latency: p50 %d us, p99 %d us   (target: p99 < 1000 us)\n", b[4] - a[4], b[6] - a[6] }'
+notee_lat=$(cat "$work/notee.lat")
+recorded=$(curl -fsS "http://127.0.0.1:$GATEWAY_PORT/metrics" | awk '/^gateway_recorder_events_total / {print $2}')
+dropped=$(curl -fsS "http://127.0.0.1:$GATEWAY_PORT/metrics" | awk '/^gateway_recorder_dropped_total / {print $2}')
+echo "direct            $direct_lat"
+echo "gateway           $gateway_lat   (recorder: $recorded events written, $dropped dropped)"
+echo "gateway, no tee   $notee_lat"
+awk -v d="$direct_lat" -v g="$gateway_lat" -v n="$notee_lat" 'BEGIN {
+  split(d, a, " "); split(g, b, " "); split(n, c, " ");
+  printf "added per-event latency: p50 %d us, p99 %d us   (target: p99 < 1000 us)\n", b[4] - a[4], b[6] - a[6];
+  printf "recorder on vs off: p50 %d vs %d us, p99 %d vs %d us   (p50 ratio %.2f)\n", b[4], c[4], b[6], c[6], b[4] / c[4] }'
 
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 echo "== SSE memory: $STREAMS concurrent idle streams held through the gateway"
