@@ -4,12 +4,13 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help run test lint fmt bench bench-gateway bench-hitl services build release clean
+.PHONY: help run test lint fmt bench bench-gateway bench-hitl services migrate build release clean
 
 help:
 	@echo "make run      - install/start Redis and PostgreSQL, build, run the local stack"
 	@echo "make test     - the same services, then every test of the workspace"
 	@echo "make lint     - cargo fmt --check and clippy -D warnings"
+	@echo "make migrate  - apply the database migrations to DATABASE_URL"
 	@echo "make bench    - the benchmarks (figures go to docs/PERFORMANCE.md by hand)"
 
 services:
@@ -20,6 +21,10 @@ build:
 
 release:
 	$(CARGO) build --workspace --release --locked
+
+# Applies the database migrations to DATABASE_URL (the contract's default).
+migrate: services
+	DATABASE_URL=$${DATABASE_URL:-postgres://dwp_user:dwp_password@localhost:5432/dwp_main} $(CARGO) run --locked -q -p migration -- up
 
 run: services
 	@bash scripts/run.sh

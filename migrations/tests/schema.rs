@@ -1,0 +1,166 @@
+//! The migrations against a real PostgreSQL, in a fresh database per test.
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm_migration::sea_orm::{
+    ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement,
+};
+
+/// A database that may create databases (`TEST_DATABASE_URL`; by default the
+/// contract's role, which `scripts/services.sh` creates with CREATEDB).
+fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://dwp_user:dwp_password@127.0.0.1:5432/dwp_main".into())
+}
+
+struct FreshDb {
+    name: String,
+    db: DatabaseConnection,
+}
+
+async fn fresh_db() -> FreshDb {
+    let name = format!("test_{}", uuid::Uuid::new_v4().simple());
+    let admin = Database::connect(admin_url())
+        .await
+        .expect("PostgreSQL is up");
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    let url = match admin_url().rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => panic!("TEST_DATABASE_URL has no database name"),
+    };
+    FreshDb {
+        db: Database::connect(url).await.unwrap(),
+        name,
+    }
+}
+
+impl FreshDb {
+    async fn drop(self) {
+        self.db.close().await.unwrap();
+        let admin = Database::connect(admin_url()).await.unwrap();
+        admin
+            .execute_unprepared(&format!("DROP DATABASE {} WITH (FORCE)", self.name))
+            .await
+            .unwrap();
+    }
+
+    async fn rows(&self, sql: &str) -> Vec<Vec<String>> {
+        let rows = self
+            .db
+            .query_all_raw(Statement::from_string(DbBackend::Postgres, sql))
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|row| {
+                (0..)
+                    .map_while(|i| row.try_get_by_index::<Option<String>>(i).ok())
+                    .map(|v| v.unwrap_or_default())
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn agent_task_has_exactly_the_contract_columns_and_indexes() {
+    let fresh = fresh_db().await;
+    Migrator::up(&fresh.db, None).await.unwrap();
+
+    let columns = fresh
+        .rows(
+            "SELECT column_name::text, data_type::text, COALESCE(character_maximum_length::text, '') \
+             FROM information_schema.columns WHERE table_name = 'agent_task' ORDER BY ordinal_position",
+        )
+        .await;
+    let want = [
+        ("id", "bigint", ""),
+        ("task_id", "character varying", "36"),
+        ("user_id", "character varying", "50"),
+        ("tenant_id", "character varying", "50"),
+        ("task_type", "character varying", "100"),
+        ("status", "character varying", "20"),
+        ("progress", "integer", ""),
+        ("description", "text", ""),
+        ("input_data", "text", ""),
+        ("result_data", "text", ""),
+        ("plan_steps", "text", ""),
+        ("hitl_request_id", "character varying", "100"),
+        ("error_message", "text", ""),
+        ("started_at", "timestamp with time zone", ""),
+        ("completed_at", "timestamp with time zone", ""),
+        ("created_at", "timestamp with time zone", ""),
+        ("updated_at", "timestamp with time zone", ""),
+    ];
+    let got: Vec<(&str, &str, &str)> = columns
+        .iter()
+        .map(|c| (c[0].as_str(), c[1].as_str(), c[2].as_str()))
+        .collect();
+    assert_eq!(got, want);
+
+    let default = fresh
+        .rows("SELECT column_default::text FROM information_schema.columns WHERE table_name = 'agent_task' AND column_name = 'id'")
+        .await;
+    assert!(
+        default[0][0].starts_with("nextval("),
+        "id is a bigserial: {default:?}"
+    );
+
+    let indexes = fresh
+        .rows("SELECT indexdef::text FROM pg_indexes WHERE tablename = 'agent_task'")
+        .await;
+    let defs: Vec<&str> = indexes.iter().map(|r| r[0].as_str()).collect();
+    for column in ["user_id", "tenant_id", "status", "created_at"] {
+        assert!(
+            defs.iter().any(|d| d.ends_with(&format!("({column})"))),
+            "index on {column}: {defs:?}"
+        );
+    }
+    assert!(
+        defs.iter()
+            .any(|d| d.contains("UNIQUE") && d.ends_with("(task_id)")),
+        "{defs:?}"
+    );
+
+    let bad = fresh
+        .db
+        .execute_unprepared("INSERT INTO agent_task (task_id, user_id, tenant_id, task_type, progress) VALUES ('t', 'u', 'x', 'y', 101)")
+        .await;
+    assert!(bad.is_err(), "progress is checked to 0..100");
+    fresh.drop().await;
+}
+
+#[tokio::test]
+async fn decisions_and_users_are_unique_where_it_matters_and_migrating_twice_is_harmless() {
+    let fresh = fresh_db().await;
+    Migrator::up(&fresh.db, None).await.unwrap();
+    Migrator::up(&fresh.db, None).await.unwrap();
+    let tables = fresh
+        .rows("SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1")
+        .await;
+    let names: Vec<&str> = tables.iter().map(|r| r[0].as_str()).collect();
+    for table in ["agent_task", "app_user", "hitl_decision"] {
+        assert!(names.contains(&table), "{table} in {names:?}");
+    }
+    let insert = "INSERT INTO hitl_decision (request_id, session_id, tenant_id, decided_by, decision, decided_at, request) \
+                  VALUES ('req_1', 's', 't', 'u', 'approved', now(), '{}')";
+    fresh.db.execute_unprepared(insert).await.unwrap();
+    assert!(
+        fresh.db.execute_unprepared(insert).await.is_err(),
+        "one decision per request"
+    );
+
+    let user = "INSERT INTO app_user (tenant_id, username, password_hash) VALUES ('tenant1', 'user123', 'x')";
+    fresh.db.execute_unprepared(user).await.unwrap();
+    assert!(
+        fresh.db.execute_unprepared(user).await.is_err(),
+        "username unique per tenant"
+    );
+    fresh
+        .db
+        .execute_unprepared("INSERT INTO app_user (tenant_id, username, password_hash) VALUES ('tenant2', 'user123', 'x')")
+        .await
+        .expect("the same username in another tenant");
+    fresh.drop().await;
+}
