@@ -18,7 +18,10 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use std::net::SocketAddr;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -38,10 +41,10 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 ///
 /// The gateway runs one worker per `GATEWAY_WORKER_THREADS`, nginx-style:
 /// the caller's runtime is worker 0 and every other worker is a thread with
-/// its own single-threaded runtime, its own accept loop on the same listening
-/// socket and its own upstream pool, so that a request, its upstream
-/// connection and its stream stay on one thread (no cross-thread wake-ups
-/// per event).
+/// its own single-threaded runtime and its own idle upstream connections, so
+/// that a request, its upstream connection and its stream stay on one thread
+/// (no cross-thread wake-ups per event). Worker 0 accepts and hands the
+/// connections out round-robin, so every worker carries the same share.
 pub async fn run(
     listener: TcpListener,
     config: Config,
@@ -67,14 +70,12 @@ pub async fn run(
     let stop = CancellationToken::new();
     let listener = listener.into_std()?;
     tracing::info!(addr = %listener.local_addr()?, workers, "gateway listening");
-    // Everything that can fail is done before any worker starts.
-    let clones = (1..workers)
-        .map(|_| listener.try_clone())
-        .collect::<std::io::Result<Vec<_>>>()?;
     let local = TcpListener::from_std(listener)?;
+    let (peers, inboxes): (Vec<_>, Vec<_>) =
+        (1..workers).map(|_| mpsc::unbounded_channel()).unzip();
 
     let mut finished = Vec::new();
-    for (worker, listener) in (1..workers).zip(clones) {
+    for (worker, inbox) in (1..workers).zip(inboxes) {
         let (shared, worker_stop) = (shared.clone(), stop.clone());
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         finished.push(done_rx);
@@ -86,13 +87,7 @@ pub async fn run(
                     .build()
                     .and_then(|rt| {
                         rt.block_on(async {
-                            serve(
-                                worker,
-                                TcpListener::from_std(listener)?,
-                                shared,
-                                worker_stop,
-                            )
-                            .await
+                            serve(worker, Source::Handed(inbox), shared, worker_stop).await
                         })
                     });
                 let _ = done_tx.send(result);
@@ -106,7 +101,12 @@ pub async fn run(
         shutdown.await;
         stop.cancel();
     };
-    let (result, ()) = tokio::join!(serve(0, local, shared, stop.clone()), stop_on_signal);
+    let source = Source::Listener {
+        listener: local,
+        peers,
+        next: 0,
+    };
+    let (result, ()) = tokio::join!(serve(0, source, shared, stop.clone()), stop_on_signal);
     for done in finished {
         if let Ok(Err(e)) = done.await {
             tracing::error!(error = %e, "worker failed");
@@ -125,10 +125,65 @@ pub async fn run(
     result
 }
 
-/// One worker: accepts until `stop`, then drains for the grace period.
+/// An accepted connection on its way to a worker.
+type Handed = (std::net::TcpStream, SocketAddr);
+
+/// Where a worker's connections come from.
+enum Source {
+    /// Worker 0: the listening socket, and the other workers to share with.
+    Listener {
+        listener: TcpListener,
+        peers: Vec<mpsc::UnboundedSender<Handed>>,
+        next: usize,
+    },
+    /// Every other worker: what worker 0 hands over.
+    Handed(mpsc::UnboundedReceiver<Handed>),
+}
+
+impl Source {
+    /// The next connection for this worker; `None` once there are no more.
+    async fn next(&mut self) -> Option<(TcpStream, SocketAddr)> {
+        loop {
+            match self {
+                Self::Listener {
+                    listener,
+                    peers,
+                    next,
+                } => {
+                    let (stream, remote) = match listener.accept().await {
+                        Ok(pair) => pair,
+                        Err(e) => {
+                            // Out of file descriptors and the like: wait, do not spin or exit.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    *next = (*next + 1) % (peers.len() + 1);
+                    if *next == 0 {
+                        return Some((stream, remote));
+                    }
+                    // The peer's runtime registers the socket with its own reactor.
+                    if let Ok(stream) = stream.into_std() {
+                        let _ = peers[*next - 1].send((stream, remote));
+                    }
+                }
+                Self::Handed(inbox) => {
+                    let (stream, remote) = inbox.recv().await?;
+                    match TcpStream::from_std(stream) {
+                        Ok(stream) => return Some((stream, remote)),
+                        Err(e) => tracing::warn!(error = %e, "handed-over connection lost"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One worker: serves its connections until `stop`, then drains for the grace period.
 async fn serve(
     worker: usize,
-    listener: TcpListener,
+    mut source: Source,
     shared: Arc<Shared>,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
@@ -153,14 +208,9 @@ async fn serve(
 
     loop {
         let (stream, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait, do not spin or exit.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
+            next = source.next() => match next {
+                Some(pair) => pair,
+                None => break,
             },
             () = stop.cancelled() => break,
         };
@@ -195,7 +245,7 @@ async fn serve(
         });
     }
 
-    drop(listener); // new connections are refused from now on
+    drop(source); // new connections are refused from now on
     tracing::info!(
         grace_secs = grace.as_secs(),
         "shutting down: draining open requests"
