@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //! - [`headers`]: the header names of CONTRACT.md section 3.
+//! - [`settings`]: reading the contract's settings (Redis URL, redaction).
 //! - [`sse`]: an incremental Server-Sent Events parser (WHATWG rules) and encoder.
 //! - [`events`]: the agent's SSE event types (CONTRACT.md section 4).
 //! - [`envelope`]: the JSON response envelope and error codes (section 6).
@@ -18,6 +19,7 @@ pub mod envelope;
 pub mod events;
 pub mod headers;
 pub mod hitl;
+pub mod settings;
 pub mod sse;
 pub mod tasks;
 #[cfg(feature = "jwt")]

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
+use dwp_core::settings::{self, redact_url};
 use http::{Method, Uri};
 
 /// The default optional configuration file, relative to the working directory.
@@ -100,7 +101,7 @@ impl std::fmt::Debug for Config {
             .field("pool_idle_timeout", &self.pool_idle_timeout)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("worker_threads", &self.worker_threads)
-            .field("redis_url", &redact(&self.redis_url))
+            .field("redis_url", &redact_url(&self.redis_url))
             .field("recorder_enabled", &self.recorder_enabled)
             .finish()
     }
@@ -136,21 +137,16 @@ impl Config {
             Some(_) => vars.uri("AUTH_SERVER_URI", "")?,
             None => main_uri.clone(),
         };
-        let redis_url = match vars.get("REDIS_URL").filter(|u| !u.is_empty()) {
-            Some(url) => url,
-            None => {
-                let host = vars.get("REDIS_HOST").unwrap_or_else(|| "localhost".into());
-                let port: u16 = vars.number("REDIS_PORT", 6379)?;
-                match vars.get("REDIS_PASSWORD").filter(|p| !p.is_empty()) {
-                    Some(password) => format!("redis://:{password}@{host}:{port}"),
-                    None => format!("redis://{host}:{port}"),
-                }
-            }
-        };
+        let redis_url = settings::redis_url(
+            vars.get("REDIS_URL"),
+            vars.get("REDIS_HOST"),
+            vars.number("REDIS_PORT", 6379)?,
+            vars.get("REDIS_PASSWORD"),
+        );
         if redis::Client::open(redis_url.as_str()).is_err() {
             return Err(ConfigError {
                 var: "REDIS_URL".into(),
-                problem: format!("{:?} is not a Redis URL", redact(&redis_url)),
+                problem: format!("{:?} is not a Redis URL", redact_url(&redis_url)),
             });
         }
         let jwt_secret = vars.get("JWT_SECRET").filter(|s| !s.is_empty());
@@ -207,16 +203,6 @@ impl Config {
             redis_url,
             recorder_enabled: vars.boolean("GATEWAY_RECORDER_ENABLED", true)?,
         })
-    }
-}
-
-/// A Redis URL with its password replaced by `***`.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}***{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_owned(),
     }
 }
 

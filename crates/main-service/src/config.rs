@@ -8,6 +8,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
+use dwp_core::settings::{self, redact_url};
+
 /// The default optional configuration file.
 pub const DEFAULT_FILE: &str = "config/main-service.toml";
 
@@ -48,21 +50,11 @@ impl std::fmt::Debug for Config {
             .field("listen", &format_args!("{}:{}", self.host, self.port))
             .field("jwt_secret", &"<set>")
             .field("jwt_audience", &self.jwt_audience)
-            .field("redis_url", &redact(&self.redis_url))
+            .field("redis_url", &redact_url(&self.redis_url))
             .field("redis_timeout", &self.redis_timeout)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("request_timeout", &self.request_timeout)
             .finish()
-    }
-}
-
-/// A Redis URL with its password replaced by `***`.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}***{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_owned(),
     }
 }
 
@@ -113,21 +105,19 @@ impl Config {
         if jwt_secret.len() < 32 {
             return Err(bad("JWT_SECRET", "must be at least 32 bytes long"));
         }
-        let redis_url = match get("REDIS_URL") {
-            Some(url) => url,
-            None => {
-                let host = get("REDIS_HOST").unwrap_or_else(|| "localhost".into());
-                let port = number("REDIS_PORT", 6379)?;
-                match get("REDIS_PASSWORD") {
-                    Some(password) => format!("redis://:{password}@{host}:{port}"),
-                    None => format!("redis://{host}:{port}"),
-                }
-            }
-        };
+        let redis_url = settings::redis_url(
+            get("REDIS_URL"),
+            get("REDIS_HOST"),
+            match number("REDIS_PORT", 6379)? {
+                port @ 1..=65535 => port as u16,
+                port => return Err(bad("REDIS_PORT", format!("{port} is not a port"))),
+            },
+            get("REDIS_PASSWORD"),
+        );
         if redis::Client::open(redis_url.as_str()).is_err() {
             return Err(bad(
                 "REDIS_URL",
-                format!("{:?} is not a Redis URL", redact(&redis_url)),
+                format!("{:?} is not a Redis URL", redact_url(&redis_url)),
             ));
         }
         let port = match get("SERVER_PORT") {

@@ -264,7 +264,10 @@ async fn read_request(
     Id(id): Id,
 ) -> Result<Json<Envelope<Value>>, AppError> {
     let mut conn = state.store.conn().await?;
-    let raw: Option<String> = bounded(&state, conn.get(hitl::request_key(&id))).await?;
+    let raw: Option<String> = state
+        .store
+        .bounded(conn.get(hitl::request_key(&id)))
+        .await?;
     let raw =
         raw.ok_or_else(|| AppError::NotFound(format!("HITL request {id} not found or expired")))?;
     let stored = parse_request(&raw)?;
@@ -281,7 +284,10 @@ async fn read_signal(
     Id(session_id): Id,
 ) -> Result<Json<Envelope<Value>>, AppError> {
     let mut conn = state.store.conn().await?;
-    let raw: Option<String> = bounded(&state, conn.get(hitl::signal_key(&session_id))).await?;
+    let raw: Option<String> = state
+        .store
+        .bounded(conn.get(hitl::signal_key(&session_id)))
+        .await?;
     let signal = match raw {
         Some(raw) => serde_json::from_str(&raw).map_err(|e| AppError::Internal(e.to_string()))?,
         None => Value::Null,
@@ -352,32 +358,32 @@ async fn create(
     });
     let session = json!({"sessionId": session_id, "requestId": request_id, "userId": caller.user_id, "tenantId": caller.tenant_id, "createdAt": created_at});
     let mut conn = state.store.conn().await?;
-    let created: Option<String> = bounded(
-        &state,
-        redis::cmd("SET")
-            .arg(hitl::request_key(&request_id))
-            .arg(request.to_string())
-            .arg("NX")
-            .arg("EX")
-            .arg(hitl::REQUEST_TTL_SECS)
-            .query_async(&mut conn),
-    )
-    .await?;
+    let created: Option<String> = state
+        .store
+        .bounded(
+            redis::cmd("SET")
+                .arg(hitl::request_key(&request_id))
+                .arg(request.to_string())
+                .arg("NX")
+                .arg("EX")
+                .arg(hitl::REQUEST_TTL_SECS)
+                .query_async(&mut conn),
+        )
+        .await?;
     if created.is_none() {
         return Err(AppError::Conflict {
             message: format!("HITL request {request_id} already exists"),
             data: Value::Null,
         });
     }
-    let () = bounded(
-        &state,
-        conn.set_ex(
+    let () = state
+        .store
+        .bounded(conn.set_ex(
             hitl::session_key(&session_id),
             session.to_string(),
             hitl::SESSION_TTL_SECS,
-        ),
-    )
-    .await?;
+        ))
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(Envelope::success(
@@ -385,14 +391,4 @@ async fn create(
             json!({"requestId": request_id, "sessionId": session_id}),
         )),
     ))
-}
-
-/// A Redis call bounded by the store's timeout (503 past it).
-async fn bounded<T>(
-    state: &AppState,
-    call: impl std::future::Future<Output = redis::RedisResult<T>>,
-) -> Result<T, AppError> {
-    Ok(tokio::time::timeout(state.store.timeout(), call)
-        .await
-        .map_err(|_| AppError::Unavailable("Redis"))??)
 }

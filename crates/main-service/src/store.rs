@@ -51,15 +51,22 @@ impl Store {
         self.timeout
     }
 
+    /// A Redis call bounded by the store's timeout (503 past it).
+    pub async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, AppError> {
+        Ok(tokio::time::timeout(self.timeout, call)
+            .await
+            .map_err(|_| AppError::Unavailable("Redis"))??)
+    }
+
     /// `PING`, for the readiness probe.
     pub async fn ping(&self) -> Result<(), AppError> {
         let mut conn = self.conn().await?;
-        tokio::time::timeout(
-            self.timeout,
-            redis::cmd("PING").query_async::<String>(&mut conn),
-        )
-        .await
-        .map_err(|_| AppError::Unavailable("Redis"))??;
+        let _: String = self
+            .bounded(redis::cmd("PING").query_async(&mut conn))
+            .await?;
         Ok(())
     }
 }
