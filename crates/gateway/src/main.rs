@@ -12,6 +12,7 @@ use tokio::signal::unix::{SignalKind, signal};
 // Worker 0 runs on this single-threaded runtime; `run` starts the others.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
+    let shutdown = shutdown_signal();
     let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f == "json");
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -37,7 +38,7 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
-    match gateway::run(listener, config, shutdown_signal()).await {
+    match gateway::run(listener, config, shutdown).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("gateway: {e}");
@@ -46,12 +47,18 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn shutdown_signal() {
-    let (Ok(mut term), Ok(mut int)) = (
+/// Registers SIGTERM and SIGINT at once, so that a signal arriving while the
+/// process starts is a graceful shutdown and not the default kill, and
+/// returns the future that completes on either.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            return std::future::pending().await;
+        };
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    }
 }

@@ -6,6 +6,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    let shutdown = shutdown_signal();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
@@ -30,7 +31,7 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
-    match main_service::run(listener, config, shutdown_signal()).await {
+    match main_service::run(listener, config, shutdown).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("main-service: {e}");
@@ -39,12 +40,18 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn shutdown_signal() {
-    let (Ok(mut term), Ok(mut int)) = (
+/// Registers SIGTERM and SIGINT at once, so that a signal arriving while the
+/// process starts is a graceful shutdown and not the default kill, and
+/// returns the future that completes on either.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            return std::future::pending().await;
+        };
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    }
 }
