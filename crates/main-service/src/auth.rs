@@ -43,34 +43,61 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, AppError> {
-        let authorization = parts
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        let claims = state
-            .verifier
-            .verify_header(authorization)
-            .map_err(AppError::Token)?;
-        let header = |name, missing| {
-            parts
-                .headers
-                .get(&name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
-                .ok_or(AppError::Unauthenticated(missing))
-        };
-        let tenant = header(TENANT_ID, "X-Tenant-ID header is required")?;
-        let user = header(USER_ID, "X-User-ID header is required")?;
-        if claims.tenant_id.as_deref() != Some(tenant) {
-            return Err(AppError::Forbidden("X-Tenant-ID does not match the token"));
-        }
-        if claims.sub != user {
-            return Err(AppError::Forbidden("X-User-ID does not match the token"));
-        }
-        Ok(Self {
-            user_id: claims.sub,
-            tenant_id: tenant.to_owned(),
-        })
+        identify(parts, state, true)
     }
+}
+
+/// A verified caller of the AgentTask API: the token says who it is; the
+/// identity headers may be left out, but when sent they must agree (403),
+/// and the token must name a tenant (403).
+#[derive(Debug, Clone)]
+pub struct TokenCaller(pub Caller);
+
+impl FromRequestParts<Arc<AppState>> for TokenCaller {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, AppError> {
+        identify(parts, state, false).map(Self)
+    }
+}
+
+fn identify(parts: &Parts, state: &AppState, headers_required: bool) -> Result<Caller, AppError> {
+    let authorization = parts
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let claims = state
+        .verifier
+        .verify_header(authorization)
+        .map_err(AppError::Token)?;
+    let header = |name, missing| {
+        let value = parts
+            .headers
+            .get(&name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty());
+        match value {
+            None if headers_required => Err(AppError::Unauthenticated(missing)),
+            value => Ok(value),
+        }
+    };
+    let tenant = header(TENANT_ID, "X-Tenant-ID header is required")?;
+    let user = header(USER_ID, "X-User-ID header is required")?;
+    let Some(tenant_id) = claims.tenant_id else {
+        return Err(AppError::Forbidden("The token names no tenant"));
+    };
+    if tenant.is_some_and(|t| t != tenant_id) {
+        return Err(AppError::Forbidden("X-Tenant-ID does not match the token"));
+    }
+    if user.is_some_and(|u| u != claims.sub) {
+        return Err(AppError::Forbidden("X-User-ID does not match the token"));
+    }
+    Ok(Caller {
+        user_id: claims.sub,
+        tenant_id,
+    })
 }

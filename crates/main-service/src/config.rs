@@ -13,6 +13,9 @@ use dwp_core::settings::{self, redact_url};
 /// The default optional configuration file.
 pub const DEFAULT_FILE: &str = "config/main-service.toml";
 
+/// `DATABASE_URL` when unset (CONTRACT.md section 1).
+pub const DEFAULT_DATABASE_URL: &str = "postgres://dwp_user:dwp_password@localhost:5432/dwp_main";
+
 /// A configuration value that could not be used.
 #[derive(Debug, thiserror::Error)]
 #[error("{var}: {problem}")]
@@ -42,6 +45,41 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// `MAIN_REQUEST_TIMEOUT_SECS` (30): longest a request may take.
     pub request_timeout: Duration,
+    /// `DATABASE_URL`: the PostgreSQL database.
+    pub database_url: String,
+    /// `DB_AUTO_MIGRATE` (true): apply pending migrations at start-up.
+    pub db_auto_migrate: bool,
+    /// `DB_TIMEOUT_MS` (1500): connect and pool-acquire timeout; a request
+    /// that cannot reach PostgreSQL within it is 503.
+    pub db_timeout: Duration,
+    /// `DB_MAX_CONNECTIONS` (10): size of the PostgreSQL pool.
+    pub db_max_connections: u32,
+    /// `JWT_TTL_SECS` (3600): lifetime of the tokens `/auth/login` issues.
+    pub jwt_ttl: Duration,
+    /// The Redis Stream consumers (recorder and decision audit).
+    pub consumer: ConsumerConfig,
+}
+
+/// How main-service reads the Redis Streams `dwp:agent-task-events` and
+/// `dwp:hitl-decisions` (consumer groups, at-least-once).
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// `CONSUMERS_ENABLED` (true): run the consumers in this process.
+    pub enabled: bool,
+    /// `CONSUMER_GROUP` (`main-service`): the group every replica joins.
+    pub group: String,
+    /// `CONSUMER_NAME` (`HOSTNAME`, else `main-service`): this replica's name
+    /// in the group; a stable name lets a restarted replica finish its own
+    /// pending entries first.
+    pub name: String,
+    /// `CONSUMER_GROUP_START` (`0`): where a newly created group starts:
+    /// `0` (everything the stream still holds) or `$` (only new entries).
+    pub group_start: String,
+    /// `CONSUMER_CLAIM_IDLE_MS` (30000): entries pending this long at another
+    /// (crashed) consumer are claimed and applied here.
+    pub claim_idle: Duration,
+    /// `CONSUMER_BATCH` (200): entries read and committed at once.
+    pub batch: usize,
 }
 
 impl std::fmt::Debug for Config {
@@ -54,6 +92,12 @@ impl std::fmt::Debug for Config {
             .field("redis_timeout", &self.redis_timeout)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("request_timeout", &self.request_timeout)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("db_auto_migrate", &self.db_auto_migrate)
+            .field("db_timeout", &self.db_timeout)
+            .field("db_max_connections", &self.db_max_connections)
+            .field("jwt_ttl", &self.jwt_ttl)
+            .field("consumer", &self.consumer)
             .finish()
     }
 }
@@ -69,25 +113,8 @@ impl Config {
         file: Option<&Path>,
         env: HashMap<String, String>,
     ) -> Result<Self, ConfigError> {
-        let mut builder = config::Config::builder();
-        if let Some(path) = file {
-            builder = builder.add_source(config::File::from(path).required(false));
-        }
-        let layered = builder
-            .add_source(config::Environment::default().source(Some(env)))
-            .build()
-            .map_err(|e| {
-                bad(
-                    &file.map(|p| p.display().to_string()).unwrap_or_default(),
-                    e.to_string(),
-                )
-            })?;
-        let get = |var: &str| {
-            layered
-                .get_string(&var.to_ascii_lowercase())
-                .ok()
-                .filter(|v| !v.is_empty())
-        };
+        let layered = layered(file, env)?;
+        let get = |var: &str| lookup(&layered, var);
         let number = |var: &str, default: u64| -> Result<u64, ConfigError> {
             match get(var) {
                 None => Ok(default),
@@ -128,7 +155,36 @@ impl Config {
                 .parse::<u16>()
                 .map_err(|_| bad("SERVER_PORT", format!("{raw:?} is not a port")))?,
         };
+        let flag = |var: &str, default: bool| -> Result<bool, ConfigError> {
+            match get(var).map(|v| v.trim().to_ascii_lowercase()) {
+                None => Ok(default),
+                Some(v) if matches!(v.as_str(), "true" | "1" | "yes" | "on") => Ok(true),
+                Some(v) if matches!(v.as_str(), "false" | "0" | "no" | "off") => Ok(false),
+                Some(v) => Err(bad(var, format!("{v:?} is not true or false"))),
+            }
+        };
+        let database_url = checked_database_url(get("DATABASE_URL"))?;
+        let group_start = get("CONSUMER_GROUP_START").unwrap_or_else(|| "0".into());
+        if group_start != "0" && group_start != "$" {
+            return Err(bad("CONSUMER_GROUP_START", "must be 0 or $"));
+        }
+        let consumer = ConsumerConfig {
+            enabled: flag("CONSUMERS_ENABLED", true)?,
+            group: get("CONSUMER_GROUP").unwrap_or_else(|| "main-service".into()),
+            name: get("CONSUMER_NAME")
+                .or_else(|| get("HOSTNAME"))
+                .unwrap_or_else(|| "main-service".into()),
+            group_start,
+            claim_idle: Duration::from_millis(number("CONSUMER_CLAIM_IDLE_MS", 30_000)?),
+            batch: number("CONSUMER_BATCH", 200)?.min(10_000) as usize,
+        };
         Ok(Self {
+            database_url,
+            db_auto_migrate: flag("DB_AUTO_MIGRATE", true)?,
+            db_timeout: Duration::from_millis(number("DB_TIMEOUT_MS", 1500)?),
+            db_max_connections: number("DB_MAX_CONNECTIONS", 10)?.min(1000) as u32,
+            jwt_ttl: Duration::from_secs(number("JWT_TTL_SECS", 3600)?),
+            consumer,
             host: get("SERVER_HOST").unwrap_or_else(|| "0.0.0.0".into()),
             port,
             jwt_secret,
@@ -139,6 +195,53 @@ impl Config {
             request_timeout: Duration::from_secs(number("MAIN_REQUEST_TIMEOUT_SECS", 30)?),
         })
     }
+}
+
+/// Only `DATABASE_URL`, from the same layers (for `main-service user add`,
+/// which needs no `JWT_SECRET`).
+pub fn database_url(
+    file: Option<&Path>,
+    env: HashMap<String, String>,
+) -> Result<String, ConfigError> {
+    checked_database_url(lookup(&layered(file, env)?, "DATABASE_URL"))
+}
+
+fn checked_database_url(value: Option<String>) -> Result<String, ConfigError> {
+    let url = value.unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(url)
+    } else {
+        Err(bad(
+            "DATABASE_URL",
+            format!("{:?} is not a postgres:// URL", redact_url(&url)),
+        ))
+    }
+}
+
+fn layered(
+    file: Option<&Path>,
+    env: HashMap<String, String>,
+) -> Result<config::Config, ConfigError> {
+    let mut builder = config::Config::builder();
+    if let Some(path) = file {
+        builder = builder.add_source(config::File::from(path).required(false));
+    }
+    builder
+        .add_source(config::Environment::default().source(Some(env)))
+        .build()
+        .map_err(|e| {
+            bad(
+                &file.map(|p| p.display().to_string()).unwrap_or_default(),
+                e.to_string(),
+            )
+        })
+}
+
+fn lookup(layered: &config::Config, var: &str) -> Option<String> {
+    layered
+        .get_string(&var.to_ascii_lowercase())
+        .ok()
+        .filter(|v| !v.is_empty())
 }
 
 fn bad(var: &str, problem: impl Into<String>) -> ConfigError {
@@ -175,6 +278,10 @@ mod tests {
         assert_eq!((c.host.as_str(), c.port), ("0.0.0.0", 8081));
         assert_eq!(c.redis_url, "redis://localhost:6379");
         assert_eq!(c.redis_timeout, Duration::from_secs(1));
+        assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
+        assert!(c.db_auto_migrate && c.consumer.enabled);
+        assert_eq!(c.jwt_ttl, Duration::from_secs(3600));
+        assert_eq!(c.consumer.group_start, "0");
     }
 
     #[test]
@@ -210,6 +317,9 @@ mod tests {
             ("SERVER_PORT", "99999"),
             ("REDIS_TIMEOUT_MS", "x"),
             ("REDIS_URL", "not a url"),
+            ("DATABASE_URL", "mysql://x/y"),
+            ("DB_AUTO_MIGRATE", "maybe"),
+            ("CONSUMER_GROUP_START", "1"),
         ] {
             assert_eq!(
                 load(&[("JWT_SECRET", SECRET), (var, value)])

@@ -20,6 +20,9 @@ pub enum AppError {
     /// 401 E2000: a required identity header is missing.
     #[error("{0}")]
     Unauthenticated(&'static str),
+    /// 401 E2000: wrong username or password (one message for both).
+    #[error("{0}")]
+    BadCredentials(&'static str),
     /// 403 E2001: the caller is not who the request or the token says.
     #[error("{0}")]
     Forbidden(&'static str),
@@ -29,6 +32,9 @@ pub enum AppError {
     /// 405 E1001: the route exists, the method does not.
     #[error("Method not allowed")]
     MethodNotAllowed,
+    /// 400 E3002: the task cannot make this move from its current status.
+    #[error("{0}")]
+    InvalidTransition(String),
     /// 409 E3001: already decided or already exists; `data` is the current state.
     #[error("{message}")]
     Conflict {
@@ -43,7 +49,7 @@ pub enum AppError {
     /// 415 E1001: the body is not JSON.
     #[error("Content-Type must be application/json")]
     UnsupportedMediaType,
-    /// 503 E5000: a backing service (Redis) is unreachable.
+    /// 503 E5000: a backing service (Redis, PostgreSQL) is unreachable.
     #[error("{0} is unavailable")]
     Unavailable(&'static str),
     /// 500 E1000: a bug or corrupt data; logged, never sent.
@@ -57,11 +63,14 @@ impl AppError {
         match self {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, ErrorCode::E1001),
             Self::Token(e) => (StatusCode::UNAUTHORIZED, e.code()),
-            Self::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, ErrorCode::E2000),
+            Self::Unauthenticated(_) | Self::BadCredentials(_) => {
+                (StatusCode::UNAUTHORIZED, ErrorCode::E2000)
+            }
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, ErrorCode::E2001),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::E1004),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::E1001),
             Self::Conflict { .. } => (StatusCode::CONFLICT, ErrorCode::E3001),
+            Self::InvalidTransition(_) => (StatusCode::BAD_REQUEST, ErrorCode::E3002),
             Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::E1001),
             Self::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, ErrorCode::E1001),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::E5000),
@@ -74,6 +83,17 @@ impl From<redis::RedisError> for AppError {
     fn from(e: redis::RedisError) -> Self {
         tracing::warn!(error = %e, "redis call failed");
         Self::Unavailable("Redis")
+    }
+}
+
+impl From<sea_orm::DbErr> for AppError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        if crate::db::is_outage(&e) {
+            tracing::warn!(error = %e, "database call failed");
+            Self::Unavailable("PostgreSQL")
+        } else {
+            Self::Internal(e.to_string())
+        }
     }
 }
 

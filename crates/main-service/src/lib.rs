@@ -1,5 +1,7 @@
-//! main-service: human-in-the-loop decisions over Redis, behind the JWT
-//! security check (CONTRACT.md sections 5 to 7).
+//! main-service: human-in-the-loop decisions over Redis behind the JWT
+//! security check (CONTRACT.md sections 5 to 7), AgentTask persistence on
+//! PostgreSQL (section 8), the consumers that turn recorded agent streams
+//! and decisions into rows, and login.
 //!
 //! # Layout
 //! - [`config`]: the typed configuration and its loading.
@@ -7,17 +9,31 @@
 //! - [`auth`]: the [`auth::Caller`] extractor (token and identity headers).
 //! - [`body`]: JSON bodies with errors in the envelope.
 //! - [`store`]: the Redis connection (lazy, self-reconnecting, bounded).
+//! - [`db`]: the PostgreSQL pool (lazy, bounded) and start-up migrations.
+//! - [`entity`]: sea-orm entities of `agent_task`, `hitl_decision`, `app_user`.
 //! - [`hitl`]: approve, reject, read and create HITL requests.
+//! - [`tasks`]: the AgentTask API, its rules, and the stream recorder.
+//! - [`audit`]: decisions from the outbox stream into `hitl_decision`.
+//! - [`consumer`]: the Redis Stream consumer-group loop both use.
+//! - [`login`]: `POST /auth/login` and accounts.
+//! - [`cli`]: the `main-service user add` command.
 //! - [`metrics`]: Prometheus metrics and the latency middleware.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod auth;
 pub mod body;
+pub mod cli;
 pub mod config;
+pub mod consumer;
+pub mod db;
+pub mod entity;
 pub mod error;
 pub mod hitl;
+pub mod login;
 pub mod metrics;
 pub mod store;
+pub mod tasks;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -31,12 +47,15 @@ use dwp_core::token::Verifier;
 use http::header::CONTENT_TYPE;
 use http::{HeaderName, HeaderValue, StatusCode};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 pub use config::Config;
+use db::Db;
 use error::AppError;
 use metrics::Metrics;
 use store::Store;
@@ -49,18 +68,26 @@ pub struct AppState {
     pub verifier: Verifier,
     /// Redis.
     pub store: Store,
+    /// PostgreSQL.
+    pub db: Db,
     /// Metrics.
     pub metrics: Metrics,
 }
 
-/// The whole HTTP application.
-pub fn app(config: Config) -> Result<Router, redis::RedisError> {
-    let state = Arc::new(AppState {
+/// The shared state; nothing connects yet.
+pub async fn state(config: Config) -> std::io::Result<Arc<AppState>> {
+    Ok(Arc::new(AppState {
         verifier: Verifier::new(config.jwt_secret.as_bytes(), config.jwt_audience.as_deref()),
-        store: Store::new(&config.redis_url, config.redis_timeout)?,
+        store: Store::new(&config.redis_url, config.redis_timeout)
+            .map_err(std::io::Error::other)?,
+        db: Db::new(&config).await.map_err(std::io::Error::other)?,
         metrics: Metrics::default(),
         config,
-    });
+    }))
+}
+
+/// The whole HTTP application on `state`.
+pub fn app(state: Arc<AppState>) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let layers = ServiceBuilder::new()
         .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
@@ -71,11 +98,13 @@ pub fn app(config: Config) -> Result<Router, redis::RedisError> {
             state.config.request_timeout,
         ))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes));
-    Ok(Router::new()
+    Router::new()
         .route("/main/health", get(health))
         .route("/main/health/ready", get(ready))
         .route("/metrics", get(render_metrics))
         .merge(hitl::routes())
+        .merge(tasks::routes())
+        .merge(login::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -83,7 +112,7 @@ pub fn app(config: Config) -> Result<Router, redis::RedisError> {
             metrics::record,
         ))
         .layer(layers)
-        .with_state(state))
+        .with_state(state)
 }
 
 /// Serves the application on `listener` until `shutdown` completes.
@@ -92,11 +121,80 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = app(config).map_err(std::io::Error::other)?;
+    serve(listener, state(config).await?, shutdown).await
+}
+
+/// [`run`] on a state the caller built (tests keep it to look inside):
+/// starts the migrations and the consumers, serves, and on shutdown stops
+/// the consumers and closes the pool.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let stop = CancellationToken::new();
+    let background = TaskTracker::new();
+    if state.config.db_auto_migrate {
+        let (state, stop) = (state.clone(), stop.clone());
+        background.spawn(async move {
+            tokio::select! { () = state.db.migrate_until_done() => {}, () = stop.cancelled() => {} }
+        });
+    }
+    if state.config.consumer.enabled {
+        let client =
+            redis::Client::open(state.config.redis_url.as_str()).map_err(std::io::Error::other)?;
+        let events = tasks::recorder::Recorder;
+        background.spawn(consume(
+            &state,
+            &client,
+            &stop,
+            dwp_core::tasks::EVENTS_STREAM,
+            events,
+        ));
+        let decisions = audit::Audit;
+        background.spawn(consume(
+            &state,
+            &client,
+            &stop,
+            dwp_core::hitl::DECISIONS_STREAM,
+            decisions,
+        ));
+    }
+    background.close();
     tracing::info!(addr = %listener.local_addr()?, "main-service listening");
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app(state.clone()))
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    // The consumers finish the batch in hand (it is acknowledged only after
+    // its commit, so an interrupted one is read again next time).
+    stop.cancel();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), background.wait()).await;
+    state.db.close().await;
+    served
+}
+
+/// One consumer task for `stream`.
+fn consume(
+    state: &Arc<AppState>,
+    client: &redis::Client,
+    stop: &CancellationToken,
+    stream: &'static str,
+    apply: impl consumer::Apply,
+) -> impl Future<Output = ()> + Send + 'static {
+    let (state, client, stop) = (state.clone(), client.clone(), stop.clone());
+    async move {
+        let config = &state.config.consumer;
+        consumer::run(
+            client,
+            &state.db,
+            &state.metrics,
+            config,
+            stream,
+            apply,
+            stop,
+        )
+        .await;
+    }
 }
 
 async fn health() -> Json<Envelope<serde_json::Value>> {
@@ -107,9 +205,16 @@ async fn ready(
     State(state): State<Arc<AppState>>,
 ) -> Result<Json<Envelope<serde_json::Value>>, AppError> {
     state.store.ping().await?;
+    // The decision path needs only Redis: PostgreSQL is reported, and its
+    // routes answer 503 on their own while it is down.
+    let postgres = if state.db.ping().await.is_ok() {
+        "UP"
+    } else {
+        "DOWN"
+    };
     Ok(Json(Envelope::success(
         "READY",
-        serde_json::json!({"status": "UP", "redis": "UP"}),
+        serde_json::json!({"status": "UP", "redis": "UP", "postgres": postgres}),
     )))
 }
 

@@ -31,12 +31,22 @@ pub struct RouteStatus {
     pub status: u16,
 }
 
+/// Labels of the consumer counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamResult {
+    /// The Redis Stream consumed.
+    pub stream: &'static str,
+    /// `applied` or `dead_lettered`.
+    pub result: &'static str,
+}
+
 /// The service's metrics.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     decisions: Family<Outcome, Counter>,
     latency: Family<RouteStatus, Histogram>,
+    consumed: Family<StreamResult, Counter>,
 }
 
 impl Default for Metrics {
@@ -58,15 +68,31 @@ impl Default for Metrics {
             "Request latency by route and status",
             latency.clone(),
         );
+        let consumed = Family::<StreamResult, Counter>::default();
+        registry.register(
+            "stream_entries",
+            "Redis Stream entries consumed, by stream and result",
+            consumed.clone(),
+        );
         Self {
             registry,
             decisions,
             latency,
+            consumed,
         }
     }
 }
 
 impl Metrics {
+    /// Counts entries a consumer applied and dead-lettered.
+    pub fn consumed(&self, stream: &'static str, applied: usize, dead: usize) {
+        for (result, n) in [("applied", applied), ("dead_lettered", dead)] {
+            self.consumed
+                .get_or_create(&StreamResult { stream, result })
+                .inc_by(n as u64);
+        }
+    }
+
     /// Counts one decision attempt.
     pub fn decision(&self, outcome: &'static str) {
         self.decisions.get_or_create(&Outcome { outcome }).inc();

@@ -8,7 +8,9 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use main_service::Config;
+use std::sync::Arc;
+
+use main_service::{AppState, Config};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
@@ -19,17 +21,114 @@ pub fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+/// A database that may create databases (`TEST_DATABASE_URL`; by default
+/// the contract's role, which `scripts/services.sh` creates with CREATEDB).
+pub fn admin_database_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://dwp_user:dwp_password@127.0.0.1:5432/dwp_main".into())
+}
+
+/// A fresh, empty database, dropped when the value is dropped.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn create() -> Self {
+        let name = format!("test_{}", uuid::Uuid::new_v4().simple());
+        let admin = sea_orm::Database::connect(admin_database_url())
+            .await
+            .expect("PostgreSQL is up (make services)");
+        use sea_orm::ConnectionTrait;
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        admin.close().await.unwrap();
+        let url = match admin_database_url().rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{name}"),
+            None => panic!("TEST_DATABASE_URL has no database name"),
+        };
+        Self { name, url }
+    }
+
+    pub async fn connect(&self) -> sea_orm::DatabaseConnection {
+        sea_orm::Database::connect(&self.url).await.unwrap()
+    }
+}
+
+impl TestDb {
+    /// The same database reached through `url` (a [`crate::link::Link`]);
+    /// dropping either drops the database.
+    pub fn via(&self, url: String) -> Self {
+        Self {
+            name: self.name.clone(),
+            url,
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop cannot await: a thread with its own runtime does the DROP.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                use sea_orm::ConnectionTrait;
+                if let Ok(admin) = sea_orm::Database::connect(admin_database_url()).await {
+                    let _ = admin
+                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                    let _ = admin.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// The test configuration: a consumer group of its own that starts at the
+/// stream's end, so parallel tests never take each other's entries.
+/// For tests of the Redis side only: no migrations, no consumers.
 pub fn config(redis_url: &str) -> Config {
-    let env = HashMap::from([
+    config_with(
+        redis_url,
+        &admin_database_url(),
+        &[("DB_AUTO_MIGRATE", "false"), ("CONSUMERS_ENABLED", "false")],
+    )
+}
+
+pub fn config_with(redis_url: &str, database_url: &str, extra: &[(&str, &str)]) -> Config {
+    let mut env = HashMap::from([
         ("JWT_SECRET".to_string(), SECRET.to_string()),
         ("REDIS_URL".to_string(), redis_url.to_string()),
+        ("DATABASE_URL".to_string(), database_url.to_string()),
         ("MAIN_MAX_BODY_BYTES".to_string(), "4096".to_string()),
+        ("CONSUMER_GROUP".to_string(), unique("group")),
+        ("CONSUMER_NAME".to_string(), unique("consumer")),
+        ("CONSUMER_GROUP_START".to_string(), "$".to_string()),
+        ("CONSUMER_CLAIM_IDLE_MS".to_string(), "1000".to_string()),
     ]);
+    for (k, v) in extra {
+        env.insert(k.to_string(), v.to_string());
+    }
     Config::from_sources(None, env).unwrap()
 }
 
-pub struct TestApp {
+/// An HTTP client of one address.
+pub struct Client {
     pub addr: SocketAddr,
+}
+
+pub struct TestApp {
+    pub client: Client,
+    pub state: Arc<AppState>,
+    pub db: Option<TestDb>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -43,21 +142,86 @@ impl Drop for TestApp {
     }
 }
 
+/// The service against the real Redis and a fresh, migrated database.
 pub async fn spawn_app() -> TestApp {
-    spawn_app_with(config(&redis_url())).await
+    spawn_app_in(TestDb::create().await, &[]).await
+}
+
+/// The service on `db` with extra variables; waits until it is migrated.
+pub async fn spawn_app_in(db: TestDb, extra: &[(&str, &str)]) -> TestApp {
+    let mut app = spawn_app_with(config_with(&redis_url(), &db.url, extra)).await;
+    app.db = Some(db);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !app.state.db.is_ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "migrations did not finish"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    if app.state.config.consumer.enabled {
+        // The groups start at the streams' end: wait until they exist.
+        let mut conn = redis().await;
+        for stream in [
+            dwp_core::tasks::EVENTS_STREAM,
+            dwp_core::hitl::DECISIONS_STREAM,
+        ] {
+            loop {
+                let groups: redis::RedisResult<Vec<redis::Value>> = redis::cmd("XINFO")
+                    .arg("GROUPS")
+                    .arg(stream)
+                    .query_async(&mut conn)
+                    .await;
+                let listed = format!("{groups:?}");
+                if listed.contains(&app.state.config.consumer.group) {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "consumer group never created"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    }
+    app
 }
 
 pub async fn spawn_app_with(config: Config) -> TestApp {
+    static LOGS: std::sync::Once = std::sync::Once::new();
+    LOGS.call_once(|| {
+        // RUST_LOG=debug cargo test ... shows the service's logs.
+        if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG") {
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .init();
+        }
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(main_service::run(listener, config, async {
+    let state = main_service::state(config).await.unwrap();
+    let task = tokio::spawn(main_service::serve(listener, state.clone(), async {
         let _ = stopped.await;
     }));
     TestApp {
-        addr,
+        client: Client { addr },
+        state,
+        db: None,
         stop: Some(stop),
         task,
+    }
+}
+
+impl TestApp {
+    /// Stops the service and waits for it (consumers stopped, pool closed).
+    pub async fn stop(mut self) -> Option<TestDb> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+        self.db.take()
     }
 }
 
@@ -68,7 +232,15 @@ pub struct Reply {
     pub text: String,
 }
 
-impl TestApp {
+impl std::ops::Deref for TestApp {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl Client {
     pub async fn send(
         &self,
         method: &str,
@@ -104,11 +276,11 @@ impl TestApp {
         }
     }
 
-    /// A decision by `user` of `tenant` with a good token.
-    pub async fn decide(
+    /// A call by `user` of `tenant` with a good token and JSON body.
+    pub async fn as_user(
         &self,
-        action: &str,
-        request_id: &str,
+        method: &str,
+        path: &str,
         user: &str,
         tenant: &str,
         body: &str,
@@ -120,13 +292,20 @@ impl TestApp {
             ("x-user-id", user),
             ("content-type", "application/json"),
         ];
-        self.send(
-            "POST",
-            &format!("/aura/hitl/{action}/{request_id}"),
-            &headers,
-            body,
-        )
-        .await
+        self.send(method, path, &headers, body).await
+    }
+
+    /// A decision by `user` of `tenant` with a good token.
+    pub async fn decide(
+        &self,
+        action: &str,
+        request_id: &str,
+        user: &str,
+        tenant: &str,
+        body: &str,
+    ) -> Reply {
+        let path = format!("/aura/hitl/{action}/{request_id}");
+        self.as_user("POST", &path, user, tenant, body).await
     }
 }
 

@@ -1,9 +1,15 @@
-//! Integration tests: the real main-service on port 0 against a real Redis.
+//! Integration tests: the real main-service on port 0 against a real Redis
+//! and a real PostgreSQL (a fresh database per test).
 
 mod helpers;
+mod link;
 
+mod audit;
 mod decisions;
+mod login;
 mod process;
+mod recorder;
 mod requests;
 mod security;
 mod service;
+mod tasks;

@@ -1,0 +1,207 @@
+//! Login: `POST /auth/login` exchanges a tenant's username and password for
+//! an HS256 token (`sub`, `tenant_id`, `iat`, `exp`), and [`add_user`]
+//! creates accounts (the `main-service user add` command). Passwords are
+//! stored only as argon2id hashes; a wrong user and a wrong password get
+//! the same 401 after the same work, so neither reveals which it was.
+
+use std::sync::{Arc, LazyLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use argon2::Argon2;
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use dwp_core::Envelope;
+use dwp_core::token::{Claims, issue};
+use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::body::JsonBody;
+use crate::entity::app_user::{self, Column, Entity};
+use crate::error::AppError;
+
+/// The answer to every failed login.
+const WRONG: &str = "Invalid username or password";
+
+/// Verified against when the user does not exist, so both failures cost the same.
+static DUMMY_HASH: LazyLock<String> =
+    LazyLock::new(|| hash("not-a-real-password").unwrap_or_default());
+
+/// The route.
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new().route("/auth/login", post(login))
+}
+
+/// Body of `POST /auth/login`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Login {
+    /// The username (the token's `sub`).
+    pub username: Option<String>,
+    /// The password.
+    pub password: Option<String>,
+    /// The tenant.
+    pub tenant_id: Option<String>,
+}
+
+async fn login(
+    State(state): State<Arc<AppState>>,
+    JsonBody(body): JsonBody<Login>,
+) -> Result<Json<Envelope<Value>>, AppError> {
+    let (Some(username), Some(password), Some(tenant)) = (
+        body.username.filter(|u| !u.is_empty()),
+        body.password.filter(|p| !p.is_empty()),
+        body.tenant_id.filter(|t| !t.is_empty()),
+    ) else {
+        return Err(AppError::BadRequest(
+            "username, password and tenantId are required".into(),
+        ));
+    };
+    let user = if username.len() <= 50 && tenant.len() <= 50 {
+        state
+            .db
+            .bounded(
+                Entity::find()
+                    .filter(Column::TenantId.eq(&tenant))
+                    .filter(Column::Username.eq(&username))
+                    .one(state.db.conn()?),
+            )
+            .await?
+    } else {
+        None
+    };
+    let stored = user
+        .as_ref()
+        .map_or_else(|| DUMMY_HASH.clone(), |u| u.password_hash.clone());
+    // argon2 is deliberately slow: off the async workers.
+    let matches = tokio::task::spawn_blocking(move || verify(&password, &stored))
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+    if !(matches && user.is_some()) {
+        tracing::info!(tenant, "login refused");
+        return Err(AppError::BadCredentials(WRONG));
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let ttl = state.config.jwt_ttl.as_secs();
+    let claims = Claims {
+        sub: username,
+        tenant_id: Some(tenant),
+        iat: Some(now),
+        exp: now + ttl,
+    };
+    tracing::info!(user = claims.sub, tenant = claims.tenant_id, "login");
+    Ok(Json(Envelope::success(
+        "Login successful",
+        json!({
+            "accessToken": issue(&claims, state.config.jwt_secret.as_bytes()),
+            "tokenType": "Bearer",
+            "expiresIn": ttl,
+        }),
+    )))
+}
+
+/// An argon2id PHC string for `password` with a fresh salt.
+pub fn hash(password: &str) -> Result<String, argon2::password_hash::Error> {
+    let salt = SaltString::generate(&mut OsRng);
+    Ok(Argon2::default()
+        .hash_password(password.as_bytes(), &salt)?
+        .to_string())
+}
+
+/// Whether `password` matches the PHC string `stored`.
+pub fn verify(password: &str, stored: &str) -> bool {
+    PasswordHash::new(stored).is_ok_and(|parsed| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+    })
+}
+
+/// Why a user could not be added.
+#[derive(Debug, thiserror::Error)]
+pub enum AddUserError {
+    /// Bad tenant, username or password.
+    #[error("{0}")]
+    Invalid(&'static str),
+    /// The tenant already has this username.
+    #[error("user {username:?} already exists in tenant {tenant:?}")]
+    Exists {
+        /// The tenant.
+        tenant: String,
+        /// The username.
+        username: String,
+    },
+    /// The database failed.
+    #[error("database: {0}")]
+    Db(#[from] sea_orm::DbErr),
+}
+
+/// Creates a user with an argon2id hash of `password`.
+pub async fn add_user(
+    db: &DatabaseConnection,
+    tenant: &str,
+    username: &str,
+    password: &str,
+) -> Result<(), AddUserError> {
+    let ok = |s: &str| !s.is_empty() && s.len() <= 50 && !s.chars().any(char::is_control);
+    if !ok(tenant) || !ok(username) {
+        return Err(AddUserError::Invalid(
+            "tenant and username are 1 to 50 characters without control characters",
+        ));
+    }
+    if password.chars().count() < 8 {
+        return Err(AddUserError::Invalid(
+            "the password needs at least 8 characters",
+        ));
+    }
+    let exists = Entity::find()
+        .filter(Column::TenantId.eq(tenant))
+        .filter(Column::Username.eq(username))
+        .one(db)
+        .await?
+        .is_some();
+    let exists_error = || AddUserError::Exists {
+        tenant: tenant.into(),
+        username: username.into(),
+    };
+    if exists {
+        return Err(exists_error());
+    }
+    let password_hash =
+        hash(password).map_err(|_| AddUserError::Invalid("the password cannot be hashed"))?;
+    let user = app_user::ActiveModel {
+        tenant_id: Set(tenant.into()),
+        username: Set(username.into()),
+        password_hash: Set(password_hash),
+        created_at: Set(chrono::Utc::now().fixed_offset()),
+        ..Default::default()
+    };
+    match user.insert(db).await {
+        Ok(_) => Ok(()),
+        // Two adds at once: the unique index decides.
+        Err(e) if e.to_string().contains("uq_app_user_tenant_username") => Err(exists_error()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_are_argon2id_salted_and_verify() {
+        let a = hash("correct horse").unwrap();
+        let b = hash("correct horse").unwrap();
+        assert!(a.starts_with("$argon2id$"), "{a}");
+        assert_ne!(a, b, "a fresh salt each time");
+        assert!(verify("correct horse", &a));
+        assert!(!verify("wrong horse", &a));
+        assert!(!verify("correct horse", "not a hash"));
+    }
+}

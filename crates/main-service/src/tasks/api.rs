@@ -1,0 +1,391 @@
+//! The AgentTask REST API under `/main/agent/tasks` (CONTRACT.md section 8).
+//! A caller sees and changes only its own tasks in its own tenant; anyone
+//! else's task is 404, so its existence is not revealed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::routing::{get, patch, post};
+use axum::{Json, Router};
+use chrono::{SecondsFormat, Utc};
+use dwp_core::Envelope;
+use http::StatusCode;
+use http::request::Parts;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, TransactionTrait,
+};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::lifecycle::{self, Status};
+use crate::AppState;
+use crate::auth::{Caller, TokenCaller};
+use crate::body::JsonBody;
+use crate::entity::agent_task::{self, Column, Entity, Model};
+use crate::error::AppError;
+
+/// Default and largest page size of the list.
+const PAGE_SIZE: (u64, u64) = (20, 100);
+
+/// The routes.
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/main/agent/tasks", post(create).get(list))
+        .route("/main/agent/tasks/{task_id}", get(read))
+        .route("/main/agent/tasks/{task_id}/start", post(start))
+        .route("/main/agent/tasks/{task_id}/progress", patch(progress))
+        .route("/main/agent/tasks/{task_id}/complete", post(complete))
+        .route("/main/agent/tasks/{task_id}/fail", post(fail))
+        .route("/main/agent/tasks/{task_id}/plan-steps", post(plan_step))
+}
+
+/// A task id from the path; one that cannot exist is 404.
+pub struct TaskId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for TaskId {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| AppError::BadRequest("Invalid task id in path".into()))?;
+        if id.len() > 36 || !dwp_core::hitl::valid_id(&id) {
+            return Err(not_found(&id));
+        }
+        Ok(Self(id))
+    }
+}
+
+/// The task as the API shows it: camelCase, RFC 3339 times, `planSteps` as
+/// an array.
+pub fn view(task: &Model) -> Value {
+    let time = |t: &sea_orm::prelude::DateTimeWithTimeZone| {
+        t.with_timezone(&Utc)
+            .to_rfc3339_opts(SecondsFormat::Millis, true)
+    };
+    json!({
+        "taskId": task.task_id,
+        "userId": task.user_id,
+        "tenantId": task.tenant_id,
+        "taskType": task.task_type,
+        "status": task.status,
+        "progress": task.progress,
+        "description": task.description,
+        "inputData": task.input_data,
+        "resultData": task.result_data,
+        "planSteps": lifecycle::steps_of(task.plan_steps.as_deref()),
+        "hitlRequestId": task.hitl_request_id,
+        "errorMessage": task.error_message,
+        "startedAt": task.started_at.as_ref().map(time),
+        "completedAt": task.completed_at.as_ref().map(time),
+        "createdAt": time(&task.created_at),
+        "updatedAt": time(&task.updated_at),
+    })
+}
+
+fn not_found(id: &str) -> AppError {
+    AppError::NotFound(format!("Task {id} not found"))
+}
+
+/// Any JSON as stored text: a string as it is, anything else serialised.
+fn as_text(value: Option<Value>) -> Option<String> {
+    match value? {
+        Value::Null => None,
+        Value::String(s) => Some(s),
+        other => Some(other.to_string()),
+    }
+}
+
+/// Body of `POST /main/agent/tasks`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewTask {
+    /// Required, at most 100 characters.
+    pub task_type: Option<String>,
+    /// Free text.
+    pub description: Option<String>,
+    /// Any JSON.
+    pub input_data: Option<Value>,
+}
+
+async fn create(
+    State(state): State<Arc<AppState>>,
+    TokenCaller(caller): TokenCaller,
+    JsonBody(body): JsonBody<NewTask>,
+) -> Result<(StatusCode, Json<Envelope<Value>>), AppError> {
+    let task_type = body
+        .task_type
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty() && t.chars().count() <= 100)
+        .ok_or_else(|| {
+            AppError::BadRequest("taskType is required (at most 100 characters)".into())
+        })?;
+    if caller.user_id.len() > 50 || caller.tenant_id.len() > 50 {
+        return Err(AppError::BadRequest(
+            "user and tenant ids are at most 50 characters".into(),
+        ));
+    }
+    let now = Utc::now().fixed_offset();
+    let task = agent_task::ActiveModel {
+        task_id: sea_orm::Set(uuid::Uuid::new_v4().to_string()),
+        user_id: sea_orm::Set(caller.user_id),
+        tenant_id: sea_orm::Set(caller.tenant_id),
+        task_type: sea_orm::Set(task_type),
+        status: sea_orm::Set(Status::Requested.as_str().into()),
+        progress: sea_orm::Set(0),
+        description: sea_orm::Set(body.description),
+        input_data: sea_orm::Set(as_text(body.input_data)),
+        plan_steps: sea_orm::Set(Some("[]".into())),
+        created_at: sea_orm::Set(now),
+        updated_at: sea_orm::Set(now),
+        ..Default::default()
+    };
+    let db = state.db.conn()?;
+    let task = state.db.bounded(task.insert(db)).await?;
+    tracing::info!(
+        task_id = task.task_id,
+        task_type = task.task_type,
+        "task created"
+    );
+    Ok((
+        StatusCode::CREATED,
+        Json(Envelope::success("Task created", view(&task))),
+    ))
+}
+
+async fn read(
+    State(state): State<Arc<AppState>>,
+    TokenCaller(caller): TokenCaller,
+    TaskId(id): TaskId,
+) -> Result<Json<Envelope<Value>>, AppError> {
+    let task = state
+        .db
+        .bounded(owned(&caller, &id).one(state.db.conn()?))
+        .await?
+        .ok_or_else(|| not_found(&id))?;
+    Ok(Json(Envelope::success("Task", view(&task))))
+}
+
+/// The caller's task `id`, as a query.
+fn owned(caller: &Caller, id: &str) -> sea_orm::Select<Entity> {
+    Entity::find()
+        .filter(Column::TaskId.eq(id))
+        .filter(Column::UserId.eq(&caller.user_id))
+        .filter(Column::TenantId.eq(&caller.tenant_id))
+}
+
+async fn list(
+    State(state): State<Arc<AppState>>,
+    TokenCaller(caller): TokenCaller,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Envelope<Value>>, AppError> {
+    let number = |name: &str, default: u64| match query.get(name) {
+        None => Ok(default),
+        Some(raw) => raw
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| AppError::BadRequest(format!("{name} must be a whole number ≥ 0"))),
+    };
+    let page = number("page", 0)?;
+    let size = number("size", PAGE_SIZE.0)?.min(PAGE_SIZE.1);
+    if size == 0 {
+        return Err(AppError::BadRequest("size must be at least 1".into()));
+    }
+    let pages = Entity::find()
+        .filter(Column::UserId.eq(&caller.user_id))
+        .filter(Column::TenantId.eq(&caller.tenant_id))
+        .order_by_desc(Column::CreatedAt)
+        .order_by_desc(Column::Id)
+        .paginate(state.db.conn()?, size);
+    let total = state.db.bounded(pages.num_items()).await?;
+    let tasks = state.db.bounded(pages.fetch_page(page)).await?;
+    Ok(Json(Envelope::success(
+        "Tasks",
+        json!({
+            "content": tasks.iter().map(view).collect::<Vec<_>>(),
+            "page": page,
+            "size": size,
+            "totalElements": total,
+            "totalPages": total.div_ceil(size),
+        }),
+    )))
+}
+
+/// Runs `change` on the caller's task `id`, locked, in one transaction;
+/// `change` refuses (and nothing is written) or edits the task.
+async fn change(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    what: &str,
+    change: impl FnOnce(&mut Model) -> Result<(), AppError> + Send,
+) -> Result<Json<Envelope<Value>>, AppError> {
+    let db = state.db.conn()?;
+    let txn: DatabaseTransaction = state.db.bounded(db.begin()).await?;
+    let mut task = state
+        .db
+        .bounded(owned(caller, id).lock_exclusive().one(&txn))
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    change(&mut task)?;
+    task.updated_at = Utc::now().fixed_offset();
+    let task = state
+        .db
+        .bounded(agent_task::full_update(task).update(&txn))
+        .await?;
+    state.db.bounded(txn.commit()).await?;
+    tracing::info!(task_id = id, status = task.status, "task {what}");
+    Ok(Json(Envelope::success(format!("Task {what}"), view(&task))))
+}
+
+/// 400 E3002 unless the task may move to `to`.
+fn move_to(task: &mut Model, to: Status) -> Result<(), AppError> {
+    let from = Status::parse(&task.status);
+    if !from.may_move_to(to) {
+        return Err(AppError::InvalidTransition(format!(
+            "A {} task cannot become {}",
+            from.as_str(),
+            to.as_str()
+        )));
+    }
+    let now = Utc::now().fixed_offset();
+    task.status = to.as_str().into();
+    match to {
+        Status::InProgress => task.started_at = Some(now),
+        _ => task.completed_at = Some(now),
+    }
+    Ok(())
+}
+
+async fn start(
+    State(state): State<Arc<AppState>>,
+    TokenCaller(caller): TokenCaller,
+    TaskId(id): TaskId,
+) -> Result<Json<Envelope<Value>>, AppError> {
+    change(&state, &caller, &id, "started", |task| {
+        move_to(task, Status::InProgress)
+    })
+    .await
+}
+
+/// Body of `PATCH .../progress`.
+#[derive(Debug, Default, Deserialize)]
+pub struct Progress {
+    /// 0..100 (required).
+    pub progress: Option<i64>,
+    /// Replaces the description when given.
+    pub description: Option<String>,
+}
+
+async fn progress(
+    State(state): State<Arc<AppState>>,
+    TokenCaller(caller): TokenCaller,
+    TaskId(id): TaskId,
+    JsonBody(body): JsonBody<Progress>,
+) -> Result<Json<Envelope<Value>>, AppError> {
+    let progress = body
+        .progress
+        .ok_or_else(|| AppError::BadRequest("progress is required".into()))?;
+    change(&state, &caller, &id, "progress updated", move |task| {
+        if !(0..=100).contains(&progress) {
+            return Err(AppError::InvalidTransition(format!(
+                "progress {progress} is outside 0..100"
+            )));
+        }
+        if Status::parse(&task.status) != Status::InProgress {
+            return Err(AppError::InvalidTransition(format!(
+                "Progress of a {} task cannot change",
+                task.status
+            )));
+        }
+        task.progress = progress as i32;
+        if body.description.is_some() {
+            task.description = body.description;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Body of `POST .../complete`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Completion {
+    /// Any JSON.
+    pub result_data: Option<Value>,
+}
+
+async fn complete(
+    State(state): State<Arc<AppState>>,
+    TokenCaller(caller): TokenCaller,
+    TaskId(id): TaskId,
+    JsonBody(body): JsonBody<Completion>,
+) -> Result<Json<Envelope<Value>>, AppError> {
+    change(&state, &caller, &id, "completed", move |task| {
+        move_to(task, Status::Completed)?;
+        task.progress = 100;
+        task.result_data = as_text(body.result_data);
+        Ok(())
+    })
+    .await
+}
+
+/// Body of `POST .../fail`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Failure {
+    /// Why (required).
+    pub error_message: Option<String>,
+}
+
+async fn fail(
+    State(state): State<Arc<AppState>>,
+    TokenCaller(caller): TokenCaller,
+    TaskId(id): TaskId,
+    JsonBody(body): JsonBody<Failure>,
+) -> Result<Json<Envelope<Value>>, AppError> {
+    let message = body
+        .error_message
+        .filter(|m| !m.trim().is_empty())
+        .ok_or_else(|| AppError::BadRequest("errorMessage is required".into()))?;
+    change(&state, &caller, &id, "failed", move |task| {
+        move_to(task, Status::Failed)?;
+        task.error_message = Some(message);
+        Ok(())
+    })
+    .await
+}
+
+async fn plan_step(
+    State(state): State<Arc<AppState>>,
+    TokenCaller(caller): TokenCaller,
+    TaskId(id): TaskId,
+    JsonBody(step): JsonBody<Map<String, Value>>,
+) -> Result<Json<Envelope<Value>>, AppError> {
+    if step.is_empty() {
+        return Err(AppError::BadRequest(
+            "A plan step is a non-empty JSON object".into(),
+        ));
+    }
+    if step.get("stepId").is_some_and(|s| !s.is_string()) {
+        return Err(AppError::BadRequest("stepId must be a string".into()));
+    }
+    let mut step = step;
+    step.entry("stepId")
+        .or_insert_with(|| uuid::Uuid::new_v4().to_string().into());
+    change(&state, &caller, &id, "plan step saved", move |task| {
+        if Status::parse(&task.status).is_terminal() {
+            return Err(AppError::InvalidTransition(format!(
+                "The plan of a {} task cannot change",
+                task.status
+            )));
+        }
+        let mut steps = lifecycle::steps_of(task.plan_steps.as_deref());
+        lifecycle::merge_step(&mut steps, step, false);
+        task.plan_steps = Some(Value::Array(steps).to_string());
+        Ok(())
+    })
+    .await
+}

@@ -1,0 +1,201 @@
+//! Recorded agent streams → `agent_task` rows. The gateway tees every SSE
+//! event it relays into `dwp:agent-task-events`; the consumer hands them here
+//! in stream order, a batch at a time, and this keeps one row per task:
+//!
+//! - the first event creates the row, `IN_PROGRESS`;
+//! - `plan_step` and `plan_step_update` add or update a step in `plan_steps`
+//!   (by `stepId`), and move `progress` to the share of completed steps;
+//! - `hitl` sets `hitl_request_id`;
+//! - `end` or `[DONE]` completes it (progress 100); `error` or `failed`
+//!   fails it with the message.
+//!
+//! Events only move a task forward, and steps merge by id, so applying an
+//! entry again (a redelivery after a crash) changes nothing.
+
+use std::collections::HashMap;
+
+use chrono::Utc;
+use dwp_core::tasks;
+use sea_orm::prelude::DateTimeWithTimeZone;
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DbErr, EntityTrait, QueryFilter, QuerySelect, Set,
+    TransactionTrait,
+};
+use serde_json::Value;
+
+use super::lifecycle::{self, Status};
+use crate::consumer::{Apply, Entry, Rejected};
+use crate::db::Db;
+use crate::entity::agent_task::{self, Column, Entity, Model};
+
+/// `task_type` of rows made from recorded streams.
+pub const STREAM_TASK_TYPE: &str = "AGENT_STREAM";
+
+/// Applies `dwp:agent-task-events` entries.
+pub struct Recorder;
+
+impl Apply for Recorder {
+    async fn apply(&self, db: &Db, entries: &[Entry]) -> Result<Vec<Rejected>, DbErr> {
+        let mut rejected = Vec::new();
+        let mut order: Vec<&str> = Vec::new();
+        let mut groups: HashMap<&str, Vec<&Entry>> = HashMap::new();
+        for entry in entries {
+            if let Err(why) = check(entry) {
+                rejected.push((entry.id.clone(), why.into()));
+                continue;
+            }
+            let task_id = entry.field(tasks::FIELD_TASK_ID);
+            groups
+                .entry(task_id)
+                .or_insert_with(|| {
+                    order.push(task_id);
+                    Vec::new()
+                })
+                .push(entry);
+        }
+        let txn = db.connection().begin().await?;
+        let now = Utc::now().fixed_offset();
+        for task_id in order {
+            let events = &groups[task_id];
+            let first = events[0];
+            Entity::insert(new_row(first, now))
+                .on_conflict(OnConflict::column(Column::TaskId).do_nothing().to_owned())
+                .exec_without_returning(&txn)
+                .await?;
+            let task = Entity::find()
+                .filter(Column::TaskId.eq(task_id))
+                .lock_exclusive()
+                .one(&txn)
+                .await?
+                .ok_or_else(|| DbErr::RecordNotFound(task_id.to_owned()))?;
+            if task.user_id != first.field(tasks::FIELD_USER_ID)
+                || task.tenant_id != first.field(tasks::FIELD_TENANT_ID)
+            {
+                for e in events {
+                    rejected.push((e.id.clone(), "the task belongs to another user".into()));
+                }
+                continue;
+            }
+            let mut next = task.clone();
+            for event in events {
+                apply_event(&mut next, event, now);
+            }
+            if next != task {
+                next.updated_at = now;
+                agent_task::full_update(next).update(&txn).await?;
+            }
+        }
+        txn.commit().await?;
+        Ok(rejected)
+    }
+}
+
+/// Entries that cannot become a row (ids too long for the columns).
+fn check(entry: &Entry) -> Result<(), &'static str> {
+    let task_id = entry.field(tasks::FIELD_TASK_ID);
+    if task_id.len() > 36 || !dwp_core::hitl::valid_id(task_id) {
+        return Err("taskId missing or not a task id");
+    }
+    if entry.field(tasks::FIELD_USER_ID).len() > 50
+        || entry.field(tasks::FIELD_TENANT_ID).len() > 50
+    {
+        return Err("userId or tenantId longer than 50 characters");
+    }
+    Ok(())
+}
+
+fn new_row(first: &Entry, now: DateTimeWithTimeZone) -> agent_task::ActiveModel {
+    let path: String = first.field(tasks::FIELD_PATH).chars().take(200).collect();
+    agent_task::ActiveModel {
+        task_id: Set(first.field(tasks::FIELD_TASK_ID).into()),
+        user_id: Set(first.field(tasks::FIELD_USER_ID).into()),
+        tenant_id: Set(first.field(tasks::FIELD_TENANT_ID).into()),
+        task_type: Set(STREAM_TASK_TYPE.into()),
+        status: Set(Status::InProgress.as_str().into()),
+        progress: Set(0),
+        description: Set(Some(format!("Agent stream {path}"))),
+        plan_steps: Set(Some("[]".into())),
+        started_at: Set(Some(now)),
+        created_at: Set(now),
+        updated_at: Set(now),
+        ..Default::default()
+    }
+}
+
+/// One recorded SSE event's effect on its task.
+pub fn apply_event(task: &mut Model, entry: &Entry, now: DateTimeWithTimeZone) {
+    let data = entry.field(tasks::FIELD_DATA);
+    if data.trim() == "[DONE]" {
+        return finish(task, Status::Completed, None, now);
+    }
+    let Ok(Value::Object(event)) = serde_json::from_str::<Value>(data) else {
+        return; // not JSON: nothing to record beyond the row itself
+    };
+    let kind = match entry.field(tasks::FIELD_EVENT_TYPE) {
+        "" | "message" => event.get("type").and_then(Value::as_str).unwrap_or(""),
+        kind => kind,
+    };
+    // Wrapped events carry their payload in `data` (the frontend's `data.data || data`).
+    let inner = event
+        .get("data")
+        .and_then(Value::as_object)
+        .unwrap_or(&event);
+    match kind {
+        "plan_step" | "plan_step_update" => {
+            let mut steps = lifecycle::steps_of(task.plan_steps.as_deref());
+            if lifecycle::merge_step(&mut steps, inner.clone(), true) {
+                let done = steps
+                    .iter()
+                    .filter(|s| {
+                        matches!(
+                            s.get("status").and_then(Value::as_str),
+                            Some("completed" | "done" | "success")
+                        )
+                    })
+                    .count();
+                if !Status::parse(&task.status).is_terminal() && !steps.is_empty() {
+                    let share = (done * 100 / steps.len()).min(99) as i32;
+                    task.progress = task.progress.max(share);
+                }
+                task.plan_steps = Some(Value::Array(steps).to_string());
+            }
+        }
+        "hitl" => {
+            if let Some(id) = inner.get("requestId").and_then(Value::as_str)
+                && id.len() <= 100
+            {
+                task.hitl_request_id = Some(id.into());
+            }
+        }
+        "end" => finish(task, Status::Completed, None, now),
+        "error" | "failed" => {
+            let message = ["error", "message"]
+                .iter()
+                .find_map(|k| {
+                    event
+                        .get(*k)
+                        .or_else(|| inner.get(*k))
+                        .and_then(Value::as_str)
+                })
+                .unwrap_or(kind)
+                .to_owned();
+            finish(task, Status::Failed, Some(message), now);
+        }
+        _ => {}
+    }
+}
+
+fn finish(task: &mut Model, to: Status, message: Option<String>, now: DateTimeWithTimeZone) {
+    let current = Status::parse(&task.status);
+    if !current.is_terminal() {
+        task.status = to.as_str().into();
+        task.completed_at = Some(now);
+        if to == Status::Completed {
+            task.progress = 100;
+        }
+    }
+    if Status::parse(&task.status) == Status::Failed && task.error_message.is_none() {
+        task.error_message = message;
+    }
+}
