@@ -4,7 +4,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help run test lint fmt bench bench-gateway bench-hitl services migrate build release clean
+.PHONY: help run test lint fmt bench bench-gateway bench-hitl bench-recorder services migrate build release clean
 
 help:
 	@echo "make run      - install/start Redis and PostgreSQL, build, run the local stack"
@@ -39,13 +39,16 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-bench: bench-gateway bench-hitl
+bench: bench-gateway bench-hitl bench-recorder
 
 bench-gateway: release
 	@bash scripts/bench/gateway.sh
 
 bench-hitl: release
 	@bash scripts/bench/hitl.sh
+
+bench-recorder: release
+	@bash scripts/bench/recorder.sh
 
 clean:
 	$(CARGO) clean

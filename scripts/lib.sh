@@ -37,3 +37,16 @@ require_rust() {
 require_curl() {
   command -v curl >/dev/null 2>&1 || apt_install curl ca-certificates
 }
+
+# Benchmarks run main-service against a database of their own, never the
+# development one: bench_db_create NAME creates it and prints its URL,
+# bench_db_drop NAME drops it. BENCH_PG_ADMIN is a role that may create
+# databases (scripts/services.sh gives dwp_user CREATEDB).
+BENCH_PG_ADMIN=${BENCH_PG_ADMIN:-postgres://dwp_user:dwp_password@127.0.0.1:5432/dwp_main}
+bench_db_create() {
+  psql "$BENCH_PG_ADMIN" -qc "CREATE DATABASE $1" >/dev/null
+  echo "${BENCH_PG_ADMIN%/*}/$1"
+}
+bench_db_drop() {
+  psql "$BENCH_PG_ADMIN" -qc "DROP DATABASE IF EXISTS $1 WITH (FORCE)" >/dev/null 2>&1 || true
+}

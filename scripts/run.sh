@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds and runs the local stack in the foreground: main-service on :8081
-# and the gateway on :8080 in front of it (Aura-Platform's stand-in arrives
+# (migrations applied, a demo account created) and the gateway on :8080 in
+# front of it (Aura-Platform's stand-in arrives
 # with its issue; until then /api/aura/** other than HITL answers 502).
 # Ctrl-C stops every process this script started, and nothing else.
 set -euo pipefail
@@ -30,6 +31,14 @@ stop() {
 trap 'stop; exit 0' INT TERM
 trap stop EXIT
 
+# The database exists (scripts/services.sh); the schema and a demo account:
+# `user add` applies pending migrations first; an existing account is fine.
+DEMO_TENANT=tenant1 DEMO_USER=user123 DEMO_PASSWORD=${DEMO_PASSWORD:-dwp-demo-password}
+if ! out=$(printf '%s\n' "$DEMO_PASSWORD" | target/release/main-service user add \
+    --tenant "$DEMO_TENANT" --username "$DEMO_USER" --password-stdin 2>&1); then
+  case "$out" in *"already exists"*) ;; *) echo "$out" >&2; exit 1 ;; esac
+fi
+
 MAIN_PORT=${MAIN_PORT:-8081}
 GATEWAY_PORT=${GATEWAY_PORT:-8080}
 SERVER_PORT=$MAIN_PORT target/release/main-service &
@@ -45,9 +54,14 @@ cat <<TXT
   main-service  http://127.0.0.1:$MAIN_PORT   (health: /main/health, ready: /main/health/ready, metrics: /metrics)
   Aura-Platform ${AURA_PLATFORM_URI:-http://localhost:9000}
 
+  Demo account: tenant $DEMO_TENANT, user $DEMO_USER, password $DEMO_PASSWORD
   The development JWT secret is in .run/jwt_secret (HS256; claims sub, tenant_id, exp).
-  Try:  curl -s http://127.0.0.1:$GATEWAY_PORT/api/aura/hitl/requests/req_0123456789ab \\
-          -H 'X-Tenant-ID: tenant1' -H 'X-User-ID: user123' -H "Authorization: Bearer \$TOKEN"
+  Log in and list your tasks:
+    TOKEN=\$(curl -s http://127.0.0.1:$GATEWAY_PORT/api/auth/login -H 'content-type: application/json' \\
+      -d '{"username":"$DEMO_USER","password":"$DEMO_PASSWORD","tenantId":"$DEMO_TENANT"}' \\
+      | sed 's/.*"accessToken":"\([^"]*\)".*/\1/')
+    curl -s http://127.0.0.1:$GATEWAY_PORT/api/main/agent/tasks \\
+      -H 'X-Tenant-ID: $DEMO_TENANT' -H 'X-User-ID: $DEMO_USER' -H "Authorization: Bearer \$TOKEN"
 
   Ctrl-C stops everything started here.
 TXT

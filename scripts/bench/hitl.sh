@@ -21,11 +21,15 @@ require_curl
 bash scripts/services.sh >/dev/null
 cargo build --release --locked -p main-service -p bench >/dev/null 2>&1 || cargo build --release --locked -p main-service -p bench
 
+DB="bench_hitl_$(date +%s)_$$"
+DATABASE_URL=$(bench_db_create "$DB")
 pid=""
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; }
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; bench_db_drop "$DB"; }
 trap cleanup EXIT INT TERM
 
+# The decision audit consumer runs too (as in production), in its own group.
 RUST_LOG=warn SERVER_HOST=127.0.0.1 SERVER_PORT=$PORT JWT_SECRET=$SECRET REDIS_URL=$REDIS_URL \
+  DATABASE_URL="$DATABASE_URL" CONSUMER_GROUP="bench-$DB" CONSUMER_GROUP_START='$' CONSUMERS_ENABLED=${CONSUMERS_ENABLED:-true} \
   target/release/main-service & pid=$!
 wait_for "curl -fsS http://127.0.0.1:$PORT/main/health/ready" 20
 

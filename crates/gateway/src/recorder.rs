@@ -16,7 +16,7 @@ use bytes::Bytes;
 use dwp_core::sse::{Event, Parser};
 use dwp_core::tasks;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::Metrics;
 
@@ -65,16 +65,28 @@ impl std::fmt::Debug for Recorder {
 }
 
 impl Recorder {
-    /// Starts the recorder task on the current runtime, writing to `redis_url`.
-    /// The task ends once every handle is dropped and the queue is written.
+    /// Starts the recorder on a thread of its own (so its parsing and
+    /// writing never hold up a worker's connections), writing to
+    /// `redis_url`. The returned receiver completes once every handle is
+    /// dropped and the queue is written.
     pub fn start(
         redis_url: &str,
         metrics: Arc<Metrics>,
-    ) -> Result<(Self, tokio::task::JoinHandle<()>), redis::RedisError> {
-        let client = redis::Client::open(redis_url)?;
+    ) -> std::io::Result<(Self, oneshot::Receiver<()>)> {
+        let client = redis::Client::open(redis_url).map_err(std::io::Error::other)?;
         let (tx, rx) = mpsc::channel(QUEUE);
-        let task = tokio::spawn(write_loop(client, rx, metrics.clone()));
-        Ok((Self { tx, metrics }, task))
+        let (done, finished) = oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let writer_metrics = metrics.clone();
+        std::thread::Builder::new()
+            .name("recorder".into())
+            .spawn(move || {
+                runtime.block_on(write_loop(client, rx, writer_metrics));
+                let _ = done.send(());
+            })?;
+        Ok((Self { tx, metrics }, finished))
     }
 
     /// Offers a relayed chunk; drops and counts it when the queue is full.

@@ -122,9 +122,19 @@ pub async fn run(
             own_pending = false;
             continue;
         }
+        let started = Instant::now();
         match settle(db, &apply, &entries).await {
             Ok(rejected) => {
-                if let Err(e) = reader.finish(&entries, &rejected).await {
+                let applied = started.elapsed();
+                let finished = reader.finish(&entries, &rejected).await;
+                tracing::debug!(
+                    stream,
+                    entries = entries.len(),
+                    apply_us = applied.as_micros() as u64,
+                    ack_us = (started.elapsed() - applied).as_micros() as u64,
+                    "consumer: batch"
+                );
+                if let Err(e) = finished {
                     tracing::warn!(stream, error = %e, "consumer: XACK failed; will re-read");
                     reader.conn = None;
                     own_pending = true;
@@ -148,7 +158,8 @@ async fn settle(db: &Db, apply: &impl Apply, entries: &[Entry]) -> Result<Vec<Re
     match bounded(db, apply, entries).await {
         Ok(rejected) => Ok(rejected),
         Err(e) if is_outage(&e) || db.ping().await.is_err() => Err(e),
-        Err(_) => {
+        Err(e) => {
+            tracing::warn!(error = %e, "consumer: batch refused; applying its entries one by one");
             let mut rejected = Vec::new();
             for entry in entries {
                 match bounded(db, apply, std::slice::from_ref(entry)).await {

@@ -19,7 +19,7 @@ use dwp_core::tasks;
 use sea_orm::prelude::DateTimeWithTimeZone;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DbErr, EntityTrait, QueryFilter, QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
     TransactionTrait,
 };
 use serde_json::Value;
@@ -54,21 +54,31 @@ impl Apply for Recorder {
                 })
                 .push(entry);
         }
+        if order.is_empty() {
+            return Ok(rejected);
+        }
         let txn = db.connection().begin().await?;
         let now = Utc::now().fixed_offset();
+        // Every task of the batch: create the missing rows, then lock them
+        // all (in one statement each, whatever the number of tasks).
+        Entity::insert_many(order.iter().map(|id| new_row(groups[id][0], now)))
+            .on_conflict(OnConflict::column(Column::TaskId).do_nothing().to_owned())
+            .exec_without_returning(&txn)
+            .await?;
+        let rows = Entity::find()
+            .filter(Column::TaskId.is_in(order.iter().copied()))
+            .order_by_asc(Column::Id)
+            .lock_exclusive()
+            .all(&txn)
+            .await?;
+        let mut rows: HashMap<String, Model> =
+            rows.into_iter().map(|t| (t.task_id.clone(), t)).collect();
         for task_id in order {
             let events = &groups[task_id];
-            let first = events[0];
-            Entity::insert(new_row(first, now))
-                .on_conflict(OnConflict::column(Column::TaskId).do_nothing().to_owned())
-                .exec_without_returning(&txn)
-                .await?;
-            let task = Entity::find()
-                .filter(Column::TaskId.eq(task_id))
-                .lock_exclusive()
-                .one(&txn)
-                .await?
+            let task = rows
+                .remove(task_id)
                 .ok_or_else(|| DbErr::RecordNotFound(task_id.to_owned()))?;
+            let first = events[0];
             if task.user_id != first.field(tasks::FIELD_USER_ID)
                 || task.tenant_id != first.field(tasks::FIELD_TENANT_ID)
             {
