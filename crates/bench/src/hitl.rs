@@ -1,11 +1,13 @@
-//! `dwp-bench hitl ADDR REDIS_URL SECRET DECISIONS CLIENTS`: decisions per
+//! `dwp-bench hitl ADDR REDIS_URL SECRET DECISIONS CLIENTS [RATE]`: decisions per
 //! second through main-service, and the time from sending an approve call to
 //! the agent's subscriber receiving the signal.
 //!
 //! It writes DECISIONS pending requests the way Aura-Platform does (each in
 //! its own session), subscribes to all their channels with one pattern
 //! subscription, then CLIENTS clients (one keep-alive connection each)
-//! approve them as fast as they can, each its own requests.
+//! approve them, each its own requests: as fast as they can, or, with RATE
+//! (decisions per second, overall), decision `i` sent at `i / RATE` seconds
+//! after the start (the latency at a given load rather than at saturation).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -29,6 +31,7 @@ pub async fn run(
     secret: &str,
     decisions: usize,
     clients: usize,
+    rate: u64,
 ) {
     let run_id = format!(
         "{:x}",
@@ -118,6 +121,10 @@ pub async fn run(
             tokio::spawn(conn);
             let (mut ok, mut http) = (0usize, Vec::new());
             for i in (worker..decisions).step_by(clients) {
+                if rate > 0 {
+                    let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
+                    tokio::time::sleep_until(due.into()).await;
+                }
                 let request_id = format!("req_b{run_id}_{i}");
                 let req = Request::post(format!("/aura/hitl/approve/{request_id}"))
                     .header("host", addr.to_string())

@@ -11,7 +11,7 @@
 //! - `dwp-bench latency ADDR PATH STREAMS`: reads STREAMS concurrent streams
 //!   to the end and prints the p50 / p99 / max of receive time minus the
 //!   event's send time, in microseconds.
-//! - `dwp-bench hitl ADDR REDIS_URL SECRET DECISIONS CLIENTS`: see [`hitl`].
+//! - `dwp-bench hitl ADDR REDIS_URL SECRET DECISIONS CLIENTS [RATE]`: see [`hitl`].
 #![forbid(unsafe_code)]
 
 mod hitl;
@@ -73,6 +73,7 @@ async fn main() {
                 &arg::<String>(&args, 4),
                 arg(&args, 5),
                 arg(&args, 6),
+                args.get(7).and_then(|r| r.parse().ok()).unwrap_or(0),
             )
             .await
         }

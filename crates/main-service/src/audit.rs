@@ -8,10 +8,10 @@
 
 use chrono::DateTime;
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{DbErr, EntityTrait, Set};
+use sea_orm::{DbErr, EntityTrait, Set, TransactionTrait};
 
 use crate::consumer::{Apply, Entry, Rejected};
-use crate::db::Db;
+use crate::db::{Db, INSERT_CHUNK};
 use crate::entity::hitl_decision::{self, Column, Entity};
 
 /// Applies `dwp:hitl-decisions` entries.
@@ -27,16 +27,19 @@ impl Apply for Audit {
                 Err(why) => rejected.push((entry.id.clone(), why.to_owned())),
             }
         }
-        if !rows.is_empty() {
-            Entity::insert_many(rows)
+        let mut rows = rows.into_iter().peekable();
+        let txn = db.connection().begin().await?;
+        while rows.peek().is_some() {
+            Entity::insert_many(rows.by_ref().take(INSERT_CHUNK))
                 .on_conflict(
                     OnConflict::column(Column::RequestId)
                         .do_nothing()
                         .to_owned(),
                 )
-                .exec_without_returning(db.connection())
+                .exec_without_returning(&txn)
                 .await?;
         }
+        txn.commit().await?;
         Ok(rejected)
     }
 }

@@ -140,26 +140,11 @@ pub async fn serve(
             tokio::select! { () = state.db.migrate_until_done() => {}, () = stop.cancelled() => {} }
         });
     }
-    if state.config.consumer.enabled {
-        let client =
-            redis::Client::open(state.config.redis_url.as_str()).map_err(std::io::Error::other)?;
-        let events = tasks::recorder::Recorder;
-        background.spawn(consume(
-            &state,
-            &client,
-            &stop,
-            dwp_core::tasks::EVENTS_STREAM,
-            events,
-        ));
-        let decisions = audit::Audit;
-        background.spawn(consume(
-            &state,
-            &client,
-            &stop,
-            dwp_core::hitl::DECISIONS_STREAM,
-            decisions,
-        ));
-    }
+    let consumers = if state.config.consumer.enabled {
+        Some(consumer::start(state.clone(), stop.clone())?)
+    } else {
+        None
+    };
     background.close();
     tracing::info!(addr = %listener.local_addr()?, "main-service listening");
     let served = axum::serve(listener, app(state.clone()))
@@ -168,33 +153,15 @@ pub async fn serve(
     // The consumers finish the batch in hand (it is acknowledged only after
     // its commit, so an interrupted one is read again next time).
     stop.cancel();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), background.wait()).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        background.wait().await;
+        if let Some(consumers) = consumers {
+            let _ = consumers.await;
+        }
+    })
+    .await;
     state.db.close().await;
     served
-}
-
-/// One consumer task for `stream`.
-fn consume(
-    state: &Arc<AppState>,
-    client: &redis::Client,
-    stop: &CancellationToken,
-    stream: &'static str,
-    apply: impl consumer::Apply,
-) -> impl Future<Output = ()> + Send + 'static {
-    let (state, client, stop) = (state.clone(), client.clone(), stop.clone());
-    async move {
-        let config = &state.config.consumer;
-        consumer::run(
-            client,
-            &state.db,
-            &state.metrics,
-            config,
-            stream,
-            apply,
-            stop,
-        )
-        .await;
-    }
 }
 
 async fn health() -> Json<Envelope<serde_json::Value>> {

@@ -26,7 +26,7 @@ use serde_json::Value;
 
 use super::lifecycle::{self, Status};
 use crate::consumer::{Apply, Entry, Rejected};
-use crate::db::Db;
+use crate::db::{Db, INSERT_CHUNK};
 use crate::entity::agent_task::{self, Column, Entity, Model};
 
 /// `task_type` of rows made from recorded streams.
@@ -60,11 +60,18 @@ impl Apply for Recorder {
         let txn = db.connection().begin().await?;
         let now = Utc::now().fixed_offset();
         // Every task of the batch: create the missing rows, then lock them
-        // all (in one statement each, whatever the number of tasks).
-        Entity::insert_many(order.iter().map(|id| new_row(groups[id][0], now)))
-            .on_conflict(OnConflict::column(Column::TaskId).do_nothing().to_owned())
-            .exec_without_returning(&txn)
-            .await?;
+        // all (a few statements, whatever the number of tasks).
+        let mut new_rows = Vec::with_capacity(order.len());
+        for id in &order {
+            new_rows.push(new_row(groups[id][0], now));
+        }
+        let mut new_rows = new_rows.into_iter().peekable();
+        while new_rows.peek().is_some() {
+            Entity::insert_many(new_rows.by_ref().take(INSERT_CHUNK))
+                .on_conflict(OnConflict::column(Column::TaskId).do_nothing().to_owned())
+                .exec_without_returning(&txn)
+                .await?;
+        }
         let rows = Entity::find()
             .filter(Column::TaskId.is_in(order.iter().copied()))
             .order_by_asc(Column::Id)
