@@ -1,0 +1,67 @@
+//! aura-sim: a reference agent that speaks Aura-Platform's protocol exactly
+//! (CONTRACT.md sections 4 and 5), so the whole flow runs locally and in
+//! tests without the real Python agent and its LLM.
+//!
+//! # Layout
+//! - [`config`]: the typed configuration.
+//! - [`frame`]: SSE frames and JSON written the way Aura-Platform writes them.
+//! - [`auth`]: the Bearer check Aura-Platform does (`{"detail": ...}` errors).
+//! - [`stream`]: `POST /aura/test/stream`, the scripted agent run.
+//! - [`approval`]: the HITL pause over Redis.
+#![forbid(unsafe_code)]
+
+pub mod approval;
+pub mod auth;
+pub mod config;
+pub mod frame;
+pub mod stream;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+use dwp_core::token::Verifier;
+use tokio::net::TcpListener;
+
+pub use config::Config;
+
+/// What every request shares.
+pub struct AppState {
+    /// The configuration.
+    pub config: Config,
+    /// Token verification with `JWT_SECRET`.
+    pub verifier: Verifier,
+    /// Redis (HITL requests, signals, channels).
+    pub redis: redis::Client,
+}
+
+/// The application.
+pub fn app(config: Config) -> Result<Router, redis::RedisError> {
+    let state = Arc::new(AppState {
+        verifier: Verifier::new(config.jwt_secret.as_bytes(), None),
+        redis: redis::Client::open(config.redis_url.as_str())?,
+        config,
+    });
+    Ok(Router::new()
+        .route("/health", get(health))
+        .route("/aura/test/stream", post(stream::stream))
+        .with_state(state))
+}
+
+/// Serves on `listener` until `shutdown` completes.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = app(config).map_err(std::io::Error::other)?;
+    tracing::info!(addr = %listener.local_addr()?, "aura-sim listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn health() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({"status": "healthy", "service": "aura-sim"}))
+}

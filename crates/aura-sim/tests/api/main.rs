@@ -1,0 +1,364 @@
+//! aura-sim against the real Redis: framing, the token check, and the HITL
+//! pause with approval, rejection, timeout and many sessions at once.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+
+const SECRET: &str = "aura-sim-test-secret-0123456789abcdef";
+
+fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+async fn spawn(hitl_timeout_secs: u64) -> SocketAddr {
+    let env = HashMap::from([
+        ("JWT_SECRET".to_string(), SECRET.to_string()),
+        ("REDIS_URL".to_string(), redis_url()),
+        ("AURA_SIM_EVENT_DELAY_MS".to_string(), "5".to_string()),
+        (
+            "HITL_TIMEOUT_SECS".to_string(),
+            hitl_timeout_secs.to_string(),
+        ),
+    ]);
+    let config = aura_sim::Config::from_env(&env).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(aura_sim::run(listener, config, std::future::pending()));
+    addr
+}
+
+fn token(user: &str, tenant: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = dwp_core::token::Claims {
+        sub: user.into(),
+        tenant_id: Some(tenant.into()),
+        iat: Some(now),
+        exp: now + 600,
+    };
+    dwp_core::token::issue(&claims, SECRET.as_bytes())
+}
+
+/// An open stream: status, and a body read event by event.
+struct Stream {
+    status: u16,
+    body: hyper::body::Incoming,
+    buffer: String,
+}
+
+impl Stream {
+    /// The next complete event block (up to the blank line), or None at the end.
+    async fn next(&mut self) -> Option<String> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                return Some(block);
+            }
+            let frame = self.body.frame().await?.ok()?;
+            if let Ok(data) = frame.into_data() {
+                self.buffer.push_str(&String::from_utf8_lossy(&data));
+            }
+        }
+    }
+
+    async fn rest(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some(block) = self.next().await {
+            out.push(block);
+        }
+        out
+    }
+}
+
+async fn open(addr: SocketAddr, headers: &[(&str, &str)], body: Value) -> Stream {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut req = http::Request::post("/aura/test/stream")
+        .header("host", "aura")
+        .header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = sender
+        .send_request(req.body(Full::new(Bytes::from(body.to_string()))).unwrap())
+        .await
+        .unwrap();
+    Stream {
+        status: res.status().as_u16(),
+        body: res.into_body(),
+        buffer: String::new(),
+    }
+}
+
+async fn open_as(addr: SocketAddr, user: &str, prompt: &str) -> Stream {
+    let auth = format!("Bearer {}", token(user, "tenant1"));
+    open(
+        addr,
+        &[
+            ("authorization", &auth),
+            ("x-tenant-id", "tenant1"),
+            ("x-user-id", user),
+        ],
+        json!({"prompt": prompt, "context": {}}),
+    )
+    .await
+}
+
+/// (id, event, data JSON) of a block, checking the framing byte by byte.
+fn parse(block: &str) -> (Option<u64>, Option<String>, String) {
+    if block == "data: [DONE]\n\n" {
+        return (None, None, "[DONE]".into());
+    }
+    let lines: Vec<&str> = block.trim_end_matches('\n').split('\n').collect();
+    assert_eq!(lines.len(), 3, "id, event, data: {block:?}");
+    let id = lines[0]
+        .strip_prefix("id: ")
+        .expect("id line")
+        .parse()
+        .unwrap();
+    let event = lines[1]
+        .strip_prefix("event: ")
+        .expect("event line")
+        .to_owned();
+    let data = lines[2]
+        .strip_prefix("data: ")
+        .expect("data line")
+        .to_owned();
+    assert!(
+        data.contains("\": ") || data == "{}",
+        "json.dumps spacing: {data}"
+    );
+    (Some(id), Some(event), data)
+}
+
+fn kinds(blocks: &[String]) -> Vec<String> {
+    blocks
+        .iter()
+        .map(|b| parse(b).1.unwrap_or_else(|| "[DONE]".into()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_plain_run_is_framed_like_aura_platform() {
+    let addr = spawn(300).await;
+    let auth = format!("Bearer {}", token("user123", "tenant1"));
+    let mut stream = open(
+        addr,
+        &[
+            ("authorization", &auth),
+            ("x-tenant-id", "tenant1"),
+            ("x-user-id", "user123"),
+            ("x-dwp-source", "FRONTEND"),
+            ("last-event-id", "7"),
+        ],
+        json!({"prompt": "summarise my inbox", "context": {}}),
+    )
+    .await;
+    assert_eq!(stream.status, 200);
+    let blocks = stream.rest().await;
+    assert_eq!(
+        kinds(&blocks),
+        [
+            "start",
+            "thought",
+            "plan_step",
+            "plan_step",
+            "content",
+            "end",
+            "[DONE]"
+        ]
+    );
+    let ids: Vec<_> = blocks.iter().filter_map(|b| parse(b).0).collect();
+    assert_eq!(ids, [1, 2, 3, 4, 5, 6]);
+    let start: Value = serde_json::from_str(&parse(&blocks[0]).2).unwrap();
+    assert!(
+        parse(&blocks[0])
+            .2
+            .starts_with(r#"{"type": "start", "message": "Agent started", "timestamp": "#)
+    );
+    assert_eq!(
+        start["received"],
+        json!({"tenantId": "tenant1", "userId": "user123", "source": "FRONTEND", "callerType": null, "lastEventId": "7"})
+    );
+    let step: Value = serde_json::from_str(&parse(&blocks[2]).2).unwrap();
+    assert_eq!(
+        (step["type"].as_str(), step["data"]["type"].as_str()),
+        (Some("plan_step"), Some("plan_step"))
+    );
+    assert!(step["data"]["stepId"].is_string() && step["data"]["metadata"].is_object());
+    let end: Value = serde_json::from_str(&parse(&blocks[5]).2).unwrap();
+    assert!(end.get("data").is_none(), "end is flat");
+}
+
+#[tokio::test]
+async fn the_token_and_the_prompt_are_checked() {
+    let addr = spawn(300).await;
+    let none = open(addr, &[], json!({"prompt": "hi"})).await;
+    assert_eq!(none.status, 401);
+    let forged = open(
+        addr,
+        &[("authorization", "Bearer a.b.c")],
+        json!({"prompt": "hi"}),
+    )
+    .await;
+    assert_eq!(forged.status, 401);
+    let auth = format!("Bearer {}", token("user123", "tenant1"));
+    let mut other_tenant = open(
+        addr,
+        &[("authorization", &auth), ("x-tenant-id", "tenant2")],
+        json!({"prompt": "hi"}),
+    )
+    .await;
+    assert_eq!(other_tenant.status, 403);
+    let body = other_tenant.rest().await.concat() + &other_tenant.buffer;
+    assert!(body.contains("\"detail\""), "{body}");
+    for bad in [json!({"context": {}}), json!({"prompt": "  "}), json!("x")] {
+        let reply = open(
+            addr,
+            &[("authorization", &auth), ("x-tenant-id", "tenant1")],
+            bad,
+        )
+        .await;
+        assert_eq!(reply.status, 422);
+    }
+}
+
+/// Reads up to the `hitl` event; returns (requestId, sessionId from Redis).
+async fn until_hitl(stream: &mut Stream) -> (String, String) {
+    loop {
+        let block = stream.next().await.expect("a hitl event");
+        if parse(&block).1.as_deref() == Some("hitl") {
+            let data: Value = serde_json::from_str(&parse(&block).2).unwrap();
+            assert_eq!(data["data"]["requiresApproval"], true);
+            let request_id = data["data"]["requestId"].as_str().unwrap().to_owned();
+            let mut conn = redis::Client::open(redis_url())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap();
+            let raw: String = redis::cmd("GET")
+                .arg(format!("hitl:request:{request_id}"))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            let stored: Value = serde_json::from_str(&raw).unwrap();
+            assert_eq!(stored["status"], "pending");
+            let ttl: i64 = redis::cmd("TTL")
+                .arg(format!("hitl:request:{request_id}"))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            assert!(ttl > 1700, "{ttl}");
+            return (request_id, stored["sessionId"].as_str().unwrap().to_owned());
+        }
+    }
+}
+
+async fn publish(session_id: &str, signal: Value) {
+    let mut conn = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let receivers: i64 = redis::cmd("PUBLISH")
+        .arg(format!("hitl:channel:{session_id}"))
+        .arg(signal.to_string())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        receivers, 1,
+        "the agent was subscribed before it announced the request"
+    );
+}
+
+#[tokio::test]
+async fn an_approval_resumes_the_run_and_a_rejection_ends_it() {
+    let addr = spawn(300).await;
+    let mut approved = open_as(addr, "user123", "merge feature/x into main").await;
+    let (request_id, session_id) = until_hitl(&mut approved).await;
+    publish(&session_id, json!({"type": "approval", "action": "approve", "status": "approved", "requestId": request_id, "sessionId": session_id, "timestamp": 1})).await;
+    let rest = approved.rest().await;
+    assert_eq!(
+        kinds(&rest),
+        [
+            "tool_execution",
+            "tool_execution",
+            "content",
+            "end",
+            "[DONE]"
+        ]
+    );
+    assert!(
+        rest[0].contains(r#""status": "running""#) && rest[1].contains(r#""status": "success""#)
+    );
+
+    let mut rejected = open_as(addr, "user123", "delete all my mail").await;
+    let (request_id, session_id) = until_hitl(&mut rejected).await;
+    publish(&session_id, json!({"type": "rejection", "action": "reject", "status": "rejected", "requestId": request_id, "sessionId": session_id, "reason": "not today", "timestamp": 1})).await;
+    let rest = rejected.rest().await;
+    assert_eq!(kinds(&rest), ["error", "[DONE]"]);
+    let error: Value = serde_json::from_str(&parse(&rest[0]).2).unwrap();
+    assert_eq!(
+        error,
+        json!({"type": "error", "error": "not today", "errorType": "RejectionError"})
+    );
+}
+
+#[tokio::test]
+async fn no_decision_in_time_fails_the_run() {
+    let addr = spawn(1).await;
+    let mut stream = open_as(addr, "user123", "send the report").await;
+    until_hitl(&mut stream).await;
+    let rest = tokio::time::timeout(Duration::from_secs(10), stream.rest())
+        .await
+        .unwrap();
+    assert_eq!(kinds(&rest), ["failed", "error", "end", "[DONE]"]);
+    assert!(rest[1].contains(r#""errorType": "TimeoutError""#));
+}
+
+#[tokio::test]
+async fn twenty_sessions_wait_at_once_and_each_resumes_once() {
+    let addr = spawn(300).await;
+    let mut runs = Vec::new();
+    for n in 0..20 {
+        let mut stream = open_as(addr, &format!("user{n}"), "merge it").await;
+        let (request_id, session_id) = until_hitl(&mut stream).await;
+        runs.push((stream, request_id, session_id));
+    }
+    // Decide in reverse order; odd ones are rejected.
+    for (n, (_, request_id, session_id)) in runs.iter().enumerate().rev() {
+        let kind = if n % 2 == 0 { "approval" } else { "rejection" };
+        publish(
+            session_id,
+            json!({"type": kind, "requestId": request_id, "sessionId": session_id, "timestamp": 1}),
+        )
+        .await;
+    }
+    for (n, (mut stream, _, _)) in runs.into_iter().enumerate() {
+        let rest = stream.rest().await;
+        let expected: &[&str] = if n % 2 == 0 {
+            &[
+                "tool_execution",
+                "tool_execution",
+                "content",
+                "end",
+                "[DONE]",
+            ]
+        } else {
+            &["error", "[DONE]"]
+        };
+        assert_eq!(kinds(&rest), expected, "run {n}");
+    }
+}
