@@ -4,13 +4,14 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help run test lint fmt bench bench-gateway bench-hitl bench-recorder services migrate build release clean
+.PHONY: help run demo test lint fmt bench bench-gateway bench-hitl bench-recorder services migrate build release clean
 
 help:
 	@echo "make run      - install/start Redis and PostgreSQL, build, run the local stack"
 	@echo "make test     - the same services, then every test of the workspace"
 	@echo "make lint     - cargo fmt --check and clippy -D warnings"
 	@echo "make migrate  - apply the database migrations to DATABASE_URL"
+	@echo "make demo     - walk the integration checklist through a running stack (make run first)"
 	@echo "make bench    - the benchmarks (figures go to docs/PERFORMANCE.md by hand)"
 
 services:
@@ -29,7 +30,12 @@ migrate: services
 run: services
 	@bash scripts/run.sh
 
+demo:
+	@bash scripts/demo.sh
+
 test: services
+	# The end-to-end suite (crates/e2e) starts the binaries as processes.
+	$(CARGO) build --workspace --bins --locked
 	$(CARGO) test --workspace --all-features --locked
 
 lint:

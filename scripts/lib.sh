@@ -50,3 +50,9 @@ bench_db_create() {
 bench_db_drop() {
   psql "$BENCH_PG_ADMIN" -qc "DROP DATABASE IF EXISTS $1 WITH (FORCE)" >/dev/null 2>&1 || true
 }
+# Removes a benchmark's consumer group from both streams main-service reads.
+bench_groups_drop() {
+  for stream in dwp:agent-task-events dwp:hitl-decisions; do
+    redis-cli -u "${REDIS_URL:-redis://127.0.0.1:6379}" XGROUP DESTROY "$stream" "$1" >/dev/null 2>&1 || true
+  done
+}

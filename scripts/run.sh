@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Builds and runs the local stack in the foreground: main-service on :8081
-# (migrations applied, a demo account created) and the gateway on :8080 in
-# front of it (Aura-Platform's stand-in arrives
-# with its issue; until then /api/aura/** other than HITL answers 502).
+# (migrations applied, a demo account created), aura-sim (the reference
+# agent) on :9000 and the gateway on :8080 in front of both.
 # Ctrl-C stops every process this script started, and nothing else.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +9,7 @@ cd "$(dirname "$0")/.."
 require_rust
 require_curl
 
-cargo build --release --locked -p gateway -p main-service
+cargo build --release --locked -p gateway -p main-service -p aura-sim
 
 # A development secret, generated once and kept in .run/ (git-ignored), so
 # that tokens minted for local testing stay valid across restarts.
@@ -41,18 +40,23 @@ fi
 
 MAIN_PORT=${MAIN_PORT:-8081}
 GATEWAY_PORT=${GATEWAY_PORT:-8080}
+AURA_PORT=${AURA_PORT:-9000}
 SERVER_PORT=$MAIN_PORT target/release/main-service &
 pids+=($!)
-SERVER_PORT=$GATEWAY_PORT MAIN_SERVICE_URI=http://127.0.0.1:$MAIN_PORT target/release/gateway &
+SERVER_PORT=$AURA_PORT target/release/aura-sim &
+pids+=($!)
+SERVER_PORT=$GATEWAY_PORT MAIN_SERVICE_URI=http://127.0.0.1:$MAIN_PORT \
+  AURA_PLATFORM_URI=http://127.0.0.1:$AURA_PORT target/release/gateway &
 pids+=($!)
 wait_for "curl -fsS http://127.0.0.1:$MAIN_PORT/main/health/ready" 30
+wait_for "curl -fsS http://127.0.0.1:$AURA_PORT/health" 30
 wait_for "curl -fsS http://127.0.0.1:$GATEWAY_PORT/health" 30
 
 cat <<TXT
 
   gateway       http://127.0.0.1:$GATEWAY_PORT   (health: /health, metrics: /metrics)
   main-service  http://127.0.0.1:$MAIN_PORT   (health: /main/health, ready: /main/health/ready, metrics: /metrics)
-  Aura-Platform ${AURA_PLATFORM_URI:-http://localhost:9000}
+  aura-sim      http://127.0.0.1:$AURA_PORT   (the reference agent; health: /health)
 
   Demo account: tenant $DEMO_TENANT, user $DEMO_USER, password $DEMO_PASSWORD
   The development JWT secret is in .run/jwt_secret (HS256; claims sub, tenant_id, exp).
@@ -62,6 +66,11 @@ cat <<TXT
       | sed 's/.*"accessToken":"\([^"]*\)".*/\1/')
     curl -s http://127.0.0.1:$GATEWAY_PORT/api/main/agent/tasks \\
       -H 'X-Tenant-ID: $DEMO_TENANT' -H 'X-User-ID: $DEMO_USER' -H "Authorization: Bearer \$TOKEN"
+  Open an agent stream (a prompt with merge/delete/send waits for approval):
+    curl -N http://127.0.0.1:$GATEWAY_PORT/api/aura/test/stream -H 'content-type: application/json' \\
+      -H 'Accept: text/event-stream' -H 'X-Tenant-ID: $DEMO_TENANT' -H 'X-User-ID: $DEMO_USER' \\
+      -H "Authorization: Bearer \$TOKEN" -d '{"prompt":"summarise my inbox","context":{}}'
+  The whole checklist, step by step:  make demo
 
   Ctrl-C stops everything started here.
 TXT

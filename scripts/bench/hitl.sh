@@ -31,7 +31,7 @@ cargo build --release --locked -p main-service -p bench >/dev/null 2>&1 || cargo
 DB="bench_hitl_$(date +%s)_$$"
 DATABASE_URL=$(bench_db_create "$DB")
 pid=""
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; bench_db_drop "$DB"; }
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; bench_db_drop "$DB"; bench_groups_drop "bench-$DB"; }
 trap cleanup EXIT INT TERM
 
 # The decision audit consumer runs too (as in production), in its own group.

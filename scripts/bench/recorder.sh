@@ -36,7 +36,7 @@ pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  bench_db_drop "$DB"
+  bench_db_drop "$DB"; bench_groups_drop "bench-$DB"
 }
 trap cleanup EXIT INT TERM
 

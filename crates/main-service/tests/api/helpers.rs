@@ -139,6 +139,32 @@ impl Drop for TestApp {
             let _ = stop.send(());
         }
         self.task.abort();
+        // Each test has a consumer group of its own: remove it with the test.
+        if self.state.config.consumer.enabled {
+            let (url, group) = (
+                self.state.config.redis_url.clone(),
+                self.state.config.consumer.group.clone(),
+            );
+            let _ = std::thread::spawn(move || {
+                let Ok(client) = redis::Client::open(url) else {
+                    return;
+                };
+                let Ok(mut conn) = client.get_connection() else {
+                    return;
+                };
+                for stream in [
+                    dwp_core::tasks::EVENTS_STREAM,
+                    dwp_core::hitl::DECISIONS_STREAM,
+                ] {
+                    let _: redis::RedisResult<i64> = redis::cmd("XGROUP")
+                        .arg("DESTROY")
+                        .arg(stream)
+                        .arg(&group)
+                        .query(&mut conn);
+                }
+            })
+            .join();
+        }
     }
 }
 
