@@ -4,12 +4,14 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help run demo test lint fmt bench bench-gateway bench-hitl bench-recorder services migrate build release clean
+.PHONY: help run demo test lint lint-deploy compose-up fmt bench bench-gateway bench-hitl bench-recorder services migrate build release clean
 
 help:
 	@echo "make run      - install/start Redis and PostgreSQL, build, run the local stack"
 	@echo "make test     - the same services, then every test of the workspace"
 	@echo "make lint     - cargo fmt --check and clippy -D warnings"
+	@echo "make lint-deploy - offline checks of deploy/ (hadolint, compose schema, kustomize + kubernetes-validate)"
+	@echo "make compose-up  - the stack in containers (needs a Docker engine)"
 	@echo "make migrate  - apply the database migrations to DATABASE_URL"
 	@echo "make demo     - walk the integration checklist through a running stack (make run first)"
 	@echo "make bench    - the benchmarks (figures go to docs/PERFORMANCE.md by hand)"
@@ -37,6 +39,13 @@ test: services
 	# The end-to-end suite (crates/e2e) starts the binaries as processes.
 	$(CARGO) build --workspace --bins --locked
 	$(CARGO) test --workspace --all-features --locked
+	@bash scripts/deploy/check.sh
+
+lint-deploy:
+	@bash scripts/deploy/check.sh
+
+compose-up:
+	docker compose -f deploy/compose.yaml up --build
 
 lint:
 	$(CARGO) fmt --all -- --check
