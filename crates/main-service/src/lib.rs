@@ -72,6 +72,9 @@ pub struct AppState {
     pub db: Db,
     /// Metrics.
     pub metrics: Metrics,
+    /// Cancelled when the service stops (also when [`serve`] is dropped):
+    /// ends the background work, migrations and consumers.
+    pub stop: CancellationToken,
 }
 
 /// The shared state; nothing connects yet.
@@ -82,6 +85,7 @@ pub async fn state(config: Config) -> std::io::Result<Arc<AppState>> {
             .map_err(std::io::Error::other)?,
         db: Db::new(&config).await.map_err(std::io::Error::other)?,
         metrics: Metrics::default(),
+        stop: CancellationToken::new(),
         config,
     }))
 }
@@ -132,7 +136,9 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let stop = CancellationToken::new();
+    let stop = state.stop.clone();
+    // Dropped before it finishes (an aborted task): the background work stops too.
+    let _stop_on_drop = state.stop.clone().drop_guard();
     let background = TaskTracker::new();
     if state.config.db_auto_migrate {
         let (state, stop) = (state.clone(), stop.clone());

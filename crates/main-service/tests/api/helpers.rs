@@ -129,6 +129,9 @@ pub struct TestApp {
     pub client: Client,
     pub state: Arc<AppState>,
     pub db: Option<TestDb>,
+    /// Set by [`TestApp::stop`]: the group outlives this app (a test
+    /// starts another replica in it).
+    keep_group: bool,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -140,12 +143,15 @@ impl Drop for TestApp {
         }
         self.task.abort();
         // Each test has a consumer group of its own: remove it with the test.
-        if self.state.config.consumer.enabled {
+        if self.state.config.consumer.enabled && !self.keep_group {
+            // Stop the consumers first, or one might create the group again.
+            self.state.stop.cancel();
             let (url, group) = (
                 self.state.config.redis_url.clone(),
                 self.state.config.consumer.group.clone(),
             );
             let _ = std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(100));
                 let Ok(client) = redis::Client::open(url) else {
                     return;
                 };
@@ -235,6 +241,7 @@ pub async fn spawn_app_with(config: Config) -> TestApp {
         client: Client { addr },
         state,
         db: None,
+        keep_group: false,
         stop: Some(stop),
         task,
     }
@@ -247,6 +254,7 @@ impl TestApp {
             let _ = stop.send(());
         }
         let _ = (&mut self.task).await;
+        self.keep_group = true;
         self.db.take()
     }
 }
