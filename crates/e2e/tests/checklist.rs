@@ -51,6 +51,7 @@ fn free_port() -> u16 {
 /// The three processes and the database; all stopped and dropped on drop.
 struct Stack {
     gateway: SocketAddr,
+    main: SocketAddr,
     db_name: String,
     db_url: String,
     children: Vec<Child>,
@@ -158,6 +159,7 @@ async fn start(users: &[&str]) -> Stack {
     children.push(cmd.spawn().unwrap());
     let stack = Stack {
         gateway: ([127, 0, 0, 1], gateway).into(),
+        main: ([127, 0, 0, 1], main).into(),
         db_name,
         db_url,
         children,
@@ -671,5 +673,111 @@ async fn twenty_concurrent_users_each_with_their_own_approval_all_finish() {
             ],
             "{user}"
         );
+    }
+}
+
+/// A token with this header and these claims, signed with `secret` by HS256
+/// whatever the header says (how forgers try it).
+fn forge(header: Value, claims: Value, secret: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let message = format!("{}.{}", b64(&header), b64(&claims));
+    let key = jsonwebtoken::EncodingKey::from_secret(secret);
+    let signature =
+        jsonwebtoken::crypto::sign(message.as_bytes(), &key, jsonwebtoken::Algorithm::HS256)
+            .unwrap();
+    format!("{message}.{signature}")
+}
+
+#[tokio::test]
+async fn forged_and_broken_tokens_are_refused_at_the_edge_and_by_main_service() {
+    let stack = start(&[]).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let good = json!({"sub": "alice", "tenant_id": "tenant1", "iat": now, "exp": now + 600});
+    let hs256 = json!({"alg": "HS256", "typ": "JWT"});
+    let secret = SECRET.as_bytes();
+    let valid = forge(hs256.clone(), good.clone(), secret);
+    let with = |field: &str, value: Value| {
+        let mut claims = good.clone();
+        claims[field] = value;
+        forge(hs256.clone(), claims, secret)
+    };
+    let alg_none = {
+        let signed = forge(json!({"alg": "none", "typ": "JWT"}), good.clone(), secret);
+        format!("{}.", signed.rsplit_once('.').unwrap().0)
+    };
+    let hs512 = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS512),
+        &good,
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .unwrap();
+    let mut no_sub = good.clone();
+    no_sub.as_object_mut().unwrap().remove("sub");
+    let rs256 = json!({"alg": "RS256", "typ": "JWT"});
+    let cases: Vec<(&str, String)> = vec![
+        ("alg none", alg_none),
+        ("HS512", hs512),
+        (
+            "RS256 header, HMAC with the secret",
+            forge(rs256, good.clone(), secret),
+        ),
+        (
+            "wrong secret",
+            forge(
+                hs256.clone(),
+                good.clone(),
+                b"another-secret-another-secret-0123456",
+            ),
+        ),
+        ("truncated", valid[..valid.len() - 6].to_owned()),
+        ("not base64", "abc.d$f!.gh#i".to_owned()),
+        ("huge", format!("{valid}{}", "A".repeat(20_000))),
+        ("expired", with("exp", json!(now - 3600))),
+        ("not yet valid", with("nbf", json!(now + 3600))),
+        ("missing sub", forge(hs256.clone(), no_sub, secret)),
+        ("numeric tenant_id", with("tenant_id", json!(42))),
+        (
+            "sub with control characters",
+            with("sub", json!("ali\u{0}ce\n")),
+        ),
+        ("empty", String::new()),
+    ];
+    for (target, path) in [
+        (stack.gateway, "/api/main/agent/tasks"),
+        (stack.main, "/main/agent/tasks"),
+    ] {
+        let call_with = |token: String| async move {
+            let auth = format!("Bearer {token}");
+            let headers = [
+                ("authorization", auth.as_str()),
+                ("x-tenant-id", "tenant1"),
+                ("x-user-id", "alice"),
+            ];
+            call(target, "GET", path, &headers, "").await
+        };
+        let (status, body, _) = call_with(valid.clone()).await;
+        assert_eq!(
+            status, 200,
+            "the control case, a valid token on {path}: {body}"
+        );
+        for (name, token) in &cases {
+            let (status, body, _) = call_with(token.clone()).await;
+            assert!(
+                status == 401 || status == 403,
+                "{name} on {path}: {status} {body}"
+            );
+            let reply: Value = serde_json::from_str(&body)
+                .unwrap_or_else(|_| panic!("{name} on {path}: not JSON: {body}"));
+            let code = reply["errorCode"].as_str().unwrap_or("");
+            assert!(
+                ["E2000", "E2001", "E2002", "E2003"].contains(&code),
+                "{name} on {path}: {body}"
+            );
+            assert_eq!(reply["success"], false);
+        }
     }
 }
