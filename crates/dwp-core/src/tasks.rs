@@ -8,6 +8,12 @@ pub const EVENTS_STREAM: &str = "dwp:agent-task-events";
 /// absent consumer cannot fill Redis.
 pub const EVENTS_STREAM_MAX_LEN: usize = 1_000_000;
 
+/// Event type of the entry the gateway adds when a recorded stream ends
+/// without finishing: the agent broke it off, it went silent past the idle
+/// timeout, or the client left (the agent's run was then cancelled). Its
+/// data is `{"type": "dwp.relay_broken", "reason": "..."}`.
+pub const EVENT_RELAY_BROKEN: &str = "dwp.relay_broken";
+
 /// Field: the task id the gateway assigned (`X-DWP-Task-ID`).
 pub const FIELD_TASK_ID: &str = "taskId";
 /// Field: the caller's user (`X-User-ID`), empty when absent.

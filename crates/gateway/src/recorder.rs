@@ -48,7 +48,7 @@ pub struct TaskMeta {
 
 enum Item {
     Chunk(Arc<TaskMeta>, Bytes),
-    End(Arc<TaskMeta>),
+    End(Arc<TaskMeta>, Option<&'static str>),
 }
 
 /// The relay's handle on the recorder: cheap to clone, never blocks.
@@ -100,9 +100,13 @@ impl Recorder {
         }
     }
 
-    /// The stream is over: the recorder forgets its parser state.
-    pub fn end(&self, task: &Arc<TaskMeta>) {
-        let _ = self.tx.try_send(Item::End(task.clone()));
+    /// The stream is over: the recorder forgets its parser state, and when
+    /// the stream did not finish (`broken` says why) records that as a
+    /// [`tasks::EVENT_RELAY_BROKEN`] entry.
+    pub fn end(&self, task: &Arc<TaskMeta>, broken: Option<&'static str>) {
+        if self.tx.try_send(Item::End(task.clone(), broken)).is_err() && broken.is_some() {
+            self.metrics.recorder_dropped.inc();
+        }
     }
 }
 
@@ -122,8 +126,17 @@ async fn write_loop(client: redis::Client, mut rx: mpsc::Receiver<Item>, metrics
                         .feed_into(&bytes, &mut parsed);
                     events.extend(parsed.into_iter().map(|e| (task.clone(), e)));
                 }
-                Item::End(task) => {
+                Item::End(task, broken) => {
                     parsers.remove(&task.task_id);
+                    if let Some(reason) = broken {
+                        let data = serde_json::json!({"type": tasks::EVENT_RELAY_BROKEN, "reason": reason});
+                        let event = Event {
+                            event: Some(tasks::EVENT_RELAY_BROKEN.into()),
+                            data: data.to_string(),
+                            ..Event::default()
+                        };
+                        events.push((task, event));
+                    }
                 }
             }
         }

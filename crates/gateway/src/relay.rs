@@ -150,7 +150,13 @@ impl Drop for Relay {
             self.metrics.open_streams.dec();
         }
         if let Some((recorder, task)) = &self.tee {
-            recorder.end(task);
+            let broken = match self.log.outcome {
+                Outcome::Complete => None,
+                Outcome::Running => Some("The client went away before the agent finished"),
+                Outcome::UpstreamError => Some("The agent broke the stream off"),
+                Outcome::IdleTimeout => Some("The agent was silent past the idle timeout"),
+            };
+            recorder.end(task, broken);
         }
     }
 }

@@ -71,6 +71,34 @@ async fn agent_events_are_recorded_under_the_task_id_and_relayed_unchanged() {
         "the agent gets the same id"
     );
 
+    let mine = recorded(&task_id, EVENTS.len()).await;
+    assert_eq!(
+        mine.len(),
+        EVENTS.len(),
+        "every event recorded once: {mine:?}"
+    );
+    let types: Vec<&str> = mine.iter().map(|f| f["eventType"].as_str()).collect();
+    assert_eq!(
+        types,
+        ["start", "plan_step", "plan_step", "hitl", "end", "message"]
+    );
+    let ids: Vec<&str> = mine.iter().map(|f| f["eventId"].as_str()).collect();
+    assert_eq!(ids, ["1", "4", "5", "8", "14", ""]);
+    assert!(mine[1]["data"].contains("\"stepId\": \"s1\""));
+    assert_eq!(mine[5]["data"], "[DONE]");
+    for fields in &mine {
+        assert_eq!(fields["userId"], "user123");
+        assert_eq!(fields["tenantId"], "tenant1");
+        assert_eq!(fields["path"], "/api/aura/test/stream");
+    }
+}
+
+/// The entries recorded under `task_id`, once there are `expected` of them
+/// (or what there is after 2.5 s).
+async fn recorded(
+    task_id: &str,
+    expected: usize,
+) -> Vec<std::collections::HashMap<String, String>> {
     let mut conn = redis::Client::open(redis_url())
         .unwrap()
         .get_multiplexed_async_connection()
@@ -103,32 +131,48 @@ async fn agent_events_are_recorded_under_the_task_id_and_relayed_unchanged() {
                     })
                     .collect::<std::collections::HashMap<_, _>>()
             })
-            .filter(|fields| fields.get("taskId") == Some(&task_id))
+            .filter(|fields| fields.get("taskId").map(String::as_str) == Some(task_id))
             .collect();
-        if mine.len() == EVENTS.len() {
+        if mine.len() == expected {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(
-        mine.len(),
-        EVENTS.len(),
-        "every event recorded once: {mine:?}"
-    );
+    mine
+}
+
+#[tokio::test]
+async fn a_stream_that_ends_without_finishing_is_recorded_as_broken() {
+    let (up, mut feeds) = feeding_upstream(Some("text/event-stream")).await;
+    let gw = spawn_gateway(config(
+        &up.uri(),
+        &[
+            ("GATEWAY_RECORDER_ENABLED", "true"),
+            ("REDIS_URL", &redis_url()),
+        ],
+    ))
+    .await;
+    let req = request("POST", gw.addr, "/api/aura/test/stream")
+        .header("x-tenant-id", "tenant1")
+        .header("x-user-id", "user123")
+        .body(full(r#"{"prompt":"merge it","context":{}}"#))
+        .unwrap();
+    let mut res = send(gw.addr, req).await;
+    let task_id = res.header("x-dwp-task-id").unwrap();
+    let feed = feeds.recv().await.unwrap();
+    feed.send(Bytes::from(EVENTS[0])).await.unwrap();
+    assert!(res.chunk(Duration::from_secs(5)).await.is_some());
+    // The client leaves mid-run.
+    drop(res);
+    let mine = recorded(&task_id, 2).await;
     let types: Vec<&str> = mine.iter().map(|f| f["eventType"].as_str()).collect();
+    assert_eq!(types, ["start", dwp_core::tasks::EVENT_RELAY_BROKEN]);
+    let data: serde_json::Value = serde_json::from_str(&mine[1]["data"]).unwrap();
     assert_eq!(
-        types,
-        ["start", "plan_step", "plan_step", "hitl", "end", "message"]
+        data["reason"],
+        "The client went away before the agent finished"
     );
-    let ids: Vec<&str> = mine.iter().map(|f| f["eventId"].as_str()).collect();
-    assert_eq!(ids, ["1", "4", "5", "8", "14", ""]);
-    assert!(mine[1]["data"].contains("\"stepId\": \"s1\""));
-    assert_eq!(mine[5]["data"], "[DONE]");
-    for fields in &mine {
-        assert_eq!(fields["userId"], "user123");
-        assert_eq!(fields["tenantId"], "tenant1");
-        assert_eq!(fields["path"], "/api/aura/test/stream");
-    }
+    drop(feed);
 }
 
 #[tokio::test]

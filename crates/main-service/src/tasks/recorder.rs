@@ -7,7 +7,8 @@
 //!   (by `stepId`), and move `progress` to the share of completed steps;
 //! - `hitl` sets `hitl_request_id`;
 //! - `end` or `[DONE]` completes it (progress 100); `error` or `failed`
-//!   fails it with the message.
+//!   fails it with the message, and so does the gateway's
+//!   `dwp.relay_broken` entry (a stream that ended without finishing).
 //!
 //! Events only move a task forward, and steps merge by id, so applying an
 //! entry again (a redelivery after a crash) changes nothing.
@@ -186,6 +187,13 @@ pub fn apply_event(task: &mut Model, entry: &Entry, now: DateTimeWithTimeZone) {
             }
         }
         "end" => finish(task, Status::Completed, None, now),
+        tasks::EVENT_RELAY_BROKEN => {
+            let reason = event
+                .get("reason")
+                .and_then(Value::as_str)
+                .unwrap_or("The stream broke off");
+            finish(task, Status::Failed, Some(reason.to_owned()), now);
+        }
         "error" | "failed" => {
             let message = ["error", "message"]
                 .iter()

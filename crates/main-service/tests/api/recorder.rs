@@ -334,3 +334,29 @@ async fn applying_the_same_entries_again_changes_nothing() {
     let refused = Recorder.apply(&app.state.db, &[bad]).await.unwrap();
     assert_eq!(refused.len(), 1);
 }
+
+#[tokio::test]
+async fn a_stream_the_gateway_saw_break_off_fails_its_task() {
+    let app = spawn_app_in(TestDb::create().await, &[("CONSUMERS_ENABLED", "false")]).await;
+    let task_id = uuid::Uuid::new_v4().to_string();
+    let broken =
+        json!({"type": tasks::EVENT_RELAY_BROKEN, "reason": "The agent broke the stream off"});
+    let events = [
+        run_events()[0].clone(),
+        run_events()[1].clone(),
+        (tasks::EVENT_RELAY_BROKEN, broken),
+    ];
+    let entries: Vec<Entry> = recorded(&task_id, "u1", &events)
+        .into_iter()
+        .enumerate()
+        .map(|(n, fields)| Entry {
+            id: format!("1-{n}"),
+            fields: fields.into_iter().collect(),
+        })
+        .collect();
+    Recorder.apply(&app.state.db, &entries).await.unwrap();
+    let task = read_task(&app, &task_id).await;
+    assert_eq!(task["status"], "FAILED");
+    assert_eq!(task["errorMessage"], "The agent broke the stream off");
+    assert_eq!(task["planSteps"].as_array().unwrap().len(), 1);
+}
