@@ -781,3 +781,53 @@ async fn forged_and_broken_tokens_are_refused_at_the_edge_and_by_main_service() 
         }
     }
 }
+
+#[tokio::test]
+async fn when_the_agent_dies_mid_stream_the_client_hears_at_once_and_the_task_fails() {
+    let mut stack = start(&["dave"]).await;
+    let token = stack.login("dave").await;
+    let mut stream = stack
+        .stream(Some(&token), "dave", "merge the release branch")
+        .await;
+    let task_id = stream.task_id.clone().unwrap();
+    stream.until_hitl().await;
+
+    // The agent is killed while it waits for the approval.
+    stack.children[1].kill().unwrap();
+    let killed = Instant::now();
+    let rest = stream.rest().await;
+    assert!(
+        killed.elapsed() < Duration::from_secs(1),
+        "the stream ended after {:?}",
+        killed.elapsed()
+    );
+    assert!(!kinds(&rest).contains(&"[DONE]".to_owned()), "{rest:?}");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, task) = stack
+            .as_user(
+                &token,
+                "dave",
+                "GET",
+                &format!("/api/main/agent/tasks/{task_id}"),
+                "",
+            )
+            .await;
+        if status == 200 && task["data"]["status"] == "FAILED" {
+            assert_eq!(
+                task["data"]["errorMessage"],
+                "The agent broke the stream off"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "task not failed: {task}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, metrics, _) = call(stack.gateway, "GET", "/metrics", &[], "").await;
+    let open = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("gateway_open_streams "))
+        .unwrap_or("missing");
+    assert_eq!(open, "0", "no stream left open in the gateway");
+}
