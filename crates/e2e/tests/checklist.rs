@@ -96,6 +96,11 @@ impl Drop for Stack {
 }
 
 async fn start(users: &[&str]) -> Stack {
+    start_with(users, &[]).await
+}
+
+/// [`start`] with extra variables for the gateway.
+async fn start_with(users: &[&str], gateway_env: &[(&str, &str)]) -> Stack {
     let db_name = format!("e2e_{}", uuid::Uuid::new_v4().simple());
     let admin = Database::connect(admin_url())
         .await
@@ -153,7 +158,8 @@ async fn start(users: &[&str]) -> Stack {
     children.push(cmd.spawn().unwrap());
     let mut cmd = Command::new(binary("gateway"));
     common(&mut cmd);
-    cmd.env("SERVER_PORT", gateway.to_string())
+    cmd.envs(gateway_env.iter().copied())
+        .env("SERVER_PORT", gateway.to_string())
         .env("AURA_PLATFORM_URI", format!("http://127.0.0.1:{aura}"))
         .env("MAIN_SERVICE_URI", format!("http://127.0.0.1:{main}"));
     children.push(cmd.spawn().unwrap());
@@ -830,4 +836,81 @@ async fn when_the_agent_dies_mid_stream_the_client_hears_at_once_and_the_task_fa
         .find_map(|l| l.strip_prefix("gateway_open_streams "))
         .unwrap_or("missing");
     assert_eq!(open, "0", "no stream left open in the gateway");
+}
+
+#[tokio::test]
+async fn sigterm_to_the_gateway_refuses_new_connections_and_lets_100_open_streams_finish() {
+    let mut stack = start_with(&["erin"], &[("GATEWAY_SHUTDOWN_GRACE_SECS", "20")]).await;
+    let token = stack.login("erin").await;
+    let mut streams = Vec::new();
+    for _ in 0..100 {
+        let mut stream = stack.stream(Some(&token), "erin", "merge it").await;
+        let (_, request_id) = stream.until_hitl().await;
+        streams.push((stream, request_id));
+    }
+
+    let gateway = stack.gateway;
+    let pid = stack.children[2].id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let signalled = Instant::now();
+    loop {
+        if tokio::net::TcpStream::connect(gateway).await.is_err() {
+            break;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(1),
+            "new connections still accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // The open streams are decided (directly at main-service) and finish through the draining gateway.
+    let auth = format!("Bearer {token}");
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("x-tenant-id", "tenant1"),
+        ("x-user-id", "erin"),
+    ];
+    for (_, request_id) in &streams {
+        let (status, body, _) = call(
+            stack.main,
+            "POST",
+            &format!("/aura/hitl/approve/{request_id}"),
+            &headers,
+            "",
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    for (mut stream, request_id) in streams {
+        let rest = stream.rest().await;
+        assert_eq!(
+            kinds(&rest),
+            [
+                "tool_execution",
+                "tool_execution",
+                "content",
+                "end",
+                "[DONE]"
+            ],
+            "{request_id}"
+        );
+    }
+    let exit = loop {
+        if let Some(exit) = stack.children[2].try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(20),
+            "the gateway did not exit within its grace time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(exit.code(), Some(0));
 }
