@@ -5,7 +5,7 @@
 //! decision that came before the subscription is not lost), announce the
 //! request (the `hitl` SSE event), and wait for the signal.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use dwp_core::hitl;
 use futures_util::StreamExt;
@@ -33,12 +33,7 @@ pub struct Pending {
     pub session_id: String,
 }
 
-/// Unix seconds.
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+pub use dwp_core::envelope::unix_now as now;
 
 /// A new request id and a session id for `user`.
 pub fn ids(user: Option<&str>) -> Pending {

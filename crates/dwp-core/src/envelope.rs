@@ -145,11 +145,14 @@ impl<T: Serialize> Envelope<T> {
 /// The current time as RFC 3339 in UTC with second precision, for example
 /// `2026-01-16T10:00:00Z`.
 pub fn now_rfc3339() -> String {
-    let secs = SystemTime::now()
+    rfc3339(unix_now())
+}
+
+/// The current time in Unix seconds (0 if the clock is before 1970).
+pub fn unix_now() -> u64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    rfc3339(secs)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Formats Unix seconds as RFC 3339 in UTC (`YYYY-MM-DDTHH:MM:SSZ`).

@@ -10,13 +10,12 @@
 //! outbox), so no decision can exist without its audit record.
 
 use std::sync::{Arc, LazyLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::{FromRequestParts, Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use dwp_core::Envelope;
-use dwp_core::envelope::rfc3339;
+use dwp_core::envelope::{rfc3339, unix_now};
 use dwp_core::hitl::{self, Decision, Signal};
 use http::StatusCode;
 use http::request::Parts;
@@ -110,12 +109,6 @@ async fn reject(
     decide(&state, &caller, &id, Decision::Reject, body).await
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 async fn decide(
     state: &AppState,
     caller: &Caller,
@@ -188,7 +181,7 @@ async fn decide_once(
             .ok_or_else(|| {
                 AppError::Internal(format!("stored request {id} has no usable sessionId"))
             })?;
-        let timestamp = now();
+        let timestamp = unix_now();
         let signal = Signal::new(decision, id, &session_id, reason.clone(), timestamp);
         stored.insert("status".into(), decision.status().into());
         stored.insert("decidedBy".into(), caller.user_id.clone().into());
@@ -345,7 +338,7 @@ async fn create(
         }
         None => format!("req_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
     };
-    let created_at = rfc3339(now());
+    let created_at = rfc3339(unix_now());
     let request = json!({
         "requestId": request_id,
         "sessionId": session_id,

@@ -5,7 +5,6 @@
 //! the same 401 after the same work, so neither reveals which it was.
 
 use std::sync::{Arc, LazyLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
@@ -85,9 +84,7 @@ async fn login(
         tracing::info!(tenant, "login refused");
         return Err(AppError::BadCredentials(WRONG));
     }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = dwp_core::envelope::unix_now();
     let ttl = state.config.jwt_ttl.as_secs();
     let claims = Claims {
         sub: username,

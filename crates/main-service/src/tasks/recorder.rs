@@ -95,9 +95,15 @@ impl Apply for Recorder {
                 }
                 continue;
             }
+            // The plan is parsed and written once per task and batch, not per event.
             let mut next = task.clone();
+            let mut steps = lifecycle::steps_of(next.plan_steps.as_deref());
+            let mut steps_changed = false;
             for event in events {
-                apply_event(&mut next, event, now);
+                steps_changed |= apply_event(&mut next, &mut steps, event, now);
+            }
+            if steps_changed {
+                next.plan_steps = Some(Value::Array(steps).to_string());
             }
             if next != task {
                 next.updated_at = now;
@@ -141,14 +147,21 @@ fn new_row(first: &Entry, now: DateTimeWithTimeZone) -> agent_task::ActiveModel 
     }
 }
 
-/// One recorded SSE event's effect on its task.
-pub fn apply_event(task: &mut Model, entry: &Entry, now: DateTimeWithTimeZone) {
+/// One recorded SSE event's effect on its task and its plan `steps` (the
+/// parsed `plan_steps`); returns whether the steps changed.
+pub fn apply_event(
+    task: &mut Model,
+    steps: &mut Vec<Value>,
+    entry: &Entry,
+    now: DateTimeWithTimeZone,
+) -> bool {
     let data = entry.field(tasks::FIELD_DATA);
     if data.trim() == "[DONE]" {
-        return finish(task, Status::Completed, None, now);
+        finish(task, Status::Completed, None, now);
+        return false;
     }
     let Ok(Value::Object(event)) = serde_json::from_str::<Value>(data) else {
-        return; // not JSON: nothing to record beyond the row itself
+        return false; // not JSON: nothing to record beyond the row itself
     };
     let kind = match entry.field(tasks::FIELD_EVENT_TYPE) {
         "" | "message" => event.get("type").and_then(Value::as_str).unwrap_or(""),
@@ -161,23 +174,23 @@ pub fn apply_event(task: &mut Model, entry: &Entry, now: DateTimeWithTimeZone) {
         .unwrap_or(&event);
     match kind {
         "plan_step" | "plan_step_update" => {
-            let mut steps = lifecycle::steps_of(task.plan_steps.as_deref());
-            if lifecycle::merge_step(&mut steps, inner.clone(), true) {
-                let done = steps
-                    .iter()
-                    .filter(|s| {
-                        matches!(
-                            s.get("status").and_then(Value::as_str),
-                            Some("completed" | "done" | "success")
-                        )
-                    })
-                    .count();
-                if !Status::parse(&task.status).is_terminal() && !steps.is_empty() {
-                    let share = (done * 100 / steps.len()).min(99) as i32;
-                    task.progress = task.progress.max(share);
-                }
-                task.plan_steps = Some(Value::Array(steps).to_string());
+            if !lifecycle::merge_step(steps, inner.clone(), true) {
+                return false;
             }
+            let done = steps
+                .iter()
+                .filter(|s| {
+                    matches!(
+                        s.get("status").and_then(Value::as_str),
+                        Some("completed" | "done" | "success")
+                    )
+                })
+                .count();
+            if !Status::parse(&task.status).is_terminal() && !steps.is_empty() {
+                let share = (done * 100 / steps.len()).min(99) as i32;
+                task.progress = task.progress.max(share);
+            }
+            return true;
         }
         "hitl" => {
             if let Some(id) = inner.get("requestId").and_then(Value::as_str)
@@ -209,6 +222,7 @@ pub fn apply_event(task: &mut Model, entry: &Entry, now: DateTimeWithTimeZone) {
         }
         _ => {}
     }
+    false
 }
 
 fn finish(task: &mut Model, to: Status, message: Option<String>, now: DateTimeWithTimeZone) {
