@@ -4,11 +4,12 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help run demo test lint lint-deploy compose-up fmt bench bench-gateway bench-hitl bench-recorder services migrate build release clean
+.PHONY: help run demo test test-faults lint lint-deploy compose-up fmt bench bench-gateway bench-hitl bench-recorder services migrate build release clean
 
 help:
 	@echo "make run      - install/start Redis and PostgreSQL, build, run the local stack"
 	@echo "make test     - the same services, then every test of the workspace"
+	@echo "make test-faults - only the fault suite (Redis/PostgreSQL restarts, agent killed, 1,000 clients leaving)"
 	@echo "make lint     - cargo fmt --check and clippy -D warnings"
 	@echo "make lint-deploy - offline checks of deploy/ (hadolint, compose schema, kustomize + kubernetes-validate)"
 	@echo "make compose-up  - the stack in containers (needs a Docker engine)"
@@ -40,6 +41,11 @@ test: services
 	$(CARGO) build --workspace --bins --locked
 	$(CARGO) test --workspace --all-features --locked
 	@bash scripts/deploy/check.sh
+
+# The fault suite alone; `make test` runs it with everything else.
+test-faults: services
+	$(CARGO) build --workspace --bins --locked
+	$(CARGO) test --locked -p e2e --test faults -- --nocapture
 
 lint-deploy:
 	@bash scripts/deploy/check.sh

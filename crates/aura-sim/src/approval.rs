@@ -104,15 +104,58 @@ pub async fn pause(
     if let Some(signal) = early {
         return Ok(read_signal(&signal));
     }
-    let mut messages = pubsub.on_message();
-    tokio::select! {
-        message = messages.next() => Ok(match message {
-            Some(m) => read_signal(&m.get_payload::<String>().unwrap_or_default()),
-            None => Outcome::TimedOut,
-        }),
-        () = tokio::time::sleep(timeout) => Ok(Outcome::TimedOut),
-        () = gone => Ok(Outcome::Gone),
+    let deadline = tokio::time::Instant::now() + timeout;
+    tokio::pin!(gone);
+    loop {
+        let mut messages = pubsub.on_message();
+        tokio::select! {
+            // `None`: the connection to Redis was lost (a restart, a
+            // fail-over); subscribe again below and look for a signal stored
+            // meanwhile.
+            message = messages.next() => if let Some(m) = message {
+                return Ok(read_signal(&m.get_payload::<String>().unwrap_or_default()));
+            },
+            () = tokio::time::sleep_until(deadline) => return Ok(Outcome::TimedOut),
+            () = &mut gone => return Ok(Outcome::Gone),
+        }
+        drop(messages);
+        loop {
+            tokio::select! {
+                again = resubscribe(client, pending) => match again {
+                    Ok((_, Some(signal))) => return Ok(read_signal(&signal)),
+                    Ok((fresh, None)) => {
+                        pubsub = fresh;
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(request_id = %pending.request_id, "Redis lost while waiting for a decision: {e}");
+                        tokio::time::sleep(RESUBSCRIBE_EVERY).await;
+                    }
+                },
+                () = tokio::time::sleep_until(deadline) => return Ok(Outcome::TimedOut),
+                () = &mut gone => return Ok(Outcome::Gone),
+            }
+        }
     }
+}
+
+/// How often a waiting run tries to reach Redis again after losing it.
+const RESUBSCRIBE_EVERY: Duration = Duration::from_millis(200);
+
+/// A new subscription to the session's channel, then the early-signal check
+/// of section 5 again: a decision stored while the agent was cut off.
+async fn resubscribe(
+    client: &redis::Client,
+    pending: &Pending,
+) -> redis::RedisResult<(redis::aio::PubSub, Option<String>)> {
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe(hitl::channel(&pending.session_id)).await?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let signal: Option<String> = redis::cmd("GET")
+        .arg(hitl::signal_key(&pending.session_id))
+        .query_async(&mut conn)
+        .await?;
+    Ok((pubsub, signal))
 }
 
 /// Aura-Platform reads `type` (`rejection` rejects, anything else approves)

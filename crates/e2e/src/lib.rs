@@ -1,4 +1,529 @@
-//! End-to-end tests live in `tests/checklist.rs`; this crate has no code of
-//! its own. They start the `gateway`, `main-service` and `aura-sim` binaries
-//! that `cargo build --workspace` puts in the target directory.
+//! The harness of the end-to-end suites (`tests/checklist.rs`,
+//! `tests/faults.rs`): the real `gateway`, `main-service` and `aura-sim`
+//! binaries (which `cargo build --workspace --bins` puts in the target
+//! directory) started as processes on free ports of 127.0.0.1, against real
+//! Redis and a fresh PostgreSQL database, and clients that go through the
+//! gateway the way the frontend does. `servers` starts private Redis and
+//! PostgreSQL instances for the tests that stop and restart them.
 #![forbid(unsafe_code)]
+
+pub mod servers;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::{Value, json};
+
+/// The HS256 secret every process of the stack shares.
+pub const SECRET: &str = "e2e-test-secret-0123456789abcdef0123";
+/// The password of every account [`Options::users`] creates.
+pub const PASSWORD: &str = "e2e-password-1";
+
+/// The shared Redis (`TEST_REDIS_URL`, default 127.0.0.1:6379).
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// The shared PostgreSQL (`TEST_DATABASE_URL`), where fresh databases are made.
+pub fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://dwp_user:dwp_password@127.0.0.1:5432/dwp_main".into())
+}
+
+/// `target/<profile>/NAME`, next to this test's own executable.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (make test does)",
+        path.display()
+    );
+    path
+}
+
+/// A port of 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The three processes and the database; all stopped and dropped on drop.
+pub struct Stack {
+    /// The gateway, what clients call.
+    pub gateway: SocketAddr,
+    /// main-service, for calls that bypass the gateway.
+    pub main: SocketAddr,
+    /// The fresh database's name.
+    pub db_name: String,
+    /// The URL of [`Stack::db_name`].
+    pub db_url: String,
+    /// The Redis every process uses.
+    pub redis_url: String,
+    admin_url: String,
+    /// main-service, aura-sim, gateway, in that order.
+    pub children: Vec<Child>,
+}
+
+/// Index of each process in [`Stack::children`].
+/// main-service.
+pub const MAIN: usize = 0;
+/// aura-sim.
+pub const AURA: usize = 1;
+/// The gateway.
+pub const GATEWAY: usize = 2;
+
+/// How to start a [`Stack`].
+#[derive(Default)]
+pub struct Options<'a> {
+    /// Accounts created (tenant `tenant1`, password [`PASSWORD`]).
+    pub users: &'a [&'a str],
+    /// Extra environment of the gateway.
+    pub gateway_env: &'a [(&'a str, &'a str)],
+    /// Extra environment of aura-sim.
+    pub aura_env: &'a [(&'a str, &'a str)],
+    /// Another Redis than `TEST_REDIS_URL`.
+    pub redis_url: Option<String>,
+    /// Another PostgreSQL server (its admin URL) than `TEST_DATABASE_URL`.
+    pub admin_url: Option<String>,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let (name, group) = (self.db_name.clone(), format!("e2e-{}", self.db_name));
+        let (admin_url, redis_url) = (self.admin_url.clone(), self.redis_url.clone());
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let connect = Database::connect(admin_url);
+                if let Ok(Ok(admin)) = tokio::time::timeout(Duration::from_secs(5), connect).await {
+                    let _ = admin
+                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                    let _ = admin.close().await;
+                }
+            });
+            if let Ok(mut conn) = redis::Client::open(redis_url).and_then(|c| c.get_connection()) {
+                for stream in [
+                    dwp_core::tasks::EVENTS_STREAM,
+                    dwp_core::hitl::DECISIONS_STREAM,
+                ] {
+                    let _: redis::RedisResult<i64> = redis::cmd("XGROUP")
+                        .arg("DESTROY")
+                        .arg(stream)
+                        .arg(&group)
+                        .query(&mut conn);
+                }
+            }
+        })
+        .join();
+    }
+}
+
+/// The stack with accounts for `users`.
+pub async fn start(users: &[&str]) -> Stack {
+    Stack::start(Options {
+        users,
+        ..Options::default()
+    })
+    .await
+}
+
+/// [`start`] with extra variables for the gateway.
+pub async fn start_with(users: &[&str], gateway_env: &[(&str, &str)]) -> Stack {
+    Stack::start(Options {
+        users,
+        gateway_env,
+        ..Options::default()
+    })
+    .await
+}
+
+impl Stack {
+    /// Creates the database and the accounts, starts the three processes and
+    /// waits until each is ready and main-service's consumer group exists.
+    pub async fn start(options: Options<'_>) -> Stack {
+        let Options {
+            users,
+            gateway_env,
+            aura_env,
+            redis_url,
+            admin_url,
+        } = options;
+        let redis_url = redis_url.unwrap_or_else(self::redis_url);
+        let admin_url = admin_url.unwrap_or_else(self::admin_url);
+        let db_name = format!("e2e_{}", uuid::Uuid::new_v4().simple());
+        let admin = Database::connect(&admin_url)
+            .await
+            .expect("PostgreSQL is up (make services)");
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {db_name}"))
+            .await
+            .unwrap();
+        admin.close().await.unwrap();
+        let db_url = format!("{}/{db_name}", admin_url.rsplit_once('/').unwrap().0);
+        for user in users {
+            let mut add = Command::new(binary("main-service"))
+                .args([
+                    "user",
+                    "add",
+                    "--tenant",
+                    "tenant1",
+                    "--username",
+                    user,
+                    "--password-stdin",
+                ])
+                .env("DATABASE_URL", &db_url)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            add.stdin
+                .take()
+                .unwrap()
+                .write_all(PASSWORD.as_bytes())
+                .unwrap();
+            assert!(add.wait().unwrap().success(), "user add {user}");
+        }
+        let (main, aura, gateway) = (free_port(), free_port(), free_port());
+        let common = |cmd: &mut Command| {
+            cmd.env("JWT_SECRET", SECRET)
+                .env("REDIS_URL", &redis_url)
+                .env("SERVER_HOST", "127.0.0.1")
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null());
+        };
+        let mut children = Vec::new();
+        let mut cmd = Command::new(binary("main-service"));
+        common(&mut cmd);
+        cmd.env("SERVER_PORT", main.to_string())
+            .env("DATABASE_URL", &db_url)
+            .env("CONSUMER_GROUP", format!("e2e-{db_name}"))
+            .env("CONSUMER_GROUP_START", "$");
+        children.push(cmd.spawn().unwrap());
+        let mut cmd = Command::new(binary("aura-sim"));
+        common(&mut cmd);
+        cmd.env("SERVER_PORT", aura.to_string())
+            .env("AURA_SIM_EVENT_DELAY_MS", "10")
+            .envs(aura_env.iter().copied());
+        children.push(cmd.spawn().unwrap());
+        let mut cmd = Command::new(binary("gateway"));
+        common(&mut cmd);
+        cmd.envs(gateway_env.iter().copied())
+            .env("SERVER_PORT", gateway.to_string())
+            .env("AURA_PLATFORM_URI", format!("http://127.0.0.1:{aura}"))
+            .env("MAIN_SERVICE_URI", format!("http://127.0.0.1:{main}"));
+        children.push(cmd.spawn().unwrap());
+        let stack = Stack {
+            gateway: ([127, 0, 0, 1], gateway).into(),
+            main: ([127, 0, 0, 1], main).into(),
+            db_name,
+            db_url,
+            redis_url,
+            admin_url,
+            children,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for (port, path, expect) in [
+            (main, "/main/health/ready", "\"postgres\":\"UP\""),
+            (aura, "/health", "healthy"),
+            (gateway, "/health", ""),
+        ] {
+            loop {
+                let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+                if let Ok(Some(reply)) = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    try_call(addr, "GET", path, &[], ""),
+                )
+                .await
+                    && reply.0 == 200
+                    && reply.1.contains(expect)
+                {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{path} on {port} never became ready"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        // The consumer group starts at the stream's end: wait until it exists.
+        let mut conn = redis::Client::open(stack.redis_url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        loop {
+            let groups: redis::RedisResult<redis::Value> = redis::cmd("XINFO")
+                .arg("GROUPS")
+                .arg(dwp_core::tasks::EVENTS_STREAM)
+                .query_async(&mut conn)
+                .await;
+            if format!("{groups:?}").contains(&format!("e2e-{}", stack.db_name)) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "consumer group never created");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stack
+    }
+}
+
+/// One HTTP/1.1 request; (status, body, headers).
+pub async fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, http::HeaderMap) {
+    try_call(addr, method, path, headers, body)
+        .await
+        .expect("the server answers")
+}
+
+/// [`call`], `None` when the server cannot be reached or the exchange fails.
+pub async fn try_call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Option<(u16, String, http::HeaderMap)> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .ok()?;
+    tokio::spawn(conn);
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = sender
+        .send_request(req.body(Full::new(Bytes::from(body.to_owned()))).ok()?)
+        .await
+        .ok()?;
+    let (status, headers) = (res.status().as_u16(), res.headers().clone());
+    let bytes = res.into_body().collect().await.ok()?.to_bytes();
+    Some((
+        status,
+        String::from_utf8_lossy(&bytes).into_owned(),
+        headers,
+    ))
+}
+
+impl Stack {
+    /// `POST /api/auth/login` through the gateway; the access token.
+    pub async fn login(&self, user: &str) -> String {
+        let body =
+            json!({"username": user, "password": PASSWORD, "tenantId": "tenant1"}).to_string();
+        let (status, text, _) = call(
+            self.gateway,
+            "POST",
+            "/api/auth/login",
+            &[("content-type", "application/json")],
+            &body,
+        )
+        .await;
+        assert_eq!(status, 200, "{text}");
+        let reply: Value = serde_json::from_str(&text).unwrap();
+        reply["data"]["accessToken"].as_str().unwrap().to_owned()
+    }
+
+    /// A JSON call through the gateway with `user`'s token and identity headers.
+    pub async fn as_user(
+        &self,
+        token: &str,
+        user: &str,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> (u16, Value) {
+        let auth = format!("Bearer {token}");
+        let headers = [
+            ("authorization", auth.as_str()),
+            ("x-tenant-id", "tenant1"),
+            ("x-user-id", user),
+            ("content-type", "application/json"),
+        ];
+        let (status, text, _) = call(self.gateway, method, path, &headers, body).await;
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// `POST /api/aura/hitl/approve/{request_id}` through the gateway.
+    pub async fn approve(&self, token: &str, user: &str, request_id: &str) -> (u16, Value) {
+        let path = format!("/api/aura/hitl/approve/{request_id}");
+        self.as_user(token, user, "POST", &path, "").await
+    }
+
+    /// Opens an agent stream through the gateway.
+    pub async fn stream(&self, token: Option<&str>, user: &str, prompt: &str) -> Stream {
+        let tcp = tokio::net::TcpStream::connect(self.gateway).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let mut req = http::Request::post("/api/aura/test/stream")
+            .header("host", self.gateway.to_string())
+            .header("content-type", "application/json")
+            .header("accept", "text/event-stream")
+            .header("x-tenant-id", "tenant1")
+            .header("x-user-id", user)
+            .header("x-dwp-source", "FRONTEND")
+            .header("x-dwp-caller-type", "USER")
+            .header("last-event-id", "0");
+        if let Some(token) = token {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        let body = json!({"prompt": prompt, "context": {"from": "e2e"}}).to_string();
+        let res = sender
+            .send_request(req.body(Full::new(Bytes::from(body))).unwrap())
+            .await
+            .unwrap();
+        let task_id = res
+            .headers()
+            .get("x-dwp-task-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Stream {
+            status: res.status().as_u16(),
+            task_id,
+            body: res.into_body(),
+            buffer: String::new(),
+        }
+    }
+}
+
+/// An open agent stream, read event block by event block.
+pub struct Stream {
+    /// The response status.
+    pub status: u16,
+    /// `X-DWP-Task-ID`, the recorded task.
+    pub task_id: Option<String>,
+    body: hyper::body::Incoming,
+    buffer: String,
+}
+
+impl Stream {
+    /// The next event block, skipping the gateway's `: keep-alive` comments.
+    pub async fn next(&mut self) -> Option<String> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                if block.starts_with(':') {
+                    continue;
+                }
+                return Some(block);
+            }
+            let frame = tokio::time::timeout(Duration::from_secs(20), self.body.frame())
+                .await
+                .ok()??
+                .ok()?;
+            if let Ok(data) = frame.into_data() {
+                self.buffer.push_str(&String::from_utf8_lossy(&data));
+            }
+        }
+    }
+
+    /// Every remaining event block until the stream ends.
+    pub async fn rest(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some(block) = self.next().await {
+            out.push(block);
+        }
+        out
+    }
+
+    /// Events up to and including `hitl`; returns them and the requestId.
+    pub async fn until_hitl(&mut self) -> (Vec<String>, String) {
+        let mut seen = Vec::new();
+        while let Some(block) = self.next().await {
+            seen.push(block.clone());
+            if kind(&block) == "hitl" {
+                let data: Value = serde_json::from_str(data_of(&block)).unwrap();
+                return (seen, data["data"]["requestId"].as_str().unwrap().to_owned());
+            }
+        }
+        panic!("no hitl event in {seen:?}");
+    }
+}
+
+/// The events of a run without a risky step (`summarise my inbox`).
+pub const PLAIN_RUN: [&str; 7] = [
+    "start",
+    "thought",
+    "plan_step",
+    "plan_step",
+    "content",
+    "end",
+    "[DONE]",
+];
+
+/// What an approved run sends after its `hitl` event.
+pub const AFTER_APPROVAL: [&str; 5] = [
+    "tool_execution",
+    "tool_execution",
+    "content",
+    "end",
+    "[DONE]",
+];
+
+/// The event type of a block (`[DONE]` for the terminator).
+pub fn kind(block: &str) -> String {
+    if block == "data: [DONE]\n\n" {
+        return "[DONE]".into();
+    }
+    block
+        .lines()
+        .find_map(|l| l.strip_prefix("event: "))
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// The `data:` of a block.
+pub fn data_of(block: &str) -> &str {
+    block
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .unwrap_or("")
+}
+
+/// [`kind`] of each block.
+pub fn kinds(blocks: &[String]) -> Vec<String> {
+    blocks.iter().map(|b| kind(b)).collect()
+}
+
+/// A token with this header and these claims, signed with `secret` by HS256
+/// whatever the header says (how forgers try it).
+pub fn forge(header: Value, claims: Value, secret: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let message = format!("{}.{}", b64(&header), b64(&claims));
+    let key = jsonwebtoken::EncodingKey::from_secret(secret);
+    let signature =
+        jsonwebtoken::crypto::sign(message.as_bytes(), &key, jsonwebtoken::Algorithm::HS256)
+            .unwrap();
+    format!("{message}.{signature}")
+}

@@ -3,407 +3,13 @@
 //! Redis, a fresh PostgreSQL database per test, and clients that go through
 //! the gateway the way the frontend does.
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use e2e::*;
 use futures_util::StreamExt;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
 use serde_json::{Value, json};
-
-const SECRET: &str = "e2e-test-secret-0123456789abcdef0123";
-const PASSWORD: &str = "e2e-password-1";
-
-fn redis_url() -> String {
-    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-fn admin_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://dwp_user:dwp_password@127.0.0.1:5432/dwp_main".into())
-}
-
-/// `target/<profile>/NAME`, next to this test's own executable.
-fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --workspace --bins` first (make test does)",
-        path.display()
-    );
-    path
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The three processes and the database; all stopped and dropped on drop.
-struct Stack {
-    gateway: SocketAddr,
-    main: SocketAddr,
-    db_name: String,
-    db_url: String,
-    children: Vec<Child>,
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let (name, group) = (self.db_name.clone(), format!("e2e-{}", self.db_name));
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                if let Ok(admin) = Database::connect(admin_url()).await {
-                    let _ = admin
-                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .await;
-                    let _ = admin.close().await;
-                }
-            });
-            if let Ok(mut conn) = redis::Client::open(redis_url()).and_then(|c| c.get_connection())
-            {
-                for stream in [
-                    dwp_core::tasks::EVENTS_STREAM,
-                    dwp_core::hitl::DECISIONS_STREAM,
-                ] {
-                    let _: redis::RedisResult<i64> = redis::cmd("XGROUP")
-                        .arg("DESTROY")
-                        .arg(stream)
-                        .arg(&group)
-                        .query(&mut conn);
-                }
-            }
-        })
-        .join();
-    }
-}
-
-async fn start(users: &[&str]) -> Stack {
-    start_with(users, &[]).await
-}
-
-/// [`start`] with extra variables for the gateway.
-async fn start_with(users: &[&str], gateway_env: &[(&str, &str)]) -> Stack {
-    let db_name = format!("e2e_{}", uuid::Uuid::new_v4().simple());
-    let admin = Database::connect(admin_url())
-        .await
-        .expect("PostgreSQL is up (make services)");
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE {db_name}"))
-        .await
-        .unwrap();
-    admin.close().await.unwrap();
-    let db_url = format!("{}/{db_name}", admin_url().rsplit_once('/').unwrap().0);
-    for user in users {
-        let mut add = Command::new(binary("main-service"))
-            .args([
-                "user",
-                "add",
-                "--tenant",
-                "tenant1",
-                "--username",
-                user,
-                "--password-stdin",
-            ])
-            .env("DATABASE_URL", &db_url)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        add.stdin
-            .take()
-            .unwrap()
-            .write_all(PASSWORD.as_bytes())
-            .unwrap();
-        assert!(add.wait().unwrap().success(), "user add {user}");
-    }
-    let (main, aura, gateway) = (free_port(), free_port(), free_port());
-    let common = |cmd: &mut Command| {
-        cmd.env("JWT_SECRET", SECRET)
-            .env("REDIS_URL", redis_url())
-            .env("SERVER_HOST", "127.0.0.1")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null());
-    };
-    let mut children = Vec::new();
-    let mut cmd = Command::new(binary("main-service"));
-    common(&mut cmd);
-    cmd.env("SERVER_PORT", main.to_string())
-        .env("DATABASE_URL", &db_url)
-        .env("CONSUMER_GROUP", format!("e2e-{db_name}"))
-        .env("CONSUMER_GROUP_START", "$");
-    children.push(cmd.spawn().unwrap());
-    let mut cmd = Command::new(binary("aura-sim"));
-    common(&mut cmd);
-    cmd.env("SERVER_PORT", aura.to_string())
-        .env("AURA_SIM_EVENT_DELAY_MS", "10");
-    children.push(cmd.spawn().unwrap());
-    let mut cmd = Command::new(binary("gateway"));
-    common(&mut cmd);
-    cmd.envs(gateway_env.iter().copied())
-        .env("SERVER_PORT", gateway.to_string())
-        .env("AURA_PLATFORM_URI", format!("http://127.0.0.1:{aura}"))
-        .env("MAIN_SERVICE_URI", format!("http://127.0.0.1:{main}"));
-    children.push(cmd.spawn().unwrap());
-    let stack = Stack {
-        gateway: ([127, 0, 0, 1], gateway).into(),
-        main: ([127, 0, 0, 1], main).into(),
-        db_name,
-        db_url,
-        children,
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for (port, path, expect) in [
-        (main, "/main/health/ready", "\"postgres\":\"UP\""),
-        (aura, "/health", "healthy"),
-        (gateway, "/health", ""),
-    ] {
-        loop {
-            let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-            if let Ok(Some(reply)) =
-                tokio::time::timeout(Duration::from_secs(2), try_call(addr, "GET", path, &[], ""))
-                    .await
-                && reply.0 == 200
-                && reply.1.contains(expect)
-            {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{path} on {port} never became ready"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    // The consumer group starts at the stream's end: wait until it exists.
-    let mut conn = redis::Client::open(redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    loop {
-        let groups: redis::RedisResult<redis::Value> = redis::cmd("XINFO")
-            .arg("GROUPS")
-            .arg(dwp_core::tasks::EVENTS_STREAM)
-            .query_async(&mut conn)
-            .await;
-        if format!("{groups:?}").contains(&format!("e2e-{}", stack.db_name)) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "consumer group never created");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    stack
-}
-
-/// One HTTP/1.1 request; (status, body, headers).
-async fn call(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, String, http::HeaderMap) {
-    try_call(addr, method, path, headers, body)
-        .await
-        .expect("the server answers")
-}
-
-async fn try_call(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> Option<(u16, String, http::HeaderMap)> {
-    let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .ok()?;
-    tokio::spawn(conn);
-    let mut req = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", addr.to_string());
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let res = sender
-        .send_request(req.body(Full::new(Bytes::from(body.to_owned()))).ok()?)
-        .await
-        .ok()?;
-    let (status, headers) = (res.status().as_u16(), res.headers().clone());
-    let bytes = res.into_body().collect().await.ok()?.to_bytes();
-    Some((
-        status,
-        String::from_utf8_lossy(&bytes).into_owned(),
-        headers,
-    ))
-}
-
-impl Stack {
-    async fn login(&self, user: &str) -> String {
-        let body =
-            json!({"username": user, "password": PASSWORD, "tenantId": "tenant1"}).to_string();
-        let (status, text, _) = call(
-            self.gateway,
-            "POST",
-            "/api/auth/login",
-            &[("content-type", "application/json")],
-            &body,
-        )
-        .await;
-        assert_eq!(status, 200, "{text}");
-        let reply: Value = serde_json::from_str(&text).unwrap();
-        reply["data"]["accessToken"].as_str().unwrap().to_owned()
-    }
-
-    async fn as_user(
-        &self,
-        token: &str,
-        user: &str,
-        method: &str,
-        path: &str,
-        body: &str,
-    ) -> (u16, Value) {
-        let auth = format!("Bearer {token}");
-        let headers = [
-            ("authorization", auth.as_str()),
-            ("x-tenant-id", "tenant1"),
-            ("x-user-id", user),
-            ("content-type", "application/json"),
-        ];
-        let (status, text, _) = call(self.gateway, method, path, &headers, body).await;
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    /// Opens an agent stream through the gateway.
-    async fn stream(&self, token: Option<&str>, user: &str, prompt: &str) -> Stream {
-        let tcp = tokio::net::TcpStream::connect(self.gateway).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let mut req = http::Request::post("/api/aura/test/stream")
-            .header("host", self.gateway.to_string())
-            .header("content-type", "application/json")
-            .header("accept", "text/event-stream")
-            .header("x-tenant-id", "tenant1")
-            .header("x-user-id", user)
-            .header("x-dwp-source", "FRONTEND")
-            .header("x-dwp-caller-type", "USER")
-            .header("last-event-id", "0");
-        if let Some(token) = token {
-            req = req.header("authorization", format!("Bearer {token}"));
-        }
-        let body = json!({"prompt": prompt, "context": {"from": "e2e"}}).to_string();
-        let res = sender
-            .send_request(req.body(Full::new(Bytes::from(body))).unwrap())
-            .await
-            .unwrap();
-        let task_id = res
-            .headers()
-            .get("x-dwp-task-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        Stream {
-            status: res.status().as_u16(),
-            task_id,
-            body: res.into_body(),
-            buffer: String::new(),
-        }
-    }
-}
-
-struct Stream {
-    status: u16,
-    task_id: Option<String>,
-    body: hyper::body::Incoming,
-    buffer: String,
-}
-
-impl Stream {
-    /// The next event block, skipping the gateway's `: keep-alive` comments.
-    async fn next(&mut self) -> Option<String> {
-        loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                if block.starts_with(':') {
-                    continue;
-                }
-                return Some(block);
-            }
-            let frame = tokio::time::timeout(Duration::from_secs(20), self.body.frame())
-                .await
-                .ok()??
-                .ok()?;
-            if let Ok(data) = frame.into_data() {
-                self.buffer.push_str(&String::from_utf8_lossy(&data));
-            }
-        }
-    }
-
-    async fn rest(&mut self) -> Vec<String> {
-        let mut out = Vec::new();
-        while let Some(block) = self.next().await {
-            out.push(block);
-        }
-        out
-    }
-
-    /// Events up to and including `hitl`; returns them and the requestId.
-    async fn until_hitl(&mut self) -> (Vec<String>, String) {
-        let mut seen = Vec::new();
-        while let Some(block) = self.next().await {
-            seen.push(block.clone());
-            if kind(&block) == "hitl" {
-                let data: Value = serde_json::from_str(data_of(&block)).unwrap();
-                return (seen, data["data"]["requestId"].as_str().unwrap().to_owned());
-            }
-        }
-        panic!("no hitl event in {seen:?}");
-    }
-}
-
-fn kind(block: &str) -> String {
-    if block == "data: [DONE]\n\n" {
-        return "[DONE]".into();
-    }
-    block
-        .lines()
-        .find_map(|l| l.strip_prefix("event: "))
-        .unwrap_or("")
-        .to_owned()
-}
-
-fn data_of(block: &str) -> &str {
-    block
-        .lines()
-        .find_map(|l| l.strip_prefix("data: "))
-        .unwrap_or("")
-}
-
-fn kinds(blocks: &[String]) -> Vec<String> {
-    blocks.iter().map(|b| kind(b)).collect()
-}
 
 #[tokio::test]
 async fn a_login_token_opens_the_stream_events_arrive_framed_and_identity_reaches_the_agent() {
@@ -415,18 +21,7 @@ async fn a_login_token_opens_the_stream_events_arrive_framed_and_identity_reache
     assert_eq!(stream.status, 200);
     assert!(stream.task_id.is_some(), "X-DWP-Task-ID");
     let blocks = stream.rest().await;
-    assert_eq!(
-        kinds(&blocks),
-        [
-            "start",
-            "thought",
-            "plan_step",
-            "plan_step",
-            "content",
-            "end",
-            "[DONE]"
-        ]
-    );
+    assert_eq!(kinds(&blocks), PLAIN_RUN);
     for (n, block) in blocks[..6].iter().enumerate() {
         let lines: Vec<_> = block.trim_end().split('\n').collect();
         assert_eq!(lines[0], format!("id: {}", n + 1));
@@ -525,16 +120,7 @@ async fn approval_through_the_gateway_signals_the_agent_and_the_run_is_recorded(
     );
 
     let rest = stream.rest().await;
-    assert_eq!(
-        kinds(&rest),
-        [
-            "tool_execution",
-            "tool_execution",
-            "content",
-            "end",
-            "[DONE]"
-        ]
-    );
+    assert_eq!(kinds(&rest), AFTER_APPROVAL);
 
     let (second, _) = stack
         .as_user(
@@ -668,31 +254,8 @@ async fn twenty_concurrent_users_each_with_their_own_approval_all_finish() {
     }))
     .await;
     for (user, kinds) in users.iter().zip(runs) {
-        assert_eq!(
-            kinds,
-            [
-                "tool_execution",
-                "tool_execution",
-                "content",
-                "end",
-                "[DONE]"
-            ],
-            "{user}"
-        );
+        assert_eq!(kinds, AFTER_APPROVAL, "{user}");
     }
-}
-
-/// A token with this header and these claims, signed with `secret` by HS256
-/// whatever the header says (how forgers try it).
-fn forge(header: Value, claims: Value, secret: &[u8]) -> String {
-    use base64::Engine;
-    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
-    let message = format!("{}.{}", b64(&header), b64(&claims));
-    let key = jsonwebtoken::EncodingKey::from_secret(secret);
-    let signature =
-        jsonwebtoken::crypto::sign(message.as_bytes(), &key, jsonwebtoken::Algorithm::HS256)
-            .unwrap();
-    format!("{message}.{signature}")
 }
 
 #[tokio::test]
@@ -799,7 +362,7 @@ async fn when_the_agent_dies_mid_stream_the_client_hears_at_once_and_the_task_fa
     stream.until_hitl().await;
 
     // The agent is killed while it waits for the approval.
-    stack.children[1].kill().unwrap();
+    stack.children[AURA].kill().unwrap();
     let killed = Instant::now();
     let rest = stream.rest().await;
     assert!(
@@ -850,7 +413,7 @@ async fn sigterm_to_the_gateway_refuses_new_connections_and_lets_100_open_stream
     }
 
     let gateway = stack.gateway;
-    let pid = stack.children[2].id().to_string();
+    let pid = stack.children[GATEWAY].id().to_string();
     assert!(
         Command::new("kill")
             .args(["-TERM", &pid])
@@ -890,20 +453,10 @@ async fn sigterm_to_the_gateway_refuses_new_connections_and_lets_100_open_stream
     }
     for (mut stream, request_id) in streams {
         let rest = stream.rest().await;
-        assert_eq!(
-            kinds(&rest),
-            [
-                "tool_execution",
-                "tool_execution",
-                "content",
-                "end",
-                "[DONE]"
-            ],
-            "{request_id}"
-        );
+        assert_eq!(kinds(&rest), AFTER_APPROVAL, "{request_id}");
     }
     let exit = loop {
-        if let Some(exit) = stack.children[2].try_wait().unwrap() {
+        if let Some(exit) = stack.children[GATEWAY].try_wait().unwrap() {
             break exit;
         }
         assert!(
