@@ -288,6 +288,78 @@ impl Stack {
     }
 }
 
+/// A gateway process alone, in front of an agent the test brings itself;
+/// killed on drop.
+pub struct Gateway {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The process.
+    pub child: Child,
+}
+
+impl Gateway {
+    /// Starts the gateway with `AURA_PLATFORM_URI` at `aura` and no token
+    /// check, and waits for `/health`.
+    pub async fn start(aura: SocketAddr, env: &[(&str, &str)]) -> Gateway {
+        let port = free_port();
+        let child = Command::new(binary("gateway"))
+            .env("SERVER_HOST", "127.0.0.1")
+            .env("SERVER_PORT", port.to_string())
+            .env("AURA_PLATFORM_URI", format!("http://{aura}"))
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let gateway = Gateway {
+            addr: ([127, 0, 0, 1], port).into(),
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while try_call(gateway.addr, "GET", "/health", &[], "")
+            .await
+            .is_none()
+        {
+            assert!(Instant::now() < deadline, "the gateway never became ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        gateway
+    }
+
+    /// Resident memory, in KiB (`VmRSS`).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    /// Open file descriptors.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .unwrap()
+            .count()
+    }
+
+    /// A sample of `/metrics` (`name` without labels).
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let (_, text, _) = call(self.addr, "GET", "/metrics", &[], "").await;
+        let prefix = format!("{name} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// One HTTP/1.1 request; (status, body, headers).
 pub async fn call(
     addr: SocketAddr,
@@ -380,13 +452,35 @@ impl Stack {
 
     /// Opens an agent stream through the gateway.
     pub async fn stream(&self, token: Option<&str>, user: &str, prompt: &str) -> Stream {
-        let tcp = tokio::net::TcpStream::connect(self.gateway).await.unwrap();
+        Stream::open(self.gateway, token, user, prompt).await
+    }
+}
+
+/// An open agent stream, read event block by event block.
+pub struct Stream {
+    /// The response status.
+    pub status: u16,
+    /// `X-DWP-Task-ID`, the recorded task.
+    pub task_id: Option<String>,
+    body: hyper::body::Incoming,
+    buffer: String,
+}
+
+impl Stream {
+    /// Opens an agent stream through the gateway at `gateway`.
+    pub async fn open(
+        gateway: SocketAddr,
+        token: Option<&str>,
+        user: &str,
+        prompt: &str,
+    ) -> Stream {
+        let tcp = tokio::net::TcpStream::connect(gateway).await.unwrap();
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
             .await
             .unwrap();
         tokio::spawn(conn);
         let mut req = http::Request::post("/api/aura/test/stream")
-            .header("host", self.gateway.to_string())
+            .header("host", gateway.to_string())
             .header("content-type", "application/json")
             .header("accept", "text/event-stream")
             .header("x-tenant-id", "tenant1")
@@ -414,19 +508,6 @@ impl Stack {
             buffer: String::new(),
         }
     }
-}
-
-/// An open agent stream, read event block by event block.
-pub struct Stream {
-    /// The response status.
-    pub status: u16,
-    /// `X-DWP-Task-ID`, the recorded task.
-    pub task_id: Option<String>,
-    body: hyper::body::Incoming,
-    buffer: String,
-}
-
-impl Stream {
     /// The next event block, skipping the gateway's `: keep-alive` comments.
     pub async fn next(&mut self) -> Option<String> {
         loop {

@@ -235,3 +235,127 @@ async fn postgres_stops_and_restarts_while_streams_are_recorded_and_nothing_is_l
     assert_eq!(listed, 30, "the rows are the runs the clients saw");
     assert_alive(&mut stack);
 }
+
+/// An agent that answers every stream with one event and then stays silent
+/// for ever; `open` counts the TCP connections it holds.
+async fn endless_agent() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    use bytes::Bytes;
+    use futures_util::StreamExt;
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    use hyper_util::rt::TokioIo;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let open = Arc::new(AtomicUsize::new(0));
+    let counter = open.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_req| async {
+                    let first = Frame::data(Bytes::from_static(
+                        b"id: 1\nevent: start\ndata: {\"type\": \"start\"}\n\n",
+                    ));
+                    let events = futures_util::stream::once(async move {
+                        Ok::<_, std::convert::Infallible>(first)
+                    })
+                    .chain(futures_util::stream::pending());
+                    http::Response::builder()
+                        .header("content-type", "text/event-stream")
+                        .body(StreamBody::new(events))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+                counter.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, open)
+}
+
+/// Opens `n` streams through the gateway and reads the first event of each.
+async fn open_streams(gateway: std::net::SocketAddr, n: usize) -> Vec<Stream> {
+    futures_util::future::join_all((0..n).map(|i| async move {
+        let mut stream = Stream::open(gateway, None, &format!("user{i}"), "hello").await;
+        assert_eq!(stream.status, 200);
+        let first = stream.next().await.expect("the first event");
+        assert_eq!(kind(&first), "start");
+        stream
+    }))
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_clients_leave_mid_stream_and_the_gateway_lets_go_of_everything() {
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let (agent, open) = endless_agent().await;
+    // Above the default of 500 connections per upstream.
+    let gateway = Gateway::start(agent, &[("GATEWAY_POOL_MAX_CONNECTIONS", "2000")]).await;
+
+    // Warm-up: one round of 100, so that the baseline has the runtime's and
+    // the allocator's steady state rather than a cold process.
+    drop(open_streams(gateway.addr, 100).await);
+    settle(&gateway, &open).await;
+    let (rss_before, fds_before) = (gateway.rss_kib(), gateway.open_fds());
+
+    let streams = open_streams(gateway.addr, 1000).await;
+    assert_eq!(open.load(Ordering::SeqCst), 1000);
+    assert_eq!(gateway.metric("gateway_open_streams").await, Some(1000.0));
+    let rss_peak = gateway.rss_kib();
+
+    drop(streams);
+    let left = Instant::now();
+    let released = settle(&gateway, &open).await;
+    assert!(
+        released < Duration::from_secs(5),
+        "the agent saw every connection closed after {released:?}"
+    );
+
+    // Memory back within 10 % of where it started (the allocator hands
+    // freed pages back on its decay timer).
+    let deadline = left + Duration::from_secs(30);
+    let rss_after = loop {
+        let rss = gateway.rss_kib();
+        if rss * 10 <= rss_before * 11 || Instant::now() > deadline {
+            break rss;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let fds_after = gateway.open_fds();
+    eprintln!(
+        "1,000 clients left: all agent connections closed in {released:?}; \
+         RSS {rss_before} KiB before, {rss_peak} KiB with 1,000 streams, {rss_after} KiB after ({:.1} %); \
+         fds {fds_before} before, {fds_after} after",
+        (rss_after as f64 / rss_before as f64 - 1.0) * 100.0
+    );
+    assert!(
+        rss_after * 10 <= rss_before * 11,
+        "RSS {rss_after} KiB after, {rss_before} KiB before"
+    );
+    assert!(
+        fds_after <= fds_before,
+        "fds {fds_after} after, {fds_before} before"
+    );
+}
+
+/// Waits until the agent holds no connection and the gateway's gauge is 0;
+/// how long that took.
+async fn settle(gateway: &Gateway, open: &AtomicUsize) -> Duration {
+    let started = Instant::now();
+    loop {
+        if open.load(Ordering::SeqCst) == 0
+            && gateway.metric("gateway_open_streams").await == Some(0.0)
+        {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{} agent connections still open",
+            open.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
