@@ -69,6 +69,13 @@ impl GatewayError {
             self.status(),
             Envelope::error(self.code(), self.to_string()).to_json(),
         );
+        // After bad framing or a refused body, the bytes that follow on the
+        // connection cannot be trusted to start a request: close it.
+        if matches!(self, Self::BadRequest(_) | Self::PayloadTooLarge(_)) {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if matches!(self, Self::Token(_)) {
             response
                 .headers_mut()

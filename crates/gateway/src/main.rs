@@ -40,7 +40,7 @@ async fn main() -> std::process::ExitCode {
     // Every stream holds two descriptors (client and agent): lift the soft
     // limit to the hard one, as nginx's `worker_rlimit_nofile` would.
     match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => tracing::info!(limit, "open files"),
+        Ok(limit) => tracing::debug!(limit, "open files"),
         Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
     }
     let addr = format!("{}:{}", config.host, config.port);

@@ -81,6 +81,8 @@ pub fn check(path: &str) -> Result<(), PathError> {
         if segment.contains('\\') {
             return Err(PathError::Ambiguous);
         }
+        // `..;x` is `..` to servlet containers (path parameters).
+        let segment = segment.split(';').next().unwrap_or_default();
         if !segment.contains('%') {
             if segment == "." || segment == ".." {
                 return Err(PathError::Ambiguous);
@@ -182,6 +184,9 @@ mod tests {
             "/api/aura/a\\b",
             "/api/aura/a%00b",
             "/api/aura/a%0d%0ab",
+            "/api/aura/..;/main/x",
+            "/api/aura/..;jsessionid=1/main/x",
+            "/api/aura/%2e%2e;/main/x",
             "relative",
         ] {
             assert_eq!(find(path), Err(PathError::Ambiguous), "{path}");
