@@ -108,11 +108,7 @@ async fn bodies_over_the_limit_are_413_by_length_and_while_streaming() {
 }
 
 async fn raw(addr: std::net::SocketAddr, request: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(3), stream.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
+    raw_bytes(addr, request.as_bytes()).await
 }
 
 #[tokio::test]
