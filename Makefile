@@ -4,12 +4,13 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help run demo test test-faults lint lint-deploy compose-up fmt bench bench-gateway bench-hitl bench-recorder services migrate build release clean
+.PHONY: help run demo test test-faults test-api lint lint-deploy compose-up fmt bench bench-gateway bench-hitl bench-recorder services migrate build release clean
 
 help:
 	@echo "make run      - install/start Redis and PostgreSQL, build, run the local stack"
 	@echo "make test     - the same services, then every test of the workspace"
 	@echo "make test-faults - only the fault suite (Redis/PostgreSQL restarts, agent killed, 1,000 clients leaving)"
+	@echo "make test-api - schemathesis against main-service's /main/openapi.json (real Redis and PostgreSQL)"
 	@echo "make lint     - cargo fmt --check and clippy -D warnings"
 	@echo "make lint-deploy - offline checks of deploy/ (hadolint, compose schema, kustomize + kubernetes-validate)"
 	@echo "make compose-up  - the stack in containers (needs a Docker engine)"
@@ -40,7 +41,13 @@ test: services
 	# The end-to-end suite (crates/e2e) starts the binaries as processes.
 	$(CARGO) build --workspace --bins --locked
 	$(CARGO) test --workspace --all-features --locked
+	@bash scripts/test/schemathesis.sh
 	@bash scripts/deploy/check.sh
+
+# schemathesis against main-service's OpenAPI document (make test runs it too).
+test-api: services
+	$(CARGO) build --locked -p main-service
+	@bash scripts/test/schemathesis.sh
 
 # The fault suite alone; `make test` runs it with everything else.
 test-faults: services

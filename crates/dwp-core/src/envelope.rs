@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// An error code and the HTTP status it is always sent with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ErrorCode {
     /// 500: internal error (details logged, never sent).
     E1000,
@@ -71,6 +72,7 @@ impl ErrorCode {
 /// `"SUCCESS"` or `"ERROR"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Status {
     /// The call succeeded.
     Success,
@@ -81,6 +83,7 @@ pub enum Status {
 /// The response envelope.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Envelope<T> {
     /// `SUCCESS` or `ERROR`.
     pub status: Status,
@@ -89,6 +92,7 @@ pub struct Envelope<T> {
     /// A human-readable message.
     pub message: String,
     /// The payload (`null` on most errors).
+    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
     pub data: Option<T>,
     /// The error code, on errors only.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -5,6 +5,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, Request};
 use http::header::CONTENT_TYPE;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use crate::error::AppError;
 
@@ -44,8 +45,27 @@ where
         if !is_json {
             return Err(AppError::UnsupportedMediaType);
         }
-        serde_json::from_slice(&bytes)
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| AppError::BadRequest(format!("Malformed JSON: {e}")))?;
+        // PostgreSQL text cannot hold U+0000: refuse it here for every body
+        // rather than fail (500) where it would be stored.
+        if has_nul(&value) {
+            return Err(AppError::BadRequest(
+                "Strings may not contain U+0000".into(),
+            ));
+        }
+        T::deserialize(value)
             .map(Self)
             .map_err(|e| AppError::BadRequest(format!("Malformed JSON: {e}")))
+    }
+}
+
+/// Whether a string or a key anywhere in `value` holds U+0000.
+fn has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
     }
 }

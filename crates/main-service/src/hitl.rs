@@ -27,6 +27,7 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::AppError;
+use crate::openapi::Reply;
 
 /// Compare-and-set of the request, signal store and publish, atomically.
 static DECIDE: LazyLock<redis::Script> = LazyLock::new(|| {
@@ -82,7 +83,7 @@ async fn empty_id() -> AppError {
 }
 
 /// Body of approve and reject.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DecisionBody {
     /// Must be the caller when given.
@@ -91,6 +92,8 @@ pub struct DecisionBody {
     pub reason: Option<String>,
 }
 
+#[utoipa::path(post, path = "/aura/hitl/approve/{id}", tag = "hitl", params(("id" = String, Path, description = "The request id (`A-Za-z0-9_.:-`, 1 to 128 characters)"), ("X-User-ID" = String, Header, description = "The caller; must equal the token's `sub`"), ("X-Tenant-ID" = String, Header, description = "The tenant; must equal the token's `tenant_id`")), request_body(content = Option<DecisionBody>, description = "Optional"),
+    responses((status = 200, description = "Approved: the signal is stored and published", body = Reply), (status = 409, description = "Already decided (E3001)", body = Reply)), security(("bearer" = [])))]
 async fn approve(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -100,6 +103,8 @@ async fn approve(
     decide(&state, &caller, &id, Decision::Approve, body).await
 }
 
+#[utoipa::path(post, path = "/aura/hitl/reject/{id}", tag = "hitl", params(("id" = String, Path, description = "The request id (`A-Za-z0-9_.:-`, 1 to 128 characters)"), ("X-User-ID" = String, Header, description = "The caller; must equal the token's `sub`"), ("X-Tenant-ID" = String, Header, description = "The tenant; must equal the token's `tenant_id`")), request_body(content = Option<DecisionBody>, description = "Optional"),
+    responses((status = 200, description = "Rejected: the signal is stored and published", body = Reply), (status = 409, description = "Already decided (E3001)", body = Reply)), security(("bearer" = [])))]
 async fn reject(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -251,6 +256,8 @@ fn check_owner(stored: &Map<String, Value>, caller: &Caller) -> Result<(), AppEr
     Ok(())
 }
 
+#[utoipa::path(get, path = "/aura/hitl/requests/{id}", tag = "hitl", params(("id" = String, Path, description = "The request id (`A-Za-z0-9_.:-`, 1 to 128 characters)"), ("X-User-ID" = String, Header, description = "The caller; must equal the token's `sub`"), ("X-Tenant-ID" = String, Header, description = "The tenant; must equal the token's `tenant_id`")),
+    responses((status = 200, description = "The stored request", body = Reply)), security(("bearer" = [])))]
 async fn read_request(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -271,6 +278,8 @@ async fn read_request(
     )))
 }
 
+#[utoipa::path(get, path = "/aura/hitl/signals/{id}", tag = "hitl", params(("id" = String, Path, description = "The session id"), ("X-User-ID" = String, Header, description = "The caller; must equal the token's `sub`"), ("X-Tenant-ID" = String, Header, description = "The tenant; must equal the token's `tenant_id`")),
+    responses((status = 200, description = "The stored signal, or null", body = Reply)), security(("bearer" = [])))]
 async fn read_signal(
     State(state): State<Arc<AppState>>,
     _caller: Caller,
@@ -289,14 +298,16 @@ async fn read_signal(
 }
 
 /// Body of `POST /aura/hitl/requests`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NewRequest {
     /// Generated as `req_` + 12 hex when absent.
     pub request_id: Option<String>,
     /// The waiting agent's session (required).
+    #[schema(required = true, nullable = false, value_type = String, min_length = 1)]
     pub session_id: Option<String>,
     /// What the agent wants to do (required).
+    #[schema(required = true, nullable = false, value_type = String, min_length = 1)]
     pub action_type: Option<String>,
     /// Anything the person needs to decide.
     pub context: Option<Value>,
@@ -306,6 +317,8 @@ pub struct NewRequest {
     pub tenant_id: Option<String>,
 }
 
+#[utoipa::path(post, path = "/aura/hitl/requests", tag = "hitl", operation_id = "create_request", params(("X-User-ID" = String, Header, description = "The caller; must equal the token's `sub`"), ("X-Tenant-ID" = String, Header, description = "The tenant; must equal the token's `tenant_id`")), request_body = NewRequest,
+    responses((status = 201, description = "Stored", body = Reply), (status = 409, description = "The id is taken (E3001)", body = Reply)), security(("bearer" = [])))]
 async fn create(
     State(state): State<Arc<AppState>>,
     caller: Caller,

@@ -32,6 +32,7 @@ pub mod error;
 pub mod hitl;
 pub mod login;
 pub mod metrics;
+pub mod openapi;
 pub mod store;
 pub mod tasks;
 
@@ -106,6 +107,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/main/health", get(health))
         .route("/main/health/ready", get(ready))
         .route("/metrics", get(render_metrics))
+        .route("/main/openapi.json", get(openapi::document))
         .merge(hitl::routes())
         .merge(tasks::routes())
         .merge(login::routes())
@@ -170,10 +172,12 @@ pub async fn serve(
     served
 }
 
+#[utoipa::path(get, path = "/main/health", tag = "health", responses((status = 200, description = "Live", body = openapi::Reply)))]
 async fn health() -> Json<Envelope<serde_json::Value>> {
     Json(Envelope::success("UP", serde_json::json!({"status": "UP"})))
 }
 
+#[utoipa::path(get, path = "/main/health/ready", tag = "health", responses((status = 200, description = "Redis answers; PostgreSQL reported", body = openapi::Reply)))]
 async fn ready(
     State(state): State<Arc<AppState>>,
 ) -> Result<Json<Envelope<serde_json::Value>>, AppError> {

@@ -22,6 +22,7 @@ use crate::AppState;
 use crate::body::JsonBody;
 use crate::entity::app_user::{self, Column, Entity};
 use crate::error::AppError;
+use crate::openapi::Reply;
 
 /// The answer to every failed login.
 const WRONG: &str = "Invalid username or password";
@@ -36,17 +37,22 @@ pub fn routes() -> Router<Arc<AppState>> {
 }
 
 /// Body of `POST /auth/login`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Login {
     /// The username (the token's `sub`).
+    #[schema(required = true, nullable = false, value_type = String, min_length = 1)]
     pub username: Option<String>,
     /// The password.
+    #[schema(required = true, nullable = false, value_type = String, min_length = 1)]
     pub password: Option<String>,
     /// The tenant.
+    #[schema(required = true, nullable = false, value_type = String, min_length = 1)]
     pub tenant_id: Option<String>,
 }
 
+#[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = Login,
+    responses((status = 200, description = "An access token", body = Reply)))]
 async fn login(
     State(state): State<Arc<AppState>>,
     JsonBody(body): JsonBody<Login>,

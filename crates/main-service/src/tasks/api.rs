@@ -25,6 +25,7 @@ use crate::auth::{Caller, TokenCaller};
 use crate::body::JsonBody;
 use crate::entity::agent_task::{self, Column, Entity, Model};
 use crate::error::AppError;
+use crate::openapi::Reply;
 
 /// Default and largest page size of the list.
 const PAGE_SIZE: (u64, u64) = (20, 100);
@@ -99,10 +100,11 @@ fn as_text(value: Option<Value>) -> Option<String> {
 }
 
 /// Body of `POST /main/agent/tasks`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NewTask {
     /// Required, at most 100 characters.
+    #[schema(required = true, nullable = false, value_type = String, min_length = 1, max_length = 100)]
     pub task_type: Option<String>,
     /// Free text.
     pub description: Option<String>,
@@ -110,6 +112,8 @@ pub struct NewTask {
     pub input_data: Option<Value>,
 }
 
+#[utoipa::path(post, path = "/main/agent/tasks", tag = "tasks", operation_id = "create_task", request_body = NewTask,
+    responses((status = 201, description = "Created: the task", body = Reply)), security(("bearer" = [])))]
 async fn create(
     State(state): State<Arc<AppState>>,
     TokenCaller(caller): TokenCaller,
@@ -155,6 +159,8 @@ async fn create(
     ))
 }
 
+#[utoipa::path(get, path = "/main/agent/tasks/{task_id}", tag = "tasks", params(("task_id" = String, Path, description = "The task id")),
+    responses((status = 200, description = "The task", body = Reply)), security(("bearer" = [])))]
 async fn read(
     State(state): State<Arc<AppState>>,
     TokenCaller(caller): TokenCaller,
@@ -176,6 +182,9 @@ fn owned(caller: &Caller, id: &str) -> sea_orm::Select<Entity> {
         .filter(Column::TenantId.eq(&caller.tenant_id))
 }
 
+#[utoipa::path(get, path = "/main/agent/tasks", tag = "tasks",
+    params(("page" = Option<u32>, Query, description = "Zero-based page"), ("size" = Option<u32>, Query, description = "Page size, default 20, at most 100")),
+    responses((status = 200, description = "A page of the caller's tasks, newest first", body = Reply)), security(("bearer" = [])))]
 async fn list(
     State(state): State<Arc<AppState>>,
     TokenCaller(caller): TokenCaller,
@@ -259,6 +268,8 @@ fn move_to(task: &mut Model, to: Status) -> Result<(), AppError> {
     Ok(())
 }
 
+#[utoipa::path(post, path = "/main/agent/tasks/{task_id}/start", tag = "tasks", params(("task_id" = String, Path, description = "The task id")),
+    responses((status = 200, description = "REQUESTED → IN_PROGRESS", body = Reply)), security(("bearer" = [])))]
 async fn start(
     State(state): State<Arc<AppState>>,
     TokenCaller(caller): TokenCaller,
@@ -271,14 +282,17 @@ async fn start(
 }
 
 /// Body of `PATCH .../progress`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct Progress {
     /// 0..100 (required).
+    #[schema(required = true, nullable = false, value_type = i64, minimum = 0, maximum = 100)]
     pub progress: Option<i64>,
     /// Replaces the description when given.
     pub description: Option<String>,
 }
 
+#[utoipa::path(patch, path = "/main/agent/tasks/{task_id}/progress", tag = "tasks", params(("task_id" = String, Path, description = "The task id")), request_body = Progress,
+    responses((status = 200, description = "Progress set", body = Reply)), security(("bearer" = [])))]
 async fn progress(
     State(state): State<Arc<AppState>>,
     TokenCaller(caller): TokenCaller,
@@ -310,13 +324,15 @@ async fn progress(
 }
 
 /// Body of `POST .../complete`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Completion {
     /// Any JSON.
     pub result_data: Option<Value>,
 }
 
+#[utoipa::path(post, path = "/main/agent/tasks/{task_id}/complete", tag = "tasks", params(("task_id" = String, Path, description = "The task id")), request_body = Completion,
+    responses((status = 200, description = "IN_PROGRESS → COMPLETED", body = Reply)), security(("bearer" = [])))]
 async fn complete(
     State(state): State<Arc<AppState>>,
     TokenCaller(caller): TokenCaller,
@@ -333,13 +349,16 @@ async fn complete(
 }
 
 /// Body of `POST .../fail`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Failure {
     /// Why (required).
+    #[schema(required = true, nullable = false, value_type = String, min_length = 1)]
     pub error_message: Option<String>,
 }
 
+#[utoipa::path(post, path = "/main/agent/tasks/{task_id}/fail", tag = "tasks", params(("task_id" = String, Path, description = "The task id")), request_body = Failure,
+    responses((status = 200, description = "IN_PROGRESS → FAILED", body = Reply)), security(("bearer" = [])))]
 async fn fail(
     State(state): State<Arc<AppState>>,
     TokenCaller(caller): TokenCaller,
@@ -358,6 +377,8 @@ async fn fail(
     .await
 }
 
+#[utoipa::path(post, path = "/main/agent/tasks/{task_id}/plan-steps", tag = "tasks", params(("task_id" = String, Path, description = "The task id")), request_body = Object,
+    responses((status = 200, description = "Step added, or updated by `stepId`", body = Reply)), security(("bearer" = [])))]
 async fn plan_step(
     State(state): State<Arc<AppState>>,
     TokenCaller(caller): TokenCaller,

@@ -196,7 +196,7 @@ pub fn apply_event(
             if let Some(id) = inner.get("requestId").and_then(Value::as_str)
                 && id.len() <= 100
             {
-                task.hitl_request_id = Some(id.into());
+                task.hitl_request_id = Some(pg_text(id));
             }
         }
         "end" => finish(task, Status::Completed, None, now),
@@ -216,13 +216,18 @@ pub fn apply_event(
                         .or_else(|| inner.get(*k))
                         .and_then(Value::as_str)
                 })
-                .unwrap_or(kind)
-                .to_owned();
-            finish(task, Status::Failed, Some(message), now);
+                .unwrap_or(kind);
+            finish(task, Status::Failed, Some(pg_text(message)), now);
         }
         _ => {}
     }
     false
+}
+
+/// PostgreSQL text cannot hold U+0000; an agent's message may (JSON allows
+/// `\u0000`). It becomes U+FFFD rather than costing the whole entry.
+fn pg_text(s: &str) -> String {
+    s.replace('\0', "\u{FFFD}")
 }
 
 fn finish(task: &mut Model, to: Status, message: Option<String>, now: DateTimeWithTimeZone) {

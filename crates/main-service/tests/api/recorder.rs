@@ -198,6 +198,18 @@ fn recorded(task_id: &str, user: &str, events: &[(&str, Value)]) -> Vec<Vec<(Str
         .collect()
 }
 
+/// [`recorded`] entries as the consumer hands them to the recorder.
+fn entries(task_id: &str, user: &str, events: &[(&str, Value)]) -> Vec<Entry> {
+    recorded(task_id, user, events)
+        .into_iter()
+        .enumerate()
+        .map(|(n, fields)| Entry {
+            id: format!("1-{n}"),
+            fields: fields.into_iter().collect(),
+        })
+        .collect()
+}
+
 fn run_events() -> Vec<(&'static str, Value)> {
     vec![
         (
@@ -303,14 +315,7 @@ async fn read_task(app: &TestApp, task_id: &str) -> Value {
 async fn applying_the_same_entries_again_changes_nothing() {
     let app = spawn_app_in(TestDb::create().await, &[("CONSUMERS_ENABLED", "false")]).await;
     let task_id = uuid::Uuid::new_v4().to_string();
-    let entries: Vec<Entry> = recorded(&task_id, "u1", &run_events())
-        .into_iter()
-        .enumerate()
-        .map(|(n, fields)| Entry {
-            id: format!("1-{n}"),
-            fields: fields.into_iter().collect(),
-        })
-        .collect();
+    let entries = entries(&task_id, "u1", &run_events());
     // In two batches, then everything again, then one entry alone.
     Recorder.apply(&app.state.db, &entries[..3]).await.unwrap();
     Recorder.apply(&app.state.db, &entries[3..]).await.unwrap();
@@ -346,17 +351,34 @@ async fn a_stream_the_gateway_saw_break_off_fails_its_task() {
         run_events()[1].clone(),
         (tasks::EVENT_RELAY_BROKEN, broken),
     ];
-    let entries: Vec<Entry> = recorded(&task_id, "u1", &events)
-        .into_iter()
-        .enumerate()
-        .map(|(n, fields)| Entry {
-            id: format!("1-{n}"),
-            fields: fields.into_iter().collect(),
-        })
-        .collect();
+    let entries = entries(&task_id, "u1", &events);
     Recorder.apply(&app.state.db, &entries).await.unwrap();
     let task = read_task(&app, &task_id).await;
     assert_eq!(task["status"], "FAILED");
     assert_eq!(task["errorMessage"], "The agent broke the stream off");
     assert_eq!(task["planSteps"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn an_agent_message_with_a_nul_character_is_recorded_not_refused() {
+    let app = spawn_app_in(TestDb::create().await, &[("CONSUMERS_ENABLED", "false")]).await;
+    let task_id = uuid::Uuid::new_v4().to_string();
+    let events = [
+        ("start", json!({"type": "start"})),
+        (
+            "hitl",
+            json!({"type": "hitl", "data": {"requestId": "req_\u{0}1"}}),
+        ),
+        (
+            "error",
+            json!({"type": "error", "error": "bad\u{0}byte", "errorType": "X"}),
+        ),
+    ];
+    let entries = entries(&task_id, "u1", &events);
+    let refused = Recorder.apply(&app.state.db, &entries).await.unwrap();
+    assert!(refused.is_empty(), "{refused:?}");
+    let task = read_task(&app, &task_id).await;
+    assert_eq!(task["status"], "FAILED");
+    assert_eq!(task["errorMessage"], "bad\u{FFFD}byte");
+    assert_eq!(task["hitlRequestId"], "req_\u{FFFD}1");
 }
