@@ -4,13 +4,14 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help run demo test test-faults test-api lint lint-deploy compose-up fmt bench bench-gateway bench-hitl bench-recorder services migrate build release clean
+.PHONY: help run demo test test-faults test-api fuzz lint lint-deploy compose-up fmt bench bench-gateway bench-hitl bench-recorder services migrate build release clean
 
 help:
 	@echo "make run      - install/start Redis and PostgreSQL, build, run the local stack"
 	@echo "make test     - the same services, then every test of the workspace"
 	@echo "make test-faults - only the fault suite (Redis/PostgreSQL restarts, agent killed, 1,000 clients leaving)"
 	@echo "make test-api - schemathesis against main-service's /main/openapi.json (real Redis and PostgreSQL)"
+	@echo "make fuzz     - cargo fuzz on the SSE parser, route matching and header rules (FUZZ_SECONDS=60 each)"
 	@echo "make lint     - cargo fmt --check and clippy -D warnings"
 	@echo "make lint-deploy - offline checks of deploy/ (hadolint, compose schema, kustomize + kubernetes-validate)"
 	@echo "make compose-up  - the stack in containers (needs a Docker engine)"
@@ -48,6 +49,10 @@ test: services
 test-api: services
 	$(CARGO) build --locked -p main-service
 	@bash scripts/test/schemathesis.sh
+
+# cargo fuzz on the SSE parser, routes and header rules (FUZZ_SECONDS each).
+fuzz:
+	@bash scripts/test/fuzz.sh
 
 # The fault suite alone; `make test` runs it with everything else.
 test-faults: services
