@@ -4,7 +4,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help run demo test test-faults test-api fuzz lint lint-deploy compose-up fmt bench bench-gateway bench-hitl bench-recorder services migrate build release clean
+.PHONY: help run demo test test-faults test-api fuzz soak lint lint-deploy compose-up fmt bench bench-gateway bench-hitl bench-recorder services migrate build release clean
 
 help:
 	@echo "make run      - install/start Redis and PostgreSQL, build, run the local stack"
@@ -17,6 +17,7 @@ help:
 	@echo "make compose-up  - the stack in containers (needs a Docker engine)"
 	@echo "make migrate  - apply the database migrations to DATABASE_URL"
 	@echo "make demo     - walk the integration checklist through a running stack (make run first)"
+	@echo "make soak     - 5 min of 10,000 idle streams + proxied load, then 1,000 HITL decisions/s for 1 min"
 	@echo "make bench    - the benchmarks (figures go to docs/PERFORMANCE.md by hand)"
 
 services:
@@ -73,6 +74,11 @@ fmt:
 	$(CARGO) fmt --all
 
 bench: bench-gateway bench-hitl bench-recorder
+
+# Five minutes of 10,000 idle streams plus proxied load, then 1,000 HITL
+# decisions per second for a minute (not part of `make bench`).
+soak: release
+	@bash scripts/bench/soak.sh
 
 bench-gateway: release
 	@bash scripts/bench/gateway.sh

@@ -56,3 +56,8 @@ bench_groups_drop() {
     redis-cli -u "${REDIS_URL:-redis://127.0.0.1:6379}" XGROUP DESTROY "$stream" "$1" >/dev/null 2>&1 || true
   done
 }
+# Waits until main-service's consumer group $1 exists on stream $2: a group
+# that starts at `$` skips whatever is added before it is created.
+wait_for_group() {
+  wait_for "redis-cli -u ${REDIS_URL:-redis://127.0.0.1:6379} XINFO GROUPS $2 | grep -qx '$1'" 20
+}

@@ -39,6 +39,7 @@ RUST_LOG=${MAIN_LOG:-warn} SERVER_HOST=127.0.0.1 SERVER_PORT=$PORT JWT_SECRET=$S
   DATABASE_URL="$DATABASE_URL" CONSUMER_GROUP="bench-$DB" CONSUMER_GROUP_START='$' CONSUMERS_ENABLED=${CONSUMERS_ENABLED:-true} CONSUMER_BATCH=${CONSUMER_BATCH:-200} \
   "${MAIN_SERVICE_BIN:-target/release/main-service}" & pid=$!
 wait_for "curl -fsS http://127.0.0.1:$PORT/main/health/ready" 20
+[ "${CONSUMERS_ENABLED:-true}" = true ] && wait_for_group "bench-$DB" dwp:hitl-decisions
 
 echo "== redis-benchmark, $CLIENTS clients"
 # -q prints progress lines ended by CR, then "NAME: N requests per second, ...".

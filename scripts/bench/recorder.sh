@@ -54,7 +54,7 @@ wait_for "curl -fsS http://127.0.0.1:$MAIN_PORT/main/health/ready | grep -q '\"p
 wait_for "curl -fsS http://127.0.0.1:$TEE_PORT/health" 10
 wait_for "curl -fsS http://127.0.0.1:$NOTEE_PORT/health" 10
 # Let the consumer group exist before the first entry is written.
-wait_for "redis-cli -u $REDIS_URL XINFO GROUPS dwp:agent-task-events | grep -q bench-$DB" 10
+wait_for_group "bench-$DB" dwp:agent-task-events
 
 metric() { curl -fsS "$1/metrics" | awk -v m="$2" 'index($0, m) == 1 { print $NF; exit }'; }
 applied() {

@@ -62,19 +62,26 @@ pub async fn run(
     }
     let () = pipe.query_async(&mut conn).await.expect("requests written");
 
-    // The agent side: one pattern subscription, receive time per request.
+    // The agent side: one pattern subscription, receive time per request and
+    // how many signals each request got (exactly one is right).
     let received: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let deliveries: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+    let (stop_listening, mut stopped) = tokio::sync::oneshot::channel::<()>();
     let mut pubsub = client.get_async_pubsub().await.expect("subscriber");
     pubsub
         .psubscribe(format!("hitl:channel:bench_{run_id}_*"))
         .await
         .expect("psubscribe");
     let listener = {
-        let received = received.clone();
+        let (received, deliveries) = (received.clone(), deliveries.clone());
         tokio::spawn(async move {
             let mut messages = pubsub.on_message();
-            let mut count = 0;
-            while let Some(msg) = messages.next().await {
+            loop {
+                let msg = tokio::select! {
+                    msg = messages.next() => msg,
+                    _ = &mut stopped => return,
+                };
+                let Some(msg) = msg else { return };
                 let now = Instant::now();
                 let payload: String = msg.get_payload().unwrap_or_default();
                 let signal: serde_json::Value = serde_json::from_str(&payload).unwrap_or_default();
@@ -82,11 +89,13 @@ pub async fn run(
                     received
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .insert(id.to_owned(), now);
-                }
-                count += 1;
-                if count == decisions {
-                    return;
+                        .entry(id.to_owned())
+                        .or_insert(now);
+                    *deliveries
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(id.to_owned())
+                        .or_default() += 1;
                 }
             }
         })
@@ -156,7 +165,15 @@ pub async fn run(
         http.extend(samples);
     }
     let elapsed = started.elapsed();
-    let _ = tokio::time::timeout(Duration::from_secs(5), listener).await;
+    // Signals still on their way, and any second delivery, arrive by then.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _ = stop_listening.send(());
+    let _ = listener.await;
+    let deliveries = deliveries.lock().unwrap_or_else(|p| p.into_inner());
+    let twice = deliveries.values().filter(|n| **n > 1).count();
+    let missing = (0..decisions)
+        .filter(|i| !deliveries.contains_key(&format!("req_b{run_id}_{i}")))
+        .count();
 
     let sent = sent.lock().unwrap_or_else(|p| p.into_inner());
     let received = received.lock().unwrap_or_else(|p| p.into_inner());
@@ -171,11 +188,11 @@ pub async fn run(
     to_signal.sort_unstable();
     http.sort_unstable();
     if to_signal.is_empty() || http.is_empty() {
-        println!("decisions_ok {ok} signals 0");
+        println!("decisions_ok {ok} signals 0 missing {missing} delivered_twice {twice}");
         return;
     }
     println!(
-        "decisions_ok {ok} signals {} decisions_per_s {:.0} approve_to_signal_p50_us {} p99_us {} http_p50_us {} http_p99_us {}",
+        "decisions_ok {ok} signals {} missing {missing} delivered_twice {twice} decisions_per_s {:.0} approve_to_signal_p50_us {} p99_us {} http_p50_us {} http_p99_us {}",
         to_signal.len(),
         ok as f64 / elapsed.as_secs_f64(),
         pct(&to_signal, 0.50),
