@@ -365,6 +365,10 @@ async fn when_the_agent_dies_mid_stream_the_client_hears_at_once_and_the_task_fa
     stack.children[AURA].kill().unwrap();
     let killed = Instant::now();
     let rest = stream.rest().await;
+    eprintln!(
+        "agent killed: the client's stream ended {:?} later",
+        killed.elapsed()
+    );
     assert!(
         killed.elapsed() < Duration::from_secs(1),
         "the stream ended after {:?}",
