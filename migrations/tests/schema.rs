@@ -5,45 +5,23 @@ use sea_orm_migration::sea_orm::{
     ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement,
 };
 
-/// A database that may create databases (`TEST_DATABASE_URL`; by default the
-/// contract's role, which `scripts/services.sh` creates with CREATEDB).
-fn admin_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://dwp_user:dwp_password@127.0.0.1:5432/dwp_main".into())
-}
-
+/// A fresh database (dropped with `_handle`) and a connection to it.
 struct FreshDb {
-    name: String,
+    _handle: testkit::TestDb,
     db: DatabaseConnection,
 }
 
 async fn fresh_db() -> FreshDb {
-    let name = format!("test_{}", uuid::Uuid::new_v4().simple());
-    let admin = Database::connect(admin_url())
-        .await
-        .expect("PostgreSQL is up");
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap();
-    let url = match admin_url().rsplit_once('/') {
-        Some((base, _)) => format!("{base}/{name}"),
-        None => panic!("TEST_DATABASE_URL has no database name"),
-    };
+    let handle = testkit::TestDb::create().await;
     FreshDb {
-        db: Database::connect(url).await.unwrap(),
-        name,
+        db: Database::connect(&handle.url).await.unwrap(),
+        _handle: handle,
     }
 }
 
 impl FreshDb {
     async fn drop(self) {
         self.db.close().await.unwrap();
-        let admin = Database::connect(admin_url()).await.unwrap();
-        admin
-            .execute_unprepared(&format!("DROP DATABASE {} WITH (FORCE)", self.name))
-            .await
-            .unwrap();
     }
 
     async fn rows(&self, sql: &str) -> Vec<Vec<String>> {

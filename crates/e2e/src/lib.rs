@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};
 
 /// The HS256 secret every process of the stack shares.
@@ -25,16 +24,7 @@ pub const SECRET: &str = "e2e-test-secret-0123456789abcdef0123";
 /// The password of every account [`Options::users`] creates.
 pub const PASSWORD: &str = "e2e-password-1";
 
-/// The shared Redis (`TEST_REDIS_URL`, default 127.0.0.1:6379).
-pub fn redis_url() -> String {
-    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-/// The shared PostgreSQL (`TEST_DATABASE_URL`), where fresh databases are made.
-pub fn admin_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://dwp_user:dwp_password@127.0.0.1:5432/dwp_main".into())
-}
+pub use testkit::{TestDb, redis_url};
 
 /// `target/<profile>/NAME`, next to this test's own executable.
 pub fn binary(name: &str) -> PathBuf {
@@ -64,13 +54,11 @@ pub struct Stack {
     pub gateway: SocketAddr,
     /// main-service, for calls that bypass the gateway.
     pub main: SocketAddr,
-    /// The fresh database's name.
-    pub db_name: String,
-    /// The URL of [`Stack::db_name`].
-    pub db_url: String,
     /// The Redis every process uses.
     pub redis_url: String,
-    admin_url: String,
+    /// The fresh database (`db.name`, `db.url`), dropped after the
+    /// processes are stopped.
+    pub db: TestDb,
     /// main-service, aura-sim, gateway, in that order.
     pub children: Vec<Child>,
 }
@@ -104,36 +92,8 @@ impl Drop for Stack {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let (name, group) = (self.db_name.clone(), format!("e2e-{}", self.db_name));
-        let (admin_url, redis_url) = (self.admin_url.clone(), self.redis_url.clone());
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let connect = Database::connect(admin_url);
-                if let Ok(Ok(admin)) = tokio::time::timeout(Duration::from_secs(5), connect).await {
-                    let _ = admin
-                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .await;
-                    let _ = admin.close().await;
-                }
-            });
-            if let Ok(mut conn) = redis::Client::open(redis_url).and_then(|c| c.get_connection()) {
-                for stream in [
-                    dwp_core::tasks::EVENTS_STREAM,
-                    dwp_core::hitl::DECISIONS_STREAM,
-                ] {
-                    let _: redis::RedisResult<i64> = redis::cmd("XGROUP")
-                        .arg("DESTROY")
-                        .arg(stream)
-                        .arg(&group)
-                        .query(&mut conn);
-                }
-            }
-        })
-        .join();
+        testkit::destroy_groups(&self.redis_url, &format!("e2e-{}", self.db.name));
+        // The database goes when `db` is dropped, after this.
     }
 }
 
@@ -167,18 +127,10 @@ impl Stack {
             redis_url,
             admin_url,
         } = options;
-        let redis_url = redis_url.unwrap_or_else(self::redis_url);
-        let admin_url = admin_url.unwrap_or_else(self::admin_url);
-        let db_name = format!("e2e_{}", uuid::Uuid::new_v4().simple());
-        let admin = Database::connect(&admin_url)
-            .await
-            .expect("PostgreSQL is up (make services)");
-        admin
-            .execute_unprepared(&format!("CREATE DATABASE {db_name}"))
-            .await
-            .unwrap();
-        admin.close().await.unwrap();
-        let db_url = format!("{}/{db_name}", admin_url.rsplit_once('/').unwrap().0);
+        let redis_url = redis_url.unwrap_or_else(testkit::redis_url);
+        let admin_url = admin_url.unwrap_or_else(testkit::admin_database_url);
+        let db = TestDb::create_on(&admin_url, "e2e").await;
+        let (db_name, db_url) = (db.name.clone(), db.url.clone());
         for user in users {
             let mut add = Command::new(binary("main-service"))
                 .args([
@@ -235,10 +187,8 @@ impl Stack {
         let stack = Stack {
             gateway: ([127, 0, 0, 1], gateway).into(),
             main: ([127, 0, 0, 1], main).into(),
-            db_name,
-            db_url,
             redis_url,
-            admin_url,
+            db,
             children,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -278,7 +228,7 @@ impl Stack {
                 .arg(dwp_core::tasks::EVENTS_STREAM)
                 .query_async(&mut conn)
                 .await;
-            if format!("{groups:?}").contains(&format!("e2e-{}", stack.db_name)) {
+            if format!("{groups:?}").contains(&format!("e2e-{}", stack.db.name)) {
                 break;
             }
             assert!(Instant::now() < deadline, "consumer group never created");
@@ -462,8 +412,7 @@ pub struct Stream {
     pub status: u16,
     /// `X-DWP-Task-ID`, the recorded task.
     pub task_id: Option<String>,
-    body: hyper::body::Incoming,
-    buffer: String,
+    body: testkit::SseBody,
 }
 
 impl Stream {
@@ -504,37 +453,17 @@ impl Stream {
         Stream {
             status: res.status().as_u16(),
             task_id,
-            body: res.into_body(),
-            buffer: String::new(),
+            body: testkit::SseBody::new(res.into_body()),
         }
     }
     /// The next event block, skipping the gateway's `: keep-alive` comments.
     pub async fn next(&mut self) -> Option<String> {
-        loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                if block.starts_with(':') {
-                    continue;
-                }
-                return Some(block);
-            }
-            let frame = tokio::time::timeout(Duration::from_secs(20), self.body.frame())
-                .await
-                .ok()??
-                .ok()?;
-            if let Ok(data) = frame.into_data() {
-                self.buffer.push_str(&String::from_utf8_lossy(&data));
-            }
-        }
+        self.body.next().await
     }
 
     /// Every remaining event block until the stream ends.
     pub async fn rest(&mut self) -> Vec<String> {
-        let mut out = Vec::new();
-        while let Some(block) = self.next().await {
-            out.push(block);
-        }
-        out
+        self.body.rest().await
     }
 
     /// Events up to and including `hitl`; returns them and the requestId.

@@ -163,7 +163,7 @@ async fn approval_through_the_gateway_signals_the_agent_and_the_run_is_recorded(
     };
     assert_eq!(task["hitlRequestId"], request_id.as_str());
     assert_eq!(task["planSteps"].as_array().unwrap().len(), 2);
-    let db = Database::connect(&stack.db_url).await.unwrap();
+    let db = Database::connect(&stack.db.url).await.unwrap();
     let columns = db
         .query_all_raw(Statement::from_string(
             DbBackend::Postgres,

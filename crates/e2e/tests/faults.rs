@@ -206,12 +206,12 @@ async fn postgres_stops_and_restarts_while_streams_are_recorded_and_nothing_is_l
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let completed = count(
-            &stack.db_url,
+            &stack.db.url,
             "SELECT count(*) FROM agent_task WHERE status = 'COMPLETED' \
              AND jsonb_array_length(plan_steps::jsonb) = 2",
         )
         .await;
-        let decisions = count(&stack.db_url, "SELECT count(*) FROM hitl_decision").await;
+        let decisions = count(&stack.db.url, "SELECT count(*) FROM hitl_decision").await;
         if completed == 30 && decisions == 20 {
             eprintln!(
                 "PostgreSQL back: 30 runs and 20 decisions made during the outage recorded {:?} after the restart",
@@ -226,7 +226,7 @@ async fn postgres_stops_and_restarts_while_streams_are_recorded_and_nothing_is_l
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let listed = count(
-        &stack.db_url,
+        &stack.db.url,
         &format!(
             "SELECT count(*) FROM agent_task WHERE task_id IN ({})",
             task_ids

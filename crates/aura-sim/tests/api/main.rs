@@ -6,15 +6,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
 const SECRET: &str = "aura-sim-test-secret-0123456789abcdef";
 
-fn redis_url() -> String {
-    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
+use testkit::redis_url;
 
 async fn spawn(hitl_timeout_secs: u64) -> SocketAddr {
     let env = HashMap::from([
@@ -50,31 +48,16 @@ fn token(user: &str, tenant: &str) -> String {
 /// An open stream: status, and a body read event by event.
 struct Stream {
     status: u16,
-    body: hyper::body::Incoming,
-    buffer: String,
+    body: testkit::SseBody,
 }
 
 impl Stream {
-    /// The next complete event block (up to the blank line), or None at the end.
     async fn next(&mut self) -> Option<String> {
-        loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                return Some(block);
-            }
-            let frame = self.body.frame().await?.ok()?;
-            if let Ok(data) = frame.into_data() {
-                self.buffer.push_str(&String::from_utf8_lossy(&data));
-            }
-        }
+        self.body.next().await
     }
 
     async fn rest(&mut self) -> Vec<String> {
-        let mut out = Vec::new();
-        while let Some(block) = self.next().await {
-            out.push(block);
-        }
-        out
+        self.body.rest().await
     }
 }
 
@@ -96,8 +79,7 @@ async fn open(addr: SocketAddr, headers: &[(&str, &str)], body: Value) -> Stream
         .unwrap();
     Stream {
         status: res.status().as_u16(),
-        body: res.into_body(),
-        buffer: String::new(),
+        body: testkit::SseBody::new(res.into_body()),
     }
 }
 
@@ -214,14 +196,14 @@ async fn the_token_and_the_prompt_are_checked() {
     .await;
     assert_eq!(forged.status, 401);
     let auth = format!("Bearer {}", token("user123", "tenant1"));
-    let mut other_tenant = open(
+    let other_tenant = open(
         addr,
         &[("authorization", &auth), ("x-tenant-id", "tenant2")],
         json!({"prompt": "hi"}),
     )
     .await;
     assert_eq!(other_tenant.status, 403);
-    let body = other_tenant.rest().await.concat() + &other_tenant.buffer;
+    let body = other_tenant.body.text().await;
     assert!(body.contains("\"detail\""), "{body}");
     for bad in [json!({"context": {}}), json!({"prompt": "  "}), json!("x")] {
         let reply = open(

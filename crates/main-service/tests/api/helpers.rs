@@ -16,81 +16,7 @@ use tokio::sync::oneshot;
 
 pub const SECRET: &str = "main-service-test-secret-0123456789";
 
-/// The Redis the tests use (`TEST_REDIS_URL`, default the local one).
-pub fn redis_url() -> String {
-    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-/// A database that may create databases (`TEST_DATABASE_URL`; by default
-/// the contract's role, which `scripts/services.sh` creates with CREATEDB).
-pub fn admin_database_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://dwp_user:dwp_password@127.0.0.1:5432/dwp_main".into())
-}
-
-/// A fresh, empty database, dropped when the value is dropped.
-pub struct TestDb {
-    pub name: String,
-    pub url: String,
-}
-
-impl TestDb {
-    pub async fn create() -> Self {
-        let name = format!("test_{}", uuid::Uuid::new_v4().simple());
-        let admin = sea_orm::Database::connect(admin_database_url())
-            .await
-            .expect("PostgreSQL is up (make services)");
-        use sea_orm::ConnectionTrait;
-        admin
-            .execute_unprepared(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap();
-        admin.close().await.unwrap();
-        let url = match admin_database_url().rsplit_once('/') {
-            Some((base, _)) => format!("{base}/{name}"),
-            None => panic!("TEST_DATABASE_URL has no database name"),
-        };
-        Self { name, url }
-    }
-
-    pub async fn connect(&self) -> sea_orm::DatabaseConnection {
-        sea_orm::Database::connect(&self.url).await.unwrap()
-    }
-}
-
-impl TestDb {
-    /// The same database reached through `url` (a [`crate::link::Link`]);
-    /// dropping either drops the database.
-    pub fn via(&self, url: String) -> Self {
-        Self {
-            name: self.name.clone(),
-            url,
-        }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // Drop cannot await: a thread with its own runtime does the DROP.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                use sea_orm::ConnectionTrait;
-                if let Ok(admin) = sea_orm::Database::connect(admin_database_url()).await {
-                    let _ = admin
-                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .await;
-                    let _ = admin.close().await;
-                }
-            });
-        })
-        .join();
-    }
-}
+pub use testkit::{TestDb, admin_database_url, redis_url};
 
 /// The test configuration: a consumer group of its own that starts at the
 /// stream's end, so parallel tests never take each other's entries.
@@ -152,22 +78,7 @@ impl Drop for TestApp {
             );
             let _ = std::thread::spawn(move || {
                 std::thread::sleep(std::time::Duration::from_millis(100));
-                let Ok(client) = redis::Client::open(url) else {
-                    return;
-                };
-                let Ok(mut conn) = client.get_connection() else {
-                    return;
-                };
-                for stream in [
-                    dwp_core::tasks::EVENTS_STREAM,
-                    dwp_core::hitl::DECISIONS_STREAM,
-                ] {
-                    let _: redis::RedisResult<i64> = redis::cmd("XGROUP")
-                        .arg("DESTROY")
-                        .arg(stream)
-                        .arg(&group)
-                        .query(&mut conn);
-                }
+                testkit::destroy_groups(&url, &group);
             })
             .join();
         }

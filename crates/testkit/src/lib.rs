@@ -1,0 +1,176 @@
+//! What the test suites of main-service, aura-sim and e2e share: where the
+//! test Redis and PostgreSQL are, a fresh database per test (dropped with
+//! its handle), clean-up of a test's consumer groups, and an SSE response
+//! read event block by event block.
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+
+/// The Redis the tests use (`TEST_REDIS_URL`, default the local one).
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A database whose role may create databases (`TEST_DATABASE_URL`; by
+/// default the contract's role, which `scripts/services.sh` creates with
+/// CREATEDB).
+pub fn admin_database_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://dwp_user:dwp_password@127.0.0.1:5432/dwp_main".into())
+}
+
+/// A fresh, empty database with a random name, dropped (`WITH (FORCE)`)
+/// when the handle is dropped.
+pub struct TestDb {
+    /// The database's name.
+    pub name: String,
+    /// Its URL.
+    pub url: String,
+    admin_url: String,
+}
+
+impl TestDb {
+    /// A fresh database on the server of [`admin_database_url`].
+    pub async fn create() -> Self {
+        Self::create_on(&admin_database_url(), "test").await
+    }
+
+    /// A fresh database named `{prefix}_{random}` on the server `admin_url`
+    /// points to.
+    pub async fn create_on(admin_url: &str, prefix: &str) -> Self {
+        use sea_orm::ConnectionTrait;
+        let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+        let admin = sea_orm::Database::connect(admin_url)
+            .await
+            .expect("PostgreSQL is up (make services)");
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        admin.close().await.unwrap();
+        let base = admin_url
+            .rsplit_once('/')
+            .expect("the admin URL names a database")
+            .0;
+        Self {
+            url: format!("{base}/{name}"),
+            name,
+            admin_url: admin_url.to_owned(),
+        }
+    }
+
+    /// A connection to it.
+    pub async fn connect(&self) -> sea_orm::DatabaseConnection {
+        sea_orm::Database::connect(&self.url).await.unwrap()
+    }
+
+    /// The same database reached through `url` (a TCP link in between, say);
+    /// dropping either handle drops the database.
+    pub fn via(&self, url: String) -> Self {
+        Self {
+            name: self.name.clone(),
+            url,
+            admin_url: self.admin_url.clone(),
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let (name, admin_url) = (self.name.clone(), self.admin_url.clone());
+        // Drop cannot await: a thread with its own runtime does the DROP.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                use sea_orm::ConnectionTrait;
+                let connect = sea_orm::Database::connect(admin_url);
+                if let Ok(Ok(admin)) = tokio::time::timeout(Duration::from_secs(5), connect).await {
+                    let _ = admin
+                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                    let _ = admin.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Removes consumer group `group` from both streams main-service reads.
+pub fn destroy_groups(redis_url: &str, group: &str) {
+    let Ok(mut conn) = redis::Client::open(redis_url).and_then(|c| c.get_connection()) else {
+        return;
+    };
+    for stream in [
+        dwp_core::tasks::EVENTS_STREAM,
+        dwp_core::hitl::DECISIONS_STREAM,
+    ] {
+        let _: redis::RedisResult<i64> = redis::cmd("XGROUP")
+            .arg("DESTROY")
+            .arg(stream)
+            .arg(group)
+            .query(&mut conn);
+    }
+}
+
+/// An SSE response body read event block by event block.
+pub struct SseBody {
+    body: hyper::body::Incoming,
+    buffer: String,
+}
+
+impl SseBody {
+    /// Wraps a response body.
+    pub fn new(body: hyper::body::Incoming) -> Self {
+        Self {
+            body,
+            buffer: String::new(),
+        }
+    }
+
+    /// The next complete block (up to and including the blank line),
+    /// skipping comment blocks such as the gateway's `: keep-alive`; `None`
+    /// at the end of the body, on an error, or after 20 s of silence.
+    pub async fn next(&mut self) -> Option<String> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                if block.starts_with(':') {
+                    continue;
+                }
+                return Some(block);
+            }
+            let frame = tokio::time::timeout(Duration::from_secs(20), self.body.frame())
+                .await
+                .ok()??
+                .ok()?;
+            if let Ok(data) = frame.into_data() {
+                self.buffer.push_str(&String::from_utf8_lossy(&data));
+            }
+        }
+    }
+
+    /// Whatever is left, as text (for a body that is not an event stream).
+    pub async fn text(mut self) -> String {
+        while let Some(Ok(frame)) = self.body.frame().await {
+            if let Ok(data) = frame.into_data() {
+                self.buffer.push_str(&String::from_utf8_lossy(&data));
+            }
+        }
+        self.buffer
+    }
+
+    /// Every remaining block until the body ends.
+    pub async fn rest(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some(block) = self.next().await {
+            out.push(block);
+        }
+        out
+    }
+}
