@@ -115,10 +115,13 @@ pub async fn run(
         dwp_core::token::issue(&claims, secret.as_bytes())
     );
     let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let started = Instant::now();
+    // Every client connects first; the clock starts when all are connected,
+    // so that a thousand handshakes are not counted as decision latency.
+    let connected = Arc::new(tokio::sync::Barrier::new(clients + 1));
     let mut workers = tokio::task::JoinSet::new();
     for worker in 0..clients {
         let (token, sent, run_id) = (token.clone(), sent.clone(), run_id.clone());
+        let connected = connected.clone();
         workers.spawn(async move {
             let stream = tokio::net::TcpStream::connect(addr)
                 .await
@@ -128,6 +131,8 @@ pub async fn run(
                 .await
                 .expect("handshake");
             tokio::spawn(conn);
+            connected.wait().await;
+            let started = Instant::now();
             let (mut ok, mut http) = (0usize, Vec::new());
             for i in (worker..decisions).step_by(clients) {
                 if rate > 0 {
@@ -159,6 +164,8 @@ pub async fn run(
             (ok, http)
         });
     }
+    connected.wait().await;
+    let started = Instant::now();
     let (mut ok, mut http) = (0, Vec::new());
     while let Some(Ok((n, samples))) = workers.join_next().await {
         ok += n;
