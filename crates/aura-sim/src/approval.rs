@@ -92,12 +92,7 @@ pub async fn pause(
         .arg(hitl::SESSION_TTL_SECS)
         .query_async(&mut conn)
         .await?;
-    let mut pubsub = client.get_async_pubsub().await?;
-    pubsub.subscribe(hitl::channel(&pending.session_id)).await?;
-    let early: Option<String> = redis::cmd("GET")
-        .arg(hitl::signal_key(&pending.session_id))
-        .query_async(&mut conn)
-        .await?;
+    let (mut pubsub, early) = subscribe(client, &mut conn, pending).await?;
     if !announce.await {
         return Ok(Outcome::Gone);
     }
@@ -121,7 +116,10 @@ pub async fn pause(
         drop(messages);
         loop {
             tokio::select! {
-                again = resubscribe(client, pending) => match again {
+                again = async {
+                    let mut conn = client.get_multiplexed_async_connection().await?;
+                    subscribe(client, &mut conn, pending).await
+                } => match again {
                     Ok((_, Some(signal))) => return Ok(read_signal(&signal)),
                     Ok((fresh, None)) => {
                         pubsub = fresh;
@@ -142,18 +140,19 @@ pub async fn pause(
 /// How often a waiting run tries to reach Redis again after losing it.
 const RESUBSCRIBE_EVERY: Duration = Duration::from_millis(200);
 
-/// A new subscription to the session's channel, then the early-signal check
-/// of section 5 again: a decision stored while the agent was cut off.
-async fn resubscribe(
+/// SUBSCRIBE to the session's channel, then the early-signal check of
+/// section 5: a decision stored before the subscription (or, after Redis
+/// was lost, while the agent was cut off) is not missed.
+async fn subscribe(
     client: &redis::Client,
+    conn: &mut redis::aio::MultiplexedConnection,
     pending: &Pending,
 ) -> redis::RedisResult<(redis::aio::PubSub, Option<String>)> {
     let mut pubsub = client.get_async_pubsub().await?;
     pubsub.subscribe(hitl::channel(&pending.session_id)).await?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
     let signal: Option<String> = redis::cmd("GET")
         .arg(hitl::signal_key(&pending.session_id))
-        .query_async(&mut conn)
+        .query_async(conn)
         .await?;
     Ok((pubsub, signal))
 }

@@ -14,9 +14,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use http_body_util::BodyExt;
 use serde_json::{Value, json};
 
 /// The HS256 secret every process of the stack shares.
@@ -331,22 +329,7 @@ pub async fn try_call(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Option<(u16, String, http::HeaderMap)> {
-    let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .ok()?;
-    tokio::spawn(conn);
-    let mut req = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", addr.to_string());
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let res = sender
-        .send_request(req.body(Full::new(Bytes::from(body.to_owned()))).ok()?)
-        .await
-        .ok()?;
+    let res = testkit::send(addr, method, path, headers, body.to_owned()).await?;
     let (status, headers) = (res.status().as_u16(), res.headers().clone());
     let bytes = res.into_body().collect().await.ok()?.to_bytes();
     Some((
@@ -423,28 +406,23 @@ impl Stream {
         user: &str,
         prompt: &str,
     ) -> Stream {
-        let tcp = tokio::net::TcpStream::connect(gateway).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let mut req = http::Request::post("/api/aura/test/stream")
-            .header("host", gateway.to_string())
-            .header("content-type", "application/json")
-            .header("accept", "text/event-stream")
-            .header("x-tenant-id", "tenant1")
-            .header("x-user-id", user)
-            .header("x-dwp-source", "FRONTEND")
-            .header("x-dwp-caller-type", "USER")
-            .header("last-event-id", "0");
-        if let Some(token) = token {
-            req = req.header("authorization", format!("Bearer {token}"));
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut headers = vec![
+            ("content-type", "application/json"),
+            ("accept", "text/event-stream"),
+            ("x-tenant-id", "tenant1"),
+            ("x-user-id", user),
+            ("x-dwp-source", "FRONTEND"),
+            ("x-dwp-caller-type", "USER"),
+            ("last-event-id", "0"),
+        ];
+        if let Some(auth) = &auth {
+            headers.push(("authorization", auth));
         }
         let body = json!({"prompt": prompt, "context": {"from": "e2e"}}).to_string();
-        let res = sender
-            .send_request(req.body(Full::new(Bytes::from(body))).unwrap())
+        let res = testkit::send(gateway, "POST", "/api/aura/test/stream", &headers, body)
             .await
-            .unwrap();
+            .expect("the gateway answers");
         let task_id = res
             .headers()
             .get("x-dwp-task-id")

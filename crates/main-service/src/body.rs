@@ -5,7 +5,6 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, Request};
 use http::header::CONTENT_TYPE;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 
 use crate::error::AppError;
 
@@ -45,27 +44,52 @@ where
         if !is_json {
             return Err(AppError::UnsupportedMediaType);
         }
-        let value: serde_json::Value = serde_json::from_slice(&bytes)
+        let parsed: T = serde_json::from_slice(&bytes)
             .map_err(|e| AppError::BadRequest(format!("Malformed JSON: {e}")))?;
         // PostgreSQL text cannot hold U+0000: refuse it here for every body
         // rather than fail (500) where it would be stored.
-        if has_nul(&value) {
+        if has_nul_escape(&bytes) {
             return Err(AppError::BadRequest(
                 "Strings may not contain U+0000".into(),
             ));
         }
-        T::deserialize(value)
-            .map(Self)
-            .map_err(|e| AppError::BadRequest(format!("Malformed JSON: {e}")))
+        Ok(Self(parsed))
     }
 }
 
-/// Whether a string or a key anywhere in `value` holds U+0000.
-fn has_nul(value: &Value) -> bool {
-    match value {
-        Value::String(s) => s.contains('\0'),
-        Value::Array(items) => items.iter().any(has_nul),
-        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
-        _ => false,
+/// Whether valid JSON `bytes` hold U+0000 in a string or key. JSON can only
+/// write it as the escape `\u0000` (a raw control character is invalid), and
+/// outside strings there are no backslashes, so one pass over the escapes
+/// is enough.
+fn has_nul_escape(bytes: &[u8]) -> bool {
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' {
+            if bytes.get(i + 1) == Some(&b'u') && bytes.get(i + 2..i + 6) == Some(b"0000") {
+                return true;
+            }
+            i += 2; // the escaped character, whatever it is
+        } else {
+            i += 1;
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_nul_escape;
+
+    #[test]
+    fn only_an_escaped_nul_counts() {
+        assert!(has_nul_escape(br#"{"a":"x\u0000y"}"#));
+        assert!(has_nul_escape(br#"{"\u0000":1}"#));
+        assert!(
+            !has_nul_escape(br#"{"a":"x\\u0000y"}"#),
+            "an escaped backslash, then text"
+        );
+        assert!(has_nul_escape(br#"{"a":"\u0001 \u00000"}"#));
+        assert!(!has_nul_escape(br#"{"a":"\u0001 \u1000"}"#));
+        assert!(!has_nul_escape(br#"{"a":"u0000","b":"\n"}"#));
     }
 }

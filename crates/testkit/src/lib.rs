@@ -1,12 +1,15 @@
 //! What the test suites of main-service, aura-sim and e2e share: where the
 //! test Redis and PostgreSQL are, a fresh database per test (dropped with
-//! its handle), clean-up of a test's consumer groups, and an SSE response
-//! read event block by event block.
+//! its handle), clean-up of a test's consumer groups, one HTTP/1.1 request
+//! on a fresh connection, and an SSE response read event block by event
+//! block.
 #![forbid(unsafe_code)]
 
 use std::time::Duration;
 
-use http_body_util::BodyExt;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
 
 /// The Redis the tests use (`TEST_REDIS_URL`, default the local one).
 pub fn redis_url() -> String {
@@ -116,6 +119,32 @@ pub fn destroy_groups(redis_url: &str, group: &str) {
             .arg(group)
             .query(&mut conn);
     }
+}
+
+/// One HTTP/1.1 request on a new connection to `addr` (`Host` is `addr`
+/// unless `headers` name one); `None` when the connection or the exchange
+/// fails.
+pub async fn send(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Option<hyper::Response<hyper::body::Incoming>> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .ok()?;
+    tokio::spawn(conn);
+    let mut req = http::Request::builder().method(method).uri(path);
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req = req.header("host", addr.to_string());
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(body.into())).ok()?;
+    sender.send_request(req).await.ok()
 }
 
 /// An SSE response body read event block by event block.

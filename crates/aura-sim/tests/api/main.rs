@@ -5,9 +5,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
 const SECRET: &str = "aura-sim-test-secret-0123456789abcdef";
@@ -62,21 +59,17 @@ impl Stream {
 }
 
 async fn open(addr: SocketAddr, headers: &[(&str, &str)], body: Value) -> Stream {
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let mut req = http::Request::post("/aura/test/stream")
-        .header("host", "aura")
-        .header("content-type", "application/json");
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let res = sender
-        .send_request(req.body(Full::new(Bytes::from(body.to_string()))).unwrap())
-        .await
-        .unwrap();
+    let mut headers = headers.to_vec();
+    headers.push(("content-type", "application/json"));
+    let res = testkit::send(
+        addr,
+        "POST",
+        "/aura/test/stream",
+        &headers,
+        body.to_string(),
+    )
+    .await
+    .expect("aura-sim answers");
     Stream {
         status: res.status().as_u16(),
         body: testkit::SseBody::new(res.into_body()),

@@ -48,17 +48,30 @@ async fn relay_one_stream(
     (task_id, String::from_utf8(received).unwrap())
 }
 
-#[tokio::test]
-async fn agent_events_are_recorded_under_the_task_id_and_relayed_unchanged() {
-    let (up, mut feeds) = feeding_upstream(Some("text/event-stream")).await;
+/// An SSE upstream fed by the test, and a gateway in front of it with the
+/// recorder writing to `redis_url`.
+async fn recording_gateway(
+    redis_url: &str,
+) -> (
+    Upstream,
+    tokio::sync::mpsc::Receiver<tokio::sync::mpsc::Sender<bytes::Bytes>>,
+    TestGateway,
+) {
+    let (up, feeds) = feeding_upstream(Some("text/event-stream")).await;
     let gw = spawn_gateway(config(
         &up.uri(),
         &[
             ("GATEWAY_RECORDER_ENABLED", "true"),
-            ("REDIS_URL", &redis_url()),
+            ("REDIS_URL", redis_url),
         ],
     ))
     .await;
+    (up, feeds, gw)
+}
+
+#[tokio::test]
+async fn agent_events_are_recorded_under_the_task_id_and_relayed_unchanged() {
+    let (up, mut feeds, gw) = recording_gateway(&redis_url()).await;
     let (task_id, received) = relay_one_stream(&gw, &mut feeds).await;
     assert_eq!(
         received,
@@ -143,15 +156,7 @@ async fn recorded(
 
 #[tokio::test]
 async fn a_stream_that_ends_without_finishing_is_recorded_as_broken() {
-    let (up, mut feeds) = feeding_upstream(Some("text/event-stream")).await;
-    let gw = spawn_gateway(config(
-        &up.uri(),
-        &[
-            ("GATEWAY_RECORDER_ENABLED", "true"),
-            ("REDIS_URL", &redis_url()),
-        ],
-    ))
-    .await;
+    let (_up, mut feeds, gw) = recording_gateway(&redis_url()).await;
     let req = request("POST", gw.addr, "/api/aura/test/stream")
         .header("x-tenant-id", "tenant1")
         .header("x-user-id", "user123")
@@ -181,15 +186,7 @@ async fn with_redis_down_the_stream_is_unaffected_and_the_drops_are_counted() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let (up, mut feeds) = feeding_upstream(Some("text/event-stream")).await;
-    let gw = spawn_gateway(config(
-        &up.uri(),
-        &[
-            ("GATEWAY_RECORDER_ENABLED", "true"),
-            ("REDIS_URL", &format!("redis://{dead}")),
-        ],
-    ))
-    .await;
+    let (_up, mut feeds, gw) = recording_gateway(&format!("redis://{dead}")).await;
     let started = std::time::Instant::now();
     let (_, received) = relay_one_stream(&gw, &mut feeds).await;
     assert_eq!(received, EVENTS.concat());
@@ -220,15 +217,7 @@ async fn with_redis_down_the_stream_is_unaffected_and_the_drops_are_counted() {
 
 #[tokio::test]
 async fn only_agent_event_streams_get_a_task_id() {
-    let (up, mut feeds) = feeding_upstream(Some("text/event-stream")).await;
-    let gw = spawn_gateway(config(
-        &up.uri(),
-        &[
-            ("GATEWAY_RECORDER_ENABLED", "true"),
-            ("REDIS_URL", &redis_url()),
-        ],
-    ))
-    .await;
+    let (up, mut feeds, gw) = recording_gateway(&redis_url()).await;
     let req = request("GET", gw.addr, "/api/main/stream")
         .header("accept", "text/event-stream")
         .body(full(""))

@@ -4,10 +4,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use http::Request;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use http_body_util::BodyExt;
 use std::sync::Arc;
 
 use main_service::{AppState, Config};
@@ -193,22 +190,9 @@ impl Client {
         headers: &[(&str, &str)],
         body: &str,
     ) -> Reply {
-        let stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        let res = testkit::send(self.addr, method, path, headers, body.to_owned())
             .await
-            .unwrap();
-        tokio::spawn(conn);
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", self.addr.to_string());
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let res = sender
-            .send_request(req.body(Full::new(Bytes::from(body.to_owned()))).unwrap())
-            .await
-            .unwrap();
+            .expect("the service answers");
         let status = res.status().as_u16();
         let headers = res.headers().clone();
         let bytes = res.into_body().collect().await.unwrap().to_bytes();
