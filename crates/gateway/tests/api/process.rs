@@ -65,3 +65,38 @@ fn sigterm_drains_and_exits_zero_with_json_logs() {
         "nothing listens any more"
     );
 }
+
+/// `Max open files` of a process: (soft, hard).
+fn open_file_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    (fields[3].to_owned(), fields[4].to_owned())
+}
+
+#[test]
+fn a_low_open_file_soft_limit_is_raised_to_the_hard_limit_at_start() {
+    // Started with a soft limit of 256 (a default of 1,024 would cap it
+    // near 500 streams, two descriptors each).
+    let mut child = Command::new("sh")
+        .args(["-c", "ulimit -Sn 256 && exec \"$0\""])
+        .arg(env!("CARGO_BIN_EXE_gateway"))
+        .env_clear()
+        .env("SERVER_HOST", "127.0.0.1")
+        .env("SERVER_PORT", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let listening = BufReader::new(stdout).lines().next();
+    let (soft, hard) = open_file_limits(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(listening.is_some(), "the gateway started");
+    assert_ne!(soft, "256");
+    assert_eq!(soft, hard);
+}
