@@ -13,6 +13,8 @@
 //! - [`forward`]: hop-by-hop and `X-Forwarded-*` header rules.
 //! - [`proxy`]: forwarding one request and the response headers.
 //! - [`pool`]: the upstream connection pool and its connection budget.
+//! - [`client`]: HTTP/1.1 to the upstream, inside the request's own task.
+//! - [`h1`]: the upstream side's HTTP/1.1 framing (heads, lengths, chunks).
 //! - [`recorder`]: the tee of agent streams into a Redis Stream.
 //! - [`body`]: the streamed, size-limited request body and its preview log.
 //! - [`relay`]: the streamed response body, heartbeats and the idle timeout.
@@ -24,11 +26,13 @@
 
 pub mod access;
 pub mod body;
+pub mod client;
 pub mod config;
 pub mod cors;
 pub mod edge;
 pub mod error;
 pub mod forward;
+pub mod h1;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;

@@ -1,35 +1,92 @@
-//! The upstream connection pool, on `hyper::client::conn::http1`.
+//! The upstream connection pool: plain TCP connections that [`crate::client`]
+//! speaks HTTP/1.1 on, inside the task of the request that holds them.
 //!
-//! One [`Upstream`] per distinct upstream authority, shared by all workers:
+//! One [`Pool`] per distinct upstream authority, shared by all workers:
 //! - at most `GATEWAY_POOL_MAX_CONNECTIONS` connections exist at any time
-//!   (a semaphore permit lives inside each connection's task, so it is
-//!   released exactly when the connection closes);
+//!   (a semaphore permit lives inside each [`Conn`], so it is released
+//!   exactly when the connection is closed);
 //! - idle connections are kept per worker, so that a request, its upstream
 //!   connection and its stream stay on one thread; a worker takes another
 //!   worker's idle connection only when the budget is spent;
+//! - an idle connection the upstream has closed (or sent stray bytes on) is
+//!   dropped when it is next looked at, never handed out;
 //! - idle connections are closed after `GATEWAY_POOL_IDLE_TIMEOUT_SECS`
-//!   (checked on checkout and by a reaper per worker);
-//! - a request that could not be written because the pooled connection had
-//!   just closed is retried once on a new connection.
+//!   (checked on checkout and by a reaper per worker).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::{Builder, SendRequest};
-use hyper_util::rt::TokioIo;
+use bytes::BytesMut;
+use http::HeaderValue;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use crate::body::{BodyTooLarge, RequestBody};
 use crate::error::GatewayError;
 
-type Sender = SendRequest<RequestBody>;
+/// Read buffer reserved per read on an upstream connection.
+pub const READ_BUFFER: usize = 8 * 1024;
+
+/// One upstream connection in use. Dropping it closes the connection;
+/// [`Conn::release`] returns it to its pool.
+pub struct Conn {
+    /// The socket.
+    pub io: TcpStream,
+    /// Bytes read and not yet used.
+    pub buf: BytesMut,
+    /// True when it served a request before (a stale keep-alive may be closed
+    /// by the upstream just as a request is written: such a request may be retried).
+    pub reused: bool,
+    pool: Arc<Pool>,
+    worker: usize,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("upstream", &self.pool.name)
+            .field("reused", &self.reused)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Conn {
+    /// Puts the connection back as idle; only call it once a response has
+    /// been read to its end and nothing else was received.
+    pub fn release(mut self) {
+        if !self.buf.is_empty() {
+            return; // stray bytes after a response: the connection is unusable
+        }
+        // An idle connection keeps no read buffer.
+        self.buf = BytesMut::new();
+        self.reused = true;
+        let pool = self.pool.clone();
+        pool.idle[self.worker]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Idle {
+                conn: self,
+                since: Instant::now(),
+            });
+        pool.returned.notify_one();
+    }
+
+    /// The pool's route name, for logs and errors.
+    pub fn upstream(&self) -> &'static str {
+        self.pool.name
+    }
+
+    /// False when the upstream closed the idle connection or sent bytes on it.
+    /// Costs no system call unless the socket has become readable.
+    fn is_usable(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+}
 
 struct Idle {
-    sender: Sender,
+    conn: Conn,
     since: Instant,
 }
 
@@ -39,6 +96,8 @@ pub struct Pool {
     name: &'static str,
     /// `host:port` to connect to.
     authority: String,
+    /// The same, as the `Host` of requests that do not keep the client's.
+    host: Option<HeaderValue>,
     budget: Arc<Semaphore>,
     idle: Vec<Mutex<Vec<Idle>>>,
     returned: Notify,
@@ -55,32 +114,6 @@ impl std::fmt::Debug for Pool {
     }
 }
 
-/// A connection in use; [`Lease::release`] returns it to the pool, dropping
-/// it closes the connection.
-pub struct Lease {
-    sender: Option<Sender>,
-    pool: Arc<Pool>,
-    worker: usize,
-}
-
-impl Lease {
-    /// Puts the connection back as idle, once its response is complete.
-    pub fn release(mut self) {
-        if let Some(sender) = self.sender.take()
-            && !sender.is_closed()
-        {
-            self.pool.idle[self.worker]
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(Idle {
-                    sender,
-                    since: Instant::now(),
-                });
-            self.pool.returned.notify_one();
-        }
-    }
-}
-
 impl Pool {
     /// A pool for `authority` with `max` connections shared by `workers` workers.
     pub fn new(
@@ -93,6 +126,7 @@ impl Pool {
     ) -> Self {
         Self {
             name,
+            host: HeaderValue::from_str(&authority).ok(),
             authority,
             budget: Arc::new(Semaphore::new(max)),
             idle: (0..workers).map(|_| Mutex::new(Vec::new())).collect(),
@@ -102,67 +136,33 @@ impl Pool {
         }
     }
 
-    /// The authority requests are sent to (the `Host` of non-Aura routes).
-    pub fn authority(&self) -> &str {
-        &self.authority
+    /// The authority requests are sent to, as a `Host` header value.
+    pub fn host(&self) -> Option<&HeaderValue> {
+        self.host.as_ref()
     }
 
-    /// Sends `req` (origin-form URI) on a pooled or new connection.
-    pub async fn send(
-        self: &Arc<Self>,
-        worker: usize,
-        mut req: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, Lease), GatewayError> {
-        for attempt in 0..2 {
-            let mut lease = self.checkout(worker).await?;
-            let Some(sender) = lease.sender.as_mut() else {
-                continue;
-            };
-            if sender.ready().await.is_err() {
-                continue; // closed while idle: take another one
-            }
-            match sender.try_send_request(req).await {
-                Ok(response) => return Ok((response, lease)),
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) if attempt == 0 => req = unsent,
-                    _ => return Err(self.classify(e.error())),
-                },
-            }
-        }
-        Err(GatewayError::UpstreamUnavailable(self.name))
+    /// The route name used in logs and errors.
+    pub fn name(&self) -> &'static str {
+        self.name
     }
 
-    /// Closes this worker's connections that have been idle too long.
-    pub fn reap(&self, worker: usize) {
-        let now = Instant::now();
-        self.idle[worker]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|i| !i.sender.is_closed() && now - i.since < self.idle_timeout);
-    }
-
-    /// Closes all of this worker's idle connections (at shutdown).
-    pub fn close_idle(&self, worker: usize) {
-        self.idle[worker]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
-    }
-
-    async fn checkout(self: &Arc<Self>, worker: usize) -> Result<Lease, GatewayError> {
+    /// An idle connection of this worker, a new one, or (when the budget is
+    /// spent) another worker's idle one; waits for one to be returned up to
+    /// the connect timeout (then 504).
+    pub async fn checkout(self: &Arc<Self>, worker: usize) -> Result<Conn, GatewayError> {
         let deadline = Instant::now() + self.connect_timeout;
         loop {
-            if let Some(sender) = self.take_idle(worker) {
-                return Ok(self.lease(sender, worker));
+            if let Some(conn) = self.take_idle(worker) {
+                return Ok(conn);
             }
             if let Ok(permit) = self.budget.clone().try_acquire_owned() {
                 // Boxed: connecting is rare, and inline it would make every
-                // request's future several times larger.
+                // request's future larger.
                 return Box::pin(self.connect(permit, worker, deadline)).await;
             }
             let others = (0..self.idle.len()).filter(|w| *w != worker);
-            if let Some(sender) = others.filter_map(|w| self.take_idle(w)).next() {
-                return Ok(self.lease(sender, worker));
+            if let Some(conn) = others.filter_map(|w| self.take_idle(w)).next() {
+                return Ok(self.adopt(conn, worker));
             }
             let returned = self.returned.notified();
             tokio::select! {
@@ -179,20 +179,51 @@ impl Pool {
         }
     }
 
-    fn lease(self: &Arc<Self>, sender: Sender, worker: usize) -> Lease {
-        Lease {
-            sender: Some(sender),
-            pool: self.clone(),
-            worker,
-        }
+    /// A new connection, never a pooled one (for the retry of a request whose
+    /// pooled connection turned out to be closed).
+    pub async fn connect_new(self: &Arc<Self>, worker: usize) -> Result<Conn, GatewayError> {
+        let deadline = Instant::now() + self.connect_timeout;
+        let permit = tokio::select! {
+            permit = self.budget.clone().acquire_owned() => {
+                permit.map_err(|_| GatewayError::Internal("pool closed".into()))?
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                return Err(GatewayError::UpstreamTimeout(self.name));
+            }
+        };
+        Box::pin(self.connect(permit, worker, deadline)).await
     }
 
-    fn take_idle(&self, worker: usize) -> Option<Sender> {
+    /// Closes this worker's connections that have been idle too long or that
+    /// the upstream has closed.
+    pub fn reap(&self, worker: usize) {
+        let now = Instant::now();
+        self.idle[worker]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|i| now - i.since < self.idle_timeout && i.conn.is_usable());
+    }
+
+    /// Closes all of this worker's idle connections (at shutdown).
+    pub fn close_idle(&self, worker: usize) {
+        self.idle[worker]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// A connection from another worker's list now belongs to `worker`.
+    fn adopt(&self, mut conn: Conn, worker: usize) -> Conn {
+        conn.worker = worker;
+        conn
+    }
+
+    fn take_idle(&self, worker: usize) -> Option<Conn> {
         let mut idle = self.idle[worker].lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         while let Some(entry) = idle.pop() {
-            if !entry.sender.is_closed() && now - entry.since < self.idle_timeout {
-                return Some(entry.sender);
+            if now - entry.since < self.idle_timeout && entry.conn.is_usable() {
+                return Some(entry.conn);
             }
         }
         None
@@ -203,49 +234,27 @@ impl Pool {
         permit: OwnedSemaphorePermit,
         worker: usize,
         deadline: Instant,
-    ) -> Result<Lease, GatewayError> {
-        let stream =
-            match tokio::time::timeout_at(deadline, TcpStream::connect(&self.authority)).await {
-                Err(_) => return Err(GatewayError::UpstreamTimeout(self.name)),
-                Ok(Err(e)) => {
-                    tracing::warn!(upstream = self.name, error = %e, "upstream connect failed");
-                    return Err(match e.kind() {
-                        std::io::ErrorKind::TimedOut => GatewayError::UpstreamTimeout(self.name),
-                        _ => GatewayError::UpstreamUnavailable(self.name),
-                    });
-                }
-                Ok(Ok(stream)) => stream,
-            };
-        let _ = stream.set_nodelay(true);
-        let (sender, conn) = Builder::new()
-            .writev(false)
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| self.classify(&e))?;
-        let name = self.name;
-        tokio::spawn(async move {
-            let _permit = permit; // the budget counts live connections
-            if let Err(e) = conn.await {
-                tracing::debug!(upstream = name, error = %e, "upstream connection ended with an error");
+    ) -> Result<Conn, GatewayError> {
+        let io = match tokio::time::timeout_at(deadline, TcpStream::connect(&self.authority)).await
+        {
+            Err(_) => return Err(GatewayError::UpstreamTimeout(self.name)),
+            Ok(Err(e)) => {
+                tracing::warn!(upstream = self.name, error = %e, "upstream connect failed");
+                return Err(match e.kind() {
+                    std::io::ErrorKind::TimedOut => GatewayError::UpstreamTimeout(self.name),
+                    _ => GatewayError::UpstreamUnavailable(self.name),
+                });
             }
-        });
-        Ok(self.lease(sender, worker))
-    }
-
-    /// Maps a failed exchange to who caused it.
-    fn classify(&self, err: &hyper::Error) -> GatewayError {
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
-        while let Some(e) = source {
-            if let Some(too_large) = e.downcast_ref::<BodyTooLarge>() {
-                return GatewayError::PayloadTooLarge(too_large.0);
-            }
-            source = e.source();
-        }
-        if err.is_user() {
-            // The client's own request body failed (it went away mid-upload).
-            return GatewayError::BadRequest("Request body could not be read".into());
-        }
-        tracing::warn!(upstream = self.name, error = %err, "upstream exchange failed");
-        GatewayError::UpstreamUnavailable(self.name)
+            Ok(Ok(io)) => io,
+        };
+        let _ = io.set_nodelay(true);
+        Ok(Conn {
+            io,
+            buf: BytesMut::new(),
+            reused: false,
+            pool: self.clone(),
+            worker,
+            _permit: permit,
+        })
     }
 }

@@ -11,13 +11,14 @@ use dwp_core::headers::{
 };
 use dwp_core::token::Verifier;
 use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HOST};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::ResponseBody;
 use crate::access::AccessLog;
 use crate::body::RequestBody;
+use crate::client::{self, Outgoing};
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::forward;
@@ -169,6 +170,8 @@ pub async fn forward(
     let base_path = base(&shared.config, route.upstream)
         .path()
         .trim_end_matches('/');
+    // Base path and the client's path and query were all validated as URI
+    // parts, so the joined target is one too.
     let query = parts.uri.query();
     let mut target = String::with_capacity(
         base_path.len() + upstream_path.len() + query.map_or(0, |q| q.len() + 1),
@@ -179,18 +182,15 @@ pub async fn forward(
         target.push('?');
         target.push_str(query);
     }
-    let uri: Uri = target
-        .parse()
-        .map_err(|_| GatewayError::BadRequest("Request target is not valid".into()))?;
 
     let mut headers = parts.headers;
     forward::strip_hop_by_hop(&mut headers);
     forward::append_forwarded(&mut headers, client_ip, STRIPPED_PREFIX);
-    if !to_aura || !headers.contains_key(HOST) {
+    if (!to_aura || !headers.contains_key(HOST))
+        && let Some(host) = pool.host()
+    {
         // Only the Aura route keeps the browser's Host (PreserveHostHeader).
-        if let Ok(host) = HeaderValue::from_str(pool.authority()) {
-            headers.insert(HOST, host);
-        }
+        headers.insert(HOST, host.clone());
     }
     headers.insert(REQUEST_ID, request_id.clone());
     // Agent streams are recorded under a task id the agent and the client both get.
@@ -219,20 +219,17 @@ pub async fn forward(
     };
 
     let preview = to_aura && parts.method == Method::POST;
-    let mut upstream_req = Request::new(RequestBody::new(
-        body,
-        shared.config.max_body_bytes,
-        preview,
-    ));
-    *upstream_req.method_mut() = parts.method;
-    *upstream_req.uri_mut() = uri;
-    *upstream_req.version_mut() = Version::HTTP_11;
-    *upstream_req.headers_mut() = headers;
+    let outgoing = Outgoing {
+        method: parts.method,
+        target,
+        headers,
+        body: RequestBody::new(body, shared.config.max_body_bytes, preview),
+    };
 
     let started = Instant::now();
     let sent = tokio::time::timeout(
         shared.config.response_timeout,
-        pool.send(state.worker, upstream_req),
+        client::exchange(pool, state.worker, outgoing),
     )
     .await;
     if let Some(histogram) = routes::ROUTES
@@ -242,7 +239,7 @@ pub async fn forward(
     {
         histogram.observe(started.elapsed().as_secs_f64());
     }
-    let (response, lease) = match sent {
+    let response = match sent {
         Err(_) => return Err(GatewayError::UpstreamTimeout(route.name)),
         Ok(result) => result?,
     };
@@ -281,7 +278,7 @@ pub async fn forward(
         .ok_or_else(|| GatewayError::Internal("access log taken twice".into()))?;
     log.status = parts.status.as_u16();
     let tee = tee.filter(|_| sse); // only event streams are recorded
-    let relay = Relay::new(body, rules, sse, log, shared.metrics.clone(), lease, tee);
+    let relay = Relay::new(body, rules, sse, log, shared.metrics.clone(), tee);
     Ok(Response::from_parts(parts, relay.boxed_unsync()))
 }
 

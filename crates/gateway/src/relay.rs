@@ -9,9 +9,10 @@
 //!   boundary tracker follows the relayed bytes to know where events end);
 //! - counts itself in the open-streams gauge.
 //!
-//! Dropping the relay (hyper does so when the client goes away) drops the
-//! upstream body, which closes the upstream connection, and the access-log
-//! guard records the disconnect.
+//! The upstream body returns its connection to the pool itself once it has
+//! read the last byte. Dropping the relay (hyper does so when the client goes
+//! away) drops the upstream body, which closes the upstream connection, and
+//! the access-log guard records the disconnect.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -22,13 +23,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use dwp_core::sse::{Boundary, KEEP_ALIVE};
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep, sleep};
 
 use crate::BoxError;
 use crate::access::{AccessLog, Outcome};
+use crate::client::UpstreamBody;
 use crate::metrics::Metrics;
-use crate::pool::Lease;
 use crate::recorder::{Recorder, TaskMeta};
 
 /// How a stream response is relayed.
@@ -84,15 +84,13 @@ impl Timer {
 
 /// A relayed upstream response body.
 pub struct Relay {
-    upstream: Incoming,
+    upstream: UpstreamBody,
     idle: Option<Timer>,
     heartbeat: Option<(Timer, Boundary)>,
     log: AccessLog,
     metrics: Arc<Metrics>,
     stream: bool,
     done: bool,
-    /// The upstream connection, returned to the pool when the response is complete.
-    lease: Option<Lease>,
     /// The recorder and the task this stream is recorded under.
     tee: Option<(Recorder, Arc<TaskMeta>)>,
 }
@@ -101,12 +99,11 @@ impl Relay {
     /// Relays `upstream`; `rules` is `Some` for stream requests, `sse` says
     /// whether the response is `text/event-stream`.
     pub fn new(
-        upstream: Incoming,
+        upstream: UpstreamBody,
         rules: Option<StreamRules>,
         sse: bool,
         log: AccessLog,
         metrics: Arc<Metrics>,
-        lease: Lease,
         tee: Option<(Recorder, Arc<TaskMeta>)>,
     ) -> Self {
         let stream = rules.is_some();
@@ -124,7 +121,6 @@ impl Relay {
             metrics,
             stream,
             done: false,
-            lease: Some(lease),
             tee,
         };
         if relay.upstream.is_end_stream() {
@@ -136,11 +132,6 @@ impl Relay {
     fn end(&mut self, outcome: Outcome) {
         self.done = true;
         self.log.outcome = outcome;
-        if let Some(lease) = self.lease.take()
-            && outcome == Outcome::Complete
-        {
-            lease.release();
-        }
     }
 }
 

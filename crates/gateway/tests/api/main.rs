@@ -12,3 +12,4 @@ mod process;
 mod recorder;
 mod routing;
 mod streaming;
+mod upstream;

@@ -1,0 +1,426 @@
+//! HTTP/1.1 to the upstream, driven by the request's own task: no second
+//! task per connection and no channel between the request and its
+//! connection, so a proxied request costs one task's wake-ups, like nginx.
+//!
+//! [`exchange`] writes the request head and streams the body while it
+//! watches for the response head (an upstream may answer before it has read
+//! the whole body); the response body is an [`UpstreamBody`] that reads the
+//! socket only when the client side polls it, and returns the connection to
+//! the pool the moment the last byte is read. Framing follows [`crate::h1`];
+//! whatever an upstream sends that is not HTTP/1.1 is 502, never a panic.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderValue, Method, Response, Version};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::WriteHalf;
+
+use crate::BoxError;
+use crate::body::{BodyTooLarge, RequestBody};
+use crate::error::GatewayError;
+use crate::h1::{self, Chunked, Decoded, H1Error, Length, Parsed};
+use crate::pool::{Conn, Pool, READ_BUFFER};
+
+/// Request bodies at least this large are written as they are, not copied
+/// into the write buffer.
+const COPY_LIMIT: usize = 16 * 1024;
+
+/// A request on its way upstream.
+pub struct Outgoing {
+    /// The method.
+    pub method: Method,
+    /// The origin-form target (path and query).
+    pub target: String,
+    /// The header fields, hop-by-hop ones already removed.
+    pub headers: HeaderMap,
+    /// The client's body.
+    pub body: RequestBody,
+}
+
+/// Sends `req` on a pooled or new connection and returns the response head
+/// with a body that streams from the connection.
+///
+/// A request without a body whose pooled connection turns out to have been
+/// closed by the upstream before any answer (the keep-alive race) is sent
+/// once more on a new connection.
+pub async fn exchange(
+    pool: &Arc<Pool>,
+    worker: usize,
+    mut req: Outgoing,
+) -> Result<Response<UpstreamBody>, GatewayError> {
+    let has_body = !req.body.is_end_stream();
+    let chunked = has_body && req.body.size_hint().exact().is_none();
+    if chunked {
+        req.headers.remove(CONTENT_LENGTH);
+        req.headers
+            .insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+    } else if !has_body
+        && !req.headers.contains_key(CONTENT_LENGTH)
+        && matches!(req.method, Method::POST | Method::PUT | Method::PATCH)
+    {
+        // Servers may refuse a POST without any framing (411).
+        req.headers
+            .insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+    }
+    let mut head = Vec::with_capacity(256 + req.headers.len() * 48);
+    h1::encode_head(&mut head, &req.method, &req.target, &req.headers);
+    let head_request = req.method == Method::HEAD;
+
+    let mut conn = pool.checkout(worker).await?;
+    if !has_body {
+        match write_and_read(&mut conn, &head, head_request).await {
+            Ok(parsed) => return Ok(respond(conn, parsed)),
+            Err(Failure::Io(e)) if conn.reused && replayable(&req.method) => {
+                tracing::debug!(upstream = pool.name(), error = %e, "pooled connection was closed: retrying on a new one");
+                drop(conn); // its budget permit goes back first
+                let mut conn = pool.connect_new(worker).await?;
+                let parsed = write_and_read(&mut conn, &head, head_request)
+                    .await
+                    .map_err(|f| f.into_error(conn.upstream()))?;
+                return Ok(respond(conn, parsed));
+            }
+            Err(f) => return Err(f.into_error(conn.upstream())),
+        }
+    }
+    let parsed = stream_and_read(&mut conn, head, &mut req.body, chunked, head_request)
+        .await
+        .map_err(|f| f.into_error(conn.upstream()))?;
+    Ok(respond(conn, parsed))
+}
+
+/// Idempotent methods (RFC 9110 §9.2.2): safe to send again.
+fn replayable(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+/// Why an exchange failed.
+enum Failure {
+    /// The connection broke before a response head arrived.
+    Io(std::io::Error),
+    /// The upstream sent something that is not an HTTP/1.1 response.
+    Protocol(H1Error),
+    /// The client's body failed: too large, or the client went away.
+    Body(BoxError),
+}
+
+impl Failure {
+    fn into_error(self, upstream: &'static str) -> GatewayError {
+        match self {
+            Self::Io(e) => {
+                tracing::warn!(upstream, error = %e, "upstream exchange failed");
+                GatewayError::UpstreamUnavailable(upstream)
+            }
+            Self::Protocol(e) => {
+                tracing::warn!(upstream, error = %e, "upstream answered with a malformed response");
+                GatewayError::UpstreamUnavailable(upstream)
+            }
+            Self::Body(e) => match e.downcast_ref::<BodyTooLarge>() {
+                Some(too_large) => GatewayError::PayloadTooLarge(too_large.0),
+                None => GatewayError::BadRequest("Request body could not be read".into()),
+            },
+        }
+    }
+}
+
+/// A response head and whether the whole request was written.
+struct Answer {
+    head: h1::Head,
+    request_complete: bool,
+}
+
+/// Writes a request without a body and reads the response head.
+async fn write_and_read(
+    conn: &mut Conn,
+    head: &[u8],
+    head_request: bool,
+) -> Result<Answer, Failure> {
+    conn.io.write_all(head).await.map_err(Failure::Io)?;
+    let Conn { io, buf, .. } = conn;
+    read_head(io, buf, head_request).await.map(|head| Answer {
+        head,
+        request_complete: true,
+    })
+}
+
+/// Writes the head and streams the body while watching for the response
+/// head. An answer that comes before the body is written ends the writing
+/// (and the connection is not reused); a write the upstream refuses is not an
+/// error until the response head fails to come too.
+async fn stream_and_read(
+    conn: &mut Conn,
+    head: Vec<u8>,
+    body: &mut RequestBody,
+    chunked: bool,
+    head_request: bool,
+) -> Result<Answer, Failure> {
+    let Conn { io, buf, .. } = conn;
+    let (mut reader, mut writer) = io.split();
+    let write = write_body(&mut writer, head, body, chunked);
+    let read = read_head(&mut reader, buf, head_request);
+    tokio::pin!(write, read);
+    let mut request_complete = false;
+    let mut writing = true;
+    loop {
+        tokio::select! {
+            written = &mut write, if writing => {
+                writing = false;
+                match written {
+                    Ok(()) => request_complete = true,
+                    Err(Failure::Io(e)) => {
+                        tracing::debug!(error = %e, "upstream stopped reading the request body");
+                    }
+                    Err(other) => return Err(other),
+                }
+            }
+            head = &mut read => {
+                return head.map(|head| Answer { head, request_complete });
+            }
+        }
+    }
+}
+
+/// Writes the head, then the body frames: coalesced while more are ready at
+/// once, chunk-framed when the length is unknown.
+async fn write_body(
+    writer: &mut WriteHalf<'_>,
+    mut out: Vec<u8>,
+    body: &mut RequestBody,
+    chunked: bool,
+) -> Result<(), Failure> {
+    use futures_util::FutureExt;
+    loop {
+        let frame = match body.frame().now_or_never() {
+            Some(frame) => frame,
+            None => {
+                writer.write_all(&out).await.map_err(Failure::Io)?;
+                out.clear();
+                body.frame().await
+            }
+        };
+        match frame {
+            None => break,
+            Some(Err(e)) => return Err(Failure::Body(e)),
+            Some(Ok(frame)) => {
+                let Ok(data) = frame.into_data() else {
+                    continue; // trailers are hop-by-hop here
+                };
+                if chunked {
+                    h1::encode_chunk(&mut out, &data);
+                } else if data.len() >= COPY_LIMIT {
+                    writer.write_all(&out).await.map_err(Failure::Io)?;
+                    out.clear();
+                    writer.write_all(&data).await.map_err(Failure::Io)?;
+                } else {
+                    out.extend_from_slice(&data);
+                }
+            }
+        }
+    }
+    if chunked {
+        out.extend_from_slice(h1::LAST_CHUNK);
+    }
+    writer.write_all(&out).await.map_err(Failure::Io)
+}
+
+/// Reads until a final response head has arrived; interim 1xx heads are skipped.
+async fn read_head<R: tokio::io::AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+    head_request: bool,
+) -> Result<h1::Head, Failure> {
+    loop {
+        if !buf.is_empty() {
+            match h1::parse_head(buf, head_request).map_err(Failure::Protocol)? {
+                Parsed::Final(head) => return Ok(head),
+                Parsed::Interim(len) => {
+                    let _ = buf.split_to(len);
+                    continue;
+                }
+                Parsed::Partial => {}
+            }
+        }
+        buf.reserve(READ_BUFFER);
+        if reader.read_buf(buf).await.map_err(Failure::Io)? == 0 {
+            return Err(Failure::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+    }
+}
+
+/// The response with its body on the connection.
+fn respond(conn: Conn, answer: Answer) -> Response<UpstreamBody> {
+    let Answer {
+        head,
+        request_complete,
+    } = answer;
+    let body = UpstreamBody::new(conn, head.length, head.keep_alive && request_complete);
+    let mut response = Response::new(body);
+    *response.status_mut() = head.status;
+    *response.version_mut() = Version::HTTP_11;
+    *response.headers_mut() = head.headers;
+    response
+}
+
+/// How much of the body is left to read.
+#[derive(Debug)]
+enum Remaining {
+    Exact(u64),
+    Chunked(Chunked),
+    UntilClose,
+    Done,
+}
+
+/// A response body read from the upstream connection as the client side
+/// polls it. Dropping it before the end closes the connection.
+#[derive(Debug)]
+pub struct UpstreamBody {
+    conn: Option<Conn>,
+    remaining: Remaining,
+    keep_alive: bool,
+}
+
+/// The upstream connection ended or broke before the body did.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The connection closed before the announced end.
+    #[error("upstream closed the connection before the body ended")]
+    Truncated,
+    /// Reading failed.
+    #[error("upstream read failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// The body's framing is broken.
+    #[error(transparent)]
+    Framing(#[from] H1Error),
+}
+
+impl UpstreamBody {
+    fn new(conn: Conn, length: Length, keep_alive: bool) -> Self {
+        let remaining = match length {
+            Length::Empty => Remaining::Done,
+            Length::Exact(n) => Remaining::Exact(n),
+            Length::Chunked => Remaining::Chunked(Chunked::default()),
+            Length::UntilClose => Remaining::UntilClose,
+        };
+        let mut body = Self {
+            conn: Some(conn),
+            remaining,
+            keep_alive,
+        };
+        if matches!(body.remaining, Remaining::Done) {
+            body.finish();
+        }
+        body
+    }
+
+    /// The last byte is read: the connection goes back to the pool or is closed.
+    fn finish(&mut self) {
+        self.remaining = Remaining::Done;
+        if let Some(conn) = self.conn.take()
+            && self.keep_alive
+        {
+            conn.release();
+        }
+    }
+
+    /// The next piece of body already in the buffer, if any.
+    fn next_in_buffer(&mut self) -> Result<Option<Bytes>, BodyError> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(None);
+        };
+        let buf = &mut conn.buf;
+        match &mut self.remaining {
+            Remaining::Done => Ok(None),
+            _ if buf.is_empty() => Ok(None),
+            Remaining::Exact(left) => {
+                let take = (*left).min(buf.len() as u64) as usize;
+                *left -= take as u64;
+                let data = buf.split_to(take).freeze();
+                if *left == 0 {
+                    self.finish();
+                }
+                Ok(Some(data))
+            }
+            Remaining::UntilClose => Ok(Some(buf.split().freeze())),
+            Remaining::Chunked(decoder) => match decoder.decode(buf)? {
+                Decoded::Data(data) => Ok(Some(data)),
+                Decoded::NeedMore => Ok(None),
+                Decoded::Done => {
+                    self.finish();
+                    Ok(None)
+                }
+            },
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        loop {
+            match this.next_in_buffer() {
+                Ok(Some(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                Ok(None) => {}
+                Err(e) => {
+                    this.conn = None;
+                    this.remaining = Remaining::Done;
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            if matches!(this.remaining, Remaining::Done) {
+                return Poll::Ready(None);
+            }
+            conn.buf.reserve(READ_BUFFER);
+            let read = ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut conn.io),
+                cx,
+                &mut conn.buf
+            ));
+            match read {
+                Ok(0) => {
+                    this.conn = None;
+                    if matches!(this.remaining, Remaining::UntilClose) {
+                        this.remaining = Remaining::Done;
+                        return Poll::Ready(None);
+                    }
+                    this.remaining = Remaining::Done;
+                    return Poll::Ready(Some(Err(BodyError::Truncated)));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    this.conn = None;
+                    this.remaining = Remaining::Done;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.remaining, Remaining::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.remaining {
+            Remaining::Done => SizeHint::with_exact(0),
+            Remaining::Exact(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}

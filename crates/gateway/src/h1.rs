@@ -1,0 +1,607 @@
+//! HTTP/1.1 on the upstream side, as pure functions over bytes: the request
+//! head the gateway writes, the response head it reads (httparse, the parser
+//! hyper itself uses), the length of that response's body (RFC 9112 §6.3),
+//! and an incremental decoder of chunked bodies.
+//!
+//! Nothing here does I/O; [`crate::client`] feeds it what it reads. Every
+//! malformed input is an [`H1Error`], never a panic.
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+
+/// Largest response head (status line and headers) accepted from an upstream.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// Most header fields accepted in a response head.
+const MAX_HEADERS: usize = 128;
+
+/// Longest chunk-size line (size, extensions) or trailer section accepted.
+const MAX_CHUNK_LINE: usize = 4 * 1024;
+
+/// What the upstream sent that cannot be HTTP/1.1.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum H1Error {
+    /// The response head does not parse, or is too large.
+    #[error("malformed response head: {0}")]
+    Head(&'static str),
+    /// The body's framing does not parse (Content-Length or chunked).
+    #[error("malformed response body: {0}")]
+    Body(&'static str),
+}
+
+/// How the body of a response ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Length {
+    /// No body at all (HEAD, 1xx, 204, 304, `Content-Length: 0`).
+    Empty,
+    /// Exactly this many bytes.
+    Exact(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Everything until the upstream closes the connection.
+    UntilClose,
+}
+
+/// A parsed final response head.
+#[derive(Debug)]
+pub struct Head {
+    /// The status.
+    pub status: StatusCode,
+    /// The header fields as sent (framing fields included).
+    pub headers: HeaderMap,
+    /// How the body ends.
+    pub length: Length,
+    /// Whether the connection may carry another request afterwards.
+    pub keep_alive: bool,
+}
+
+/// The result of parsing the start of the read buffer.
+#[derive(Debug)]
+pub enum Parsed {
+    /// More bytes are needed.
+    Partial,
+    /// An interim 1xx response of this many bytes, to be skipped.
+    Interim(usize),
+    /// The final head; its bytes have been taken off the buffer.
+    Final(Head),
+}
+
+/// Writes `METHOD target HTTP/1.1`, the header fields and the blank line.
+/// Header names and values come from `http` types, which cannot hold CR or LF.
+pub fn encode_head(out: &mut Vec<u8>, method: &Method, target: &str, headers: &HeaderMap) {
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes one chunk of a chunked request body (`len` in hex, CRLF, data, CRLF).
+pub fn encode_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    if data.is_empty() {
+        return; // an empty chunk would end the body
+    }
+    let mut digits = [0u8; 16];
+    let mut n = data.len();
+    let mut i = digits.len();
+    while n > 0 || i == digits.len() {
+        i -= 1;
+        digits[i] = b"0123456789abcdef"[n & 0xf];
+        n >>= 4;
+    }
+    out.extend_from_slice(&digits[i..]);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The last chunk and the empty trailer section.
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// Parses a response head at the start of `buf`. A final head is taken off
+/// `buf` (header values share its memory); an interim one is left for the
+/// caller to skip. `head_request` says the request was `HEAD`.
+pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, H1Error> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut slots);
+    let len = match response.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_BYTES => {
+            return Err(H1Error::Head("head too large"));
+        }
+        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+        Err(httparse::Error::TooManyHeaders) => return Err(H1Error::Head("too many headers")),
+        Err(_) => return Err(H1Error::Head("not an HTTP/1.x response")),
+    };
+    let code = response.code.unwrap_or(0);
+    let status = StatusCode::from_u16(code).map_err(|_| H1Error::Head("bad status code"))?;
+    if status.is_informational() {
+        if code == 101 {
+            return Err(H1Error::Head("protocol switch was not asked for"));
+        }
+        return Ok(Parsed::Interim(len));
+    }
+    let http11 = response.version == Some(1);
+    // Offsets of names and values, so that the values can share the buffer.
+    let base = buf.as_ptr() as usize;
+    let mut fields = Vec::with_capacity(response.headers.len());
+    for h in response.headers.iter() {
+        let start = h.value.as_ptr() as usize - base;
+        fields.push((
+            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| H1Error::Head("bad name"))?,
+            start..start + h.value.len(),
+        ));
+    }
+    let raw: Bytes = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    for (name, range) in fields {
+        let value = HeaderValue::from_maybe_shared(raw.slice(range))
+            .map_err(|_| H1Error::Head("bad header value"))?;
+        headers.append(name, value);
+    }
+
+    let mut keep_alive = http11 && !has_token(&headers, &CONNECTION, "close");
+    let length =
+        if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+            Length::Empty
+        } else if headers.contains_key(TRANSFER_ENCODING) {
+            // Transfer-Encoding wins over Content-Length, which is then dropped
+            // and the connection not reused (RFC 9112 §6.3 item 3).
+            if headers.remove(CONTENT_LENGTH).is_some() {
+                keep_alive = false;
+            }
+            if http11 && last_coding_is_chunked(&headers) {
+                Length::Chunked
+            } else {
+                keep_alive = false;
+                Length::UntilClose
+            }
+        } else if headers.contains_key(CONTENT_LENGTH) {
+            match content_length(&headers)? {
+                0 => Length::Empty,
+                n => Length::Exact(n),
+            }
+        } else {
+            keep_alive = false;
+            Length::UntilClose
+        };
+    Ok(Parsed::Final(Head {
+        status,
+        headers,
+        length,
+        keep_alive,
+    }))
+}
+
+/// The one value of every `Content-Length` field (repeats must agree).
+fn content_length(headers: &HeaderMap) -> Result<u64, H1Error> {
+    let mut found = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        for part in value.as_bytes().split(|b| *b == b',') {
+            let part = part.trim_ascii();
+            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+                return Err(H1Error::Head("bad Content-Length"));
+            }
+            let n = part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+            if found.is_some_and(|f| f != n) {
+                return Err(H1Error::Head("conflicting Content-Length"));
+            }
+            found = Some(n);
+        }
+    }
+    found.ok_or(H1Error::Head("bad Content-Length"))
+}
+
+fn last_coding_is_chunked(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+        .and_then(|v| v.as_bytes().rsplit(|b| *b == b',').next())
+        .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+}
+
+fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
+
+/// What [`Chunked::decode`] found in the buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded {
+    /// Body bytes, taken off the buffer without copying.
+    Data(Bytes),
+    /// The buffer holds no complete piece; read more.
+    NeedMore,
+    /// The last chunk and the trailer section have been read.
+    Done,
+}
+
+/// An incremental decoder of a chunked body: feed it the read buffer as
+/// often as bytes arrive, in pieces of any size.
+#[derive(Debug, Default)]
+pub struct Chunked {
+    state: State,
+    /// The chunk size read so far.
+    size: u64,
+    /// Bytes of the current size line or trailer section seen so far.
+    line: usize,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Reading hex digits of a chunk size.
+    #[default]
+    Size,
+    /// Past the size: extensions, up to the line end.
+    Extension,
+    /// After the CR of a size line.
+    SizeLf,
+    /// This many data bytes left in the current chunk.
+    Data(u64),
+    /// The CR after a chunk's data.
+    DataCr,
+    /// The LF after a chunk's data.
+    DataLf,
+    /// At the start of a trailer line (or of the final empty line).
+    TrailerStart,
+    /// Inside a trailer field line.
+    Trailer,
+    /// After the CR of a trailer line; `true` when the line was empty.
+    TrailerLf(bool),
+    /// After the final empty line.
+    Done,
+}
+
+impl Chunked {
+    /// Decodes what `buf` holds: body data, or the end.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, H1Error> {
+        loop {
+            if let State::Data(left) = self.state {
+                if buf.is_empty() {
+                    return Ok(Decoded::NeedMore);
+                }
+                let take = left.min(buf.len() as u64) as usize;
+                let rest = left - take as u64;
+                self.state = if rest == 0 {
+                    State::DataCr
+                } else {
+                    State::Data(rest)
+                };
+                return Ok(Decoded::Data(buf.split_to(take).freeze()));
+            }
+            if self.state == State::Done {
+                return Ok(Decoded::Done);
+            }
+            let Some(&byte) = buf.first() else {
+                return Ok(Decoded::NeedMore);
+            };
+            buf.advance(1);
+            self.line += 1;
+            if self.line > MAX_CHUNK_LINE {
+                return Err(H1Error::Body("chunk line or trailers too long"));
+            }
+            self.state = match (self.state, byte) {
+                (State::Size, b) if b.is_ascii_hexdigit() => {
+                    if self.line > 15 {
+                        return Err(H1Error::Body("chunk size too large"));
+                    }
+                    self.size = self.size * 16 + u64::from(hex(b));
+                    State::Size
+                }
+                (State::Size, _) if self.line == 1 => {
+                    return Err(H1Error::Body("chunk size missing"));
+                }
+                (State::Size, b';' | b' ' | b'\t') => State::Extension,
+                (State::Size | State::Extension, b'\r') => State::SizeLf,
+                (State::Size, _) => return Err(H1Error::Body("bad chunk size")),
+                (State::Extension, b'\n') => return Err(H1Error::Body("bare LF in chunk line")),
+                (State::Extension, _) => State::Extension,
+                (State::SizeLf, b'\n') => {
+                    self.line = 0;
+                    match std::mem::take(&mut self.size) {
+                        0 => State::TrailerStart,
+                        size => State::Data(size),
+                    }
+                }
+                (State::DataCr, b'\r') => State::DataLf,
+                (State::DataLf, b'\n') => {
+                    self.line = 0;
+                    State::Size
+                }
+                (State::TrailerStart, b'\r') => State::TrailerLf(true),
+                (State::TrailerStart | State::Trailer, b'\n') => {
+                    return Err(H1Error::Body("bare LF in trailers"));
+                }
+                (State::Trailer, b'\r') => State::TrailerLf(false),
+                (State::TrailerStart | State::Trailer, _) => State::Trailer,
+                (State::TrailerLf(true), b'\n') => State::Done,
+                (State::TrailerLf(false), b'\n') => State::TrailerStart,
+                _ => return Err(H1Error::Body("bad chunk framing")),
+            };
+        }
+    }
+
+    /// True once the last chunk and the trailers have been read.
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+}
+
+fn hex(b: u8) -> u8 {
+    match b {
+        b'0'..=b'9' => b - b'0',
+        b'a'..=b'f' => b - b'a' + 10,
+        _ => b - b'A' + 10,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(raw: &str, head_request: bool) -> Result<Head, H1Error> {
+        let mut buf = BytesMut::from(raw);
+        match parse_head(&mut buf, head_request)? {
+            Parsed::Final(head) => Ok(head),
+            other => panic!("not a final head: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn lengths_follow_rfc_9112_section_6_3() {
+        let cases: &[(&str, bool, Length, bool)] = &[
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                false,
+                Length::Exact(5),
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+                false,
+                Length::Empty,
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                true,
+                Length::Empty,
+                true,
+            ),
+            (
+                "HTTP/1.1 204 No Content\r\n\r\n",
+                false,
+                Length::Empty,
+                true,
+            ),
+            (
+                "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+                false,
+                Length::Empty,
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                false,
+                Length::Chunked,
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n",
+                false,
+                Length::Chunked,
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+                false,
+                Length::UntilClose,
+                false,
+            ),
+            // Both: chunked wins, and the connection is not reused.
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+                false,
+                Length::Chunked,
+                false,
+            ),
+            ("HTTP/1.1 200 OK\r\n\r\n", false, Length::UntilClose, false),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\nContent-Length: 7\r\n\r\n",
+                false,
+                Length::Exact(7),
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\nContent-Length: 1\r\n\r\n",
+                false,
+                Length::Exact(1),
+                false,
+            ),
+            (
+                "HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n",
+                false,
+                Length::Exact(1),
+                false,
+            ),
+        ];
+        for (raw, head_request, length, keep_alive) in cases {
+            let h = head(raw, *head_request).unwrap_or_else(|e| panic!("{raw:?}: {e}"));
+            assert_eq!(h.length, *length, "{raw:?}");
+            assert_eq!(h.keep_alive, *keep_alive, "{raw:?}");
+        }
+        let both = head(
+            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert!(
+            !both.headers.contains_key(CONTENT_LENGTH),
+            "Content-Length dropped"
+        );
+    }
+
+    #[test]
+    fn bad_heads_are_errors_never_panics() {
+        for raw in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 5x\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length:\r\n\r\n",
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+            "HTTP/1.1 099 Low\r\n\r\n",
+            "SSH-2.0-OpenSSH_9.2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
+        ] {
+            let mut buf = BytesMut::from(raw);
+            assert!(parse_head(&mut buf, false).is_err(), "{raw:?}");
+        }
+        let mut many = String::from("HTTP/1.1 200 OK\r\n");
+        for i in 0..200 {
+            many.push_str(&format!("X-{i}: v\r\n"));
+        }
+        many.push_str("\r\n");
+        assert_eq!(
+            parse_head(&mut BytesMut::from(many.as_str()), false).unwrap_err(),
+            H1Error::Head("too many headers")
+        );
+        let huge = format!("HTTP/1.1 200 OK\r\nX: {}", "a".repeat(MAX_HEAD_BYTES));
+        assert!(parse_head(&mut BytesMut::from(huge.as_str()), false).is_err());
+    }
+
+    #[test]
+    fn partial_and_interim_heads() {
+        let raw = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\nX-A: 1\r\nX-A: 2\r\n\r\nok";
+        for cut in 0..raw.len() {
+            let mut buf = BytesMut::from(&raw[..cut]);
+            match parse_head(&mut buf, false).unwrap() {
+                Parsed::Partial => {}
+                Parsed::Interim(len) => assert_eq!(len, 25),
+                Parsed::Final(h) => panic!("final head from a prefix: {h:?}"),
+            }
+        }
+        let mut buf = BytesMut::from(raw);
+        let Parsed::Interim(len) = parse_head(&mut buf, false).unwrap() else {
+            panic!("interim expected")
+        };
+        let _ = buf.split_to(len);
+        let Parsed::Final(h) = parse_head(&mut buf, false).unwrap() else {
+            panic!("final expected")
+        };
+        assert_eq!(h.status, StatusCode::CREATED);
+        let values: Vec<_> = h.headers.get_all("x-a").iter().collect();
+        assert_eq!(values, ["1", "2"], "repeated fields kept in order");
+        assert_eq!(&buf[..], b"ok", "only the head is taken off the buffer");
+    }
+
+    #[test]
+    fn request_heads_and_chunks_are_encoded() {
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("up:9000"));
+        h.append("x-a", HeaderValue::from_static("1"));
+        h.append("x-a", HeaderValue::from_static("2"));
+        let mut out = Vec::new();
+        encode_head(&mut out, &Method::POST, "/aura/x?q=1", &h);
+        assert_eq!(
+            out,
+            b"POST /aura/x?q=1 HTTP/1.1\r\nhost: up:9000\r\nx-a: 1\r\nx-a: 2\r\n\r\n"
+        );
+        let mut out = Vec::new();
+        encode_chunk(&mut out, b"");
+        encode_chunk(&mut out, &[b'x'; 26]);
+        encode_chunk(&mut out, b"abc");
+        out.extend_from_slice(LAST_CHUNK);
+        let mut decoder = Chunked::default();
+        let mut buf = BytesMut::from(&out[..]);
+        assert_eq!(
+            decode_all(&mut decoder, &mut buf).unwrap(),
+            [vec![b'x'; 26], b"abc".to_vec()].concat()
+        );
+        assert!(out.starts_with(b"1a\r\n"));
+    }
+
+    fn decode_all(decoder: &mut Chunked, buf: &mut BytesMut) -> Result<Vec<u8>, H1Error> {
+        let mut body = Vec::new();
+        loop {
+            match decoder.decode(buf)? {
+                Decoded::Data(d) => body.extend_from_slice(&d),
+                Decoded::NeedMore | Decoded::Done => return Ok(body),
+            }
+        }
+    }
+
+    /// Feeds `raw` split at `cut` and byte by byte; returns the body and
+    /// whether the decoder finished.
+    fn feed(raw: &[u8], pieces: &[usize]) -> Result<(Vec<u8>, bool, Vec<u8>), H1Error> {
+        let mut decoder = Chunked::default();
+        let mut buf = BytesMut::new();
+        let mut body = Vec::new();
+        let mut at = 0;
+        for &end in pieces.iter().chain(std::iter::once(&raw.len())) {
+            buf.extend_from_slice(&raw[at..end.max(at)]);
+            at = end.max(at);
+            body.extend(decode_all(&mut decoder, &mut buf)?);
+        }
+        Ok((body, decoder.is_done(), buf.to_vec()))
+    }
+
+    #[test]
+    fn chunked_bodies_decode_the_same_however_they_are_split() {
+        let raw = b"5;name=value\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-Trailer: 1\r\n\r\nNEXT";
+        let want = b"helloabcdefghijklmnopqrstuvwxyz".to_vec();
+        for cut in 0..raw.len() {
+            let (body, done, rest) = feed(raw, &[cut]).unwrap();
+            assert_eq!(body, want, "cut at {cut}");
+            assert!(done);
+            assert_eq!(rest, b"NEXT", "bytes after the body are left in the buffer");
+        }
+        let every: Vec<usize> = (1..raw.len()).collect();
+        let (body, done, _) = feed(raw, &every).unwrap();
+        assert_eq!((body, done), (want, true));
+        let (body, done, _) = feed(b"3\r\nabc\r\n", &[]).unwrap();
+        assert_eq!(
+            (body, done),
+            (b"abc".to_vec(), false),
+            "not done before the last chunk"
+        );
+    }
+
+    #[test]
+    fn broken_chunked_bodies_are_errors() {
+        for raw in [
+            &b"\r\n"[..],
+            b"x\r\n",
+            b"5\nhello\r\n0\r\n\r\n",
+            b"5\r\nhelloXX0\r\n\r\n",
+            b"1000000000000000\r\n",
+            b"5;ext\nhello",
+            b"0\r\nX: 1\n\r\n",
+        ] {
+            assert!(
+                feed(raw, &[]).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        let long_ext = format!("5;{}\r\nhello\r\n", "e".repeat(MAX_CHUNK_LINE));
+        assert!(feed(long_ext.as_bytes(), &[]).is_err());
+        let big = format!("{:x}\r\n", u64::MAX >> 4);
+        assert!(
+            feed(big.as_bytes(), &[]).is_ok(),
+            "fifteen hex digits are a size"
+        );
+    }
+}
