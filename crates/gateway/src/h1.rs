@@ -109,9 +109,15 @@ pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 /// `buf` (header values share its memory); an interim one is left for the
 /// caller to skip. `head_request` says the request was `HEAD`.
 pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, H1Error> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut slots);
-    let len = match response.parse(buf) {
+    // Uninitialised slots: zeroing 128 of them would cost more than the parse.
+    let mut slots = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buf,
+        &mut slots,
+    );
+    let len = match parsed {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_BYTES => {
             return Err(H1Error::Head("head too large"));
@@ -140,7 +146,8 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, H1Er
         ));
     }
     let raw: Bytes = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(fields.len());
+    // Room for what the gateway adds (request id, CORS, SSE headers).
+    let mut headers = HeaderMap::with_capacity(fields.len() + 8);
     for (name, range) in fields {
         let value = HeaderValue::from_maybe_shared(raw.slice(range))
             .map_err(|_| H1Error::Head("bad header value"))?;

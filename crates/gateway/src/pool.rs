@@ -27,6 +27,9 @@ use crate::error::GatewayError;
 /// Read buffer reserved per read on an upstream connection.
 pub const READ_BUFFER: usize = 8 * 1024;
 
+/// Largest read buffer an idle connection keeps.
+const MAX_KEPT_BUFFER: usize = 4 * READ_BUFFER;
+
 /// One upstream connection in use. Dropping it closes the connection;
 /// [`Conn::release`] returns it to its pool.
 pub struct Conn {
@@ -58,8 +61,12 @@ impl Conn {
         if !self.buf.is_empty() {
             return; // stray bytes after a response: the connection is unusable
         }
-        // An idle connection keeps no read buffer.
-        self.buf = BytesMut::new();
+        // The read buffer is kept for the next response (allocating it anew
+        // per request costs more than the whole exchange's parsing), unless
+        // a large response made it grow.
+        if self.buf.capacity() > MAX_KEPT_BUFFER {
+            self.buf = BytesMut::new();
+        }
         self.reused = true;
         let pool = self.pool.clone();
         pool.idle[self.worker]
@@ -150,15 +157,22 @@ impl Pool {
     /// spent) another worker's idle one; waits for one to be returned up to
     /// the connect timeout (then 504).
     pub async fn checkout(self: &Arc<Self>, worker: usize) -> Result<Conn, GatewayError> {
+        match self.take_idle(worker) {
+            Some(conn) => Ok(conn),
+            // Boxed: connecting and waiting are rare, and inline they would
+            // make every request's future larger.
+            None => Box::pin(self.connect_or_wait(worker)).await,
+        }
+    }
+
+    async fn connect_or_wait(self: &Arc<Self>, worker: usize) -> Result<Conn, GatewayError> {
         let deadline = Instant::now() + self.connect_timeout;
         loop {
             if let Some(conn) = self.take_idle(worker) {
                 return Ok(conn);
             }
             if let Ok(permit) = self.budget.clone().try_acquire_owned() {
-                // Boxed: connecting is rare, and inline it would make every
-                // request's future larger.
-                return Box::pin(self.connect(permit, worker, deadline)).await;
+                return self.connect(permit, worker, deadline).await;
             }
             let others = (0..self.idle.len()).filter(|w| *w != worker);
             if let Some(conn) = others.filter_map(|w| self.take_idle(w)).next() {
@@ -169,7 +183,7 @@ impl Pool {
                 () = returned => {}
                 permit = self.budget.clone().acquire_owned() => {
                     let permit = permit.map_err(|_| GatewayError::Internal("pool closed".into()))?;
-                    return Box::pin(self.connect(permit, worker, deadline)).await;
+                    return self.connect(permit, worker, deadline).await;
                 }
                 () = tokio::time::sleep_until(deadline) => {
                     tracing::warn!(upstream = self.name, "upstream connection budget exhausted");

@@ -37,8 +37,9 @@ pub struct Shared {
     /// The metrics.
     pub metrics: Arc<Metrics>,
     verifier: Option<Verifier>,
-    /// One pool per distinct upstream authority (auth and main share one by default).
-    pools: HashMap<Upstream, Arc<Pool>>,
+    /// The pool of each upstream in `UPSTREAMS` order; upstreams with the
+    /// same authority share one (auth and main by default).
+    pools: Vec<Arc<Pool>>,
     /// The upstream response-time histogram of each route, in `ROUTES` order.
     upstream_seconds: Vec<Histogram>,
     /// The stream recorder, when enabled and started.
@@ -58,12 +59,8 @@ impl Shared {
     /// Builds the pools and the token verifier.
     pub fn new(config: Config) -> Self {
         let mut by_authority: HashMap<String, Arc<Pool>> = HashMap::new();
-        let mut pools = HashMap::new();
-        for (upstream, name) in [
-            (Upstream::Aura, "aura"),
-            (Upstream::Main, "main"),
-            (Upstream::Auth, "auth"),
-        ] {
+        let mut pools = Vec::new();
+        for (upstream, name) in UPSTREAMS {
             let authority = base(&config, upstream)
                 .authority()
                 .map(|a| a.to_string())
@@ -81,7 +78,7 @@ impl Shared {
                     ))
                 })
                 .clone();
-            pools.insert(upstream, pool);
+            pools.push(pool);
         }
         let verifier = config
             .jwt_secret
@@ -107,10 +104,15 @@ impl Shared {
         }
     }
 
+    /// The pool of `upstream`.
+    pub fn pool(&self, upstream: Upstream) -> &Arc<Pool> {
+        &self.pools[upstream as usize]
+    }
+
     /// Every distinct pool once.
     pub fn pools(&self) -> Vec<Arc<Pool>> {
         let mut out: Vec<Arc<Pool>> = Vec::new();
-        for pool in self.pools.values() {
+        for pool in &self.pools {
             if !out.iter().any(|p| Arc::ptr_eq(p, pool)) {
                 out.push(pool.clone());
             }
@@ -118,6 +120,13 @@ impl Shared {
         out
     }
 }
+
+/// Every upstream, in the order of its discriminant, with its pool's name.
+const UPSTREAMS: [(Upstream, &str); 3] = [
+    (Upstream::Aura, "aura"),
+    (Upstream::Main, "main"),
+    (Upstream::Auth, "auth"),
+];
 
 fn base(config: &Config, upstream: Upstream) -> &Uri {
     match upstream {
@@ -166,7 +175,7 @@ pub async fn forward(
         log_routing(parts.uri.path(), &parts.headers);
     }
 
-    let pool = &shared.pools[&route.upstream];
+    let pool = shared.pool(route.upstream);
     let base_path = base(&shared.config, route.upstream)
         .path()
         .trim_end_matches('/');
@@ -184,6 +193,8 @@ pub async fn forward(
     }
 
     let mut headers = parts.headers;
+    // Room for what is added below, so that the map grows once at most.
+    headers.reserve(8);
     forward::strip_hop_by_hop(&mut headers);
     forward::append_forwarded(&mut headers, client_ip, STRIPPED_PREFIX);
     if (!to_aura || !headers.contains_key(HOST))

@@ -5,15 +5,15 @@
 //! Every route strips one prefix segment (`StripPrefix=1`): `/api/aura/x`
 //! goes upstream as `/aura/x`, query kept.
 
-/// Which upstream a route goes to.
+/// Which upstream a route goes to (the discriminant indexes the pools).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Upstream {
     /// Aura-Platform (`AURA_PLATFORM_URI`).
-    Aura,
+    Aura = 0,
     /// main-service (`MAIN_SERVICE_URI`).
-    Main,
+    Main = 1,
     /// The auth server (`AUTH_SERVER_URI`, main-service by default).
-    Auth,
+    Auth = 2,
 }
 
 /// One route.
@@ -76,6 +76,11 @@ pub fn find(path: &str) -> Result<Option<(&'static Route, &str)>, PathError> {
 pub fn check(path: &str) -> Result<(), PathError> {
     if !path.starts_with('/') {
         return Err(PathError::Ambiguous);
+    }
+    // Every refusal below needs a `.`, `%` or `\` somewhere in the path;
+    // most paths have none, and one scan of the bytes settles them.
+    if !path.bytes().any(|b| matches!(b, b'.' | b'%' | b'\\')) {
+        return Ok(());
     }
     for segment in path.split('/') {
         if segment.contains('\\') {
