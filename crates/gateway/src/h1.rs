@@ -135,15 +135,35 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, H1Er
         return Ok(Parsed::Interim(len));
     }
     let http11 = response.version == Some(1);
-    // Offsets of names and values, so that the values can share the buffer.
+    // One pass: names, where the values lie (so that they can share the
+    // buffer), and the framing facts, without lookups in the map afterwards.
     let base = buf.as_ptr() as usize;
     let mut fields = Vec::with_capacity(response.headers.len());
+    let (mut length, mut chunked, mut coded, mut close) = (None, false, false, false);
     for h in response.headers.iter() {
+        let name =
+            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| H1Error::Head("bad name"))?;
+        if name == CONTENT_LENGTH {
+            let n = content_length(h.value)?;
+            if length.is_some_and(|l| l != n) {
+                return Err(H1Error::Head("conflicting Content-Length"));
+            }
+            length = Some(n);
+        } else if name == TRANSFER_ENCODING {
+            coded = true;
+            chunked = h
+                .value
+                .rsplit(|b| *b == b',')
+                .next()
+                .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name == CONNECTION {
+            close |= h
+                .value
+                .split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+        }
         let start = h.value.as_ptr() as usize - base;
-        fields.push((
-            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| H1Error::Head("bad name"))?,
-            start..start + h.value.len(),
-        ));
+        fields.push((name, start..start + h.value.len()));
     }
     let raw: Bytes = buf.split_to(len).freeze();
     // Room for what the gateway adds (request id, CORS, SSE headers).
@@ -154,30 +174,31 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, H1Er
         headers.append(name, value);
     }
 
-    let mut keep_alive = http11 && !has_token(&headers, &CONNECTION, "close");
+    let mut keep_alive = http11 && !close;
     let length =
         if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
             Length::Empty
-        } else if headers.contains_key(TRANSFER_ENCODING) {
+        } else if coded {
             // Transfer-Encoding wins over Content-Length, which is then dropped
             // and the connection not reused (RFC 9112 §6.3 item 3).
             if headers.remove(CONTENT_LENGTH).is_some() {
                 keep_alive = false;
             }
-            if http11 && last_coding_is_chunked(&headers) {
+            if http11 && chunked {
                 Length::Chunked
             } else {
                 keep_alive = false;
                 Length::UntilClose
             }
-        } else if headers.contains_key(CONTENT_LENGTH) {
-            match content_length(&headers)? {
-                0 => Length::Empty,
-                n => Length::Exact(n),
-            }
         } else {
-            keep_alive = false;
-            Length::UntilClose
+            match length {
+                Some(0) => Length::Empty,
+                Some(n) => Length::Exact(n),
+                None => {
+                    keep_alive = false;
+                    Length::UntilClose
+                }
+            }
         };
     Ok(Parsed::Final(Head {
         status,
@@ -187,40 +208,21 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, H1Er
     }))
 }
 
-/// The one value of every `Content-Length` field (repeats must agree).
-fn content_length(headers: &HeaderMap) -> Result<u64, H1Error> {
+/// The value of one `Content-Length` field (a list of equal values counts as one).
+fn content_length(value: &[u8]) -> Result<u64, H1Error> {
     let mut found = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|b| *b == b',') {
-            let part = part.trim_ascii();
-            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
-                return Err(H1Error::Head("bad Content-Length"));
-            }
-            let n = part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-            if found.is_some_and(|f| f != n) {
-                return Err(H1Error::Head("conflicting Content-Length"));
-            }
-            found = Some(n);
+    for part in value.split(|b| *b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+            return Err(H1Error::Head("bad Content-Length"));
         }
+        let n = part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+        if found.is_some_and(|f| f != n) {
+            return Err(H1Error::Head("conflicting Content-Length"));
+        }
+        found = Some(n);
     }
     found.ok_or(H1Error::Head("bad Content-Length"))
-}
-
-fn last_coding_is_chunked(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(TRANSFER_ENCODING)
-        .iter()
-        .next_back()
-        .and_then(|v| v.as_bytes().rsplit(|b| *b == b',').next())
-        .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-}
-
-fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
-    headers.get_all(name).iter().any(|v| {
-        v.as_bytes()
-            .split(|b| *b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-    })
 }
 
 /// What [`Chunked::decode`] found in the buffer.

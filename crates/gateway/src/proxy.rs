@@ -138,11 +138,16 @@ fn base(config: &Config, upstream: Upstream) -> &Uri {
 
 /// A stream request: `Accept` has `text/event-stream`, or the path has `/stream`.
 pub fn is_stream(headers: &HeaderMap, path: &str) -> bool {
-    path.contains("/stream")
+    // A plain scan: these are short, and a substring searcher costs more to
+    // set up than the search itself.
+    fn has(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle)
+    }
+    has(path.as_bytes(), b"/stream")
         || headers
             .get_all(ACCEPT)
             .iter()
-            .any(|v| v.to_str().is_ok_and(|v| v.contains("text/event-stream")))
+            .any(|v| has(v.as_bytes(), b"text/event-stream"))
 }
 
 /// Forwards a routed request and returns the upstream's response, relayed.
