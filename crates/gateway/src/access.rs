@@ -53,13 +53,14 @@ pub struct AccessLog {
 }
 
 impl AccessLog {
-    /// Starts the clock for a request.
-    pub fn new(
-        metrics: Arc<Metrics>,
-        method: Method,
-        path: String,
-        request_id: HeaderValue,
-    ) -> Self {
+    /// Starts the clock for a request. The path is copied only when the
+    /// access log is on (it is written nowhere else).
+    pub fn new(metrics: Arc<Metrics>, method: Method, path: &str, request_id: HeaderValue) -> Self {
+        let path = if tracing::enabled!(target: "access", tracing::Level::INFO) {
+            path.to_owned()
+        } else {
+            String::new()
+        };
         Self {
             metrics,
             route: "none",
