@@ -4,7 +4,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help run demo test test-faults test-api fuzz soak lint lint-deploy compose-up fmt bench bench-gateway bench-hitl bench-recorder services migrate build release clean
+.PHONY: help run demo test test-faults test-api fuzz soak lint lint-deploy compose-up fmt bench bench-gateway bench-instructions bench-hitl bench-recorder services migrate build release clean
 
 help:
 	@echo "make run      - install/start Redis and PostgreSQL, build, run the local stack"
@@ -73,7 +73,7 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-bench: bench-gateway bench-hitl bench-recorder
+bench: bench-gateway bench-instructions bench-hitl bench-recorder
 
 # Five minutes of 10,000 idle streams plus proxied load, then 1,000 HITL
 # decisions per second for a minute (not part of `make bench`).
@@ -82,6 +82,10 @@ soak: release
 
 bench-gateway: release
 	@bash scripts/bench/gateway.sh
+
+# User-space instructions per request, gateway and nginx (callgrind).
+bench-instructions: release
+	@bash scripts/bench/instructions.sh
 
 bench-hitl: release
 	@bash scripts/bench/hitl.sh

@@ -11,6 +11,9 @@
 //! - `dwp-bench latency ADDR PATH STREAMS`: reads STREAMS concurrent streams
 //!   to the end and prints the p50 / p99 / max of receive time minus the
 //!   event's send time, in microseconds.
+//! - `dwp-bench sequential ADDR PATH COUNT`: sends COUNT GETs one after
+//!   the other on one keep-alive connection, each read to the end of its
+//!   Content-Length body (the load of `scripts/bench/instructions.sh`).
 //! - `dwp-bench hitl ADDR REDIS_URL SECRET DECISIONS CLIENTS [RATE]`: see [`hitl`].
 #![forbid(unsafe_code)]
 
@@ -40,7 +43,7 @@ fn now_ns() -> u128 {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: dwp-bench backend PORT | streams ADDR PATH COUNT HOLD_SECS | latency ADDR PATH STREAMS"
+        "usage: dwp-bench backend PORT | streams ADDR PATH COUNT HOLD_SECS | latency ADDR PATH STREAMS | sequential ADDR PATH COUNT"
     );
     std::process::exit(2)
 }
@@ -66,6 +69,13 @@ async fn main() {
             .await
         }
         Some("latency") => latency(arg(&args, 2), &arg::<String>(&args, 3), arg(&args, 4)).await,
+        Some("sequential") => {
+            if let Err(e) = sequential(arg(&args, 2), &arg::<String>(&args, 3), arg(&args, 4)).await
+            {
+                eprintln!("sequential: {e}");
+                std::process::exit(1);
+            }
+        }
         Some("hitl") => {
             hitl::run(
                 arg(&args, 2),
@@ -281,4 +291,39 @@ async fn latency(addr: SocketAddr, path: &str, count: usize) {
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// COUNT GETs of PATH, one at a time on one keep-alive connection.
+async fn sequential(addr: SocketAddr, path: &str, count: usize) -> std::io::Result<()> {
+    let mut stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: dwp-bench\r\n\r\n");
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 4096];
+    for _ in 0..count {
+        stream.write_all(request.as_bytes()).await?;
+        buf.clear();
+        loop {
+            if let Some(end) = find(&buf, b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                if !head.starts_with("http/1.1 200") {
+                    return Err(std::io::Error::other(head));
+                }
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .ok_or_else(|| std::io::Error::other("no content-length"))?;
+                if buf.len() >= end + 4 + length {
+                    break;
+                }
+            }
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+    Ok(())
 }
