@@ -11,7 +11,7 @@ help:
 	@echo "make test     - the same services, then every test of the workspace"
 	@echo "make test-faults - only the fault suite (Redis/PostgreSQL restarts, agent killed, 1,000 clients leaving)"
 	@echo "make test-api - schemathesis against main-service's /main/openapi.json (real Redis and PostgreSQL)"
-	@echo "make fuzz     - cargo fuzz on the SSE parser, route matching and header rules (FUZZ_SECONDS=60 each)"
+	@echo "make fuzz     - cargo fuzz on the SSE parser, route matching, header rules and upstream HTTP/1.1 parsing (FUZZ_SECONDS=60 each)"
 	@echo "make lint     - cargo fmt --check and clippy -D warnings"
 	@echo "make lint-deploy - offline checks of deploy/ (hadolint, compose schema, kustomize + kubernetes-validate)"
 	@echo "make compose-up  - the stack in containers (needs a Docker engine)"
