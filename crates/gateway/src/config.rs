@@ -61,6 +61,10 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// `GATEWAY_RESPONSE_TIMEOUT_SECS` (300): to the upstream's response headers.
     pub response_timeout: Duration,
+    /// `GATEWAY_HEADER_READ_TIMEOUT_SECS` (30): longest a client may take to
+    /// send a request head, including the wait for the next request on a
+    /// kept-alive connection (the slowloris bound).
+    pub header_read_timeout: Duration,
     /// `GATEWAY_STREAM_IDLE_TIMEOUT_SECS` (330): silence that ends a stream.
     pub stream_idle_timeout: Duration,
     /// `GATEWAY_SSE_HEARTBEAT_SECS` (15; 0 turns heartbeats off).
@@ -94,6 +98,7 @@ impl std::fmt::Debug for Config {
             .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<set>"))
             .field("connect_timeout", &self.connect_timeout)
             .field("response_timeout", &self.response_timeout)
+            .field("header_read_timeout", &self.header_read_timeout)
             .field("stream_idle_timeout", &self.stream_idle_timeout)
             .field("sse_heartbeat", &self.sse_heartbeat)
             .field("max_body_bytes", &self.max_body_bytes)
@@ -187,6 +192,7 @@ impl Config {
             jwt_secret,
             connect_timeout: vars.secs("GATEWAY_CONNECT_TIMEOUT_SECS", 10)?,
             response_timeout: vars.secs("GATEWAY_RESPONSE_TIMEOUT_SECS", 300)?,
+            header_read_timeout: vars.secs("GATEWAY_HEADER_READ_TIMEOUT_SECS", 30)?,
             stream_idle_timeout: vars.secs("GATEWAY_STREAM_IDLE_TIMEOUT_SECS", 330)?,
             sse_heartbeat: match vars.number::<u64>("GATEWAY_SSE_HEARTBEAT_SECS", 15)? {
                 0 => None,
@@ -302,6 +308,7 @@ mod tests {
         assert!(c.jwt_secret.is_none());
         assert_eq!(c.connect_timeout, Duration::from_secs(10));
         assert_eq!(c.response_timeout, Duration::from_secs(300));
+        assert_eq!(c.header_read_timeout, Duration::from_secs(30));
         assert_eq!(c.stream_idle_timeout, Duration::from_secs(330));
         assert_eq!(c.sse_heartbeat, Some(Duration::from_secs(15)));
         assert_eq!(c.max_body_bytes, 10 * 1024 * 1024);

@@ -31,9 +31,6 @@ use crate::proxy::{self, Shared, State};
 use crate::recorder::Recorder;
 use crate::{Config, ResponseBody};
 
-/// Longest a client may take to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Largest request head (line and headers) accepted; larger is 431.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
@@ -188,6 +185,7 @@ async fn serve(
     stop: CancellationToken,
 ) -> std::io::Result<()> {
     let grace = shared.config.shutdown_grace;
+    let header_read_timeout = shared.config.header_read_timeout;
     let pools = shared.pools();
     let reaper = tokio::spawn({
         let pools = pools.clone();
@@ -232,7 +230,7 @@ async fn serve(
         });
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .header_read_timeout(header_read_timeout)
             .writev(false)
             .max_header_size(MAX_HEAD_BYTES)
             .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));

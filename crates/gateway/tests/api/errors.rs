@@ -308,3 +308,54 @@ async fn smuggling_and_injection_probes_are_refused_or_normalised_never_forwarde
     assert_eq!(res.json().await["path"], "/main/%ff%fe");
     assert_eq!(get(gw.addr, "/health", &[]).await.status(), 200);
 }
+
+#[tokio::test]
+async fn a_client_that_drips_its_request_head_is_cut_off_at_the_header_read_timeout() {
+    let up = echo_upstream().await;
+    let gw = spawn_gateway(config(
+        &up.uri(),
+        &[("GATEWAY_HEADER_READ_TIMEOUT_SECS", "1")],
+    ))
+    .await;
+    // Slowloris: a head that never ends, one byte every 100 ms.
+    let mut slow = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    slow.write_all(b"GET /api/main/x HTTP/1.1\r\nHost: a\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let dripping = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if slow.write_all(b"a").await.is_err() {
+                return;
+            }
+            let mut buf = [0u8; 256];
+            match tokio::time::timeout(Duration::from_millis(1), slow.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return, // closed by the gateway
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), dripping)
+        .await
+        .expect("the gateway closed the dripping connection");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(2500),
+        "cut off at the timeout, not before: {took:?}"
+    );
+    assert!(up.requests().is_empty(), "nothing reached the upstream");
+
+    // An idle kept-alive connection is closed after the same time; a
+    // request that arrives in time is served.
+    let mut idle = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(4), idle.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the idle connection was closed");
+}
