@@ -61,3 +61,23 @@ bench_groups_drop() {
 wait_for_group() {
   wait_for "redis-cli -u ${REDIS_URL:-redis://127.0.0.1:6379} XINFO GROUPS $2 | grep -qx '$1'" 20
 }
+
+# The nginx reference's proxy location for the benchmarks: proxy_pass to the
+# upstream block `backend` over kept-alive HTTP/1.1, with the same header work
+# as the gateway (X-Forwarded-*, a request id sent upstream and returned).
+nginx_proxy_location() {
+  cat <<'NGINX'
+    location /api/ {
+      proxy_pass http://backend/;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $host;
+      proxy_set_header X-Forwarded-Prefix /api;
+      proxy_set_header X-Request-ID $request_id;
+      add_header X-Request-ID $request_id;
+      proxy_buffering off;
+    }
+NGINX
+}

@@ -71,20 +71,7 @@ http {
   upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 128; }
   server {
     listen 127.0.0.1:$NGINX_PORT;
-    # Feature-equivalent to the gateway's header work: X-Forwarded-*,
-    # a request id sent upstream and returned.
-    location /api/ {
-      proxy_pass http://backend/;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto \$scheme;
-      proxy_set_header X-Forwarded-Host \$host;
-      proxy_set_header X-Forwarded-Prefix /api;
-      proxy_set_header X-Request-ID \$request_id;
-      add_header X-Request-ID \$request_id;
-      proxy_buffering off;
-    }
+$(nginx_proxy_location)
   }
 }
 NGINX
