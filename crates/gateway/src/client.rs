@@ -330,6 +330,12 @@ impl UpstreamBody {
         }
     }
 
+    /// The body ends here without the connection: it is closed, never reused.
+    fn close(&mut self) {
+        self.conn = None;
+        self.remaining = Remaining::Done;
+    }
+
     /// The next piece of body already in the buffer, if any.
     fn next_in_buffer(&mut self) -> Result<Option<Bytes>, BodyError> {
         let Some(conn) = self.conn.as_mut() else {
@@ -375,8 +381,7 @@ impl Body for UpstreamBody {
                 Ok(Some(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
                 Ok(None) => {}
                 Err(e) => {
-                    this.conn = None;
-                    this.remaining = Remaining::Done;
+                    this.close();
                     return Poll::Ready(Some(Err(e)));
                 }
             }
@@ -394,18 +399,13 @@ impl Body for UpstreamBody {
             ));
             match read {
                 Ok(0) => {
-                    this.conn = None;
-                    if matches!(this.remaining, Remaining::UntilClose) {
-                        this.remaining = Remaining::Done;
-                        return Poll::Ready(None);
-                    }
-                    this.remaining = Remaining::Done;
-                    return Poll::Ready(Some(Err(BodyError::Truncated)));
+                    let complete = matches!(this.remaining, Remaining::UntilClose);
+                    this.close();
+                    return Poll::Ready((!complete).then_some(Err(BodyError::Truncated)));
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    this.conn = None;
-                    this.remaining = Remaining::Done;
+                    this.close();
                     return Poll::Ready(Some(Err(e.into())));
                 }
             }

@@ -85,19 +85,11 @@ pub fn encode_head(out: &mut Vec<u8>, method: &Method, target: &str, headers: &H
 
 /// Writes one chunk of a chunked request body (`len` in hex, CRLF, data, CRLF).
 pub fn encode_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    use std::io::Write;
     if data.is_empty() {
         return; // an empty chunk would end the body
     }
-    let mut digits = [0u8; 16];
-    let mut n = data.len();
-    let mut i = digits.len();
-    while n > 0 || i == digits.len() {
-        i -= 1;
-        digits[i] = b"0123456789abcdef"[n & 0xf];
-        n >>= 4;
-    }
-    out.extend_from_slice(&digits[i..]);
-    out.extend_from_slice(b"\r\n");
+    let _ = write!(out, "{:x}\r\n", data.len()); // writing to a Vec cannot fail
     out.extend_from_slice(data);
     out.extend_from_slice(b"\r\n");
 }
@@ -144,11 +136,7 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, H1Er
         let name =
             HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| H1Error::Head("bad name"))?;
         if name == CONTENT_LENGTH {
-            let n = content_length(h.value)?;
-            if length.is_some_and(|l| l != n) {
-                return Err(H1Error::Head("conflicting Content-Length"));
-            }
-            length = Some(n);
+            content_length(h.value, &mut length)?;
         } else if name == TRANSFER_ENCODING {
             coded = true;
             chunked = h
@@ -208,9 +196,9 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, H1Er
     }))
 }
 
-/// The value of one `Content-Length` field (a list of equal values counts as one).
-fn content_length(value: &[u8]) -> Result<u64, H1Error> {
-    let mut found = None;
+/// Adds one `Content-Length` field's values to `found`: every value, in this
+/// field and the ones before, must be the same number.
+fn content_length(value: &[u8], found: &mut Option<u64>) -> Result<(), H1Error> {
     for part in value.split(|b| *b == b',') {
         let part = part.trim_ascii();
         if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
@@ -220,9 +208,9 @@ fn content_length(value: &[u8]) -> Result<u64, H1Error> {
         if found.is_some_and(|f| f != n) {
             return Err(H1Error::Head("conflicting Content-Length"));
         }
-        found = Some(n);
+        *found = Some(n);
     }
-    found.ok_or(H1Error::Head("bad Content-Length"))
+    Ok(())
 }
 
 /// What [`Chunked::decode`] found in the buffer.

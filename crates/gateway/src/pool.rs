@@ -197,14 +197,10 @@ impl Pool {
     /// pooled connection turned out to be closed).
     pub async fn connect_new(self: &Arc<Self>, worker: usize) -> Result<Conn, GatewayError> {
         let deadline = Instant::now() + self.connect_timeout;
-        let permit = tokio::select! {
-            permit = self.budget.clone().acquire_owned() => {
-                permit.map_err(|_| GatewayError::Internal("pool closed".into()))?
-            }
-            () = tokio::time::sleep_until(deadline) => {
-                return Err(GatewayError::UpstreamTimeout(self.name));
-            }
-        };
+        let permit = tokio::time::timeout_at(deadline, self.budget.clone().acquire_owned())
+            .await
+            .map_err(|_| GatewayError::UpstreamTimeout(self.name))?
+            .map_err(|_| GatewayError::Internal("pool closed".into()))?;
         Box::pin(self.connect(permit, worker, deadline)).await
     }
 

@@ -113,6 +113,13 @@ async fn read_head(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Opt
     }
 }
 
+/// A raw upstream that answers every request with `bytes`, closing the
+/// connection after each when `close`.
+async fn answering(bytes: impl Into<String>, close: bool) -> RawUpstream {
+    let bytes = bytes.into();
+    raw_upstream(move |_, _| answer(&bytes, close)).await
+}
+
 fn answer(bytes: &str, close: bool) -> Script {
     Script {
         answer: bytes.as_bytes().to_vec(),
@@ -122,12 +129,10 @@ fn answer(bytes: &str, close: bool) -> Script {
 
 #[tokio::test]
 async fn interim_responses_are_skipped_and_chunked_bodies_relayed_without_their_framing() {
-    let up = raw_upstream(|_, _| {
-        answer(
+    let up = answering(
             "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
             false,
-        )
-    })
+    )
     .await;
     let gw = spawn_gateway(config(&up.uri(), &[])).await;
     for _ in 0..2 {
@@ -144,12 +149,10 @@ async fn interim_responses_are_skipped_and_chunked_bodies_relayed_without_their_
 
 #[tokio::test]
 async fn a_body_that_ends_with_the_connection_is_relayed_whole_and_the_connection_not_reused() {
-    let up = raw_upstream(|_, _| {
-        answer(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nall of it, until close",
-            true,
-        )
-    })
+    let up = answering(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nall of it, until close",
+        true,
+    )
     .await;
     let gw = spawn_gateway(config(&up.uri(), &[])).await;
     for _ in 0..2 {
@@ -213,7 +216,7 @@ async fn malformed_upstream_answers_are_502_e5000_and_never_crash_the_gateway() 
         ("half a head", "HTTP/1.1 200 OK\r\nContent-Le".into()),
     ];
     for (name, bytes) in cases {
-        let up = raw_upstream(move |_, _| answer(&bytes, true)).await;
+        let up = answering(bytes, true).await;
         let gw = spawn_gateway(config(&up.uri(), &[])).await;
         let res = get(gw.addr, "/api/main/x", &[]).await;
         assert_eq!(res.status(), 502, "{name}");
@@ -229,7 +232,7 @@ async fn a_body_cut_short_or_badly_chunked_breaks_the_client_response_off() {
         "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZZ\r\n",
         "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
     ] {
-        let up = raw_upstream(move |_, _| answer(bytes, true)).await;
+        let up = answering(bytes, true).await;
         let gw = spawn_gateway(config(&up.uri(), &[])).await;
         // Raw, because the client may see the head and a broken body, or
         // (when the error comes before hyper flushed the head) nothing.
@@ -261,8 +264,7 @@ async fn a_body_cut_short_or_badly_chunked_breaks_the_client_response_off() {
 async fn a_pooled_connection_the_upstream_closed_is_never_reused_and_no_request_is_lost() {
     // Keep-alive in name only: the upstream closes every connection right
     // after its answer, which the gateway sees at the earliest on its next use.
-    let up =
-        raw_upstream(|_, _| answer("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", true)).await;
+    let up = answering("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", true).await;
     let gw = spawn_gateway(config(&up.uri(), &[])).await;
     for i in 0..20 {
         let res = get(gw.addr, "/api/main/x", &[]).await;
@@ -307,12 +309,10 @@ async fn a_request_caught_by_the_keep_alive_race_is_retried_once_when_it_is_idem
 
 #[tokio::test]
 async fn an_upstream_answering_before_it_reads_the_body_is_relayed_and_the_connection_closed() {
-    let up = raw_upstream(|_, _| {
-        answer(
+    let up = answering(
             "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: 20\r\n\r\n{\"detail\":\"no auth\"}",
             false,
-        )
-    })
+    )
     .await;
     let gw = spawn_gateway(config(&up.uri(), &[])).await;
     // The body is still on its way when the answer comes; the raw upstream
