@@ -18,6 +18,7 @@
 //! - [`recorder`]: the tee of agent streams into a Redis Stream.
 //! - [`body`]: the streamed, size-limited request body and its preview log.
 //! - [`relay`]: the streamed response body, heartbeats and the idle timeout.
+//! - [`deadline`]: the coarse head-read and response timeouts, swept per worker.
 //! - [`access`]: the access-log line and request count per request.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`error`]: the one error type and its envelope responses.
@@ -29,6 +30,7 @@ pub mod body;
 pub mod client;
 pub mod config;
 pub mod cors;
+pub mod deadline;
 pub mod edge;
 pub mod error;
 pub mod forward;

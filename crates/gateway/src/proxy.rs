@@ -20,6 +20,7 @@ use crate::access::AccessLog;
 use crate::body::RequestBody;
 use crate::client::{self, Outgoing};
 use crate::config::Config;
+use crate::deadline::Deadlines;
 use crate::error::GatewayError;
 use crate::forward;
 use crate::metrics::{Metrics, RouteLabel};
@@ -53,6 +54,14 @@ pub struct State {
     pub shared: Arc<Shared>,
     /// This worker's index.
     pub worker: usize,
+}
+
+/// What a request knows of the client connection it came on.
+pub struct Peer {
+    /// The client's address, for `X-Forwarded-For`.
+    pub ip: HeaderValue,
+    /// The connection's head-read and response deadlines.
+    pub deadlines: Arc<Deadlines>,
 }
 
 impl Shared {
@@ -156,7 +165,7 @@ pub async fn forward(
     route: &'static Route,
     upstream_path: &str,
     req: Request<Incoming>,
-    client_ip: &HeaderValue,
+    peer: &Peer,
     request_id: &HeaderValue,
     log: &mut Option<AccessLog>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
@@ -201,7 +210,7 @@ pub async fn forward(
     // Room for what is added below, so that the map grows once at most.
     headers.reserve(8);
     forward::strip_hop_by_hop(&mut headers);
-    forward::append_forwarded(&mut headers, client_ip, STRIPPED_PREFIX);
+    forward::append_forwarded(&mut headers, &peer.ip, STRIPPED_PREFIX);
     if (!to_aura || !headers.contains_key(HOST))
         && let Some(host) = pool.host()
     {
@@ -243,11 +252,11 @@ pub async fn forward(
     };
 
     let started = Instant::now();
-    let sent = tokio::time::timeout(
-        shared.config.response_timeout,
-        client::exchange(pool, state.worker, outgoing),
-    )
-    .await;
+    let exchange = std::pin::pin!(client::exchange(pool, state.worker, outgoing));
+    let sent = peer
+        .deadlines
+        .response_within(shared.config.response_timeout, exchange)
+        .await;
     if let Some(histogram) = routes::ROUTES
         .iter()
         .position(|r| std::ptr::eq(r, route))
@@ -256,8 +265,8 @@ pub async fn forward(
         histogram.observe(started.elapsed().as_secs_f64());
     }
     let response = match sent {
-        Err(_) => return Err(GatewayError::UpstreamTimeout(route.name)),
-        Ok(result) => result?,
+        None => return Err(GatewayError::UpstreamTimeout(route.name)),
+        Some(result) => result?,
     };
 
     let (mut parts, body) = response.into_parts();

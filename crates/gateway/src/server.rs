@@ -15,7 +15,7 @@ use http::header::{CONTENT_TYPE, HOST, ORIGIN};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::net::SocketAddr;
@@ -23,11 +23,13 @@ use std::net::SocketAddr;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::access::AccessLog;
+use crate::deadline::{Clock, Deadlines, Sweeper, TICK};
 use crate::error::{GatewayError, full, json_response};
-use crate::proxy::{self, Shared, State};
+use crate::proxy::{self, Peer, Shared, State};
 use crate::recorder::Recorder;
 use crate::{Config, ResponseBody};
 
@@ -204,6 +206,11 @@ async fn serve(
     // The connection tasks, aborted if they outlast the grace period (an
     // abort costs nothing per poll, unlike a cancellation future beside each).
     let mut tasks = JoinSet::new();
+    // The head-read and response deadlines of this worker's connections.
+    let clock = Clock::new();
+    let mut sweeper = Sweeper::default();
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
     loop {
         let (stream, remote) = tokio::select! {
@@ -213,33 +220,47 @@ async fn serve(
             },
             // Finished connections are reaped as they end.
             Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+            _ = tick.tick() => {
+                sweeper.sweep(&clock);
+                continue;
+            }
             () = stop.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
-        let client_ip = HeaderValue::from_str(&remote.ip().to_string())
+        let ip = HeaderValue::from_str(&remote.ip().to_string())
             .unwrap_or(HeaderValue::from_static("unknown"));
+        let deadlines = Deadlines::new(clock.clone(), header_read_timeout);
+        let peer = Arc::new(Peer {
+            ip,
+            deadlines: deadlines.clone(),
+        });
         let service = tower::service_fn(move |req: Request<Incoming>| {
-            let (state, client_ip) = (state.clone(), client_ip.clone());
+            let (state, peer) = (state.clone(), peer.clone());
             // Boxed, so that hyper's per-connection slot for the in-flight
             // future stays small on a connection that streams for minutes.
-            Box::pin(async move { Ok::<_, Infallible>(handle(&state, req, &client_ip).await) })
+            Box::pin(async move {
+                peer.deadlines.head_read();
+                let response = handle(&state, req, &peer).await;
+                Ok::<_, Infallible>(response.map(|body| Sent { body, peer }))
+            })
                 as std::pin::Pin<
-                    Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send>,
+                    Box<dyn Future<Output = Result<Response<Sent>, Infallible>> + Send>,
                 >
         });
+        // No hyper timer: the head-read timeout is the sweeper's.
         let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_read_timeout)
+            .header_read_timeout(None)
             .writev(false)
             .max_header_size(MAX_HEAD_BYTES)
             .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
         let conn = graceful.watch(conn);
-        tasks.spawn(async move {
+        let close = tasks.spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, %remote, "connection ended with an error");
             }
         });
+        sweeper.watch(deadlines, close);
     }
 
     drop(source); // new connections are refused from now on
@@ -247,12 +268,20 @@ async fn serve(
         grace_secs = grace.as_secs(),
         "shutting down: draining open requests"
     );
+    // The deadlines still hold while the open requests finish.
+    let sweeping = async {
+        loop {
+            tick.tick().await;
+            sweeper.sweep(&clock);
+        }
+    };
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections drained"),
         () = tokio::time::sleep(grace) => {
             tracing::warn!("grace period over: closing the remaining connections");
             tasks.abort_all();
         }
+        () = sweeping => {}
     }
     while tasks.join_next().await.is_some() {}
     reaper.abort();
@@ -261,11 +290,7 @@ async fn serve(
 }
 
 /// Handles one request: CORS preflight, own endpoints, routing, proxying.
-pub async fn handle(
-    state: &State,
-    req: Request<Incoming>,
-    client_ip: &HeaderValue,
-) -> Response<ResponseBody> {
+pub async fn handle(state: &State, req: Request<Incoming>, peer: &Peer) -> Response<ResponseBody> {
     let request_id = req
         .headers()
         .get(REQUEST_ID)
@@ -288,7 +313,7 @@ pub async fn handle(
         request_id.clone(),
     ));
 
-    let mut response = match dispatch(state, req, client_ip, &request_id, &mut log).await {
+    let mut response = match dispatch(state, req, peer, &request_id, &mut log).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     };
@@ -311,7 +336,7 @@ pub async fn handle(
 async fn dispatch(
     state: &State,
     req: Request<Incoming>,
-    client_ip: &HeaderValue,
+    peer: &Peer,
     request_id: &HeaderValue,
     log: &mut Option<AccessLog>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
@@ -330,16 +355,7 @@ async fn dispatch(
         log.route = route.name;
     }
     let upstream_path = upstream_path.to_owned();
-    proxy::forward(
-        state,
-        route,
-        &upstream_path,
-        req,
-        client_ip,
-        request_id,
-        log,
-    )
-    .await
+    proxy::forward(state, route, &upstream_path, req, peer, request_id, log).await
 }
 
 fn own_endpoint(state: &State, path: &str) -> Response<ResponseBody> {
@@ -355,4 +371,38 @@ fn own_endpoint(state: &State, path: &str) -> Response<ResponseBody> {
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     response
+}
+
+/// A response body on its way to the client: when hyper is done with it
+/// (sent, or the connection went away), the connection waits for its next
+/// request head, and the head-read deadline is armed again.
+pub struct Sent {
+    body: ResponseBody,
+    peer: Arc<Peer>,
+}
+
+impl http_body::Body for Sent {
+    type Data = bytes::Bytes;
+    type Error = crate::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Sent {
+    fn drop(&mut self) {
+        self.peer.deadlines.await_head();
+    }
 }
