@@ -35,8 +35,9 @@ const COPY_LIMIT: usize = 16 * 1024;
 pub struct Outgoing {
     /// The method.
     pub method: Method,
-    /// The origin-form target (path and query).
-    pub target: String,
+    /// The head written so far: the request line (`h1::encode_request_line`)
+    /// and any fields already encoded; `headers` and the blank line follow.
+    pub head: Vec<u8>,
     /// The header fields, hop-by-hop ones already removed.
     pub headers: HeaderMap,
     /// The client's body.
@@ -68,8 +69,8 @@ pub async fn exchange(
         req.headers
             .insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
     }
-    let mut head = Vec::with_capacity(256 + req.headers.len() * 48);
-    h1::encode_head(&mut head, &req.method, &req.target, &req.headers);
+    let mut head = std::mem::take(&mut req.head);
+    h1::encode_fields(&mut head, &req.headers);
     let head_request = req.method == Method::HEAD;
 
     let mut conn = pool.checkout(worker).await?;

@@ -4,6 +4,8 @@ use dwp_core::headers::{self, HOP_BY_HOP, PROPAGATED};
 use http::header::{CONNECTION, Entry, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+use crate::h1;
+
 /// Removes hop-by-hop headers: the fixed RFC 9110 list and every header
 /// named in `Connection`. The contract's propagated identity headers are kept
 /// even when `Connection` names them, so they always arrive unchanged.
@@ -29,6 +31,45 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in present {
         headers.remove(name);
     }
+}
+
+/// Adds this hop's `X-Forwarded-For` (the client's address), `-Proto`,
+/// `-Host` (the request's `Host`) and `-Prefix`. When no earlier proxy set
+/// any of them (nearly every request), they are written straight into the
+/// upstream `head` as header lines, with no map lookups; otherwise they are
+/// joined to the earlier values in the map by [`append_forwarded`]. The
+/// upstream gets the same fields either way.
+pub fn add_forwarded(
+    headers: &mut HeaderMap,
+    client: &HeaderValue,
+    prefix: &'static str,
+    head: &mut Vec<u8>,
+) {
+    if headers
+        .keys()
+        .any(|name| name.as_str().starts_with("x-forwarded-"))
+    {
+        append_forwarded(headers, client, prefix);
+        return;
+    }
+    h1::encode_field(
+        head,
+        headers::FORWARDED_FOR.as_str().as_bytes(),
+        client.as_bytes(),
+    );
+    h1::encode_field(head, headers::FORWARDED_PROTO.as_str().as_bytes(), b"http");
+    if let Some(host) = headers.get(HOST) {
+        h1::encode_field(
+            head,
+            headers::FORWARDED_HOST.as_str().as_bytes(),
+            host.as_bytes(),
+        );
+    }
+    h1::encode_field(
+        head,
+        headers::FORWARDED_PREFIX.as_str().as_bytes(),
+        prefix.as_bytes(),
+    );
 }
 
 /// Appends `X-Forwarded-For` (the client's address), `-Proto`, `-Host` (the

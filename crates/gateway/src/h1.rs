@@ -67,18 +67,35 @@ pub enum Parsed {
     Final(Head),
 }
 
-/// Writes `METHOD target HTTP/1.1`, the header fields and the blank line.
-/// Header names and values come from `http` types, which cannot hold CR or LF.
-pub fn encode_head(out: &mut Vec<u8>, method: &Method, target: &str, headers: &HeaderMap) {
+/// Writes the request line `METHOD target HTTP/1.1`, the target being the
+/// concatenation of `path` (already valid URI path parts) and `?query`.
+pub fn encode_request_line(out: &mut Vec<u8>, method: &Method, path: &[&str], query: Option<&str>) {
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(target.as_bytes());
+    for part in path {
+        out.extend_from_slice(part.as_bytes());
+    }
+    if let Some(query) = query {
+        out.push(b'?');
+        out.extend_from_slice(query.as_bytes());
+    }
     out.extend_from_slice(b" HTTP/1.1\r\n");
+}
+
+/// Writes one header line.
+pub fn encode_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes the header fields of `headers` and the blank line that ends the
+/// head. Header names and values come from `http` types, which cannot hold
+/// CR or LF.
+pub fn encode_fields(out: &mut Vec<u8>, headers: &HeaderMap) {
     for (name, value) in headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        encode_field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -511,7 +528,8 @@ mod tests {
         h.append("x-a", HeaderValue::from_static("1"));
         h.append("x-a", HeaderValue::from_static("2"));
         let mut out = Vec::new();
-        encode_head(&mut out, &Method::POST, "/aura/x?q=1", &h);
+        encode_request_line(&mut out, &Method::POST, &["/aura", "/x"], Some("q=1"));
+        encode_fields(&mut out, &h);
         assert_eq!(
             out,
             b"POST /aura/x?q=1 HTTP/1.1\r\nhost: up:9000\r\nx-a: 1\r\nx-a: 2\r\n\r\n"

@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::deadline::Deadlines;
 use crate::error::GatewayError;
 use crate::forward;
+use crate::h1;
 use crate::metrics::{Metrics, RouteLabel};
 use crate::pool::Pool;
 use crate::recorder::{Recorder, TaskMeta};
@@ -193,24 +194,22 @@ pub async fn forward(
     let base_path = base(&shared.config, route.upstream)
         .path()
         .trim_end_matches('/');
-    // Base path and the client's path and query were all validated as URI
-    // parts, so the joined target is one too.
-    let query = parts.uri.query();
-    let mut target = String::with_capacity(
-        base_path.len() + upstream_path.len() + query.map_or(0, |q| q.len() + 1),
-    );
-    target.push_str(base_path);
-    target.push_str(upstream_path);
-    if let Some(query) = query {
-        target.push('?');
-        target.push_str(query);
-    }
-
     let mut headers = parts.headers;
+    // The head is written here, from the request line on; the header map
+    // follows in `client::exchange`. Base path and the client's path and
+    // query were all validated as URI parts, so the joined target is one too.
+    let target_len = upstream_path.len() + parts.uri.query().map_or(0, |q| q.len() + 1);
+    let mut head = Vec::with_capacity(256 + headers.len() * 48 + target_len);
+    h1::encode_request_line(
+        &mut head,
+        &parts.method,
+        &[base_path, upstream_path],
+        parts.uri.query(),
+    );
     // Room for what is added below, so that the map grows once at most.
     headers.reserve(8);
     forward::strip_hop_by_hop(&mut headers);
-    forward::append_forwarded(&mut headers, &peer.ip, STRIPPED_PREFIX);
+    forward::add_forwarded(&mut headers, &peer.ip, STRIPPED_PREFIX, &mut head);
     if (!to_aura || !headers.contains_key(HOST))
         && let Some(host) = pool.host()
     {
@@ -246,7 +245,7 @@ pub async fn forward(
     let preview = to_aura && parts.method == Method::POST;
     let outgoing = Outgoing {
         method: parts.method,
-        target,
+        head,
         headers,
         body: RequestBody::new(body, shared.config.max_body_bytes, preview),
     };

@@ -1,11 +1,13 @@
 //! Property tests of the header rules: after `strip_hop_by_hop` no hop-by-hop
 //! header and nothing `Connection` names is left, except the contract's
 //! propagated headers, and everything else is untouched; `append_forwarded`
-//! keeps what earlier proxies wrote and adds this hop last; the edge check
+//! keeps what earlier proxies wrote and adds this hop last, and
+//! `add_forwarded`'s lines written straight into the head are the same
+//! fields; the edge check
 //! answers every header value, however broken, without a panic.
 
 use dwp_core::headers::{HOP_BY_HOP, PROPAGATED};
-use gateway::forward::{append_forwarded, strip_hop_by_hop};
+use gateway::forward::{add_forwarded, append_forwarded, strip_hop_by_hop};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use proptest::prelude::*;
 
@@ -133,6 +135,46 @@ proptest! {
             map.get("x-forwarded-host").map(|v| v.to_str().unwrap().to_owned()),
             host
         );
+    }
+
+    #[test]
+    fn forwarded_lines_written_into_the_head_are_the_fields_the_map_would_carry(
+        earlier in proptest::option::of(("x-forwarded-(for|host|proto|prefix|port)", "[0-9.]{1,15}")),
+        host in proptest::option::of("[a-z0-9.:-]{1,20}"),
+        client in "[0-9.]{7,15}",
+    ) {
+        let mut map = HeaderMap::new();
+        map.insert("x-other", HeaderValue::from_static("1"));
+        if let Some((name, value)) = &earlier {
+            map.insert(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        if let Some(host) = &host {
+            map.insert(http::header::HOST, HeaderValue::from_str(host).unwrap());
+        }
+        let client = HeaderValue::from_str(&client).unwrap();
+        // The reference: every field in the map, then encoded.
+        let mut by_map = map.clone();
+        append_forwarded(&mut by_map, &client, "/api");
+        let mut want = Vec::new();
+        gateway::h1::encode_fields(&mut want, &by_map);
+        // The fast path: lines straight into the head, then the map.
+        let mut got = Vec::new();
+        add_forwarded(&mut map, &client, "/api", &mut got);
+        prop_assert_eq!(got.is_empty(), earlier.is_some(), "lines only when no earlier hop");
+        gateway::h1::encode_fields(&mut got, &map);
+        let lines = |head: &[u8]| {
+            let mut lines: Vec<String> = String::from_utf8(head.to_vec())
+                .unwrap()
+                .split("\r\n")
+                .map(str::to_owned)
+                .collect();
+            lines.sort();
+            lines
+        };
+        prop_assert_eq!(lines(&got), lines(&want));
     }
 
     #[test]
