@@ -167,6 +167,7 @@ impl Sweeper {
                 return false;
             }
             if deadlines.sweep(now) {
+                tracing::debug!("request head not complete in time: connection closed");
                 close.abort();
                 return false;
             }
