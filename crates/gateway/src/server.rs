@@ -27,7 +27,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::access::AccessLog;
-use crate::deadline::{Clock, Deadlines, Sweeper, TICK};
+use crate::deadline::{Deadlines, Sweeper, TICK};
 use crate::error::{GatewayError, full, json_response};
 use crate::proxy::{self, Peer, Shared, State};
 use crate::recorder::Recorder;
@@ -207,7 +207,6 @@ async fn serve(
     // abort costs nothing per poll, unlike a cancellation future beside each).
     let mut tasks = JoinSet::new();
     // The head-read and response deadlines of this worker's connections.
-    let clock = Clock::new();
     let mut sweeper = Sweeper::default();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -221,7 +220,7 @@ async fn serve(
             // Finished connections are reaped as they end.
             Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
             _ = tick.tick() => {
-                sweeper.sweep(&clock);
+                sweeper.sweep();
                 continue;
             }
             () = stop.cancelled() => break,
@@ -230,7 +229,7 @@ async fn serve(
         let state = state.clone();
         let ip = HeaderValue::from_str(&remote.ip().to_string())
             .unwrap_or(HeaderValue::from_static("unknown"));
-        let deadlines = Deadlines::new(clock.clone(), header_read_timeout);
+        let deadlines = Deadlines::new(header_read_timeout);
         let peer = Arc::new(Peer {
             ip,
             deadlines: deadlines.clone(),
@@ -272,7 +271,7 @@ async fn serve(
     let sweeping = async {
         loop {
             tick.tick().await;
-            sweeper.sweep(&clock);
+            sweeper.sweep();
         }
     };
     tokio::select! {
