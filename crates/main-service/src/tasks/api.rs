@@ -209,7 +209,15 @@ async fn list(
         .order_by_desc(Column::Id)
         .paginate(state.db.conn()?, size);
     let total = state.db.bounded(pages.num_items()).await?;
-    let tasks = state.db.bounded(pages.fetch_page(page)).await?;
+    // PostgreSQL's OFFSET is a bigint: a page beyond it is past the end.
+    let reachable = page
+        .checked_mul(size)
+        .is_some_and(|offset| i64::try_from(offset).is_ok());
+    let tasks = if reachable {
+        state.db.bounded(pages.fetch_page(page)).await?
+    } else {
+        Vec::new()
+    };
     Ok(Json(Envelope::success(
         "Tasks",
         json!({

@@ -289,7 +289,20 @@ async fn the_list_is_the_callers_own_newest_first_with_pages() {
         .as_user("GET", &format!("{BASE}?size=1000"), "lister", "t1", "")
         .await;
     assert_eq!(clamped.body["data"]["size"], 100);
-    for bad in ["page=-1", "size=0", "page=x"] {
+    // Past the end, up to pages no OFFSET can address: empty, never an error.
+    for far in [
+        "page=3&size=2",
+        "page=461168601842738791",
+        "page=18446744073709551615",
+    ] {
+        let reply = app
+            .as_user("GET", &format!("{BASE}?{far}"), "lister", "t1", "")
+            .await;
+        assert_eq!(reply.status, 200, "{far}");
+        assert_eq!(reply.body["data"]["content"], json!([]), "{far}");
+        assert_eq!(reply.body["data"]["totalElements"], 5, "{far}");
+    }
+    for bad in ["page=-1", "size=0", "page=x", "page=18446744073709551616"] {
         let reply = app
             .as_user("GET", &format!("{BASE}?{bad}"), "lister", "t1", "")
             .await;
