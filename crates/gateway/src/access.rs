@@ -74,6 +74,11 @@ impl AccessLog {
         }
     }
 
+    /// The metrics this request is counted in.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// Marks a response the gateway made itself as sent.
     pub fn finish(&mut self, status: u16, bytes: u64) {
         self.status = status;

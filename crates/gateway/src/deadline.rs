@@ -189,13 +189,9 @@ impl Sweeper {
     }
 
     /// How many connections are watched.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.connections.len()
-    }
-
-    /// True when no connection is watched.
-    pub fn is_empty(&self) -> bool {
-        self.connections.is_empty()
     }
 }
 

@@ -97,6 +97,13 @@ struct Idle {
     since: Instant,
 }
 
+impl Idle {
+    /// Idle for less than `timeout` and still open, with nothing received.
+    fn fresh(&self, now: Instant, timeout: Duration) -> bool {
+        now - self.since < timeout && self.conn.is_usable()
+    }
+}
+
 /// The pool of one upstream authority.
 pub struct Pool {
     /// The route name used in logs and errors.
@@ -211,7 +218,7 @@ impl Pool {
         self.idle[worker]
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|i| now - i.since < self.idle_timeout && i.conn.is_usable());
+            .retain(|i| i.fresh(now, self.idle_timeout));
     }
 
     /// Closes all of this worker's idle connections (at shutdown).
@@ -232,7 +239,7 @@ impl Pool {
         let mut idle = self.idle[worker].lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         while let Some(entry) = idle.pop() {
-            if now - entry.since < self.idle_timeout && entry.conn.is_usable() {
+            if entry.fresh(now, self.idle_timeout) {
                 return Some(entry.conn);
             }
         }

@@ -302,7 +302,7 @@ pub async fn forward(
         .ok_or_else(|| GatewayError::Internal("access log taken twice".into()))?;
     log.status = parts.status.as_u16();
     let tee = tee.filter(|_| sse); // only event streams are recorded
-    let relay = Relay::new(body, rules, sse, log, shared.metrics.clone(), tee);
+    let relay = Relay::new(body, rules, sse, log, tee);
     Ok(Response::from_parts(parts, relay.boxed_unsync()))
 }
 

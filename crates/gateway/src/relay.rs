@@ -28,7 +28,6 @@ use tokio::time::{Instant, Sleep, sleep};
 use crate::BoxError;
 use crate::access::{AccessLog, Outcome};
 use crate::client::UpstreamBody;
-use crate::metrics::Metrics;
 use crate::recorder::{Recorder, TaskMeta};
 
 /// How a stream response is relayed.
@@ -87,8 +86,8 @@ pub struct Relay {
     upstream: UpstreamBody,
     idle: Option<Timer>,
     heartbeat: Option<(Timer, Boundary)>,
+    /// The access-log guard; its metrics are the relay's too.
     log: AccessLog,
-    metrics: Arc<Metrics>,
     stream: bool,
     done: bool,
     /// The recorder and the task this stream is recorded under.
@@ -103,12 +102,11 @@ impl Relay {
         rules: Option<StreamRules>,
         sse: bool,
         log: AccessLog,
-        metrics: Arc<Metrics>,
         tee: Option<(Recorder, Arc<TaskMeta>)>,
     ) -> Self {
         let stream = rules.is_some();
         if stream {
-            metrics.open_streams.inc();
+            log.metrics().open_streams.inc();
         }
         let mut relay = Self {
             upstream,
@@ -118,7 +116,6 @@ impl Relay {
                 .filter(|_| sse)
                 .map(|every| (Timer::new(every), Boundary::new())),
             log,
-            metrics,
             stream,
             done: false,
             tee,
@@ -138,7 +135,7 @@ impl Relay {
 impl Drop for Relay {
     fn drop(&mut self) {
         if self.stream {
-            self.metrics.open_streams.dec();
+            self.log.metrics().open_streams.dec();
         }
         if let Some((recorder, task)) = &self.tee {
             let broken = match self.log.outcome {
@@ -208,7 +205,7 @@ impl Body for Relay {
             && timer.fired(cx)
             && boundary.is_idle()
         {
-            this.metrics.heartbeats.inc();
+            this.log.metrics().heartbeats.inc();
             this.log.bytes += KEEP_ALIVE.len() as u64;
             return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(KEEP_ALIVE)))));
         }
