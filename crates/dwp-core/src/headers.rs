@@ -42,6 +42,30 @@ pub const PROPAGATED: [HeaderName; 7] = [
     AGENT_ID,
 ];
 
+/// Fields a `Connection` header may never remove: the message's framing,
+/// `Host`, the propagated identity headers and every field the gateway sets
+/// itself. Naming one in `Connection` is not a way to strip it (the fixed
+/// [`HOP_BY_HOP`] list still goes, `Transfer-Encoding` included: the gateway
+/// frames what it sends from the body it actually sends).
+pub const NEVER_HOP_BY_HOP: [HeaderName; 16] = [
+    http::header::CONTENT_LENGTH,
+    http::header::TRANSFER_ENCODING,
+    http::header::HOST,
+    AUTHORIZATION,
+    TENANT_ID,
+    USER_ID,
+    DWP_SOURCE,
+    DWP_CALLER_TYPE,
+    LAST_EVENT_ID,
+    AGENT_ID,
+    REQUEST_ID,
+    DWP_TASK_ID,
+    FORWARDED_FOR,
+    FORWARDED_PROTO,
+    FORWARDED_HOST,
+    FORWARDED_PREFIX,
+];
+
 /// Hop-by-hop headers (RFC 9110 7.6.1) that a proxy removes in both directions,
 /// besides every header named in `Connection`.
 pub const HOP_BY_HOP: [HeaderName; 9] = [

@@ -1,15 +1,21 @@
-//! The request body on its way upstream: streamed frame by frame, never
-//! collected, cut off with [`BodyTooLarge`] past `GATEWAY_MAX_BODY_BYTES`.
+//! The request body on its way upstream: cut off with [`BodyTooLarge`]
+//! past `GATEWAY_MAX_BODY_BYTES` and with [`BodyTimeout`] when it has not
+//! all arrived within `GATEWAY_BODY_READ_TIMEOUT_SECS`. Its first
+//! [`PREFETCH_BYTES`] are read before an upstream connection is taken
+//! ([`RequestBody::prefetch`]), so a client that sends nothing holds no
+//! upstream connection, and a body that fits is sent with its exact length.
 //! For POSTs to Aura-Platform it also keeps a bounded copy, to log a preview
 //! at DEBUG and warn when the JSON lacks `prompt` or `context` once the body
 //! has gone through.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
 
 use crate::BoxError;
 
@@ -19,28 +25,133 @@ pub const PREVIEW_CHARS: usize = 500;
 /// Bytes of an Aura POST body kept for the `prompt`/`context` check.
 const CHECK_MAX_BYTES: usize = 256 * 1024;
 
+/// Body bytes read from the client before an upstream connection is taken.
+pub const PREFETCH_BYTES: usize = 64 * 1024;
+
+/// The body did not arrive within `GATEWAY_BODY_READ_TIMEOUT_SECS`.
+#[derive(Debug, thiserror::Error)]
+#[error("request body not received in time")]
+pub struct BodyTimeout;
+
 /// The body went over the configured limit.
 #[derive(Debug, thiserror::Error)]
 #[error("request body exceeds {0} bytes")]
 pub struct BodyTooLarge(pub u64);
 
-/// A streamed request body with a size limit and an optional preview.
+/// A streamed request body with a size limit, a read deadline and an
+/// optional preview.
 #[derive(Debug)]
 pub struct RequestBody {
     inner: Incoming,
     limit: u64,
     seen: u64,
     preview: Option<Vec<u8>>,
+    /// Data read by [`Self::prefetch`] and not yet handed on.
+    front: VecDeque<Bytes>,
+    /// Bytes in `front`.
+    front_len: u64,
+    /// The client's body has ended (everything left is in `front`).
+    ended: bool,
+    /// When the whole body must have arrived.
+    deadline: Instant,
+    /// The timer for `deadline`, armed only when the client keeps us waiting.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl RequestBody {
-    /// Wraps `inner`; `preview` turns on the Aura body logging.
-    pub fn new(inner: Incoming, limit: u64, preview: bool) -> Self {
+    /// Wraps `inner`; `preview` turns on the Aura body logging; the whole
+    /// body must arrive within `timeout` from now.
+    pub fn new(inner: Incoming, limit: u64, preview: bool, timeout: std::time::Duration) -> Self {
+        let ended = inner.is_end_stream();
         Self {
             inner,
             limit,
             seen: 0,
             preview: preview.then(Vec::new),
+            front: VecDeque::new(),
+            front_len: 0,
+            ended,
+            deadline: Instant::now() + timeout,
+            timer: None,
+        }
+    }
+
+    /// Reads the body until it ends or at least `max` bytes wait in memory.
+    /// Afterwards, a body that ended has an exact size.
+    pub async fn prefetch(&mut self, max: usize) -> Result<(), crate::BoxError> {
+        while !self.ended && self.front_len < max as u64 {
+            match std::future::poll_fn(|cx| self.poll_client(cx)).await {
+                Some(Ok(data)) => {
+                    self.front_len += data.len() as u64;
+                    self.front.push_back(data);
+                }
+                Some(Err(e)) => return Err(e),
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// True when the client's body has ended: what is left is in memory.
+    pub fn is_whole(&self) -> bool {
+        self.ended || self.inner.is_end_stream()
+    }
+
+    /// Appends what is in memory to `out` (the request head, so that a
+    /// small request is one write).
+    pub fn drain_into(&mut self, out: &mut Vec<u8>) {
+        for data in self.front.drain(..) {
+            out.extend_from_slice(&data);
+        }
+        self.front_len = 0;
+    }
+
+    /// The next data from the client, with the limit, the deadline and the
+    /// preview applied; trailers are dropped (hop-by-hop here).
+    fn poll_client(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, crate::BoxError>>> {
+        loop {
+            if self.ended {
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    self.seen += data.len() as u64;
+                    if self.seen > self.limit {
+                        self.preview = None;
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge(self.limit)))));
+                    }
+                    if let Some(copy) = &mut self.preview {
+                        let room = CHECK_MAX_BYTES.saturating_sub(copy.len());
+                        copy.extend_from_slice(&data[..data.len().min(room)]);
+                    }
+                    return Poll::Ready(Some(Ok(data)));
+                }
+                Poll::Ready(None) => {
+                    self.ended = true;
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    self.preview = None;
+                    return Poll::Ready(Some(Err(Box::new(e))));
+                }
+                Poll::Pending => {
+                    let deadline = self.deadline;
+                    let timer = self
+                        .timer
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                    if timer.as_mut().poll(cx).is_ready() {
+                        self.preview = None;
+                        return Poll::Ready(Some(Err(Box::new(BodyTimeout))));
+                    }
+                    return Poll::Pending;
+                }
+            }
         }
     }
 
@@ -85,35 +196,32 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    this.seen += data.len() as u64;
-                    if this.seen > this.limit {
-                        this.preview = None;
-                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge(this.limit)))));
-                    }
-                    if let Some(copy) = &mut this.preview {
-                        let room = CHECK_MAX_BYTES.saturating_sub(copy.len());
-                        copy.extend_from_slice(&data[..data.len().min(room)]);
-                    }
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Ready(Some(Err(e))) => {
-                this.preview = None;
-                Poll::Ready(Some(Err(Box::new(e))))
-            }
-            Poll::Pending => Poll::Pending,
+        if let Some(data) = this.front.pop_front() {
+            this.front_len -= data.len() as u64;
+            return Poll::Ready(Some(Ok(Frame::data(data))));
         }
+        this.poll_client(cx)
+            .map(|next| next.map(|r| r.map(Frame::data)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.front.is_empty() && (self.ended || self.inner.is_end_stream())
     }
 
+    /// Exact when the client's body ended or announced its length (hyper
+    /// holds the client to it), so the upstream framing comes from it.
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        if self.ended {
+            return SizeHint::with_exact(self.front_len);
+        }
+        let rest = self.inner.size_hint();
+        match rest.exact() {
+            Some(n) => SizeHint::with_exact(n + self.front_len),
+            None => {
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower() + self.front_len);
+                hint
+            }
+        }
     }
 }

@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::WriteHalf;
 
 use crate::BoxError;
-use crate::body::{BodyTooLarge, RequestBody};
+use crate::body::{BodyTimeout, BodyTooLarge, PREFETCH_BYTES, RequestBody};
 use crate::error::GatewayError;
 use crate::h1::{self, Chunked, Decoded, H1Error, Length, Parsed};
 use crate::pool::{Conn, Pool, READ_BUFFER};
@@ -47,34 +47,59 @@ pub struct Outgoing {
 /// Sends `req` on a pooled or new connection and returns the response head
 /// with a body that streams from the connection.
 ///
-/// A request without a body whose pooled connection turns out to have been
-/// closed by the upstream before any answer (the keep-alive race) is sent
-/// once more on a new connection.
+/// The body's first [`PREFETCH_BYTES`] are read before a connection is
+/// taken. The framing sent upstream comes only from the body that is sent:
+/// `Content-Length` with its exact size (a body that fit in the prefetch,
+/// or one whose length the client announced and hyper holds it to), else
+/// chunked; the client's own framing fields are never copied.
+///
+/// A request whose pooled connection turns out to have been closed by the
+/// upstream before any answer (the keep-alive race) is sent once more on a
+/// new connection when it is idempotent and wholly in memory.
 pub async fn exchange(
     pool: &Arc<Pool>,
     worker: usize,
     mut req: Outgoing,
 ) -> Result<Response<UpstreamBody>, GatewayError> {
-    let has_body = !req.body.is_end_stream();
-    let chunked = has_body && req.body.size_hint().exact().is_none();
-    if chunked {
-        req.headers.remove(CONTENT_LENGTH);
-        req.headers
-            .insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
-    } else if !has_body
-        && !req.headers.contains_key(CONTENT_LENGTH)
-        && matches!(req.method, Method::POST | Method::PUT | Method::PATCH)
-    {
-        // Servers may refuse a POST without any framing (411).
-        req.headers
-            .insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+    if !req.body.is_end_stream() {
+        req.body
+            .prefetch(PREFETCH_BYTES)
+            .await
+            .map_err(|e| Failure::Body(e).into_error(pool.name()))?;
     }
+    let framing = req.body.size_hint().exact();
+    req.headers.remove(CONTENT_LENGTH);
+    req.headers.remove(TRANSFER_ENCODING);
+    let chunked = match framing {
+        Some(0) => {
+            if matches!(req.method, Method::POST | Method::PUT | Method::PATCH) {
+                // Servers may refuse a POST without any framing (411).
+                req.headers
+                    .insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+            }
+            false
+        }
+        Some(len) => {
+            req.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+            false
+        }
+        None => {
+            req.headers
+                .insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+            true
+        }
+    };
     let mut head = std::mem::take(&mut req.head);
     h1::encode_fields(&mut head, &req.headers);
     let head_request = req.method == Method::HEAD;
+    let whole = req.body.is_whole();
+    if whole {
+        // The whole request is in memory: one write, and it can be sent again.
+        req.body.drain_into(&mut head);
+    }
 
     let mut conn = pool.checkout(worker).await?;
-    if !has_body {
+    if whole {
         match write_and_read(&mut conn, &head, head_request).await {
             Ok(parsed) => return Ok(respond(conn, parsed)),
             Err(Failure::Io(e)) if conn.reused && replayable(&req.method) => {
@@ -124,10 +149,15 @@ impl Failure {
                 tracing::warn!(upstream, error = %e, "upstream answered with a malformed response");
                 GatewayError::UpstreamUnavailable(upstream)
             }
-            Self::Body(e) => match e.downcast_ref::<BodyTooLarge>() {
-                Some(too_large) => GatewayError::PayloadTooLarge(too_large.0),
-                None => GatewayError::BadRequest("Request body could not be read".into()),
-            },
+            Self::Body(e) => {
+                if let Some(too_large) = e.downcast_ref::<BodyTooLarge>() {
+                    GatewayError::PayloadTooLarge(too_large.0)
+                } else if e.is::<BodyTimeout>() {
+                    GatewayError::RequestTimeout
+                } else {
+                    GatewayError::BadRequest("Request body could not be read".into())
+                }
+            }
         }
     }
 }
@@ -232,17 +262,29 @@ async fn write_body(
     writer.write_all(&out).await.map_err(Failure::Io)
 }
 
-/// Reads until a final response head has arrived; interim 1xx heads are skipped.
+/// Interim (1xx) heads accepted before the final one; more is a broken
+/// upstream (a `100 Continue` flood), answered with 502.
+pub const MAX_INTERIM_HEADS: usize = 8;
+
+/// Reads until a final response head has arrived; up to
+/// [`MAX_INTERIM_HEADS`] interim 1xx heads are skipped.
 async fn read_head<R: tokio::io::AsyncRead + Unpin>(
     reader: &mut R,
     buf: &mut BytesMut,
     head_request: bool,
 ) -> Result<h1::Head, Failure> {
+    let mut interim = 0;
     loop {
         if !buf.is_empty() {
             match h1::parse_head(buf, head_request).map_err(Failure::Protocol)? {
                 Parsed::Final(head) => return Ok(head),
                 Parsed::Interim(len) => {
+                    interim += 1;
+                    if interim > MAX_INTERIM_HEADS {
+                        return Err(Failure::Protocol(H1Error::Head(
+                            "too many interim responses",
+                        )));
+                    }
                     let _ = buf.split_to(len);
                     continue;
                 }

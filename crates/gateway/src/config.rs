@@ -65,6 +65,10 @@ pub struct Config {
     /// send a request head, including the wait for the next request on a
     /// kept-alive connection (the slowloris bound).
     pub header_read_timeout: Duration,
+    /// `GATEWAY_BODY_READ_TIMEOUT_SECS` (60): longest a client may take to
+    /// send a request body; later is 408. The first 64 KiB are read before
+    /// an upstream connection is taken.
+    pub body_read_timeout: Duration,
     /// `GATEWAY_STREAM_IDLE_TIMEOUT_SECS` (330): silence that ends a stream.
     pub stream_idle_timeout: Duration,
     /// `GATEWAY_SSE_HEARTBEAT_SECS` (15; 0 turns heartbeats off).
@@ -99,6 +103,7 @@ impl std::fmt::Debug for Config {
             .field("connect_timeout", &self.connect_timeout)
             .field("response_timeout", &self.response_timeout)
             .field("header_read_timeout", &self.header_read_timeout)
+            .field("body_read_timeout", &self.body_read_timeout)
             .field("stream_idle_timeout", &self.stream_idle_timeout)
             .field("sse_heartbeat", &self.sse_heartbeat)
             .field("max_body_bytes", &self.max_body_bytes)
@@ -193,6 +198,7 @@ impl Config {
             connect_timeout: vars.secs("GATEWAY_CONNECT_TIMEOUT_SECS", 10)?,
             response_timeout: vars.secs("GATEWAY_RESPONSE_TIMEOUT_SECS", 300)?,
             header_read_timeout: vars.secs("GATEWAY_HEADER_READ_TIMEOUT_SECS", 30)?,
+            body_read_timeout: vars.secs("GATEWAY_BODY_READ_TIMEOUT_SECS", 60)?,
             stream_idle_timeout: vars.secs("GATEWAY_STREAM_IDLE_TIMEOUT_SECS", 330)?,
             sse_heartbeat: match vars.number::<u64>("GATEWAY_SSE_HEARTBEAT_SECS", 15)? {
                 0 => None,

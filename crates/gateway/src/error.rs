@@ -27,6 +27,13 @@ pub enum GatewayError {
     /// 413 E1001: the request body is over `GATEWAY_MAX_BODY_BYTES`.
     #[error("Request body exceeds {0} bytes")]
     PayloadTooLarge(u64),
+    /// 408 E1001: the request body did not arrive within
+    /// `GATEWAY_BODY_READ_TIMEOUT_SECS`.
+    #[error("Request body not received in time")]
+    RequestTimeout,
+    /// 429 E1001: this client or user has too many requests or streams open.
+    #[error("{0}")]
+    TooManyRequests(&'static str),
     /// 502 E5000: the upstream refused or dropped the connection.
     #[error("Upstream {0} is unavailable")]
     UpstreamUnavailable(&'static str),
@@ -43,6 +50,8 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             other => other.code().status(),
         }
     }
@@ -51,7 +60,10 @@ impl GatewayError {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::NotFound(_) => ErrorCode::E1004,
-            Self::BadRequest(_) | Self::PayloadTooLarge(_) => ErrorCode::E1001,
+            Self::BadRequest(_)
+            | Self::PayloadTooLarge(_)
+            | Self::RequestTimeout
+            | Self::TooManyRequests(_) => ErrorCode::E1001,
             Self::Token(e) => e.code(),
             Self::Forbidden(_) => ErrorCode::E2001,
             Self::UpstreamUnavailable(_) => ErrorCode::E5000,
@@ -71,10 +83,18 @@ impl GatewayError {
         );
         // After bad framing or a refused body, the bytes that follow on the
         // connection cannot be trusted to start a request: close it.
-        if matches!(self, Self::BadRequest(_) | Self::PayloadTooLarge(_)) {
+        if matches!(
+            self,
+            Self::BadRequest(_) | Self::PayloadTooLarge(_) | Self::RequestTimeout
+        ) {
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if matches!(self, Self::TooManyRequests(_)) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if matches!(self, Self::Token(_)) {
             response

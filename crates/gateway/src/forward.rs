@@ -1,14 +1,17 @@
 //! Header rules for both directions of the proxy (CONTRACT.md section 3).
 
-use dwp_core::headers::{self, HOP_BY_HOP, PROPAGATED};
+use dwp_core::headers::{self, HOP_BY_HOP, NEVER_HOP_BY_HOP};
 use http::header::{CONNECTION, Entry, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::h1;
 
 /// Removes hop-by-hop headers: the fixed RFC 9110 list and every header
-/// named in `Connection`. The contract's propagated identity headers are kept
-/// even when `Connection` names them, so they always arrive unchanged.
+/// named in `Connection`, except those in [`NEVER_HOP_BY_HOP`]: framing,
+/// `Host`, the contract's propagated identity headers and the fields the
+/// gateway sets are kept even when `Connection` names them (a client that
+/// names `Content-Length` must not unframe its body on a shared upstream
+/// connection).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names instead of a lookup per hop-by-hop header:
     // most messages carry none, or only `Connection`.
@@ -25,7 +28,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(|v| v.split(','))
                 .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-                .filter(|name| !PROPAGATED.contains(name)),
+                .filter(|name| !NEVER_HOP_BY_HOP.contains(name)),
         );
     }
     for name in present {
@@ -119,7 +122,13 @@ mod tests {
     fn hop_by_hop_and_connection_named_headers_go() {
         let mut h = HeaderMap::new();
         for (k, v) in [
-            ("connection", "keep-alive, X-Secret-Hop, x-tenant-id"),
+            (
+                "connection",
+                "keep-alive, X-Secret-Hop, x-tenant-id, Content-Length, Host, X-Forwarded-For",
+            ),
+            ("content-length", "5"),
+            ("host", "dwp.example"),
+            ("x-forwarded-for", "10.0.0.1"),
             ("keep-alive", "timeout=5"),
             ("proxy-connection", "keep-alive"),
             ("te", "trailers"),
@@ -138,7 +147,17 @@ mod tests {
         strip_hop_by_hop(&mut h);
         let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         left.sort_unstable();
-        assert_eq!(left, ["authorization", "x-other", "x-tenant-id"]);
+        assert_eq!(
+            left,
+            [
+                "authorization",
+                "content-length",
+                "host",
+                "x-forwarded-for",
+                "x-other",
+                "x-tenant-id"
+            ]
+        );
     }
 
     #[test]

@@ -247,7 +247,12 @@ pub async fn forward(
         method: parts.method,
         head,
         headers,
-        body: RequestBody::new(body, shared.config.max_body_bytes, preview),
+        body: RequestBody::new(
+            body,
+            shared.config.max_body_bytes,
+            preview,
+            shared.config.body_read_timeout,
+        ),
     };
 
     let started = Instant::now();

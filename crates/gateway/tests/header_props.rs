@@ -1,12 +1,13 @@
 //! Property tests of the header rules: after `strip_hop_by_hop` no hop-by-hop
-//! header and nothing `Connection` names is left, except the contract's
-//! propagated headers, and everything else is untouched; `append_forwarded`
+//! header and nothing `Connection` names is left, except what it may never
+//! remove (framing, `Host`, the contract's propagated headers, the fields
+//! the gateway sets), and everything else is untouched; `append_forwarded`
 //! keeps what earlier proxies wrote and adds this hop last, and
 //! `add_forwarded`'s lines written straight into the head are the same
 //! fields; the edge check
 //! answers every header value, however broken, without a panic.
 
-use dwp_core::headers::{HOP_BY_HOP, PROPAGATED};
+use dwp_core::headers::{HOP_BY_HOP, NEVER_HOP_BY_HOP, PROPAGATED};
 use gateway::forward::{add_forwarded, append_forwarded, strip_hop_by_hop};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use proptest::prelude::*;
@@ -19,9 +20,17 @@ fn name() -> impl Strategy<Value = HeaderName> {
         .chain(PROPAGATED.iter())
         .cloned()
         .chain(
-            ["x-forwarded-for", "host", "content-type", "x-a", "accept"]
-                .into_iter()
-                .map(HeaderName::from_static),
+            [
+                "x-forwarded-for",
+                "host",
+                "content-type",
+                "content-length",
+                "x-request-id",
+                "x-a",
+                "accept",
+            ]
+            .into_iter()
+            .map(HeaderName::from_static),
         )
         .collect();
     prop_oneof![
@@ -99,8 +108,8 @@ proptest! {
         for name in original.keys() {
             let kept: Vec<_> = stripped.get_all(name).iter().collect();
             let before: Vec<_> = original.get_all(name).iter().collect();
-            if PROPAGATED.contains(name) {
-                prop_assert_eq!(kept, before, "{} is propagated unchanged", name);
+            if NEVER_HOP_BY_HOP.contains(name) && !HOP_BY_HOP.contains(name) {
+                prop_assert_eq!(kept, before, "{} is never removed by Connection", name);
             } else if HOP_BY_HOP.contains(name) || named.contains(name) {
                 prop_assert!(kept.is_empty(), "{} left", name);
             } else {

@@ -11,5 +11,6 @@ mod logging;
 mod process;
 mod recorder;
 mod routing;
+mod security;
 mod streaming;
 mod upstream;

@@ -315,9 +315,11 @@ async fn an_upstream_answering_before_it_reads_the_body_is_relayed_and_the_conne
     )
     .await;
     let gw = spawn_gateway(config(&up.uri(), &[])).await;
-    // The body is still on its way when the answer comes; the raw upstream
-    // reads only the head (no Content-Length: the body is chunked).
+    // The body is still on its way when the answer comes (its first part,
+    // larger than what the gateway reads ahead, has gone upstream); the raw
+    // upstream reads only the head (no Content-Length: the body is chunked).
     let (tx, body) = channel_body();
+    tx.send(Bytes::from(vec![b'x'; 80 * 1024])).await.unwrap();
     let res = send(
         gw.addr,
         request("POST", gw.addr, "/api/main/x").body(body).unwrap(),
@@ -336,9 +338,10 @@ async fn an_upstream_answering_before_it_reads_the_body_is_relayed_and_the_conne
 }
 
 #[tokio::test]
-async fn chunked_request_bodies_are_framed_for_the_upstream() {
+async fn streamed_request_bodies_are_framed_for_the_upstream() {
     let up = echo_upstream().await;
     let gw = spawn_gateway(config(&up.uri(), &[])).await;
+    // Small enough to be read ahead whole: sent with its exact length.
     let (tx, body) = channel_body();
     let sending = tokio::spawn(async move {
         for piece in ["{\"prompt\":", "\"hi\",", "\"context\":{}}"] {
@@ -355,6 +358,79 @@ async fn chunked_request_bodies_are_framed_for_the_upstream() {
     assert_eq!(res.status(), 200);
     let seen = up.requests();
     assert_eq!(&seen[0].body[..], br#"{"prompt":"hi","context":{}}"#);
-    assert_eq!(seen[0].headers["transfer-encoding"], "chunked");
-    assert!(!seen[0].headers.contains_key("content-length"));
+    assert_eq!(seen[0].headers["content-length"], "28");
+    assert!(!seen[0].headers.contains_key("transfer-encoding"));
+
+    // Larger than the read-ahead and of unknown length: chunked.
+    let (tx, body) = channel_body();
+    let sending = tokio::spawn(async move {
+        for piece in [vec![b'a'; 50_000], vec![b'b'; 50_000], vec![b'c'; 10]] {
+            tx.send(Bytes::from(piece)).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let res = send(
+        gw.addr,
+        request("POST", gw.addr, "/api/main/x").body(body).unwrap(),
+    )
+    .await;
+    sending.await.unwrap();
+    assert_eq!(res.status(), 200);
+    let seen = up.requests();
+    assert_eq!(seen[1].body.len(), 100_010);
+    assert_eq!(seen[1].headers["transfer-encoding"], "chunked");
+    assert!(!seen[1].headers.contains_key("content-length"));
+}
+
+#[tokio::test]
+async fn a_client_that_sends_no_body_holds_no_upstream_connection_and_gets_408() {
+    let up = echo_upstream().await;
+    let gw = spawn_gateway(config(
+        &up.uri(),
+        &[("GATEWAY_BODY_READ_TIMEOUT_SECS", "1")],
+    ))
+    .await;
+    let (tx, body) = channel_body();
+    let started = std::time::Instant::now();
+    let waiting = tokio::spawn(send(
+        gw.addr,
+        request("POST", gw.addr, "/api/main/x")
+            .header("content-length", "100")
+            .body(body)
+            .unwrap(),
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(up.requests().is_empty() && up.closed.lock().unwrap().is_empty());
+    let res = waiting.await.unwrap();
+    drop(tx);
+    assert_eq!(res.status(), 408);
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    assert_eq!(res.header("connection").as_deref(), Some("close"));
+    assert_eq!(res.json().await["errorCode"], "E1001");
+    assert!(up.requests().is_empty(), "nothing reached the upstream");
+}
+
+#[tokio::test]
+async fn a_flood_of_interim_responses_is_502_and_a_few_are_skipped() {
+    let few = "HTTP/1.1 100 Continue\r\n\r\n".repeat(3);
+    let up = answering(
+        format!("{few}HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+        false,
+    )
+    .await;
+    let gw = spawn_gateway(config(&up.uri(), &[])).await;
+    let res = get(gw.addr, "/api/main/x", &[]).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.text().await, "ok");
+
+    let flood = "HTTP/1.1 100 Continue\r\n\r\n".repeat(10_000);
+    let up = answering(
+        format!("{flood}HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+        false,
+    )
+    .await;
+    let gw = spawn_gateway(config(&up.uri(), &[])).await;
+    let res = get(gw.addr, "/api/main/x", &[]).await;
+    assert_eq!(res.status(), 502);
+    assert_eq!(res.json().await["errorCode"], "E5000");
 }
