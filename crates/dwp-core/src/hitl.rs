@@ -16,9 +16,6 @@ pub const DEFAULT_REJECT_REASON: &str = "User rejected";
 /// into PostgreSQL).
 pub const DECISIONS_STREAM: &str = "dwp:hitl-decisions";
 
-/// Approximate length the decision stream is trimmed to.
-pub const DECISIONS_STREAM_MAX_LEN: usize = 1_000_000;
-
 /// `hitl:request:{requestId}`.
 pub fn request_key(request_id: &str) -> String {
     format!("hitl:request:{request_id}")

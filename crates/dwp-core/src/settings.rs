@@ -21,6 +21,41 @@ pub fn redis_url(
     }
 }
 
+/// How much of a Redis Stream we write is kept (`STREAM_MAX_LEN`,
+/// `STREAM_MAX_AGE_SECS`): every `XADD` trims by count (`MAXLEN ~`) and
+/// every write also drops entries older than the age (`XTRIM MINID ~`), so
+/// no stream grows without bound, the dead-letter streams included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Entries kept, about.
+    pub max_len: u64,
+    /// Entries older than this many seconds go.
+    pub max_age_secs: u64,
+}
+
+impl Default for Retention {
+    /// 100,000 entries, seven days.
+    fn default() -> Self {
+        Self {
+            max_len: 100_000,
+            max_age_secs: 7 * 24 * 3600,
+        }
+    }
+}
+
+impl Retention {
+    /// The oldest entry id kept now, for `XTRIM ... MINID ~`.
+    pub fn min_id(&self) -> String {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        format!(
+            "{}-0",
+            now_ms.saturating_sub(self.max_age_secs.saturating_mul(1000))
+        )
+    }
+}
+
 /// A URL with its credentials replaced by `***`, safe to log.
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {

@@ -8,6 +8,10 @@
 //! digits, and discards an event that is not terminated by a blank line.
 //! [`encode`] writes an [`Event`] back in the framing Aura-Platform uses
 //! (`field: value`, one space).
+//!
+//! A parser made with [`Parser::with_max_event`] holds at most that many
+//! bytes of one event: a larger one is skipped to its blank line, never
+//! buffered, and counted ([`Parser::take_oversized`]).
 
 /// The UTF-8 byte order mark, stripped once at the start of a stream.
 const BOM: &[u8] = b"\xEF\xBB\xBF";
@@ -57,12 +61,49 @@ pub struct Parser {
     retry: Option<u64>,
     last_event_id: String,
     reconnection_ms: Option<u64>,
+    /// Most bytes one event may hold (its pending line and fields), if capped.
+    max_event: Option<usize>,
+    /// The current event went over `max_event`: skipped to its blank line.
+    oversized: bool,
+    /// While skipping: the current line has bytes.
+    skipped_line: bool,
+    /// Events skipped for their size and not yet taken.
+    oversized_count: u64,
 }
 
 impl Parser {
     /// A parser at the start of a stream.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A parser that skips (and counts) any event larger than `max` bytes
+    /// instead of buffering it.
+    pub fn with_max_event(max: usize) -> Self {
+        Self {
+            max_event: Some(max),
+            ..Self::default()
+        }
+    }
+
+    /// How many events were skipped for their size since the last call.
+    pub fn take_oversized(&mut self) -> u64 {
+        std::mem::take(&mut self.oversized_count)
+    }
+
+    /// Too much of one event is held: drop it and skip to its end.
+    fn check_size(&mut self, line_pending: bool) {
+        let held = self.line.len() + self.data.len() + self.event.len();
+        if self.max_event.is_some_and(|max| held > max) {
+            self.oversized = true;
+            self.in_event = true;
+            self.skipped_line = line_pending;
+            self.line = Vec::new();
+            self.data = String::new();
+            self.event = String::new();
+            self.id = None;
+            self.retry = None;
+        }
     }
 
     /// Feeds one chunk, returning the events it completed, in order.
@@ -120,7 +161,17 @@ impl Parser {
                     continue;
                 }
             }
-            if b == b'\n' || b == b'\r' {
+            if (b == b'\n' || b == b'\r') && self.oversized {
+                // Skipping an oversized event: only its blank line matters.
+                if !self.skipped_line && start == i {
+                    self.oversized = false;
+                    self.in_event = false;
+                    self.oversized_count += 1;
+                }
+                self.skipped_line = false;
+                self.pending_cr = b == b'\r';
+                start = i + 1;
+            } else if b == b'\n' || b == b'\r' {
                 let mut line = std::mem::take(&mut self.line);
                 line.extend_from_slice(&bytes[start..i]);
                 self.line_done(&line, out);
@@ -128,9 +179,19 @@ impl Parser {
                 self.line = line;
                 self.pending_cr = b == b'\r';
                 start = i + 1;
+                if self.max_event.is_some() {
+                    self.check_size(false);
+                }
             }
         }
+        if self.oversized {
+            self.skipped_line |= start < bytes.len();
+            return;
+        }
         self.line.extend_from_slice(&bytes[start..]);
+        if self.max_event.is_some() {
+            self.check_size(true);
+        }
     }
 
     fn line_done(&mut self, line: &[u8], out: &mut Vec<Event>) {

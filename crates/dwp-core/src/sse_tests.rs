@@ -279,3 +279,27 @@ fn boundary_agrees_with_the_parser_after_every_byte() {
         );
     }
 }
+
+#[test]
+fn an_event_over_the_cap_is_skipped_to_its_blank_line_and_counted_never_held() {
+    let mut p = Parser::with_max_event(64);
+    let mut out = p.feed(b"data: small\n\ndata: ");
+    // A huge data line in pieces, never ended by a newline for a while.
+    for _ in 0..1000 {
+        out.extend(p.feed(&[b'x'; 1000]));
+        assert!(p.line.len() <= 64 && p.data.len() <= 64, "held");
+    }
+    out.extend(p.feed(b"\r\nevent: big\ndata: more\n\nid: 3\ndata: after\n\n"));
+    let data: Vec<&str> = out.iter().map(|e| e.data.as_str()).collect();
+    assert_eq!(data, ["small", "after"]);
+    assert_eq!(p.take_oversized(), 1);
+    assert_eq!(p.take_oversized(), 0);
+    // Many lines that together pass the cap count too.
+    let mut p = Parser::with_max_event(64);
+    let many = "data: 0123456789\n".repeat(10);
+    let out = p.feed(format!("{many}\ndata: ok\n\n").as_bytes());
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].data, "ok");
+    assert_eq!(p.take_oversized(), 1);
+    assert!(p.is_idle());
+}

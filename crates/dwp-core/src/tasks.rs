@@ -4,10 +4,6 @@
 /// The Redis Stream the gateway tees relayed agent events into.
 pub const EVENTS_STREAM: &str = "dwp:agent-task-events";
 
-/// Approximate length the stream is trimmed to (`XADD ... MAXLEN ~`), so an
-/// absent consumer cannot fill Redis.
-pub const EVENTS_STREAM_MAX_LEN: usize = 1_000_000;
-
 /// Event type of the entry the gateway adds when a recorded stream ends
 /// without finishing: the agent broke it off, it went silent past the idle
 /// timeout, or the client left (the agent's run was then cancelled). Its

@@ -64,11 +64,20 @@ impl TokenError {
     }
 }
 
+/// Default longest lifetime (`exp - iat`) a token may have, in seconds.
+pub const DEFAULT_MAX_LIFETIME_SECS: u64 = 24 * 3600;
+
 /// Verifies tokens with one shared secret. Build once, use for every request.
+///
+/// Besides the signature and `exp`/`nbf`, a token is refused when its `iat`
+/// lies in the future beyond the leeway, or when it was issued to live
+/// longer than the maximum lifetime (without `iat`: when it still has longer
+/// than that to live), so a leaked signing of a ten-year token is no key.
 #[derive(Clone)]
 pub struct Verifier {
     key: DecodingKey,
     validation: Validation,
+    max_lifetime_secs: u64,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -91,7 +100,14 @@ impl Verifier {
         Self {
             key: DecodingKey::from_secret(secret),
             validation,
+            max_lifetime_secs: DEFAULT_MAX_LIFETIME_SECS,
         }
+    }
+
+    /// The same verifier with another longest lifetime (`JWT_MAX_LIFETIME_SECS`).
+    pub fn with_max_lifetime(mut self, max: std::time::Duration) -> Self {
+        self.max_lifetime_secs = max.as_secs();
+        self
     }
 
     /// Verifies a bare token (without `Bearer `).
@@ -106,6 +122,15 @@ impl Verifier {
             },
         )?;
         let claims = data.claims;
+        let now = crate::envelope::unix_now();
+        let lifetime = match claims.iat {
+            Some(iat) if iat > now + DEFAULT_LEEWAY_SECS => return Err(TokenError::Invalid),
+            Some(iat) => claims.exp.saturating_sub(iat),
+            None => claims.exp.saturating_sub(now),
+        };
+        if lifetime > self.max_lifetime_secs {
+            return Err(TokenError::Invalid);
+        }
         let clean = |s: &str| !s.is_empty() && !s.chars().any(char::is_control);
         if !clean(&claims.sub) || claims.tenant_id.as_deref().is_some_and(|t| !clean(t)) {
             return Err(TokenError::Invalid);
@@ -194,6 +219,46 @@ mod tests {
             v.verify(&"x".repeat(MAX_TOKEN_BYTES + 1)),
             Err(TokenError::Invalid)
         );
+    }
+
+    #[test]
+    fn a_token_from_the_future_or_living_too_long_is_refused() {
+        let v = Verifier::new(SECRET, None);
+        let future = Claims {
+            iat: Some(now() + 3600),
+            exp: now() + 7200,
+            ..claims()
+        };
+        assert_eq!(v.verify(&issue(&future, SECRET)), Err(TokenError::Invalid));
+        let skewed = Claims {
+            iat: Some(now() + 5),
+            ..claims()
+        };
+        assert!(
+            v.verify(&issue(&skewed, SECRET)).is_ok(),
+            "within the leeway"
+        );
+        let ten_years = Claims {
+            exp: now() + 10 * 365 * 86400,
+            ..claims()
+        };
+        assert_eq!(
+            v.verify(&issue(&ten_years, SECRET)),
+            Err(TokenError::Invalid)
+        );
+        let no_iat = Claims {
+            iat: None,
+            exp: now() + 2 * 86400,
+            ..claims()
+        };
+        assert_eq!(v.verify(&issue(&no_iat, SECRET)), Err(TokenError::Invalid));
+        let short =
+            Verifier::new(SECRET, None).with_max_lifetime(std::time::Duration::from_secs(60));
+        assert_eq!(
+            short.verify(&issue(&claims(), SECRET)),
+            Err(TokenError::Invalid)
+        );
+        assert!(v.verify(&issue(&claims(), SECRET)).is_ok());
     }
 
     #[test]

@@ -177,7 +177,13 @@ impl Stack {
         children.push(cmd.spawn().unwrap());
         let mut cmd = Command::new(binary("gateway"));
         common(&mut cmd);
-        cmd.envs(gateway_env.iter().copied())
+        // The suites open many streams as one user from one address; the
+        // caps have their own tests (crates/gateway/tests/api/security.rs).
+        cmd.env("GATEWAY_MAX_REQUESTS_PER_CLIENT", "0")
+            .env("GATEWAY_MAX_STREAMS_PER_USER", "0")
+            .env("GATEWAY_MAX_REQUESTS_PER_USER", "0")
+            .env("ADMIN_PORT", "0")
+            .envs(gateway_env.iter().copied())
             .env("SERVER_PORT", gateway.to_string())
             .env("AURA_PLATFORM_URI", format!("http://127.0.0.1:{aura}"))
             .env("MAIN_SERVICE_URI", format!("http://127.0.0.1:{main}"));
@@ -255,6 +261,9 @@ impl Gateway {
             .env("SERVER_PORT", port.to_string())
             .env("AURA_PLATFORM_URI", format!("http://{aura}"))
             .env("RUST_LOG", "warn")
+            .env("GATEWAY_AUTH", "off")
+            .env("GATEWAY_MAX_REQUESTS_PER_CLIENT", "0")
+            .env("ADMIN_PORT", "0")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .spawn()

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use dwp_core::settings::{self, redact_url};
+use dwp_core::settings::{self, Retention, redact_url};
 use http::{Method, Uri};
 
 /// The default optional configuration file, relative to the working directory.
@@ -55,8 +55,11 @@ pub struct Config {
     pub auth_uri: Uri,
     /// The `CORS_*` settings.
     pub cors: Cors,
-    /// `JWT_SECRET`: when set (at least 32 bytes), the edge checks tokens.
+    /// `JWT_SECRET` (at least 32 bytes): the edge checks tokens with it.
+    /// Required unless `GATEWAY_AUTH=off`; `None` only then.
     pub jwt_secret: Option<String>,
+    /// `JWT_MAX_LIFETIME_SECS` (86400): tokens whose `exp - iat` is longer are refused.
+    pub jwt_max_lifetime: Duration,
     /// `GATEWAY_CONNECT_TIMEOUT_SECS` (10).
     pub connect_timeout: Duration,
     /// `GATEWAY_RESPONSE_TIMEOUT_SECS` (300): to the upstream's response headers.
@@ -89,6 +92,20 @@ pub struct Config {
     pub redis_url: String,
     /// `GATEWAY_RECORDER_ENABLED` (true): tee agent streams into Redis.
     pub recorder_enabled: bool,
+    /// `GATEWAY_RECORDER_MAX_EVENT_BYTES` (262144) and the stream's
+    /// `STREAM_MAX_LEN` (100000) / `STREAM_MAX_AGE_SECS` (604800).
+    pub recorder: crate::recorder::Limits,
+    /// `GATEWAY_MAX_REQUESTS_PER_CLIENT` (1024; 0 = no cap): open requests
+    /// and streams per client address (behind a proxy every client shares
+    /// its address: raise it or turn it off there).
+    pub max_requests_per_client: usize,
+    /// `GATEWAY_MAX_REQUESTS_PER_USER` (256; 0 = no cap): open requests per token `sub`.
+    pub max_requests_per_user: usize,
+    /// `GATEWAY_MAX_STREAMS_PER_USER` (32; 0 = no cap): open agent streams per token `sub`.
+    pub max_streams_per_user: usize,
+    /// `ADMIN_HOST` (`0.0.0.0`) and `ADMIN_PORT` (8090; `off` for none):
+    /// the listener of `/metrics` (and `/health`), apart from the public port.
+    pub admin: Option<(String, u16)>,
 }
 
 impl std::fmt::Debug for Config {
@@ -100,6 +117,7 @@ impl std::fmt::Debug for Config {
             .field("auth_uri", &self.auth_uri)
             .field("cors", &self.cors)
             .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<set>"))
+            .field("jwt_max_lifetime", &self.jwt_max_lifetime)
             .field("connect_timeout", &self.connect_timeout)
             .field("response_timeout", &self.response_timeout)
             .field("header_read_timeout", &self.header_read_timeout)
@@ -113,6 +131,11 @@ impl std::fmt::Debug for Config {
             .field("worker_threads", &self.worker_threads)
             .field("redis_url", &redact_url(&self.redis_url))
             .field("recorder_enabled", &self.recorder_enabled)
+            .field("recorder", &self.recorder)
+            .field("max_requests_per_client", &self.max_requests_per_client)
+            .field("max_requests_per_user", &self.max_requests_per_user)
+            .field("max_streams_per_user", &self.max_streams_per_user)
+            .field("admin", &self.admin)
             .finish()
     }
 }
@@ -159,15 +182,46 @@ impl Config {
                 problem: format!("{:?} is not a Redis URL", redact_url(&redis_url)),
             });
         }
-        let jwt_secret = vars.get("JWT_SECRET").filter(|s| !s.is_empty());
-        if jwt_secret.as_ref().is_some_and(|s| s.len() < 32) {
-            return Err(ConfigError {
-                var: "JWT_SECRET".into(),
-                problem:
-                    "must be at least 32 bytes long (unset it to turn the edge token check off)"
-                        .into(),
-            });
+        let auth_on = match vars
+            .get("GATEWAY_AUTH")
+            .map(|v| v.trim().to_ascii_lowercase())
+        {
+            None => true,
+            Some(v) if v == "on" => true,
+            Some(v) if v == "off" => false,
+            Some(v) => return Err(Vars::bad("GATEWAY_AUTH", format!("{v:?} is not on or off"))),
+        };
+        let jwt_secret = match vars.get("JWT_SECRET").filter(|s| !s.is_empty()) {
+            _ if !auth_on => None,
+            None => {
+                return Err(Vars::bad(
+                    "JWT_SECRET",
+                    "is required (at least 32 bytes); GATEWAY_AUTH=off turns the edge token check off for local development",
+                ));
+            }
+            Some(s) if s.len() < 32 => {
+                return Err(Vars::bad("JWT_SECRET", "must be at least 32 bytes long"));
+            }
+            Some(s) => Some(s),
+        };
+        let allowed_origins = vars.list("CORS_ALLOWED_ORIGINS", "http://localhost:4200");
+        let allow_credentials = vars.boolean("CORS_ALLOW_CREDENTIALS", true)?;
+        if allow_credentials && allowed_origins.iter().any(|o| o == "*") {
+            return Err(Vars::bad(
+                "CORS_ALLOWED_ORIGINS",
+                "\"*\" with CORS_ALLOW_CREDENTIALS=true would let any site, \"null\" included, call the API with the user's credentials: list the origins, or set CORS_ALLOW_CREDENTIALS=false",
+            ));
         }
+        let admin = match vars
+            .get("ADMIN_PORT")
+            .map(|v| v.trim().to_ascii_lowercase())
+        {
+            Some(v) if v == "off" => None,
+            _ => Some((
+                vars.get("ADMIN_HOST").unwrap_or_else(|| "0.0.0.0".into()),
+                vars.number("ADMIN_PORT", 8090)?,
+            )),
+        };
         Ok(Self {
             host: vars.get("SERVER_HOST").unwrap_or_else(|| "0.0.0.0".into()),
             port: vars.number("SERVER_PORT", 8080)?,
@@ -175,7 +229,7 @@ impl Config {
             main_uri,
             auth_uri,
             cors: Cors {
-                allowed_origins: vars.list("CORS_ALLOWED_ORIGINS", "http://localhost:4200"),
+                allowed_origins,
                 allowed_methods: vars
                     .list("CORS_ALLOWED_METHODS", "GET,POST,PUT,DELETE,PATCH,OPTIONS")
                     .iter()
@@ -191,10 +245,11 @@ impl Config {
                 allowed_headers: vars
                     .get("CORS_ALLOWED_HEADERS")
                     .unwrap_or_else(|| "*".into()),
-                allow_credentials: vars.boolean("CORS_ALLOW_CREDENTIALS", true)?,
+                allow_credentials,
                 max_age_secs: vars.number("CORS_MAX_AGE", 3600)?,
             },
             jwt_secret,
+            jwt_max_lifetime: vars.secs("JWT_MAX_LIFETIME_SECS", 24 * 3600)?,
             connect_timeout: vars.secs("GATEWAY_CONNECT_TIMEOUT_SECS", 10)?,
             response_timeout: vars.secs("GATEWAY_RESPONSE_TIMEOUT_SECS", 300)?,
             header_read_timeout: vars.secs("GATEWAY_HEADER_READ_TIMEOUT_SECS", 30)?,
@@ -214,6 +269,19 @@ impl Config {
             )? as usize,
             redis_url,
             recorder_enabled: vars.boolean("GATEWAY_RECORDER_ENABLED", true)?,
+            recorder: crate::recorder::Limits {
+                max_event_bytes: vars.positive("GATEWAY_RECORDER_MAX_EVENT_BYTES", 256 * 1024)?
+                    as usize,
+                retention: Retention {
+                    max_len: vars.positive("STREAM_MAX_LEN", Retention::default().max_len)?,
+                    max_age_secs: vars
+                        .positive("STREAM_MAX_AGE_SECS", Retention::default().max_age_secs)?,
+                },
+            },
+            max_requests_per_client: vars.number("GATEWAY_MAX_REQUESTS_PER_CLIENT", 1024)?,
+            max_requests_per_user: vars.number("GATEWAY_MAX_REQUESTS_PER_USER", 256)?,
+            max_streams_per_user: vars.number("GATEWAY_MAX_STREAMS_PER_USER", 32)?,
+            admin,
         })
     }
 }
@@ -292,12 +360,40 @@ impl Vars {
 mod tests {
     use super::*;
 
+    const SECRET: &str = "s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t";
+
+    /// With a secret unless `pairs` set one (or turn the check off).
     fn load(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let env = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let mut env: HashMap<String, String> =
+            HashMap::from([("JWT_SECRET".into(), SECRET.into())]);
+        env.extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         Config::from_sources(None, env)
+    }
+
+    #[test]
+    fn the_edge_check_is_on_unless_turned_off_and_needs_a_secret() {
+        let err = Config::from_sources(None, HashMap::new()).unwrap_err();
+        assert_eq!(err.var, "JWT_SECRET");
+        let off = load(&[("GATEWAY_AUTH", "off")]).unwrap();
+        assert!(off.jwt_secret.is_none(), "off ignores the secret");
+        assert_eq!(
+            load(&[("GATEWAY_AUTH", "maybe")]).unwrap_err().var,
+            "GATEWAY_AUTH"
+        );
+        assert_eq!(load(&[]).unwrap().jwt_secret.as_deref(), Some(SECRET));
+    }
+
+    #[test]
+    fn any_origin_with_credentials_is_refused_at_start() {
+        let err = load(&[("CORS_ALLOWED_ORIGINS", "*")]).unwrap_err();
+        assert_eq!(err.var, "CORS_ALLOWED_ORIGINS");
+        assert!(err.problem.contains("CORS_ALLOW_CREDENTIALS"), "{err}");
+        let c = load(&[
+            ("CORS_ALLOWED_ORIGINS", "*"),
+            ("CORS_ALLOW_CREDENTIALS", "false"),
+        ])
+        .unwrap();
+        assert_eq!(c.cors.allowed_origins, ["*"]);
     }
 
     #[test]
@@ -311,7 +407,17 @@ mod tests {
         assert_eq!(c.cors.allowed_methods.len(), 6);
         assert!(c.cors.allow_credentials);
         assert_eq!(c.cors.max_age_secs, 3600);
-        assert!(c.jwt_secret.is_none());
+        assert_eq!(c.jwt_max_lifetime, Duration::from_secs(86400));
+        assert_eq!(c.body_read_timeout, Duration::from_secs(60));
+        assert_eq!(c.admin, Some(("0.0.0.0".into(), 8090)));
+        assert_eq!(
+            (
+                c.max_requests_per_client,
+                c.max_requests_per_user,
+                c.max_streams_per_user
+            ),
+            (1024, 256, 32)
+        );
         assert_eq!(c.connect_timeout, Duration::from_secs(10));
         assert_eq!(c.response_timeout, Duration::from_secs(300));
         assert_eq!(c.header_read_timeout, Duration::from_secs(30));
@@ -364,7 +470,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("gateway.toml");
         std::fs::write(&file, "server_port = 7001\ngateway_max_body_bytes = 1024\n").unwrap();
-        let env = HashMap::from([("SERVER_PORT".to_string(), "7002".to_string())]);
+        let env = HashMap::from([
+            ("SERVER_PORT".to_string(), "7002".to_string()),
+            ("GATEWAY_AUTH".to_string(), "off".to_string()),
+        ]);
         let c = Config::from_sources(Some(&file), env).unwrap();
         assert_eq!(c.port, 7002, "environment wins");
         assert_eq!(c.max_body_bytes, 1024, "file beats the default");
@@ -375,14 +484,15 @@ mod tests {
     fn the_example_file_loads_and_matches_the_defaults() {
         let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/gateway.example.toml");
         assert!(file.exists());
-        let from_file = Config::from_sources(Some(&file), HashMap::new()).unwrap();
+        let env = HashMap::from([("JWT_SECRET".to_string(), SECRET.to_string())]);
+        let from_file = Config::from_sources(Some(&file), env).unwrap();
         let defaults = load(&[]).unwrap();
         assert_eq!(format!("{from_file:?}"), format!("{defaults:?}"));
     }
 
     #[test]
     fn debug_output_never_shows_the_secret() {
-        let c = load(&[("JWT_SECRET", "s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t")]).unwrap();
+        let c = load(&[]).unwrap();
         assert!(!format!("{c:?}").contains("s3cr3t"));
     }
 }

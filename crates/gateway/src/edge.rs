@@ -2,24 +2,30 @@
 //! request never opens a five-minute stream.
 //!
 //! - `/api/aura/**` needs `X-Tenant-ID` (400).
-//! - When `JWT_SECRET` is set, `/api/aura/**` and `/api/main/**` need a valid
-//!   HS256 Bearer token (401) whose `sub` equals `X-User-ID` and whose
-//!   `tenant_id` equals `X-Tenant-ID` when those headers are sent (403).
-//!   `/api/auth/**` and the gateway's own endpoints are exempt.
+//! - `/api/aura/**` and `/api/main/**` need a valid HS256 Bearer token
+//!   (401) whose `sub` equals `X-User-ID` and whose `tenant_id` equals
+//!   `X-Tenant-ID` when those headers are sent (403). `/api/auth/**` and the
+//!   gateway's own endpoints are exempt. Only `GATEWAY_AUTH=off` (local
+//!   development) turns this off; the gateway does not start without
+//!   `JWT_SECRET` otherwise.
+//!
+//! The verified claims are returned: who the request is (the token's
+//! `sub`, never a header) for the recorder and the per-user caps.
 
 use dwp_core::headers::{AUTHORIZATION, TENANT_ID, USER_ID};
-use dwp_core::token::Verifier;
+use dwp_core::token::{Claims, Verifier};
 use http::HeaderMap;
 
 use crate::error::GatewayError;
 use crate::routes::{Route, Upstream};
 
-/// Runs the edge checks for a request on `route`.
+/// Runs the edge checks for a request on `route`; returns the token's
+/// claims when one was checked.
 pub fn check(
     route: &Route,
     headers: &HeaderMap,
     verifier: Option<&Verifier>,
-) -> Result<(), GatewayError> {
+) -> Result<Option<Claims>, GatewayError> {
     let on_aura = route.prefix.starts_with("/api/aura");
     let tenant = header(headers, &TENANT_ID)?;
     if on_aura && tenant.is_none_or(str::is_empty) {
@@ -29,7 +35,7 @@ pub fn check(
     }
     let needs_token = on_aura || route.upstream == Upstream::Main;
     let Some(verifier) = verifier.filter(|_| needs_token) else {
-        return Ok(());
+        return Ok(None);
     };
     let claims = verifier
         .verify_header(header(headers, &AUTHORIZATION).ok().flatten())
@@ -48,7 +54,7 @@ pub fn check(
             "X-Tenant-ID does not match the token",
         ));
     }
-    Ok(())
+    Ok(Some(claims))
 }
 
 /// A header as text; a value that is not visible ASCII is a bad request.
@@ -104,7 +110,7 @@ mod tests {
     fn status(route: usize, h: &HeaderMap, secret: bool) -> u16 {
         let verifier = Verifier::new(SECRET.as_bytes(), None);
         match check(&ROUTES[route], h, secret.then_some(&verifier)) {
-            Ok(()) => 200,
+            Ok(_) => 200,
             Err(e) => e.status().as_u16(),
         }
     }

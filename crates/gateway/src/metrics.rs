@@ -41,6 +41,10 @@ pub struct Metrics {
     pub recorder_events: Counter,
     /// Agent events the recorder dropped (queue full or Redis unreachable).
     pub recorder_dropped: Counter,
+    /// Agent events not recorded because they were over the size cap.
+    pub recorder_oversized: Counter,
+    /// Requests refused because their client or user had too many open (429).
+    pub limited: Counter,
 }
 
 impl Default for Metrics {
@@ -58,6 +62,8 @@ impl Default for Metrics {
         let client_disconnects = Counter::default();
         let recorder_events = Counter::default();
         let recorder_dropped = Counter::default();
+        let recorder_oversized = Counter::default();
+        let limited = Counter::default();
         registry.register("requests", "Requests by route and status", requests.clone());
         registry.register(
             "open_streams",
@@ -89,6 +95,16 @@ impl Default for Metrics {
             "Agent events dropped by the recorder (queue full or Redis down)",
             recorder_dropped.clone(),
         );
+        registry.register(
+            "recorder_oversized",
+            "Agent events not recorded: larger than GATEWAY_RECORDER_MAX_EVENT_BYTES",
+            recorder_oversized.clone(),
+        );
+        registry.register(
+            "limited",
+            "Requests refused with 429: too many open for one client address or user",
+            limited.clone(),
+        );
         Self {
             registry,
             requests,
@@ -98,6 +114,8 @@ impl Default for Metrics {
             client_disconnects,
             recorder_events,
             recorder_dropped,
+            recorder_oversized,
+            limited,
         }
     }
 }

@@ -93,7 +93,7 @@ impl Shared {
         let verifier = config
             .jwt_secret
             .as_ref()
-            .map(|s| Verifier::new(s.as_bytes(), None));
+            .map(|s| Verifier::new(s.as_bytes(), None).with_max_lifetime(config.jwt_max_lifetime));
         let metrics = Arc::new(Metrics::default());
         let upstream_seconds = routes::ROUTES
             .iter()
@@ -182,7 +182,7 @@ pub async fn forward(
             return Err(GatewayError::PayloadTooLarge(shared.config.max_body_bytes));
         }
     }
-    crate::edge::check(route, &parts.headers, shared.verifier.as_ref())?;
+    let claims = crate::edge::check(route, &parts.headers, shared.verifier.as_ref())?;
 
     let stream = is_stream(&parts.headers, parts.uri.path());
     let to_aura = route.upstream == Upstream::Aura;
@@ -224,17 +224,24 @@ pub async fn forward(
             if let Ok(value) = HeaderValue::from_str(&task_id) {
                 headers.insert(DWP_TASK_ID, value);
             }
-            let text = |name| {
+            let text = |name: http::HeaderName| {
                 headers
                     .get(name)
                     .and_then(|v: &HeaderValue| v.to_str().ok())
                     .unwrap_or("")
                     .to_owned()
             };
+            // Who the stream is recorded for: the verified token, never a
+            // header a client could set (the headers only with GATEWAY_AUTH=off).
             let meta = TaskMeta {
                 task_id,
-                user_id: text(&USER_ID),
-                tenant_id: text(&TENANT_ID),
+                user_id: claims
+                    .as_ref()
+                    .map_or_else(|| text(USER_ID), |c| c.sub.clone()),
+                tenant_id: claims
+                    .as_ref()
+                    .and_then(|c| c.tenant_id.clone())
+                    .unwrap_or_else(|| text(TENANT_ID)),
                 path: parts.uri.path().to_owned(),
             };
             Some((recorder.clone(), Arc::new(meta)))

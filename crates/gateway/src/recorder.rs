@@ -6,13 +6,17 @@
 //! chunks per stream (the full WHATWG parser) and writes the events with
 //! pipelined `XADD`s. When the queue is full or Redis is down, events are
 //! dropped and counted (`gateway_recorder_dropped_total`); the client's
-//! stream is never slowed, altered or reordered.
+//! stream is never slowed, altered or reordered. An event larger than
+//! `GATEWAY_RECORDER_MAX_EVENT_BYTES` is skipped without being held and
+//! counted (`gateway_recorder_oversized_total`); the stream is trimmed by
+//! `STREAM_MAX_LEN` and `STREAM_MAX_AGE_SECS` on every write.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use dwp_core::settings::Retention;
 use dwp_core::sse::{Event, Parser};
 use dwp_core::tasks;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -71,6 +75,7 @@ impl Recorder {
     /// dropped and the queue is written.
     pub fn start(
         redis_url: &str,
+        limits: Limits,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<(Self, oneshot::Receiver<()>)> {
         let client = redis::Client::open(redis_url).map_err(std::io::Error::other)?;
@@ -83,7 +88,7 @@ impl Recorder {
         std::thread::Builder::new()
             .name("recorder".into())
             .spawn(move || {
-                runtime.block_on(write_loop(client, rx, writer_metrics));
+                runtime.block_on(write_loop(client, rx, limits, writer_metrics));
                 let _ = done.send(());
             })?;
         Ok((Self { tx, metrics }, finished))
@@ -110,7 +115,21 @@ impl Recorder {
     }
 }
 
-async fn write_loop(client: redis::Client, mut rx: mpsc::Receiver<Item>, metrics: Arc<Metrics>) {
+/// What the recorder keeps: the largest event, and how much of the stream.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// `GATEWAY_RECORDER_MAX_EVENT_BYTES`: larger events are skipped.
+    pub max_event_bytes: usize,
+    /// `STREAM_MAX_LEN`, `STREAM_MAX_AGE_SECS`.
+    pub retention: Retention,
+}
+
+async fn write_loop(
+    client: redis::Client,
+    mut rx: mpsc::Receiver<Item>,
+    limits: Limits,
+    metrics: Arc<Metrics>,
+) {
     let mut conn: Option<ConnectionManager> = None;
     let mut parsers: HashMap<String, Parser> = HashMap::new();
     let mut items = Vec::with_capacity(BATCH);
@@ -120,10 +139,18 @@ async fn write_loop(client: redis::Client, mut rx: mpsc::Receiver<Item>, metrics
             match item {
                 Item::Chunk(task, bytes) => {
                     let mut parsed = Vec::new();
-                    parsers
+                    let parser = parsers
                         .entry(task.task_id.clone())
-                        .or_default()
-                        .feed_into(&bytes, &mut parsed);
+                        .or_insert_with(|| Parser::with_max_event(limits.max_event_bytes));
+                    parser.feed_into(&bytes, &mut parsed);
+                    let oversized = parser.take_oversized();
+                    if oversized > 0 {
+                        tracing::warn!(
+                            task = task.task_id,
+                            "recorder: an event over the size cap was not recorded"
+                        );
+                        metrics.recorder_oversized.inc_by(oversized);
+                    }
                     events.extend(parsed.into_iter().map(|e| (task.clone(), e)));
                 }
                 Item::End(task, broken) => {
@@ -144,7 +171,7 @@ async fn write_loop(client: redis::Client, mut rx: mpsc::Receiver<Item>, metrics
             continue;
         }
         let count = events.len() as u64;
-        match write(&client, &mut conn, &events).await {
+        match write(&client, &mut conn, &events, &limits.retention).await {
             Ok(()) => {
                 metrics.recorder_events.inc_by(count);
             }
@@ -165,6 +192,7 @@ async fn write(
     client: &redis::Client,
     conn: &mut Option<ConnectionManager>,
     events: &[(Arc<TaskMeta>, Event)],
+    retention: &Retention,
 ) -> Result<(), String> {
     if conn.is_none() {
         let config = ConnectionManagerConfig::new()
@@ -189,7 +217,7 @@ async fn write(
             .arg(tasks::EVENTS_STREAM)
             .arg("MAXLEN")
             .arg("~")
-            .arg(tasks::EVENTS_STREAM_MAX_LEN)
+            .arg(retention.max_len)
             .arg("*")
             .arg(tasks::FIELD_TASK_ID)
             .arg(&task.task_id)
@@ -207,6 +235,12 @@ async fn write(
             .arg(&event.data)
             .ignore();
     }
+    pipe.cmd("XTRIM")
+        .arg(tasks::EVENTS_STREAM)
+        .arg("MINID")
+        .arg("~")
+        .arg(retention.min_id())
+        .ignore();
     tokio::time::timeout(WRITE_TIMEOUT, pipe.query_async::<()>(manager))
         .await
         .map_err(|_| "write timed out".to_owned())?

@@ -52,7 +52,11 @@ pub async fn run(
     let workers = config.worker_threads;
     let mut shared = Shared::new(config);
     let recorder = if shared.config.recorder_enabled {
-        match Recorder::start(&shared.config.redis_url, shared.metrics.clone()) {
+        match Recorder::start(
+            &shared.config.redis_url,
+            shared.config.recorder,
+            shared.metrics.clone(),
+        ) {
             Ok((handle, task)) => {
                 shared.recorder = Some(handle);
                 Some(task)
@@ -69,6 +73,11 @@ pub async fn run(
     let stop = CancellationToken::new();
     let listener = listener.into_std()?;
     tracing::info!(addr = %listener.local_addr()?, workers, "gateway listening");
+    if shared.config.jwt_secret.is_none() {
+        tracing::warn!(
+            "GATEWAY_AUTH=off: no token is checked at the edge and identity headers are trusted as sent (local development only)"
+        );
+    }
     let local = TcpListener::from_std(listener)?;
     let (peers, inboxes): (Vec<_>, Vec<_>) =
         (1..workers).map(|_| mpsc::unbounded_channel()).unzip();

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use dwp_core::settings::{self, redact_url};
+use dwp_core::settings::{self, Retention, redact_url};
 
 /// The default optional configuration file.
 pub const DEFAULT_FILE: &str = "config/main-service.toml";
@@ -56,8 +56,17 @@ pub struct Config {
     pub db_max_connections: u32,
     /// `JWT_TTL_SECS` (3600): lifetime of the tokens `/auth/login` issues.
     pub jwt_ttl: Duration,
+    /// `JWT_MAX_LIFETIME_SECS` (86400): tokens whose `exp - iat` is longer
+    /// are refused; `JWT_TTL_SECS` may not exceed it.
+    pub jwt_max_lifetime: Duration,
     /// The Redis Stream consumers (recorder and decision audit).
     pub consumer: ConsumerConfig,
+    /// `STREAM_MAX_LEN` (100000) and `STREAM_MAX_AGE_SECS` (604800): what the
+    /// decision stream and the dead-letter streams keep.
+    pub streams: Retention,
+    /// `HITL_MAX_PENDING_PER_USER` (100): requests one user may have pending
+    /// through `POST /aura/hitl/requests`; more is 429.
+    pub hitl_max_pending_per_user: u64,
 }
 
 /// How main-service reads the Redis Streams `dwp:agent-task-events` and
@@ -97,7 +106,10 @@ impl std::fmt::Debug for Config {
             .field("db_timeout", &self.db_timeout)
             .field("db_max_connections", &self.db_max_connections)
             .field("jwt_ttl", &self.jwt_ttl)
+            .field("jwt_max_lifetime", &self.jwt_max_lifetime)
             .field("consumer", &self.consumer)
+            .field("streams", &self.streams)
+            .field("hitl_max_pending_per_user", &self.hitl_max_pending_per_user)
             .finish()
     }
 }
@@ -178,13 +190,27 @@ impl Config {
             claim_idle: Duration::from_millis(number("CONSUMER_CLAIM_IDLE_MS", 30_000)?),
             batch: number("CONSUMER_BATCH", 200)?.min(10_000) as usize,
         };
+        let jwt_ttl = Duration::from_secs(number("JWT_TTL_SECS", 3600)?);
+        let jwt_max_lifetime = Duration::from_secs(number("JWT_MAX_LIFETIME_SECS", 24 * 3600)?);
+        if jwt_ttl > jwt_max_lifetime {
+            return Err(bad(
+                "JWT_TTL_SECS",
+                "is longer than JWT_MAX_LIFETIME_SECS: the tokens issued would be refused",
+            ));
+        }
         Ok(Self {
             database_url,
             db_auto_migrate: flag("DB_AUTO_MIGRATE", true)?,
             db_timeout: Duration::from_millis(number("DB_TIMEOUT_MS", 1500)?),
             db_max_connections: number("DB_MAX_CONNECTIONS", 10)?.min(1000) as u32,
-            jwt_ttl: Duration::from_secs(number("JWT_TTL_SECS", 3600)?),
+            jwt_ttl,
+            jwt_max_lifetime,
             consumer,
+            streams: Retention {
+                max_len: number("STREAM_MAX_LEN", Retention::default().max_len)?,
+                max_age_secs: number("STREAM_MAX_AGE_SECS", Retention::default().max_age_secs)?,
+            },
+            hitl_max_pending_per_user: number("HITL_MAX_PENDING_PER_USER", 100)?,
             host: get("SERVER_HOST").unwrap_or_else(|| "0.0.0.0".into()),
             port,
             jwt_secret,

@@ -46,6 +46,20 @@ pub enum AppError {
     /// 413 E1001: the body is too large.
     #[error("Request body too large")]
     PayloadTooLarge,
+    /// 413 E1001: one field of the body is larger than its cap.
+    #[error("{0}")]
+    TooLarge(String),
+    /// 429 E1001: too many attempts or pending requests; `Retry-After` says when to retry.
+    #[error("{message}")]
+    TooManyRequests {
+        /// What was refused.
+        message: &'static str,
+        /// Seconds to wait.
+        retry_after: u64,
+    },
+    /// 503 E5000: the service is busy (every login slot is taken); retry in a second.
+    #[error("{0}")]
+    Busy(&'static str),
     /// 415 E1001: the body is not JSON.
     #[error("Content-Type must be application/json")]
     UnsupportedMediaType,
@@ -71,7 +85,11 @@ impl AppError {
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::E1001),
             Self::Conflict { .. } => (StatusCode::CONFLICT, ErrorCode::E3001),
             Self::InvalidTransition(_) => (StatusCode::BAD_REQUEST, ErrorCode::E3002),
-            Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::E1001),
+            Self::PayloadTooLarge | Self::TooLarge(_) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::E1001)
+            }
+            Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::E1001),
+            Self::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::E5000),
             Self::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, ErrorCode::E1001),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::E5000),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::E1000),
@@ -104,12 +122,22 @@ impl IntoResponse for AppError {
             tracing::error!(%detail, "internal error");
         }
         let message = self.to_string();
+        let retry_after = match &self {
+            Self::TooManyRequests { retry_after, .. } => Some(*retry_after),
+            Self::Busy(_) => Some(1),
+            _ => None,
+        };
         let data = match self {
             Self::Conflict { data, .. } => Some(data),
             _ => None,
         };
         let mut response =
             (status, Json(Envelope::error_with(code, message, data))).into_response();
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 http::header::WWW_AUTHENTICATE,

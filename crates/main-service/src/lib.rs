@@ -81,7 +81,8 @@ pub struct AppState {
 /// The shared state; nothing connects yet.
 pub async fn state(config: Config) -> std::io::Result<Arc<AppState>> {
     Ok(Arc::new(AppState {
-        verifier: Verifier::new(config.jwt_secret.as_bytes(), config.jwt_audience.as_deref()),
+        verifier: Verifier::new(config.jwt_secret.as_bytes(), config.jwt_audience.as_deref())
+            .with_max_lifetime(config.jwt_max_lifetime),
         store: Store::new(&config.redis_url, config.redis_timeout)
             .map_err(std::io::Error::other)?,
         db: Db::new(&config).await.map_err(std::io::Error::other)?,

@@ -25,7 +25,7 @@ pub type Reply = Envelope<serde_json::Value>;
         crate::login::login,
         crate::hitl::approve,
         crate::hitl::reject,
-        crate::hitl::create,
+        crate::hitl::create::create,
         crate::hitl::read_request,
         crate::hitl::read_signal,
         crate::tasks::api::create,

@@ -10,6 +10,8 @@ fn gateway() -> Command {
         .env("SERVER_HOST", "127.0.0.1")
         .env("SERVER_PORT", "0")
         .env("GATEWAY_WORKER_THREADS", "2")
+        .env("GATEWAY_AUTH", "off")
+        .env("ADMIN_PORT", "off")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     cmd
@@ -24,6 +26,17 @@ fn a_bad_value_stops_start_up_naming_the_variable() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("GATEWAY_CONNECT_TIMEOUT_SECS"), "{stderr}");
+}
+
+#[test]
+fn without_jwt_secret_it_refuses_to_start_unless_the_check_is_turned_off_explicitly() {
+    let out = gateway().env_remove("GATEWAY_AUTH").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("JWT_SECRET") && stderr.contains("GATEWAY_AUTH=off"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -87,6 +100,8 @@ fn a_low_open_file_soft_limit_is_raised_to_the_hard_limit_at_start() {
         .env_clear()
         .env("SERVER_HOST", "127.0.0.1")
         .env("SERVER_PORT", "0")
+        .env("GATEWAY_AUTH", "off")
+        .env("ADMIN_PORT", "off")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -306,9 +306,15 @@ async fn agent_request_at(url: &str, user: Option<&str>, tenant: Option<&str>) -
         .query_async(&mut conn)
         .await
         .unwrap();
+    let session = json!({
+        "sessionId": session_id,
+        "requestId": request_id,
+        "userId": user,
+        "tenantId": tenant,
+    });
     let () = redis::cmd("SET")
         .arg(format!("hitl:session:{session_id}"))
-        .arg("{}")
+        .arg(session.to_string())
         .arg("EX")
         .arg(3600)
         .query_async(&mut conn)

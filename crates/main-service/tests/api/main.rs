@@ -7,6 +7,7 @@ mod link;
 mod audit;
 mod decisions;
 mod login;
+mod ownership;
 mod process;
 mod recorder;
 mod requests;

@@ -8,6 +8,17 @@
 //! decided and gets 409 with its current state; one signal is sent. The same
 //! script appends the decision to the `dwp:hitl-decisions` stream (the audit
 //! outbox), so no decision can exist without its audit record.
+//!
+//! Only the owner decides: the request's owner and its session's owner
+//! must agree and be the caller ([`session`]); the script also checks the
+//! session record is unchanged, so an owner cannot be swapped in between.
+//!
+//! # Layout
+//! - [`session`]: owners of sessions and requests, and the rule that joins them.
+//! - [`create`]: `POST /aura/hitl/requests`, which claims its session.
+
+pub mod create;
+pub mod session;
 
 use std::sync::{Arc, LazyLock};
 
@@ -17,7 +28,6 @@ use axum::{Json, Router};
 use dwp_core::Envelope;
 use dwp_core::envelope::{rfc3339, unix_now};
 use dwp_core::hitl::{self, Decision, Signal};
-use http::StatusCode;
 use http::request::Parts;
 use redis::AsyncCommands;
 use serde::Deserialize;
@@ -28,20 +38,41 @@ use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::AppError;
 use crate::openapi::Reply;
+use session::Owner;
 
 /// Compare-and-set of the request, signal store and publish, atomically.
+/// KEYS: request, signal, decision stream, session, pending set. ARGV: the
+/// request as read, the decided request, the signal, the channel, the
+/// signal TTL, the stream's length cap, the session as read, the request
+/// id, the stream's oldest id kept, then the audit entry's fields.
 static DECIDE: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('GET', KEYS[4]) ~= ARGV[7] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
 redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[5])
 redis.call('PUBLISH', ARGV[4], ARGV[3])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', unpack(ARGV, 7))
+redis.call('ZREM', KEYS[5], ARGV[8])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', unpack(ARGV, 10))
+redis.call('XTRIM', KEYS[3], 'MINID', '~', ARGV[9])
 return 1
 ",
     )
 });
+
+/// Longest `actionType` accepted (the `task_type` column's width).
+pub const MAX_ACTION_TYPE_BYTES: usize = 100;
+/// Largest `context` accepted, as JSON.
+pub const MAX_CONTEXT_BYTES: usize = 16 * 1024;
+/// Longest rejection `reason` accepted.
+pub const MAX_REASON_BYTES: usize = 2 * 1024;
+
+/// The sorted set of a user's pending requests created over HTTP (the
+/// tenant's length first, so that no tenant and user pair shares a key with another).
+pub fn pending_key(tenant: &str, user: &str) -> String {
+    format!("hitl:pending:{}:{tenant}:{user}", tenant.len())
+}
 
 /// How often a decision re-reads a request that changed under it.
 const ATTEMPTS: usize = 8;
@@ -53,7 +84,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/aura/hitl/reject/{id}", post(reject))
         .route("/aura/hitl/approve/", post(empty_id))
         .route("/aura/hitl/reject/", post(empty_id))
-        .route("/aura/hitl/requests", post(create))
+        .route("/aura/hitl/requests", post(create::create))
         .route("/aura/hitl/requests/{id}", get(read_request))
         .route("/aura/hitl/signals/{id}", get(read_signal))
 }
@@ -122,6 +153,15 @@ async fn decide(
     body: DecisionBody,
 ) -> Result<Json<Envelope<Value>>, AppError> {
     caller.must_be(body.user_id.as_deref())?;
+    if body
+        .reason
+        .as_ref()
+        .is_some_and(|r| r.len() > MAX_REASON_BYTES)
+    {
+        return Err(AppError::BadRequest(format!(
+            "reason is longer than {MAX_REASON_BYTES} bytes"
+        )));
+    }
     let outcome = tokio::time::timeout(
         // Well inside the two seconds a caller may wait for a 503.
         state.store.timeout() * 3 / 2,
@@ -171,7 +211,8 @@ async fn decide_once(
         let raw = raw
             .ok_or_else(|| AppError::NotFound(format!("HITL request {id} not found or expired")))?;
         let mut stored = parse_request(&raw)?;
-        check_owner(&stored, caller)?;
+        let owner = Owner::of(&stored);
+        owner.admits(caller)?;
         if stored.get("status").and_then(Value::as_str) != Some("pending") {
             return Err(AppError::Conflict {
                 message: format!("HITL request {id} was already decided"),
@@ -186,6 +227,8 @@ async fn decide_once(
             .ok_or_else(|| {
                 AppError::Internal(format!("stored request {id} has no usable sessionId"))
             })?;
+        let session = session::read(&state.store, &mut conn, &session_id).await?;
+        session::check(session.as_ref(), &owner, caller)?;
         let timestamp = unix_now();
         let signal = Signal::new(decision, id, &session_id, reason.clone(), timestamp);
         stored.insert("status".into(), decision.status().into());
@@ -207,7 +250,15 @@ async fn decide_once(
             .arg(hitl::channel(&session_id))
             .arg(hitl::SIGNAL_TTL_SECS)
             .key(hitl::DECISIONS_STREAM)
-            .arg(hitl::DECISIONS_STREAM_MAX_LEN)
+            .key(hitl::session_key(&session_id))
+            .key(pending_key(
+                owner.tenant.as_deref().unwrap_or(""),
+                owner.user.as_deref().unwrap_or(""),
+            ))
+            .arg(state.config.streams.max_len)
+            .arg(session.as_ref().map_or("", |s| s.raw.as_str()))
+            .arg(id)
+            .arg(state.config.streams.min_id())
             .arg("requestId")
             .arg(id)
             .arg("sessionId")
@@ -239,23 +290,6 @@ fn parse_request(raw: &str) -> Result<Map<String, Value>, AppError> {
         .map_err(|e| AppError::Internal(format!("stored HITL request is not a JSON object: {e}")))
 }
 
-/// The stored request's `tenantId` and `userId`, when set, must be the caller's.
-fn check_owner(stored: &Map<String, Value>, caller: &Caller) -> Result<(), AppError> {
-    if let Some(tenant) = stored.get("tenantId").and_then(Value::as_str)
-        && tenant != caller.tenant_id
-    {
-        return Err(AppError::Forbidden(
-            "This request belongs to another tenant",
-        ));
-    }
-    if let Some(user) = stored.get("userId").and_then(Value::as_str)
-        && user != caller.user_id
-    {
-        return Err(AppError::Forbidden("This request belongs to another user"));
-    }
-    Ok(())
-}
-
 #[utoipa::path(get, path = "/aura/hitl/requests/{id}", tag = "hitl", params(("id" = String, Path, description = "The request id (`A-Za-z0-9_.:-`, 1 to 128 characters)"), ("X-User-ID" = String, Header, description = "The caller; must equal the token's `sub`"), ("X-Tenant-ID" = String, Header, description = "The tenant; must equal the token's `tenant_id`")),
     responses((status = 200, description = "The stored request", body = Reply)), security(("bearer" = [])))]
 async fn read_request(
@@ -271,7 +305,7 @@ async fn read_request(
     let raw =
         raw.ok_or_else(|| AppError::NotFound(format!("HITL request {id} not found or expired")))?;
     let stored = parse_request(&raw)?;
-    check_owner(&stored, &caller)?;
+    Owner::of(&stored).admits(&caller)?;
     Ok(Json(Envelope::success(
         "HITL request",
         Value::Object(stored),
@@ -279,13 +313,19 @@ async fn read_request(
 }
 
 #[utoipa::path(get, path = "/aura/hitl/signals/{id}", tag = "hitl", params(("id" = String, Path, description = "The session id"), ("X-User-ID" = String, Header, description = "The caller; must equal the token's `sub`"), ("X-Tenant-ID" = String, Header, description = "The tenant; must equal the token's `tenant_id`")),
-    responses((status = 200, description = "The stored signal, or null", body = Reply)), security(("bearer" = [])))]
+    responses((status = 200, description = "The stored signal, or null", body = Reply), (status = 403, description = "The session is someone else's (E2001)", body = Reply), (status = 404, description = "No such session (E1004)", body = Reply)), security(("bearer" = [])))]
 async fn read_signal(
     State(state): State<Arc<AppState>>,
-    _caller: Caller,
+    caller: Caller,
     Id(session_id): Id,
 ) -> Result<Json<Envelope<Value>>, AppError> {
     let mut conn = state.store.conn().await?;
+    // Only the session's owner reads its signal.
+    session::read(&state.store, &mut conn, &session_id)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("HITL session {session_id} not found")))?
+        .owner
+        .admits(&caller)?;
     let raw: Option<String> = state
         .store
         .bounded(conn.get(hitl::signal_key(&session_id)))
@@ -295,106 +335,4 @@ async fn read_signal(
         None => Value::Null,
     };
     Ok(Json(Envelope::success("HITL signal", signal)))
-}
-
-/// Body of `POST /aura/hitl/requests`.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct NewRequest {
-    /// Generated as `req_` + 12 hex when absent.
-    pub request_id: Option<String>,
-    /// The waiting agent's session (required).
-    #[schema(required = true, nullable = false, value_type = String, min_length = 1)]
-    pub session_id: Option<String>,
-    /// What the agent wants to do (required).
-    #[schema(required = true, nullable = false, value_type = String, min_length = 1)]
-    pub action_type: Option<String>,
-    /// Anything the person needs to decide.
-    pub context: Option<Value>,
-    /// Defaults to the caller; must be the caller when given.
-    pub user_id: Option<String>,
-    /// Defaults to the caller's tenant; must be it when given.
-    pub tenant_id: Option<String>,
-}
-
-#[utoipa::path(post, path = "/aura/hitl/requests", tag = "hitl", operation_id = "create_request", params(("X-User-ID" = String, Header, description = "The caller; must equal the token's `sub`"), ("X-Tenant-ID" = String, Header, description = "The tenant; must equal the token's `tenant_id`")), request_body = NewRequest,
-    responses((status = 201, description = "Stored", body = Reply), (status = 409, description = "The id is taken (E3001)", body = Reply)), security(("bearer" = [])))]
-async fn create(
-    State(state): State<Arc<AppState>>,
-    caller: Caller,
-    JsonBody(body): JsonBody<NewRequest>,
-) -> Result<(StatusCode, Json<Envelope<Value>>), AppError> {
-    caller.must_be(body.user_id.as_deref())?;
-    if body
-        .tenant_id
-        .as_deref()
-        .is_some_and(|t| t != caller.tenant_id)
-    {
-        return Err(AppError::Forbidden("tenantId does not match the token"));
-    }
-    let session_id = body
-        .session_id
-        .filter(|s| hitl::valid_id(s))
-        .ok_or_else(|| {
-            AppError::BadRequest("sessionId is required (1 to 128 of A-Z a-z 0-9 _ . : -)".into())
-        })?;
-    let action_type = body
-        .action_type
-        .filter(|a| !a.trim().is_empty())
-        .ok_or_else(|| AppError::BadRequest("actionType is required".into()))?;
-    let request_id = match body.request_id {
-        Some(id) if hitl::valid_id(&id) => id,
-        Some(_) => {
-            return Err(AppError::BadRequest(
-                "requestId: 1 to 128 of A-Z a-z 0-9 _ . : -".into(),
-            ));
-        }
-        None => format!("req_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
-    };
-    let created_at = rfc3339(unix_now());
-    let request = json!({
-        "requestId": request_id,
-        "sessionId": session_id,
-        "actionType": action_type,
-        "context": body.context.unwrap_or_else(|| json!({})),
-        "status": "pending",
-        "userId": caller.user_id,
-        "tenantId": caller.tenant_id,
-        "createdAt": created_at,
-    });
-    let session = json!({"sessionId": session_id, "requestId": request_id, "userId": caller.user_id, "tenantId": caller.tenant_id, "createdAt": created_at});
-    let mut conn = state.store.conn().await?;
-    let created: Option<String> = state
-        .store
-        .bounded(
-            redis::cmd("SET")
-                .arg(hitl::request_key(&request_id))
-                .arg(request.to_string())
-                .arg("NX")
-                .arg("EX")
-                .arg(hitl::REQUEST_TTL_SECS)
-                .query_async(&mut conn),
-        )
-        .await?;
-    if created.is_none() {
-        return Err(AppError::Conflict {
-            message: format!("HITL request {request_id} already exists"),
-            data: Value::Null,
-        });
-    }
-    let () = state
-        .store
-        .bounded(conn.set_ex(
-            hitl::session_key(&session_id),
-            session.to_string(),
-            hitl::SESSION_TTL_SECS,
-        ))
-        .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(Envelope::success(
-            "HITL request created",
-            json!({"requestId": request_id, "sessionId": session_id}),
-        )),
-    ))
 }

@@ -1,0 +1,191 @@
+//! `POST /aura/hitl/requests`: an agent that cannot write Redis itself
+//! stores a pending request over HTTP.
+//!
+//! The session is claimed for the caller atomically: a session nobody has
+//! recorded is claimed with `SET NX`; one recorded for someone else is 403;
+//! one of the caller's own gets the new request id and a fresh TTL, but
+//! only if it did not change since it was read. Each user has at most
+//! `HITL_MAX_PENDING_PER_USER` requests created this way pending at once,
+//! counted in a sorted set (`hitl:pending:…`, scored by expiry) that the
+//! decision script also leaves.
+
+use std::sync::{Arc, LazyLock};
+
+use axum::Json;
+use axum::extract::State;
+use dwp_core::Envelope;
+use dwp_core::envelope::{rfc3339, unix_now};
+use dwp_core::hitl;
+use http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::session::{self, Owner};
+use super::{MAX_ACTION_TYPE_BYTES, MAX_CONTEXT_BYTES, pending_key};
+use crate::AppState;
+use crate::auth::Caller;
+use crate::body::JsonBody;
+use crate::error::AppError;
+use crate::openapi::Reply;
+
+/// Claims (or refreshes) the session, checks the pending cap, stores the request.
+/// Returns 1 stored, 0 the request id is taken, -1 the session changed
+/// under us (read again), -2 too many pending.
+static CLAIM: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local current = redis.call('GET', KEYS[2])
+if ARGV[6] == '1' then
+  if current then return -1 end
+elseif current ~= ARGV[5] then
+  return -1
+end
+local now = tonumber(ARGV[8])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[7]) then return -2 end
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end
+redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4])
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), ARGV[9])
+redis.call('EXPIRE', KEYS[3], ARGV[2])
+return 1
+",
+    )
+});
+
+/// How often a create re-reads a session that changed under it.
+const ATTEMPTS: usize = 8;
+
+/// Body of `POST /aura/hitl/requests`.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NewRequest {
+    /// Generated as `req_` + 12 hex when absent.
+    pub request_id: Option<String>,
+    /// The waiting agent's session (required); it must be unclaimed or the caller's.
+    #[schema(required = true, nullable = false, value_type = String, min_length = 1)]
+    pub session_id: Option<String>,
+    /// What the agent wants to do (required, at most 100 bytes).
+    #[schema(required = true, nullable = false, value_type = String, min_length = 1, max_length = 100)]
+    pub action_type: Option<String>,
+    /// Anything the person needs to decide (at most 16 KiB as JSON).
+    pub context: Option<Value>,
+    /// Defaults to the caller; must be the caller when given.
+    pub user_id: Option<String>,
+    /// Defaults to the caller's tenant; must be it when given.
+    pub tenant_id: Option<String>,
+}
+
+#[utoipa::path(post, path = "/aura/hitl/requests", tag = "hitl", operation_id = "create_request", params(("X-User-ID" = String, Header, description = "The caller; must equal the token's `sub`"), ("X-Tenant-ID" = String, Header, description = "The tenant; must equal the token's `tenant_id`")), request_body = NewRequest,
+    responses((status = 201, description = "Stored", body = Reply), (status = 403, description = "The session belongs to someone else (E2001)", body = Reply), (status = 409, description = "The id is taken (E3001)", body = Reply), (status = 413, description = "The context is too large (E1001)", body = Reply), (status = 429, description = "Too many pending requests (E1001)", body = Reply)), security(("bearer" = [])))]
+pub(super) async fn create(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    JsonBody(body): JsonBody<NewRequest>,
+) -> Result<(StatusCode, Json<Envelope<Value>>), AppError> {
+    caller.must_be(body.user_id.as_deref())?;
+    if body
+        .tenant_id
+        .as_deref()
+        .is_some_and(|t| t != caller.tenant_id)
+    {
+        return Err(AppError::Forbidden("tenantId does not match the token"));
+    }
+    let session_id = body
+        .session_id
+        .filter(|s| hitl::valid_id(s))
+        .ok_or_else(|| {
+            AppError::BadRequest("sessionId is required (1 to 128 of A-Z a-z 0-9 _ . : -)".into())
+        })?;
+    let action_type = body
+        .action_type
+        .filter(|a| !a.trim().is_empty())
+        .ok_or_else(|| AppError::BadRequest("actionType is required".into()))?;
+    if action_type.len() > MAX_ACTION_TYPE_BYTES {
+        return Err(AppError::BadRequest(format!(
+            "actionType is longer than {MAX_ACTION_TYPE_BYTES} bytes"
+        )));
+    }
+    let context = body.context.unwrap_or_else(|| json!({}));
+    if context.to_string().len() > MAX_CONTEXT_BYTES {
+        return Err(AppError::TooLarge(format!(
+            "context is larger than {MAX_CONTEXT_BYTES} bytes"
+        )));
+    }
+    let request_id = match body.request_id {
+        Some(id) if hitl::valid_id(&id) => id,
+        Some(_) => {
+            return Err(AppError::BadRequest(
+                "requestId: 1 to 128 of A-Z a-z 0-9 _ . : -".into(),
+            ));
+        }
+        None => format!("req_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+    };
+    let now = unix_now();
+    let created_at = rfc3339(now);
+    let request = json!({
+        "requestId": request_id,
+        "sessionId": session_id,
+        "actionType": action_type,
+        "context": context,
+        "status": "pending",
+        "userId": caller.user_id,
+        "tenantId": caller.tenant_id,
+        "createdAt": created_at,
+    })
+    .to_string();
+    let record = json!({"sessionId": session_id, "requestId": request_id, "userId": caller.user_id, "tenantId": caller.tenant_id, "createdAt": created_at}).to_string();
+    let mut conn = state.store.conn().await?;
+    let me = Owner::caller(&caller);
+    for _ in 0..ATTEMPTS {
+        let current = session::read(&state.store, &mut conn, &session_id).await?;
+        if let Some(current) = &current
+            && current.owner != me
+        {
+            return Err(AppError::Forbidden("This session belongs to someone else"));
+        }
+        let stored: i64 = state
+            .store
+            .bounded(
+                CLAIM
+                    .key(hitl::request_key(&request_id))
+                    .key(hitl::session_key(&session_id))
+                    .key(pending_key(&caller.tenant_id, &caller.user_id))
+                    .arg(&request)
+                    .arg(hitl::REQUEST_TTL_SECS)
+                    .arg(&record)
+                    .arg(hitl::SESSION_TTL_SECS)
+                    .arg(current.as_ref().map_or("", |s| s.raw.as_str()))
+                    .arg(if current.is_none() { "1" } else { "0" })
+                    .arg(state.config.hitl_max_pending_per_user)
+                    .arg(now)
+                    .arg(&request_id)
+                    .invoke_async(&mut conn),
+            )
+            .await?;
+        match stored {
+            1 => {
+                return Ok((
+                    StatusCode::CREATED,
+                    Json(Envelope::success(
+                        "HITL request created",
+                        json!({"requestId": request_id, "sessionId": session_id}),
+                    )),
+                ));
+            }
+            0 => {
+                return Err(AppError::Conflict {
+                    message: format!("HITL request {request_id} already exists"),
+                    data: Value::Null,
+                });
+            }
+            -2 => {
+                return Err(AppError::TooManyRequests {
+                    message: "Too many pending HITL requests for this user",
+                    retry_after: 60,
+                });
+            }
+            _ => {} // the session changed between the read and the script
+        }
+    }
+    Err(AppError::Unavailable("Redis"))
+}
