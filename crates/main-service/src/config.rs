@@ -61,12 +61,40 @@ pub struct Config {
     pub jwt_max_lifetime: Duration,
     /// The Redis Stream consumers (recorder and decision audit).
     pub consumer: ConsumerConfig,
+    /// How `POST /auth/login` protects itself.
+    pub login: LoginLimits,
     /// `STREAM_MAX_LEN` (100000) and `STREAM_MAX_AGE_SECS` (604800): what the
     /// decision stream and the dead-letter streams keep.
     pub streams: Retention,
     /// `HITL_MAX_PENDING_PER_USER` (100): requests one user may have pending
     /// through `POST /aura/hitl/requests`; more is 429.
     pub hitl_max_pending_per_user: u64,
+}
+
+/// Login's protection against memory exhaustion and password guessing.
+#[derive(Debug, Clone)]
+pub struct LoginLimits {
+    /// `LOGIN_HASH_MEMORY_MIB` (64): memory all concurrent password checks
+    /// may use; each argon2id check takes 19 MiB, so 64 MiB allows 3 at
+    /// once. A login finding every slot busy is 503 with `Retry-After`.
+    pub hash_slots: usize,
+    /// `LOGIN_MAX_FAILURES` (5): failed logins of one account within the
+    /// window before it is locked.
+    pub max_failures: u64,
+    /// `LOGIN_MAX_FAILURES_PER_CLIENT` (20): the same for one client address.
+    pub max_failures_per_client: u64,
+    /// `LOGIN_LOCKOUT_SECS` (30): the first lock; each further failure
+    /// doubles it, up to `LOGIN_LOCKOUT_MAX_SECS` (900).
+    pub lockout: Duration,
+    /// `LOGIN_LOCKOUT_MAX_SECS` (900).
+    pub lockout_max: Duration,
+    /// `LOGIN_FAILURE_WINDOW_SECS` (900): failures are forgotten this long
+    /// after the last one; a successful login forgets the account's at once.
+    pub failure_window: Duration,
+    /// `FORWARDED_HOPS` (1): proxies in front of main-service that append
+    /// to `X-Forwarded-For` (the gateway); the client address is the entry
+    /// they appended. 0 uses the connection's address.
+    pub forwarded_hops: usize,
 }
 
 /// How main-service reads the Redis Streams `dwp:agent-task-events` and
@@ -89,6 +117,9 @@ pub struct ConsumerConfig {
     pub claim_idle: Duration,
     /// `CONSUMER_BATCH` (200): entries read and committed at once.
     pub batch: usize,
+    /// What the dead-letter streams keep (the same `STREAM_MAX_LEN` and
+    /// `STREAM_MAX_AGE_SECS` as [`Config::streams`]).
+    pub dead_letters: Retention,
 }
 
 impl std::fmt::Debug for Config {
@@ -108,6 +139,7 @@ impl std::fmt::Debug for Config {
             .field("jwt_ttl", &self.jwt_ttl)
             .field("jwt_max_lifetime", &self.jwt_max_lifetime)
             .field("consumer", &self.consumer)
+            .field("login", &self.login)
             .field("streams", &self.streams)
             .field("hitl_max_pending_per_user", &self.hitl_max_pending_per_user)
             .finish()
@@ -180,7 +212,27 @@ impl Config {
         if group_start != "0" && group_start != "$" {
             return Err(bad("CONSUMER_GROUP_START", "must be 0 or $"));
         }
+        let streams = Retention {
+            max_len: number("STREAM_MAX_LEN", Retention::default().max_len)?,
+            max_age_secs: number("STREAM_MAX_AGE_SECS", Retention::default().max_age_secs)?,
+        };
+        let login = LoginLimits {
+            hash_slots: (number("LOGIN_HASH_MEMORY_MIB", 64)? / 19).max(1) as usize,
+            max_failures: number("LOGIN_MAX_FAILURES", 5)?,
+            max_failures_per_client: number("LOGIN_MAX_FAILURES_PER_CLIENT", 20)?,
+            lockout: Duration::from_secs(number("LOGIN_LOCKOUT_SECS", 30)?),
+            lockout_max: Duration::from_secs(number("LOGIN_LOCKOUT_MAX_SECS", 900)?),
+            failure_window: Duration::from_secs(number("LOGIN_FAILURE_WINDOW_SECS", 900)?),
+            forwarded_hops: match get("FORWARDED_HOPS") {
+                None => 1,
+                Some(raw) => raw
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad("FORWARDED_HOPS", format!("{raw:?} is not a whole number")))?,
+            },
+        };
         let consumer = ConsumerConfig {
+            dead_letters: streams,
             enabled: flag("CONSUMERS_ENABLED", true)?,
             group: get("CONSUMER_GROUP").unwrap_or_else(|| "main-service".into()),
             name: get("CONSUMER_NAME")
@@ -206,10 +258,8 @@ impl Config {
             jwt_ttl,
             jwt_max_lifetime,
             consumer,
-            streams: Retention {
-                max_len: number("STREAM_MAX_LEN", Retention::default().max_len)?,
-                max_age_secs: number("STREAM_MAX_AGE_SECS", Retention::default().max_age_secs)?,
-            },
+            login,
+            streams,
             hitl_max_pending_per_user: number("HITL_MAX_PENDING_PER_USER", 100)?,
             host: get("SERVER_HOST").unwrap_or_else(|| "0.0.0.0".into()),
             port,

@@ -373,6 +373,9 @@ impl Reader<'_> {
             );
             let mut cmd = redis::cmd("XADD");
             cmd.arg(format!("{}:dead", self.stream))
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(self.config.dead_letters.max_len)
                 .arg("*")
                 .arg("sourceId")
                 .arg(id)
@@ -384,6 +387,14 @@ impl Reader<'_> {
                 }
             }
             pipe.add_command(cmd).ignore();
+        }
+        if !rejected.is_empty() {
+            pipe.cmd("XTRIM")
+                .arg(format!("{}:dead", self.stream))
+                .arg("MINID")
+                .arg("~")
+                .arg(self.config.dead_letters.min_id())
+                .ignore();
         }
         pipe.cmd("XACK")
             .arg(self.stream)

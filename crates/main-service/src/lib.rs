@@ -16,6 +16,7 @@
 //! - [`audit`]: decisions from the outbox stream into `hitl_decision`.
 //! - [`consumer`]: the Redis Stream consumer-group loop both use.
 //! - [`login`]: `POST /auth/login` and accounts.
+//! - [`throttle`]: login failures counted and locked out in Redis.
 //! - [`cli`]: the `main-service user add` command.
 //! - [`metrics`]: Prometheus metrics and the latency middleware.
 #![forbid(unsafe_code)]
@@ -35,6 +36,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod store;
 pub mod tasks;
+pub mod throttle;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -73,6 +75,8 @@ pub struct AppState {
     pub db: Db,
     /// Metrics.
     pub metrics: Metrics,
+    /// The password-check slots (`LOGIN_HASH_MEMORY_MIB`).
+    pub login_slots: Arc<tokio::sync::Semaphore>,
     /// Cancelled when the service stops (also when [`serve`] is dropped):
     /// ends the background work, migrations and consumers.
     pub stop: CancellationToken,
@@ -87,6 +91,7 @@ pub async fn state(config: Config) -> std::io::Result<Arc<AppState>> {
             .map_err(std::io::Error::other)?,
         db: Db::new(&config).await.map_err(std::io::Error::other)?,
         metrics: Metrics::default(),
+        login_slots: Arc::new(tokio::sync::Semaphore::new(config.login.hash_slots)),
         stop: CancellationToken::new(),
         config,
     }))
@@ -156,9 +161,12 @@ pub async fn serve(
     };
     background.close();
     tracing::info!(addr = %listener.local_addr()?, "main-service listening");
-    let served = axum::serve(listener, app(state.clone()))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = axum::serve(
+        listener,
+        app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
     // The consumers finish the batch in hand (it is acknowledged only after
     // its commit, so an interrupted one is read again next time).
     stop.cancel();

@@ -3,6 +3,12 @@
 //! creates accounts (the `main-service user add` command). Passwords are
 //! stored only as argon2id hashes; a wrong user and a wrong password get
 //! the same 401 after the same work, so neither reveals which it was.
+//!
+//! Each check holds one of `LOGIN_HASH_MEMORY_MIB / 19` slots (argon2id
+//! takes 19 MiB): a login finding none free is 503 with `Retry-After` at
+//! once, so concurrent logins cannot exhaust memory. Passwords are at most
+//! [`MAX_PASSWORD_BYTES`]. Repeated failures lock the account and the
+//! client address ([`crate::throttle`]).
 
 use std::sync::{Arc, LazyLock};
 
@@ -23,9 +29,13 @@ use crate::body::JsonBody;
 use crate::entity::app_user::{self, Column, Entity};
 use crate::error::AppError;
 use crate::openapi::Reply;
+use crate::throttle::{Attempt, ClientAddr};
 
 /// The answer to every failed login.
 const WRONG: &str = "Invalid username or password";
+
+/// Longest password accepted (400 beyond, before any hashing).
+pub const MAX_PASSWORD_BYTES: usize = 1024;
 
 /// Verified against when the user does not exist, so both failures cost the same.
 static DUMMY_HASH: LazyLock<String> =
@@ -52,9 +62,10 @@ pub struct Login {
 }
 
 #[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = Login,
-    responses((status = 200, description = "An access token", body = Reply)))]
+    responses((status = 200, description = "An access token", body = Reply), (status = 429, description = "Too many failed logins for this account or address (E1001); `Retry-After` says when", body = Reply), (status = 503, description = "Every password-check slot is busy, or Redis is down (E5000)", body = Reply)))]
 async fn login(
     State(state): State<Arc<AppState>>,
+    client: ClientAddr,
     JsonBody(body): JsonBody<Login>,
 ) -> Result<Json<Envelope<Value>>, AppError> {
     let (Some(username), Some(password), Some(tenant)) = (
@@ -66,6 +77,19 @@ async fn login(
             "username, password and tenantId are required".into(),
         ));
     };
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(AppError::BadRequest(format!(
+            "password is longer than {MAX_PASSWORD_BYTES} bytes"
+        )));
+    }
+    let attempt = Attempt::new(&tenant, &username, &client);
+    attempt.check(&state.store).await?;
+    // A slot for the hash, or 503 at once: never a queue without end.
+    let slot = state
+        .login_slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| AppError::Busy("Too many logins at once: retry in a second"))?;
     let user = if username.len() <= 50 && tenant.len() <= 50 {
         state
             .db
@@ -83,13 +107,23 @@ async fn login(
         .as_ref()
         .map_or_else(|| DUMMY_HASH.clone(), |u| u.password_hash.clone());
     // argon2 is deliberately slow: off the async workers.
-    let matches = tokio::task::spawn_blocking(move || verify(&password, &stored))
-        .await
-        .map_err(|e| AppError::Internal(e.to_string()))?;
+    let matches = tokio::task::spawn_blocking(move || {
+        let _slot = slot; // released when the hash is done
+        verify(&password, &stored)
+    })
+    .await
+    .map_err(|e| AppError::Internal(e.to_string()))?;
     if !(matches && user.is_some()) {
-        tracing::info!(tenant, "login refused");
+        let locked = attempt.failed(&state.store, &state.config.login).await?;
+        tracing::info!(
+            tenant,
+            locked_secs = locked,
+            client = client.0,
+            "login refused"
+        );
         return Err(AppError::BadCredentials(WRONG));
     }
+    attempt.succeeded(&state.store).await?;
     let now = dwp_core::envelope::unix_now();
     let ttl = state.config.jwt_ttl.as_secs();
     let claims = Claims {

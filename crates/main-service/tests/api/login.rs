@@ -8,6 +8,116 @@ use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
 use crate::helpers::*;
 
+/// A user with `password` in a tenant of its own, and the app on its database.
+async fn app_with_user(password: &str, extra: &[(&str, &str)]) -> (TestApp, String) {
+    let db = TestDb::create().await;
+    let tenant = unique("tenant");
+    let (ok, out) = user_add(&db, &tenant, "alice", password);
+    assert!(ok, "{out}");
+    (spawn_app_in(db, extra).await, tenant)
+}
+
+async fn attempt(app: &TestApp, tenant: &str, user: &str, password: &str, from: &str) -> Reply {
+    let body = serde_json::json!({"username": user, "password": password, "tenantId": tenant});
+    app.send(
+        "POST",
+        "/auth/login",
+        &[
+            ("content-type", "application/json"),
+            ("x-forwarded-for", from),
+        ],
+        &body.to_string(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn repeated_failures_lock_the_account_with_a_growing_back_off_and_success_resets_it() {
+    let (app, tenant) = app_with_user("right-password", &[("LOGIN_LOCKOUT_SECS", "1")]).await;
+    let from = "203.0.113.10";
+    for n in 1..=5 {
+        let res = attempt(&app, &tenant, "alice", "wrong", from).await;
+        assert_eq!(res.status, 401, "failure {n}: {}", res.text);
+    }
+    // Locked: even the right password waits, before any hashing.
+    let res = attempt(&app, &tenant, "alice", "right-password", from).await;
+    assert_eq!(res.status, 429, "{}", res.text);
+    assert_eq!(res.body["errorCode"], "E1001");
+    assert_eq!(res.headers["retry-after"], "1");
+    // Another address gets the same lock: it is the account's.
+    let res = attempt(&app, &tenant, "alice", "right-password", "203.0.113.11").await;
+    assert_eq!(res.status, 429);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // One more failure: the lock doubles.
+    assert_eq!(
+        attempt(&app, &tenant, "alice", "wrong", from).await.status,
+        401
+    );
+    let res = attempt(&app, &tenant, "alice", "right-password", from).await;
+    assert_eq!(res.status, 429);
+    assert_eq!(res.headers["retry-after"], "2", "back-off grows");
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let res = attempt(&app, &tenant, "alice", "right-password", from).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    // The success forgot the failures: one wrong password is a plain 401 again.
+    assert_eq!(
+        attempt(&app, &tenant, "alice", "wrong", from).await.status,
+        401
+    );
+    assert_eq!(
+        attempt(&app, &tenant, "alice", "right-password", from)
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn one_address_guessing_at_many_accounts_is_locked_out_others_are_not() {
+    let (app, tenant) =
+        app_with_user("right-password", &[("LOGIN_MAX_FAILURES_PER_CLIENT", "3")]).await;
+    let guesser = format!("198.18.{}.{}", rand_octet(), rand_octet());
+    for user in ["bob", "carol", "dave"] {
+        assert_eq!(
+            attempt(&app, &tenant, user, "guess", &guesser).await.status,
+            401
+        );
+    }
+    let res = attempt(&app, &tenant, "erin", "guess", &guesser).await;
+    assert_eq!(res.status, 429, "{}", res.text);
+    assert!(res.headers.contains_key("retry-after"));
+    let res = attempt(&app, &tenant, "alice", "right-password", "198.19.0.1").await;
+    assert_eq!(res.status, 200, "another address logs in: {}", res.text);
+}
+
+fn rand_octet() -> u8 {
+    uuid::Uuid::new_v4().as_bytes()[0]
+}
+
+#[tokio::test]
+async fn concurrent_logins_past_the_hash_slots_are_503_at_once_and_long_passwords_400() {
+    let (app, tenant) = app_with_user("right-password", &[("LOGIN_HASH_MEMORY_MIB", "19")]).await;
+    let tries = (0..12).map(|i| {
+        let (app, tenant) = (&app, &tenant);
+        async move { attempt(app, tenant, &format!("nobody{i}"), "x", "192.0.2.50").await }
+    });
+    let replies = futures_util::future::join_all(tries).await;
+    let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 503),
+        "{statuses:?}"
+    );
+    let busy = replies
+        .iter()
+        .find(|r| r.status == 503)
+        .expect("one slot for twelve");
+    assert_eq!(busy.headers["retry-after"], "1");
+    assert_eq!(busy.body["errorCode"], "E5000");
+    let long = "p".repeat(1025);
+    let res = attempt(&app, &tenant, "alice", &long, "192.0.2.51").await;
+    assert_eq!(res.status, 400, "{}", res.text);
+}
+
 /// Runs `main-service user add` against `db` with `password` on stdin.
 fn user_add(db: &TestDb, tenant: &str, username: &str, password: &str) -> (bool, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_main-service"))
@@ -69,14 +179,24 @@ async fn a_user_added_on_the_command_line_logs_in() {
     );
     conn.close().await.unwrap();
 
-    let app = spawn_app_in(db, &[("JWT_TTL_SECS", "900")]).await;
+    // Its fixed names recur on every run: no account lock here (the locks
+    // have tests of their own, in tenants of their own).
+    let app = spawn_app_in(
+        db,
+        &[("JWT_TTL_SECS", "900"), ("LOGIN_MAX_FAILURES", "1000000")],
+    )
+    .await;
     let login = |body: &'static str| {
         let app = &app;
         async move {
             app.send(
                 "POST",
                 "/auth/login",
-                &[("content-type", "application/json")],
+                &[
+                    ("content-type", "application/json"),
+                    // An address of its own: failures elsewhere do not lock it.
+                    ("x-forwarded-for", "198.51.100.7"),
+                ],
                 body,
             )
             .await
