@@ -50,6 +50,8 @@ pub struct AccessLog {
     pub bytes: u64,
     /// How it ended.
     pub outcome: Outcome,
+    /// The client and user slots it holds, given back with the log line.
+    pub held: crate::limits::Held,
 }
 
 impl AccessLog {
@@ -71,6 +73,7 @@ impl AccessLog {
             status: 499,
             bytes: 0,
             outcome: Outcome::Running,
+            held: crate::limits::Held::default(),
         }
     }
 

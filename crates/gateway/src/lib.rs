@@ -9,6 +9,7 @@
 //! - [`config`]: the typed configuration and its loading.
 //! - [`routes`]: the route table and the path rules.
 //! - [`edge`]: tenant and token checks before any upstream is called.
+//! - [`limits`]: open requests and streams per client address and per user.
 //! - [`cors`]: preflights and CORS response headers.
 //! - [`forward`]: hop-by-hop and `X-Forwarded-*` header rules.
 //! - [`proxy`]: forwarding one request and the response headers.
@@ -35,6 +36,7 @@ pub mod edge;
 pub mod error;
 pub mod forward;
 pub mod h1;
+pub mod limits;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;

@@ -24,6 +24,7 @@ use crate::deadline::Deadlines;
 use crate::error::GatewayError;
 use crate::forward;
 use crate::h1;
+use crate::limits::Limits;
 use crate::metrics::{Metrics, RouteLabel};
 use crate::pool::Pool;
 use crate::recorder::{Recorder, TaskMeta};
@@ -46,6 +47,8 @@ pub struct Shared {
     upstream_seconds: Vec<Histogram>,
     /// The stream recorder, when enabled and started.
     pub recorder: Option<Recorder>,
+    /// Open requests and streams per client address and user.
+    pub limits: Arc<Limits>,
 }
 
 /// One worker's view: the shared part and the worker's index, which selects
@@ -59,7 +62,9 @@ pub struct State {
 
 /// What a request knows of the client connection it came on.
 pub struct Peer {
-    /// The client's address, for `X-Forwarded-For`.
+    /// The client's address.
+    pub addr: std::net::IpAddr,
+    /// The same, for `X-Forwarded-For`.
     pub ip: HeaderValue,
     /// The connection's head-read and response deadlines.
     pub deadlines: Arc<Deadlines>,
@@ -104,6 +109,11 @@ impl Shared {
                     .clone()
             })
             .collect();
+        let limits = Arc::new(Limits::new(
+            config.max_requests_per_client,
+            config.max_requests_per_user,
+            config.max_streams_per_user,
+        ));
         Self {
             config,
             metrics,
@@ -111,6 +121,7 @@ impl Shared {
             pools,
             upstream_seconds,
             recorder: None,
+            limits,
         }
     }
 
@@ -186,6 +197,14 @@ pub async fn forward(
 
     let stream = is_stream(&parts.headers, parts.uri.path());
     let to_aura = route.upstream == Upstream::Aura;
+    if let (Some(claims), Some(log)) = (&claims, log.as_mut())
+        && let Err(e) = shared
+            .limits
+            .user(&claims.sub, stream && to_aura, &mut log.held)
+    {
+        shared.metrics.limited.inc();
+        return Err(e);
+    }
     if to_aura {
         log_routing(parts.uri.path(), &parts.headers);
     }

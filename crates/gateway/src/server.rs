@@ -240,6 +240,7 @@ async fn serve(
             .unwrap_or(HeaderValue::from_static("unknown"));
         let deadlines = Deadlines::new(header_read_timeout);
         let peer = Arc::new(Peer {
+            addr: remote.ip(),
             ip,
             deadlines: deadlines.clone(),
         });
@@ -321,10 +322,11 @@ pub async fn handle(state: &State, req: Request<Incoming>, peer: &Peer) -> Respo
         request_id.clone(),
     ));
 
-    let mut response = match dispatch(state, req, peer, &request_id, &mut log).await {
-        Ok(response) => response,
-        Err(e) => e.into_response(),
+    let dispatched = match admit(state, peer, &mut log) {
+        Ok(()) => dispatch(state, req, peer, &request_id, &mut log).await,
+        Err(e) => Err(e),
     };
+    let mut response = dispatched.unwrap_or_else(GatewayError::into_response);
     if let Some(mut log) = log {
         // A response the gateway made itself: complete as soon as it is sent.
         let bytes = http_body::Body::size_hint(response.body())
@@ -339,6 +341,17 @@ pub async fn handle(state: &State, req: Request<Incoming>, peer: &Peer) -> Respo
         .apply(origin.as_ref(), response.headers_mut());
     response.headers_mut().insert(REQUEST_ID, request_id);
     response
+}
+
+/// Counts the request against its client address's cap (429 past it).
+fn admit(state: &State, peer: &Peer, log: &mut Option<AccessLog>) -> Result<(), GatewayError> {
+    let slot = state.shared.limits.client(peer.addr).inspect_err(|_| {
+        state.shared.metrics.limited.inc();
+    })?;
+    if let Some(log) = log {
+        log.held.client = slot;
+    }
+    Ok(())
 }
 
 async fn dispatch(

@@ -69,3 +69,94 @@ async fn a_chunked_body_that_fits_is_sent_with_its_exact_length() {
     assert_eq!(seen[0].headers["content-length"], "11");
     assert!(!seen[0].headers.contains_key("transfer-encoding"));
 }
+
+/// Opens an agent stream as `user` and waits for its head.
+async fn open_stream(addr: std::net::SocketAddr, user: &str) -> Sent {
+    let token = format!("Bearer {}", token(user, "tenant1", 600));
+    let req = request("POST", addr, "/api/aura/test/stream")
+        .header("authorization", token)
+        .header("x-tenant-id", "tenant1")
+        .header("x-user-id", user)
+        .header("accept", "text/event-stream")
+        .body(full("{}"))
+        .unwrap();
+    send(addr, req).await
+}
+
+#[tokio::test]
+async fn one_user_cannot_hold_more_streams_than_the_cap_and_others_are_not_blocked() {
+    let (up, mut feeds) = feeding_upstream(Some("text/event-stream")).await;
+    let gw = spawn_gateway(config(
+        &up.uri(),
+        &[
+            ("JWT_SECRET", SECRET),
+            ("GATEWAY_MAX_STREAMS_PER_USER", "2"),
+        ],
+    ))
+    .await;
+    let first = open_stream(gw.addr, "alice").await;
+    let _feed1 = feeds.recv().await.unwrap();
+    let second = open_stream(gw.addr, "alice").await;
+    let _feed2 = feeds.recv().await.unwrap();
+    assert_eq!((first.status(), second.status()), (200, 200));
+    let third = open_stream(gw.addr, "alice").await;
+    assert_eq!(third.status(), 429);
+    assert_eq!(third.header("retry-after").as_deref(), Some("1"));
+    let body = third.json().await;
+    assert_eq!(body["errorCode"], "E1001");
+    assert!(
+        body["message"].as_str().unwrap().contains("streams"),
+        "{body}"
+    );
+    assert_eq!(
+        up.requests().len(),
+        2,
+        "the refused one never went upstream"
+    );
+    let bob = open_stream(gw.addr, "bob").await;
+    assert_eq!(bob.status(), 200, "another user is not blocked");
+    // A stream that ends gives its slot back.
+    drop(first);
+    let mut again = None;
+    for _ in 0..50 {
+        let res = open_stream(gw.addr, "alice").await;
+        if res.status() == 200 {
+            again = Some(res);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(again.is_some(), "the slot came back when the stream ended");
+    let metrics = get(gw.addr, "/metrics", &[]).await.text().await;
+    assert!(metrics.contains("gateway_limited_total 1"), "{metrics}");
+}
+
+#[tokio::test]
+async fn one_address_cannot_hold_more_requests_than_the_cap() {
+    let (up, mut feeds) = feeding_upstream(Some("text/event-stream")).await;
+    let gw = spawn_gateway(config(
+        &up.uri(),
+        &[("GATEWAY_MAX_REQUESTS_PER_CLIENT", "2")],
+    ))
+    .await;
+    let stream = || {
+        get(
+            gw.addr,
+            "/api/main/stream",
+            &[("accept", "text/event-stream")],
+        )
+    };
+    let a = stream().await;
+    let _fa = feeds.recv().await.unwrap();
+    let b = stream().await;
+    let _fb = feeds.recv().await.unwrap();
+    assert_eq!((a.status(), b.status()), (200, 200));
+    let c = stream().await;
+    assert_eq!(c.status(), 429);
+    assert!(
+        c.json().await["message"]
+            .as_str()
+            .unwrap()
+            .contains("address")
+    );
+}

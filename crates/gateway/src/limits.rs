@@ -1,0 +1,186 @@
+//! Caps on what one client address or one user may hold open at once, so
+//! that nobody starves everyone else of the upstream pools:
+//! `GATEWAY_MAX_REQUESTS_PER_CLIENT` (requests and streams per client
+//! address), `GATEWAY_MAX_REQUESTS_PER_USER` and
+//! `GATEWAY_MAX_STREAMS_PER_USER` (per token `sub`). Past a cap the request
+//! is 429 E1001 before any upstream is called. A cap of 0 is no cap.
+//!
+//! A [`Slot`] is held for the request's whole life (for a stream, until it
+//! ends) and given back when it is dropped.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use crate::error::GatewayError;
+
+/// Open counts by key, with a cap.
+#[derive(Debug)]
+struct Counts<K> {
+    cap: usize,
+    open: Mutex<HashMap<K, usize>>,
+}
+
+impl<K: Hash + Eq + Clone> Counts<K> {
+    fn new(cap: usize) -> Self {
+        Self {
+            cap,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts one more for `key`; false when it is at its cap.
+    fn take(&self, key: &K) -> bool {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(key.clone()).or_insert(0);
+        if *n >= self.cap {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn give_back(&self, key: &K) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(key) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(key);
+            }
+        }
+    }
+}
+
+/// The caps and what is open now.
+#[derive(Debug)]
+pub struct Limits {
+    clients: Counts<IpAddr>,
+    users: Counts<Arc<str>>,
+    streams: Counts<Arc<str>>,
+}
+
+/// Which count a slot was taken from.
+#[derive(Debug)]
+enum Key {
+    Client(IpAddr),
+    User(Arc<str>),
+    Stream(Arc<str>),
+}
+
+/// One open request (or stream) counted against its client or user.
+#[derive(Debug)]
+pub struct Slot {
+    limits: Arc<Limits>,
+    key: Key,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        match &self.key {
+            Key::Client(ip) => self.limits.clients.give_back(ip),
+            Key::User(user) => self.limits.users.give_back(user),
+            Key::Stream(user) => self.limits.streams.give_back(user),
+        }
+    }
+}
+
+/// The slots one request holds.
+#[derive(Debug, Default)]
+pub struct Held {
+    /// Its client address's.
+    pub client: Option<Slot>,
+    /// Its user's.
+    pub user: Option<Slot>,
+    /// Its user's streams'.
+    pub stream: Option<Slot>,
+}
+
+impl Limits {
+    /// Caps of requests per client address, requests per user and streams per user.
+    pub fn new(per_client: usize, per_user: usize, streams_per_user: usize) -> Self {
+        Self {
+            clients: Counts::new(per_client),
+            users: Counts::new(per_user),
+            streams: Counts::new(streams_per_user),
+        }
+    }
+
+    /// A slot for a request from `ip` (none when there is no cap).
+    pub fn client(self: &Arc<Self>, ip: IpAddr) -> Result<Option<Slot>, GatewayError> {
+        if self.clients.cap == 0 {
+            return Ok(None);
+        }
+        if !self.clients.take(&ip) {
+            return Err(GatewayError::TooManyRequests(
+                "Too many open requests from this address",
+            ));
+        }
+        Ok(Some(self.slot(Key::Client(ip))))
+    }
+
+    /// A slot for a request of `user`, and one of its streams when `stream`.
+    pub fn user(
+        self: &Arc<Self>,
+        user: &str,
+        stream: bool,
+        held: &mut Held,
+    ) -> Result<(), GatewayError> {
+        let user: Arc<str> = Arc::from(user);
+        if self.users.cap > 0 {
+            if !self.users.take(&user) {
+                return Err(GatewayError::TooManyRequests(
+                    "Too many open requests for this user",
+                ));
+            }
+            held.user = Some(self.slot(Key::User(user.clone())));
+        }
+        if stream && self.streams.cap > 0 {
+            if !self.streams.take(&user) {
+                return Err(GatewayError::TooManyRequests(
+                    "Too many open agent streams for this user: close one first",
+                ));
+            }
+            held.stream = Some(self.slot(Key::Stream(user)));
+        }
+        Ok(())
+    }
+
+    fn slot(self: &Arc<Self>, key: Key) -> Slot {
+        Slot {
+            limits: self.clone(),
+            key,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cap_holds_until_a_slot_is_given_back_and_zero_is_none() {
+        let limits = Arc::new(Limits::new(2, 1, 1));
+        let ip: IpAddr = [10, 0, 0, 1].into();
+        let a = limits.client(ip).unwrap();
+        let b = limits.client(ip).unwrap();
+        assert!(limits.client(ip).is_err());
+        assert!(limits.client([10, 0, 0, 2].into()).is_ok(), "per address");
+        drop(a);
+        assert!(limits.client(ip).is_ok());
+        drop(b);
+        let mut held = Held::default();
+        limits.user("alice", true, &mut held).unwrap();
+        assert!(limits.user("alice", false, &mut Held::default()).is_err());
+        drop(held);
+        assert!(limits.user("alice", true, &mut Held::default()).is_ok());
+        assert!(
+            limits.clients.open.lock().unwrap().is_empty(),
+            "nothing left behind"
+        );
+        let none = Arc::new(Limits::new(0, 0, 0));
+        for _ in 0..100 {
+            assert!(none.client(ip).unwrap().is_none());
+        }
+    }
+}
