@@ -46,7 +46,8 @@ pub fn ids(user: Option<&str>) -> Pending {
         .collect();
     Pending {
         request_id: format!("req_{}", &hex[..12]),
-        session_id: format!("session_{user}_{}_{}", now(), &hex[12..18]),
+        // A full-width random suffix: a session id nobody can guess.
+        session_id: format!("session_{user}_{}_{}", now(), uuid::Uuid::new_v4().simple()),
     }
 }
 

@@ -71,7 +71,10 @@ pub async fn stream(
         "callerType": header(DWP_CALLER_TYPE),
         "lastEventId": header(LAST_EVENT_ID),
     });
-    let user = header(USER_ID).or(Some(claims.sub));
+    // As the real agent: the user is the token's; an X-User-ID that says
+    // otherwise is an `error` event, not an HTTP error.
+    let user_mismatch = header(USER_ID).is_some_and(|u| u != claims.sub);
+    let user = Some(claims.sub);
     let tenant = header(TENANT_ID).or(claims.tenant_id);
     let (tx, rx) = mpsc::channel::<String>(16);
     tokio::spawn(run(
@@ -82,6 +85,7 @@ pub async fn stream(
             user,
             tenant,
             context: request.get("context").cloned(),
+            user_mismatch,
         },
         tx,
     ));
@@ -106,6 +110,8 @@ struct Run {
     user: Option<String>,
     tenant: Option<String>,
     context: Option<Value>,
+    /// `X-User-ID` is not the token's `sub`.
+    user_mismatch: bool,
 }
 
 struct Sender {
@@ -151,6 +157,13 @@ async fn run(state: Arc<AppState>, run: Run, tx: mpsc::Sender<String>) {
         next_id: 0,
         delay: state.config.event_delay,
     };
+    if run.user_mismatch {
+        let error = json!({"type": "error", "error": "User ID mismatch", "errorType": "AuthorizationError"});
+        if out.send("error", error).await {
+            out.done().await;
+        }
+        return;
+    }
     let action = risky_action(&run.prompt);
     let steps = [
         "1. Understand what is asked".to_owned(),

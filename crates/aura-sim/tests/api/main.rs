@@ -337,3 +337,31 @@ async fn twenty_sessions_wait_at_once_and_each_resumes_once() {
         assert_eq!(kinds(&rest), expected, "run {n}");
     }
 }
+
+#[tokio::test]
+async fn an_x_user_id_that_is_not_the_token_is_an_error_event_and_session_ids_cannot_be_guessed() {
+    let addr = spawn(30).await;
+    let auth = format!("Bearer {}", token("alice", "tenant1"));
+    let mut stream = open(
+        addr,
+        &[
+            ("authorization", &auth),
+            ("x-tenant-id", "tenant1"),
+            ("x-user-id", "bob"),
+        ],
+        json!({"prompt": "delete my mail", "context": {}}),
+    )
+    .await;
+    assert_eq!(stream.status, 200);
+    let blocks = stream.rest().await;
+    assert_eq!(kinds(&blocks), ["error", "[DONE]"], "{blocks:?}");
+    let data: Value = serde_json::from_str(&parse(&blocks[0]).2).unwrap();
+    assert_eq!(data["errorType"], "AuthorizationError");
+
+    // The session id's suffix is a full random id, not 18 bits.
+    let mut stream = open_as(addr, "alice", "delete my mail").await;
+    let (_, session_id) = until_hitl(&mut stream).await;
+    let suffix = session_id.rsplit('_').next().unwrap();
+    assert_eq!(suffix.len(), 32, "{session_id}");
+    assert!(suffix.bytes().all(|b| b.is_ascii_hexdigit()));
+}
