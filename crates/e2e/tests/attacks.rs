@@ -1,0 +1,121 @@
+//! The two attacks that made the stack unfit to deploy, replayed through
+//! the real binaries: a client with no credentials unframing its body to
+//! read another user's login answer, and a user approving an action on
+//! someone else's agent session.
+
+use std::time::Duration;
+
+use e2e::*;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// One raw exchange on a connection of its own; what came back.
+async fn raw(addr: std::net::SocketAddr, request: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn a_client_naming_content_length_in_connection_never_gets_another_users_login_answer() {
+    let stack = start(&["victim"]).await;
+    let smuggled = "GET /main/smuggled HTTP/1.1\r\nHost: main\r\n\r\n";
+    let attack = format!(
+        "POST /api/auth/login HTTP/1.1\r\nHost: gw\r\nConnection: Content-Length, close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{smuggled}",
+        smuggled.len()
+    );
+    // The attacker's next request on the same pool: a login with no credentials.
+    let follow_up = "POST /api/auth/login HTTP/1.1\r\nHost: gw\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+    for round in 0..6 {
+        let answer = raw(stack.gateway, &attack).await;
+        assert!(!answer.contains("accessToken"), "round {round}: {answer}");
+        // The victim logs in on the pooled connections in between.
+        let token = stack.login("victim").await;
+        let claims = dwp_core::token::Verifier::new(SECRET.as_bytes(), None)
+            .verify(&token)
+            .unwrap();
+        assert_eq!(
+            claims.sub, "victim",
+            "round {round}: the victim got their own token"
+        );
+        let answer = raw(stack.gateway, follow_up).await;
+        assert!(!answer.contains("accessToken"), "round {round}: {answer}");
+    }
+    // The smuggled request never reached main-service (it would be a 404).
+    let (_, metrics, _) = call(stack.main, "GET", "/metrics", &[], "").await;
+    assert!(
+        !metrics.contains("route=\"unmatched\""),
+        "a request main-service has no route for arrived: {metrics}"
+    );
+}
+
+#[tokio::test]
+async fn nobody_but_the_owner_can_create_on_or_decide_for_an_agent_session() {
+    let stack = start(&["victim", "mallory"]).await;
+    let victim = stack.login("victim").await;
+    let mallory = stack.login("mallory").await;
+    let mut stream = stack
+        .stream(Some(&victim), "victim", "delete my mail")
+        .await;
+    let (_, request_id) = stream.until_hitl().await;
+    let mut conn = redis::Client::open(stack.redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let raw: String = redis::cmd("GET")
+        .arg(format!("hitl:request:{request_id}"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let session_id = serde_json::from_str::<Value>(&raw).unwrap()["sessionId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut pubsub = redis::Client::open(stack.redis_url.as_str())
+        .unwrap()
+        .get_async_pubsub()
+        .await
+        .unwrap();
+    pubsub
+        .subscribe(format!("hitl:channel:{session_id}"))
+        .await
+        .unwrap();
+
+    // Mallory plants a request on the victim's session: refused.
+    let body = json!({"sessionId": session_id, "actionType": "email_delete"}).to_string();
+    let (status, reply) = stack
+        .as_user(
+            &mallory,
+            "mallory",
+            "POST",
+            "/api/aura/hitl/requests",
+            &body,
+        )
+        .await;
+    assert_eq!(status, 403, "{reply}");
+    // And approving the victim's own request: refused.
+    let (status, reply) = stack.approve(&mallory, "mallory", &request_id).await;
+    assert_eq!(status, 403, "{reply}");
+    let mut messages = pubsub.on_message();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), messages.next())
+            .await
+            .is_err(),
+        "nothing was published on the victim's channel"
+    );
+    drop(messages);
+
+    // The victim decides; the run goes on.
+    let (status, reply) = stack.approve(&victim, "victim", &request_id).await;
+    assert_eq!(status, 200, "{reply}");
+    let rest = stream.rest().await;
+    assert_eq!(
+        kinds(&rest).last().map(String::as_str),
+        Some("[DONE]"),
+        "{rest:?}"
+    );
+}
