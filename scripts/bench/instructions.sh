@@ -18,7 +18,7 @@ cd "$(dirname "$0")/../.."
 . scripts/lib.sh
 # The benchmarks measure the proxy: no edge token check and no per-client
 # or per-user caps (every load client shares 127.0.0.1 and no user).
-export GATEWAY_AUTH=off GATEWAY_MAX_REQUESTS_PER_CLIENT=0 GATEWAY_MAX_REQUESTS_PER_USER=0 GATEWAY_MAX_STREAMS_PER_USER=0 ADMIN_PORT=off
+export GATEWAY_AUTH=off GATEWAY_MAX_REQUESTS_PER_CLIENT=0 GATEWAY_MAX_REQUESTS_PER_USER=0 GATEWAY_MAX_STREAMS_PER_USER=0
 
 N1=${N1:-2000}
 N2=${N2:-6000}

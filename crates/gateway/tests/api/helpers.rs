@@ -177,15 +177,14 @@ impl Drop for TestGateway {
 }
 
 /// The configuration the tests start from: every upstream at `upstream`,
-/// one worker (on the test's runtime), no stream recorder, no admin
-/// listener, and no edge token check unless `extra` sets `JWT_SECRET`.
+/// one worker (on the test's runtime), no stream recorder, and no edge
+/// token check unless `extra` sets `JWT_SECRET`.
 pub fn config(upstream: &str, extra: &[(&str, &str)]) -> Config {
     let mut env: HashMap<String, String> = HashMap::from([
         ("AURA_PLATFORM_URI".into(), upstream.into()),
         ("MAIN_SERVICE_URI".into(), upstream.into()),
         ("GATEWAY_WORKER_THREADS".into(), "1".into()),
         ("GATEWAY_RECORDER_ENABLED".into(), "false".into()),
-        ("ADMIN_PORT".into(), "off".into()),
     ]);
     if !extra.iter().any(|(k, _)| *k == "JWT_SECRET") {
         env.insert("GATEWAY_AUTH".into(), "off".into());
