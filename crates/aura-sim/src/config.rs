@@ -18,6 +18,9 @@ pub struct Config {
     pub redis_url: String,
     /// `AURA_SIM_EVENT_DELAY_MS` (50): pause between events.
     pub event_delay: Duration,
+    /// `AURA_SIM_HEADER_READ_TIMEOUT_SECS` (60): longest a client may take
+    /// to send a request head, and longest a kept-alive connection may sit idle.
+    pub header_read_timeout: Duration,
     /// `HITL_TIMEOUT_SECS` (300): how long a run waits for a decision.
     pub hitl_timeout: Duration,
 }
@@ -29,6 +32,7 @@ impl std::fmt::Debug for Config {
             .field("jwt_secret", &"<set>")
             .field("redis_url", &settings::redact_url(&self.redis_url))
             .field("event_delay", &self.event_delay)
+            .field("header_read_timeout", &self.header_read_timeout)
             .field("hitl_timeout", &self.hitl_timeout)
             .finish()
     }
@@ -68,6 +72,9 @@ impl Config {
                 get("REDIS_PASSWORD"),
             ),
             event_delay: Duration::from_millis(number("AURA_SIM_EVENT_DELAY_MS", 50)?),
+            header_read_timeout: Duration::from_secs(
+                number("AURA_SIM_HEADER_READ_TIMEOUT_SECS", 60)?.max(1),
+            ),
             hitl_timeout: Duration::from_secs(number("HITL_TIMEOUT_SECS", 300)?),
         })
     }

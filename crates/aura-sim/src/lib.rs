@@ -55,11 +55,13 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let limits = http_serve::Limits {
+        header_read_timeout: config.header_read_timeout,
+        grace: std::time::Duration::from_secs(30),
+    };
     let app = app(config).map_err(std::io::Error::other)?;
     tracing::info!(addr = %listener.local_addr()?, "aura-sim listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    http_serve::serve(listener, app, limits, shutdown).await
 }
 
 async fn health() -> axum::Json<serde_json::Value> {

@@ -43,8 +43,14 @@ pub struct Config {
     pub redis_timeout: Duration,
     /// `MAIN_MAX_BODY_BYTES` (1 MiB): larger request bodies are 413.
     pub max_body_bytes: usize,
-    /// `MAIN_REQUEST_TIMEOUT_SECS` (30): longest a request may take.
+    /// `MAIN_REQUEST_TIMEOUT_SECS` (30): longest a request may take (and
+    /// longest open requests may take to finish on shutdown).
     pub request_timeout: Duration,
+    /// `MAIN_HEADER_READ_TIMEOUT_SECS` (60): longest a client may take to
+    /// send a request head, and longest a kept-alive connection may sit
+    /// idle; above the gateway's pool idle timeout (30 s), so the gateway
+    /// lets go of an idle connection first.
+    pub header_read_timeout: Duration,
     /// `DATABASE_URL`: the PostgreSQL database.
     pub database_url: String,
     /// `DB_AUTO_MIGRATE` (true): apply pending migrations at start-up.
@@ -132,6 +138,7 @@ impl std::fmt::Debug for Config {
             .field("redis_timeout", &self.redis_timeout)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("request_timeout", &self.request_timeout)
+            .field("header_read_timeout", &self.header_read_timeout)
             .field("database_url", &redact_url(&self.database_url))
             .field("db_auto_migrate", &self.db_auto_migrate)
             .field("db_timeout", &self.db_timeout)
@@ -269,6 +276,7 @@ impl Config {
             redis_timeout: Duration::from_millis(number("REDIS_TIMEOUT_MS", 1000)?),
             max_body_bytes: number("MAIN_MAX_BODY_BYTES", 1024 * 1024)? as usize,
             request_timeout: Duration::from_secs(number("MAIN_REQUEST_TIMEOUT_SECS", 30)?),
+            header_read_timeout: Duration::from_secs(number("MAIN_HEADER_READ_TIMEOUT_SECS", 60)?),
         })
     }
 }

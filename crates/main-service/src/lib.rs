@@ -161,12 +161,11 @@ pub async fn serve(
     };
     background.close();
     tracing::info!(addr = %listener.local_addr()?, "main-service listening");
-    let served = axum::serve(
-        listener,
-        app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await;
+    let limits = http_serve::Limits {
+        header_read_timeout: state.config.header_read_timeout,
+        grace: state.config.request_timeout,
+    };
+    let served = http_serve::serve(listener, app(state.clone()), limits, shutdown).await;
     // The consumers finish the batch in hand (it is acknowledged only after
     // its commit, so an interrupted one is read again next time).
     stop.cancel();

@@ -365,3 +365,33 @@ async fn an_x_user_id_that_is_not_the_token_is_an_error_event_and_session_ids_ca
     assert_eq!(suffix.len(), 32, "{session_id}");
     assert!(suffix.bytes().all(|b| b.is_ascii_hexdigit()));
 }
+
+#[tokio::test]
+async fn an_idle_kept_alive_connection_is_closed_at_the_header_read_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = HashMap::from([
+        ("JWT_SECRET".to_string(), SECRET.to_string()),
+        ("REDIS_URL".to_string(), redis_url()),
+        (
+            "AURA_SIM_HEADER_READ_TIMEOUT_SECS".to_string(),
+            "1".to_string(),
+        ),
+    ]);
+    let config = aura_sim::Config::from_env(&env).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(aura_sim::run(listener, config, std::future::pending()));
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = conn.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut rest = Vec::new();
+        let _ = conn.read_to_end(&mut rest).await;
+    })
+    .await;
+    assert!(closed.is_ok(), "the idle connection stayed open");
+}

@@ -321,3 +321,41 @@ async fn the_openapi_document_describes_every_route_and_its_errors() {
     assert_eq!(link["parameters"]["task_id"], "$response.body#/data/taskId");
     assert!(doc["components"]["schemas"]["Envelope"].is_object());
 }
+
+#[tokio::test]
+async fn idle_kept_alive_connections_and_dripped_heads_are_closed_at_the_header_read_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(config_with(
+        &redis_url(),
+        &admin_database_url(),
+        &[
+            ("DB_AUTO_MIGRATE", "false"),
+            ("CONSUMERS_ENABLED", "false"),
+            ("MAIN_HEADER_READ_TIMEOUT_SECS", "1"),
+        ],
+    ))
+    .await;
+    // A request, then silence on the kept-alive connection.
+    let mut idle = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    idle.write_all(b"GET /main/health HTTP/1.1\r\nHost: m\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    // A head that never ends.
+    let mut drip = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    drip.write_all(b"GET /main/health HTTP/1.1\r\nHost: m\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    for conn in [&mut idle, &mut drip] {
+        let closed = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut rest = Vec::new();
+            let _ = conn.read_to_end(&mut rest).await;
+        })
+        .await;
+        assert!(closed.is_ok(), "the connection stayed open");
+    }
+    assert!(started.elapsed() < Duration::from_secs(4));
+}
