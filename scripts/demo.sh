@@ -72,7 +72,7 @@ run() {
     sleep 0.2
   done
   echo "$row"
-  case "$row" in *E1004*) echo "(not recorded yet: main-service's recorder consumer may still be working through older entries of dwp:agent-task-events; see main_stream_entries_total on :8081/metrics)" ;; esac
+  case "$row" in *E1004*) echo "(not recorded yet: main-service's recorder consumer may still be working through older entries of dwp:agent-task-events; see main_stream_entries_total on :8091/metrics)" ;; esac
 }
 
 run approve "merge feature/login into main"

@@ -54,8 +54,8 @@ wait_for "curl -fsS http://127.0.0.1:$GATEWAY_PORT/health" 30
 
 cat <<TXT
 
-  gateway       http://127.0.0.1:$GATEWAY_PORT   (health: /health, metrics: /metrics)
-  main-service  http://127.0.0.1:$MAIN_PORT   (health: /main/health, ready: /main/health/ready, metrics: /metrics)
+  gateway       http://127.0.0.1:$GATEWAY_PORT   (health: /health; metrics: http://127.0.0.1:8090/metrics)
+  main-service  http://127.0.0.1:$MAIN_PORT   (health: /main/health, ready: /main/health/ready; metrics: http://127.0.0.1:8091/metrics)
   aura-sim      http://127.0.0.1:$AURA_PORT   (the reference agent; health: /health)
 
   Demo account: tenant $DEMO_TENANT, user $DEMO_USER, password $DEMO_PASSWORD

@@ -55,11 +55,11 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 target/release/dwp-bench backend $BACKEND_PORT & backend_pid=$!; pids+=($backend_pid)
-RUST_LOG=warn SERVER_HOST=127.0.0.1 SERVER_PORT=$GATEWAY_PORT \
+RUST_LOG=warn SERVER_HOST=127.0.0.1 SERVER_PORT=$GATEWAY_PORT ADMIN_PORT=$((GATEWAY_PORT + 1000)) \
   AURA_PLATFORM_URI=http://127.0.0.1:$BACKEND_PORT MAIN_SERVICE_URI=http://127.0.0.1:$BACKEND_PORT \
   GATEWAY_POOL_MAX_CONNECTIONS=$((STREAMS + 1000)) GATEWAY_SSE_HEARTBEAT_SECS=15 \
   target/release/gateway & gateway_pid=$!; pids+=($gateway_pid)
-RUST_LOG=warn SERVER_HOST=127.0.0.1 SERVER_PORT=$NOTEE_PORT GATEWAY_RECORDER_ENABLED=false \
+RUST_LOG=warn SERVER_HOST=127.0.0.1 SERVER_PORT=$NOTEE_PORT ADMIN_PORT=off GATEWAY_RECORDER_ENABLED=false \
   AURA_PLATFORM_URI=http://127.0.0.1:$BACKEND_PORT MAIN_SERVICE_URI=http://127.0.0.1:$BACKEND_PORT \
   target/release/gateway & pids+=($!)
 
@@ -147,8 +147,8 @@ wait $direct_job $notee_job
 direct_lat=$(cat "$work/direct.lat")
 gateway_lat=$(cat "$work/gateway.lat")
 notee_lat=$(cat "$work/notee.lat")
-recorded=$(curl -fsS "http://127.0.0.1:$GATEWAY_PORT/metrics" | awk '/^gateway_recorder_events_total / {print $2}')
-dropped=$(curl -fsS "http://127.0.0.1:$GATEWAY_PORT/metrics" | awk '/^gateway_recorder_dropped_total / {print $2}')
+recorded=$(curl -fsS "http://127.0.0.1:$((GATEWAY_PORT + 1000))/metrics" | awk '/^gateway_recorder_events_total / {print $2}')
+dropped=$(curl -fsS "http://127.0.0.1:$((GATEWAY_PORT + 1000))/metrics" | awk '/^gateway_recorder_dropped_total / {print $2}')
 echo "direct            $direct_lat"
 echo "gateway           $gateway_lat   (recorder: $recorded events written, $dropped dropped)"
 echo "gateway, no tee   $notee_lat"
@@ -166,7 +166,7 @@ wait_for "grep -q '^open' $work/streams.out" 120
 sleep 2
 during=$(rss_kib $gateway_pid)
 open_line=$(cat "$work/streams.out")
-open_gauge=$(curl -fsS "http://127.0.0.1:$GATEWAY_PORT/metrics" | awk '/^gateway_open_streams / {print $2}')
+open_gauge=$(curl -fsS "http://127.0.0.1:$((GATEWAY_PORT + 1000))/metrics" | awk '/^gateway_open_streams / {print $2}')
 wait $streams_pid || true
 awk -v b="$before" -v d="$during" -v n="$STREAMS" -v o="$open_line" -v g="$open_gauge" \
   'BEGIN { printf "%s   gateway open-stream gauge %s   RSS before %d KiB, with streams %d KiB   per stream %.1f KiB   (target <= 32 KiB)\n", o, g, b, d, (d - b) / n }'

@@ -35,7 +35,7 @@ cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; 
 trap cleanup EXIT INT TERM
 
 # The decision audit consumer runs too (as in production), in its own group.
-RUST_LOG=${MAIN_LOG:-warn} SERVER_HOST=127.0.0.1 SERVER_PORT=$PORT JWT_SECRET=$SECRET REDIS_URL=$REDIS_URL \
+RUST_LOG=${MAIN_LOG:-warn} SERVER_HOST=127.0.0.1 SERVER_PORT=$PORT ADMIN_PORT=$((PORT + 1000)) JWT_SECRET=$SECRET REDIS_URL=$REDIS_URL \
   DATABASE_URL="$DATABASE_URL" CONSUMER_GROUP="bench-$DB" CONSUMER_GROUP_START='$' CONSUMERS_ENABLED=${CONSUMERS_ENABLED:-true} CONSUMER_BATCH=${CONSUMER_BATCH:-200} \
   "${MAIN_SERVICE_BIN:-target/release/main-service}" & pid=$!
 wait_for "curl -fsS http://127.0.0.1:$PORT/main/health/ready" 20
@@ -55,7 +55,7 @@ echo "$out"
 if [ "${CONSUMERS_ENABLED:-true}" = true ]; then
   # The paced run measures the steady state: let the audit consumer finish
   # the saturated run's backlog first.
-  audited() { curl -fsS "http://127.0.0.1:$PORT/metrics" | awk 'index($0, "main_stream_entries_total{stream=\"dwp:hitl-decisions\",result=\"applied\"}") == 1 { print $NF }'; }
+  audited() { curl -fsS "http://127.0.0.1:$((PORT + 1000))/metrics" | awk 'index($0, "main_stream_entries_total{stream=\"dwp:hitl-decisions\",result=\"applied\"}") == 1 { print $NF }'; }
   wait_for "[ \"\$(audited)\" -ge $DECISIONS ]" 60
 fi
 echo "== main-service: $RATE_DECISIONS approvals at $RATE per second (the target load), $CLIENTS clients"

@@ -66,7 +66,7 @@ count() {
   local name=$1 requests=$2 out="$work/$1.$2.callgrind" pid
   case $name in
     gateway)
-      RUST_LOG=warn SERVER_HOST=127.0.0.1 SERVER_PORT=$PROXY_PORT GATEWAY_WORKER_THREADS=1 \
+      RUST_LOG=warn SERVER_HOST=127.0.0.1 SERVER_PORT=$PROXY_PORT ADMIN_PORT=off GATEWAY_WORKER_THREADS=1 \
         GATEWAY_RECORDER_ENABLED=false \
         AURA_PLATFORM_URI=http://127.0.0.1:$BACKEND_PORT MAIN_SERVICE_URI=http://127.0.0.1:$BACKEND_PORT \
         valgrind --tool=callgrind --callgrind-out-file="$out" target/release/gateway >/dev/null 2>&1 &

@@ -44,12 +44,12 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 target/release/dwp-bench backend $BACKEND_PORT & pids+=($!)
-RUST_LOG=${MAIN_LOG:-warn} SERVER_HOST=127.0.0.1 SERVER_PORT=$MAIN_PORT JWT_SECRET=$SECRET REDIS_URL=$REDIS_URL \
+RUST_LOG=${MAIN_LOG:-warn} SERVER_HOST=127.0.0.1 SERVER_PORT=$MAIN_PORT ADMIN_PORT=$((MAIN_PORT + 1000)) JWT_SECRET=$SECRET REDIS_URL=$REDIS_URL \
   DATABASE_URL="$DATABASE_URL" CONSUMER_GROUP="bench-$DB" CONSUMER_GROUP_START='$' \
   target/release/main-service & pids+=($!)
 for port in $TEE_PORT $NOTEE_PORT; do
   recorder=$([ $port = $TEE_PORT ] && echo true || echo false)
-  RUST_LOG=warn SERVER_HOST=127.0.0.1 SERVER_PORT=$port GATEWAY_RECORDER_ENABLED=$recorder \
+  RUST_LOG=warn SERVER_HOST=127.0.0.1 SERVER_PORT=$port ADMIN_PORT=$((port + 1000)) GATEWAY_RECORDER_ENABLED=$recorder \
     REDIS_URL=$REDIS_URL AURA_PLATFORM_URI=http://127.0.0.1:$BACKEND_PORT \
     MAIN_SERVICE_URI=http://127.0.0.1:$MAIN_PORT target/release/gateway & pids+=($!)
 done
@@ -59,10 +59,11 @@ wait_for "curl -fsS http://127.0.0.1:$NOTEE_PORT/health" 10
 # Let the consumer group exist before the first entry is written.
 wait_for_group "bench-$DB" dwp:agent-task-events
 
-metric() { curl -fsS "$1/metrics" | awk -v m="$2" 'index($0, m) == 1 { print $NF; exit }'; }
+# metric PORT NAME: NAME on the admin listener of the process on PORT (PORT + 1000).
+metric() { curl -fsS "http://127.0.0.1:$(( $1 + 1000 ))/metrics" | awk -v m="$2" 'index($0, m) == 1 { print $NF; exit }'; }
 applied() {
   local n
-  n=$(metric "http://127.0.0.1:$MAIN_PORT" 'main_stream_entries_total{stream="dwp:agent-task-events",result="applied"}')
+  n=$(metric $MAIN_PORT 'main_stream_entries_total{stream="dwp:agent-task-events",result="applied"}')
   echo "${n:-0}"
 }
 
@@ -73,12 +74,12 @@ start=$(date +%s.%N)
 target/release/dwp-bench latency "127.0.0.1:$TEE_PORT" "/api/aura/test/stream?events=$EVENTS&interval_ms=0" "$STREAMS" >/dev/null
 relayed=$(date +%s.%N)
 # Done when every entry the tee wrote is applied (dropped ones never arrive).
-caught_up() { [ $(( $(applied) + $(metric "http://127.0.0.1:$TEE_PORT" gateway_recorder_dropped_total) )) -ge $expected ]; }
+caught_up() { [ $(( $(applied) + $(metric $TEE_PORT gateway_recorder_dropped_total) )) -ge $expected ]; }
 wait_for caught_up 300
 done_at=$(date +%s.%N)
 got=$(applied)
-written=$(metric "http://127.0.0.1:$TEE_PORT" gateway_recorder_events_total)
-dropped=$(metric "http://127.0.0.1:$TEE_PORT" gateway_recorder_dropped_total)
+written=$(metric $TEE_PORT gateway_recorder_events_total)
+dropped=$(metric $TEE_PORT gateway_recorder_dropped_total)
 rows=$(psql "$DATABASE_URL" -Atc "SELECT status || ' ' || count(*) FROM agent_task GROUP BY status" | tr '\n' ' ')
 awk -v s="$start" -v r="$relayed" -v d="$done_at" -v n="$got" -v w="$written" -v x="$dropped" -v rows="$rows" 'BEGIN {
   printf "relayed in %.2f s; all applied %.2f s after the first request\n", r - s, d - s;

@@ -58,10 +58,10 @@ trap cleanup EXIT INT TERM
 
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 fds() { ls "/proc/$1/fd" | wc -l; }
-gauge() { curl -fsS "http://127.0.0.1:$GATEWAY_PORT/metrics" | awk '/^gateway_open_streams / {print $2}'; }
+gauge() { curl -fsS "http://127.0.0.1:$((GATEWAY_PORT + 1000))/metrics" | awk '/^gateway_open_streams / {print $2}'; }
 
 target/release/dwp-bench backend $BACKEND_PORT & pids+=($!)
-RUST_LOG=warn SERVER_HOST=127.0.0.1 SERVER_PORT=$GATEWAY_PORT \
+RUST_LOG=warn SERVER_HOST=127.0.0.1 SERVER_PORT=$GATEWAY_PORT ADMIN_PORT=$((GATEWAY_PORT + 1000)) \
   AURA_PLATFORM_URI=http://127.0.0.1:$BACKEND_PORT MAIN_SERVICE_URI=http://127.0.0.1:$BACKEND_PORT \
   GATEWAY_POOL_MAX_CONNECTIONS=$((STREAMS + 1000)) GATEWAY_RECORDER_ENABLED=false \
   target/release/gateway & gateway_pid=$!; pids+=($gateway_pid)
@@ -98,7 +98,7 @@ fi
 
 echo "== HITL: $HITL_RATE decisions/s for ${HITL_SECONDS}s by $HITL_CLIENTS clients"
 DATABASE_URL=$(bench_db_create "$DB")
-RUST_LOG=warn SERVER_HOST=127.0.0.1 SERVER_PORT=$MAIN_PORT JWT_SECRET=$SECRET REDIS_URL=$REDIS_URL \
+RUST_LOG=warn SERVER_HOST=127.0.0.1 SERVER_PORT=$MAIN_PORT ADMIN_PORT=$((MAIN_PORT + 1000)) JWT_SECRET=$SECRET REDIS_URL=$REDIS_URL \
   DATABASE_URL="$DATABASE_URL" CONSUMER_GROUP="soak-$DB" CONSUMER_GROUP_START='$' \
   target/release/main-service & pids+=($!)
 wait_for "curl -fsS http://127.0.0.1:$MAIN_PORT/main/health/ready | grep -q postgres.:.UP" 30

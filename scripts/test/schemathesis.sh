@@ -30,7 +30,7 @@ cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; 
 trap cleanup EXIT INT TERM
 
 printf 'schemathesis-password' | DATABASE_URL=$DATABASE_URL "$bin" user add --tenant tenant1 --username st-user --password-stdin >/dev/null
-RUST_LOG=${MAIN_LOG:-error} SERVER_HOST=127.0.0.1 SERVER_PORT=$PORT JWT_SECRET=$SECRET DATABASE_URL=$DATABASE_URL \
+RUST_LOG=${MAIN_LOG:-error} SERVER_HOST=127.0.0.1 SERVER_PORT=$PORT ADMIN_PORT=off JWT_SECRET=$SECRET DATABASE_URL=$DATABASE_URL \
   CONSUMER_GROUP="st-$DB" CONSUMER_GROUP_START='$' \
   LOGIN_MAX_FAILURES=1000000 LOGIN_MAX_FAILURES_PER_CLIENT=1000000 HITL_MAX_PENDING_PER_USER=1000000 \
   "$bin" & pid=$!

@@ -50,8 +50,12 @@ pub fn free_port() -> u16 {
 pub struct Stack {
     /// The gateway, what clients call.
     pub gateway: SocketAddr,
+    /// The gateway's admin listener (`/metrics`).
+    pub gateway_admin: SocketAddr,
     /// main-service, for calls that bypass the gateway.
     pub main: SocketAddr,
+    /// main-service's admin listener (`/metrics`).
+    pub main_admin: SocketAddr,
     /// The Redis every process uses.
     pub redis_url: String,
     /// The fresh database (`db.name`, `db.url`), dropped after the
@@ -154,6 +158,7 @@ impl Stack {
             assert!(add.wait().unwrap().success(), "user add {user}");
         }
         let (main, aura, gateway) = (free_port(), free_port(), free_port());
+        let (main_admin, gateway_admin) = (free_port(), free_port());
         let common = |cmd: &mut Command| {
             cmd.env("JWT_SECRET", SECRET)
                 .env("REDIS_URL", &redis_url)
@@ -165,6 +170,7 @@ impl Stack {
         let mut cmd = Command::new(binary("main-service"));
         common(&mut cmd);
         cmd.env("SERVER_PORT", main.to_string())
+            .env("ADMIN_PORT", main_admin.to_string())
             .env("DATABASE_URL", &db_url)
             .env("CONSUMER_GROUP", format!("e2e-{db_name}"))
             .env("CONSUMER_GROUP_START", "$");
@@ -182,6 +188,7 @@ impl Stack {
         cmd.env("GATEWAY_MAX_REQUESTS_PER_CLIENT", "0")
             .env("GATEWAY_MAX_STREAMS_PER_USER", "0")
             .env("GATEWAY_MAX_REQUESTS_PER_USER", "0")
+            .env("ADMIN_PORT", gateway_admin.to_string())
             .envs(gateway_env.iter().copied())
             .env("SERVER_PORT", gateway.to_string())
             .env("AURA_PLATFORM_URI", format!("http://127.0.0.1:{aura}"))
@@ -189,7 +196,9 @@ impl Stack {
         children.push(cmd.spawn().unwrap());
         let stack = Stack {
             gateway: ([127, 0, 0, 1], gateway).into(),
+            gateway_admin: ([127, 0, 0, 1], gateway_admin).into(),
             main: ([127, 0, 0, 1], main).into(),
+            main_admin: ([127, 0, 0, 1], main_admin).into(),
             redis_url,
             db,
             children,
@@ -246,6 +255,8 @@ impl Stack {
 pub struct Gateway {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Its admin listener (`/metrics`).
+    pub admin: SocketAddr,
     /// The process.
     pub child: Child,
 }
@@ -254,7 +265,7 @@ impl Gateway {
     /// Starts the gateway with `AURA_PLATFORM_URI` at `aura` and no token
     /// check, and waits for `/health`.
     pub async fn start(aura: SocketAddr, env: &[(&str, &str)]) -> Gateway {
-        let port = free_port();
+        let (port, admin) = (free_port(), free_port());
         let child = Command::new(binary("gateway"))
             .env("SERVER_HOST", "127.0.0.1")
             .env("SERVER_PORT", port.to_string())
@@ -262,12 +273,14 @@ impl Gateway {
             .env("RUST_LOG", "warn")
             .env("GATEWAY_AUTH", "off")
             .env("GATEWAY_MAX_REQUESTS_PER_CLIENT", "0")
+            .env("ADMIN_PORT", admin.to_string())
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
         let gateway = Gateway {
             addr: ([127, 0, 0, 1], port).into(),
+            admin: ([127, 0, 0, 1], admin).into(),
             child,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -300,7 +313,7 @@ impl Gateway {
 
     /// A sample of `/metrics` (`name` without labels).
     pub async fn metric(&self, name: &str) -> Option<f64> {
-        let (_, text, _) = call(self.addr, "GET", "/metrics", &[], "").await;
+        let (_, text, _) = call(self.admin, "GET", "/metrics", &[], "").await;
         let prefix = format!("{name} ");
         text.lines()
             .find_map(|l| l.strip_prefix(prefix.as_str()))
@@ -347,18 +360,33 @@ pub async fn try_call(
 }
 
 impl Stack {
-    /// `POST /api/auth/login` through the gateway; the access token.
+    /// `POST /api/auth/login` through the gateway; the access token. Like a
+    /// client, it waits out a 503 (every password-check slot busy) for the
+    /// `Retry-After` it is given, a few times.
     pub async fn login(&self, user: &str) -> String {
         let body =
             json!({"username": user, "password": PASSWORD, "tenantId": "tenant1"}).to_string();
-        let (status, text, _) = call(
-            self.gateway,
-            "POST",
-            "/api/auth/login",
-            &[("content-type", "application/json")],
-            &body,
-        )
-        .await;
+        let mut tries = 0;
+        let (status, text) = loop {
+            let (status, text, headers) = call(
+                self.gateway,
+                "POST",
+                "/api/auth/login",
+                &[("content-type", "application/json")],
+                &body,
+            )
+            .await;
+            tries += 1;
+            if status != 503 || tries == 20 {
+                break (status, text);
+            }
+            let wait = headers
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1);
+            tokio::time::sleep(Duration::from_secs(wait)).await;
+        };
         assert_eq!(status, 200, "{text}");
         let reply: Value = serde_json::from_str(&text).unwrap();
         reply["data"]["accessToken"].as_str().unwrap().to_owned()

@@ -45,7 +45,7 @@ async fn a_client_naming_content_length_in_connection_never_gets_another_users_l
         assert!(!answer.contains("accessToken"), "round {round}: {answer}");
     }
     // The smuggled request never reached main-service (it would be a 404).
-    let (_, metrics, _) = call(stack.main, "GET", "/metrics", &[], "").await;
+    let (_, metrics, _) = call(stack.main_admin, "GET", "/metrics", &[], "").await;
     assert!(
         !metrics.contains("route=\"unmatched\""),
         "a request main-service has no route for arrived: {metrics}"

@@ -397,7 +397,7 @@ async fn when_the_agent_dies_mid_stream_the_client_hears_at_once_and_the_task_fa
         assert!(Instant::now() < deadline, "task not failed: {task}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (_, metrics, _) = call(stack.gateway, "GET", "/metrics", &[], "").await;
+    let (_, metrics, _) = call(stack.gateway_admin, "GET", "/metrics", &[], "").await;
     let open = metrics
         .lines()
         .find_map(|l| l.strip_prefix("gateway_open_streams "))

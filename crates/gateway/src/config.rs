@@ -103,6 +103,9 @@ pub struct Config {
     pub max_requests_per_user: usize,
     /// `GATEWAY_MAX_STREAMS_PER_USER` (32; 0 = no cap): open agent streams per token `sub`.
     pub max_streams_per_user: usize,
+    /// `ADMIN_HOST` (`0.0.0.0`) and `ADMIN_PORT` (8090; `off` for none):
+    /// the listener of `/metrics` (and `/health`), apart from the public port.
+    pub admin: Option<(String, u16)>,
 }
 
 impl std::fmt::Debug for Config {
@@ -132,6 +135,7 @@ impl std::fmt::Debug for Config {
             .field("max_requests_per_client", &self.max_requests_per_client)
             .field("max_requests_per_user", &self.max_requests_per_user)
             .field("max_streams_per_user", &self.max_streams_per_user)
+            .field("admin", &self.admin)
             .finish()
     }
 }
@@ -208,6 +212,16 @@ impl Config {
                 "\"*\" with CORS_ALLOW_CREDENTIALS=true would let any site, \"null\" included, call the API with the user's credentials: list the origins, or set CORS_ALLOW_CREDENTIALS=false",
             ));
         }
+        let admin = match vars
+            .get("ADMIN_PORT")
+            .map(|v| v.trim().to_ascii_lowercase())
+        {
+            Some(v) if v == "off" => None,
+            _ => Some((
+                vars.get("ADMIN_HOST").unwrap_or_else(|| "0.0.0.0".into()),
+                vars.number("ADMIN_PORT", 8090)?,
+            )),
+        };
         Ok(Self {
             host: vars.get("SERVER_HOST").unwrap_or_else(|| "0.0.0.0".into()),
             port: vars.number("SERVER_PORT", 8080)?,
@@ -267,6 +281,7 @@ impl Config {
             max_requests_per_client: vars.number("GATEWAY_MAX_REQUESTS_PER_CLIENT", 1024)?,
             max_requests_per_user: vars.number("GATEWAY_MAX_REQUESTS_PER_USER", 256)?,
             max_streams_per_user: vars.number("GATEWAY_MAX_STREAMS_PER_USER", 32)?,
+            admin,
         })
     }
 }
@@ -393,6 +408,7 @@ mod tests {
         assert!(c.cors.allow_credentials);
         assert_eq!(c.cors.max_age_secs, 3600);
         assert_eq!(c.jwt_max_lifetime, Duration::from_secs(86400));
+        assert_eq!(c.admin, Some(("0.0.0.0".into(), 8090)));
         assert_eq!(c.body_read_timeout, Duration::from_secs(60));
         assert_eq!(
             (

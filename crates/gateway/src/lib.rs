@@ -21,12 +21,14 @@
 //! - [`relay`]: the streamed response body, heartbeats and the idle timeout.
 //! - [`deadline`]: the coarse head-read and response timeouts, swept per worker.
 //! - [`access`]: the access-log line and request count per request.
+//! - [`admin`]: the admin listener (`/metrics`, `/health`) apart from the public port.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`error`]: the one error type and its envelope responses.
 //! - [`server`]: the accept loop, graceful shutdown and the request handler.
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod admin;
 pub mod body;
 pub mod client;
 pub mod config;
@@ -46,7 +48,7 @@ pub mod routes;
 pub mod server;
 
 pub use config::Config;
-pub use server::run;
+pub use server::{run, run_with_admin};
 
 /// The error type bodies carry.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

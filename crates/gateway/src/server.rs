@@ -9,10 +9,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dwp_core::Envelope;
 use dwp_core::headers::REQUEST_ID;
-use http::header::{CONTENT_TYPE, HOST, ORIGIN};
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::header::{HOST, ORIGIN};
+use http::{HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -28,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::access::AccessLog;
 use crate::deadline::{Deadlines, Sweeper, TICK};
-use crate::error::{GatewayError, full, json_response};
+use crate::error::GatewayError;
 use crate::proxy::{self, Peer, Shared, State};
 use crate::recorder::Recorder;
 use crate::{Config, ResponseBody};
@@ -46,6 +45,22 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// connections out round-robin, so every worker carries the same share.
 pub async fn run(
     listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let admin = match &config.admin {
+        Some((host, port)) => Some(TcpListener::bind((host.as_str(), *port)).await.map_err(
+            |e| std::io::Error::new(e.kind(), format!("admin listener {host}:{port}: {e}")),
+        )?),
+        None => None,
+    };
+    run_with_admin(listener, admin, config, shutdown).await
+}
+
+/// [`run`] with the admin listener bound by the caller (tests bind port 0).
+pub async fn run_with_admin(
+    listener: TcpListener,
+    admin: Option<TcpListener>,
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
@@ -70,6 +85,12 @@ pub async fn run(
         None
     };
     let shared = Arc::new(shared);
+    let admin = admin.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "admin listener (/metrics, /health)");
+        }
+        tokio::spawn(crate::admin::serve(listener, shared.metrics.clone()))
+    });
     let stop = CancellationToken::new();
     let listener = listener.into_std()?;
     tracing::info!(addr = %listener.local_addr()?, workers, "gateway listening");
@@ -119,6 +140,9 @@ pub async fn run(
         if let Ok(Err(e)) = done.await {
             tracing::error!(error = %e, "worker failed");
         }
+    }
+    if let Some(admin) = admin {
+        admin.abort();
     }
     if let Some(task) = recorder {
         // Every handle is gone with the workers: the recorder writes what is
@@ -362,11 +386,11 @@ async fn dispatch(
     log: &mut Option<AccessLog>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     let path = req.uri().path();
-    if req.method() == Method::GET && (path == "/health" || path == "/metrics") {
+    if req.method() == Method::GET && path == "/health" {
         if let Some(log) = log {
             log.route = "gateway";
         }
-        return Ok(own_endpoint(state, path));
+        return Ok(crate::admin::health());
     }
     if req.headers().get_all(HOST).iter().count() > 1 {
         return Err(GatewayError::BadRequest("More than one Host header".into()));
@@ -377,21 +401,6 @@ async fn dispatch(
     }
     let upstream_path = upstream_path.to_owned();
     proxy::forward(state, route, &upstream_path, req, peer, request_id, log).await
-}
-
-fn own_endpoint(state: &State, path: &str) -> Response<ResponseBody> {
-    if path == "/health" {
-        return json_response(
-            StatusCode::OK,
-            Envelope::success("UP", serde_json::json!({"status": "UP"})).to_json(),
-        );
-    }
-    let mut response = Response::new(full(state.shared.metrics.render()));
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
-    response
 }
 
 /// A response body on its way to the client: when hyper is done with it

@@ -69,6 +69,9 @@ pub struct Config {
     pub consumer: ConsumerConfig,
     /// How `POST /auth/login` protects itself.
     pub login: LoginLimits,
+    /// `ADMIN_HOST` (`0.0.0.0`) and `ADMIN_PORT` (8091; `off` for none): the
+    /// listener of `/metrics` and the health checks, apart from the public port.
+    pub admin: Option<(String, u16)>,
     /// `STREAM_MAX_LEN` (100000) and `STREAM_MAX_AGE_SECS` (604800): what the
     /// decision stream and the dead-letter streams keep.
     pub streams: Retention,
@@ -147,6 +150,7 @@ impl std::fmt::Debug for Config {
             .field("jwt_max_lifetime", &self.jwt_max_lifetime)
             .field("consumer", &self.consumer)
             .field("login", &self.login)
+            .field("admin", &self.admin)
             .field("streams", &self.streams)
             .field("hitl_max_pending_per_user", &self.hitl_max_pending_per_user)
             .finish()
@@ -238,6 +242,15 @@ impl Config {
                     .map_err(|_| bad("FORWARDED_HOPS", format!("{raw:?} is not a whole number")))?,
             },
         };
+        let admin = match get("ADMIN_PORT").map(|v| v.trim().to_ascii_lowercase()) {
+            Some(v) if v == "off" => None,
+            Some(raw) => Some((
+                get("ADMIN_HOST").unwrap_or_else(|| "0.0.0.0".into()),
+                raw.parse::<u16>()
+                    .map_err(|_| bad("ADMIN_PORT", format!("{raw:?} is not a port or off")))?,
+            )),
+            None => Some((get("ADMIN_HOST").unwrap_or_else(|| "0.0.0.0".into()), 8091)),
+        };
         let consumer = ConsumerConfig {
             dead_letters: streams,
             enabled: flag("CONSUMERS_ENABLED", true)?,
@@ -266,6 +279,7 @@ impl Config {
             jwt_max_lifetime,
             consumer,
             login,
+            admin,
             streams,
             hitl_max_pending_per_user: number("HITL_MAX_PENDING_PER_USER", 100)?,
             host: get("SERVER_HOST").unwrap_or_else(|| "0.0.0.0".into()),

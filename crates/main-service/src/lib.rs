@@ -112,7 +112,6 @@ pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/main/health", get(health))
         .route("/main/health/ready", get(ready))
-        .route("/metrics", get(render_metrics))
         .route("/main/openapi.json", get(openapi::document))
         .merge(hitl::routes())
         .merge(tasks::routes())
@@ -127,13 +126,51 @@ pub fn app(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Serves the application on `listener` until `shutdown` completes.
+/// The admin application (`ADMIN_PORT`): `/metrics` and the health checks,
+/// apart from the public port.
+pub fn admin_app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(render_metrics))
+        .route("/main/health", get(health))
+        .route("/main/health/ready", get(ready))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// Serves the application on `listener` (and the admin one on
+/// `ADMIN_HOST`:`ADMIN_PORT`) until `shutdown` completes.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve(listener, state(config).await?, shutdown).await
+    let admin = match &config.admin {
+        Some((host, port)) => Some(TcpListener::bind((host.as_str(), *port)).await.map_err(
+            |e| std::io::Error::new(e.kind(), format!("admin listener {host}:{port}: {e}")),
+        )?),
+        None => None,
+    };
+    let state = state(config).await?;
+    if let Some(admin) = admin {
+        tracing::info!(addr = %admin.local_addr()?, "admin listener (/metrics)");
+        serve_admin(admin, state.clone());
+    }
+    serve(listener, state, shutdown).await
+}
+
+/// Serves [`admin_app`] on `listener` until the service stops.
+pub fn serve_admin(listener: TcpListener, state: Arc<AppState>) {
+    let stop = state.stop.clone();
+    let limits = http_serve::Limits {
+        header_read_timeout: state.config.header_read_timeout,
+        grace: std::time::Duration::from_secs(1),
+    };
+    tokio::spawn(http_serve::serve(
+        listener,
+        admin_app(state),
+        limits,
+        async move { stop.cancelled().await },
+    ));
 }
 
 /// [`run`] on a state the caller built (tests keep it to look inside):

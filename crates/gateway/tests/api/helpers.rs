@@ -154,6 +154,8 @@ pub async fn echo_upstream() -> Upstream {
 /// A running gateway; dropping it shuts it down.
 pub struct TestGateway {
     pub addr: SocketAddr,
+    /// The admin listener (`/metrics`).
+    pub admin: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     pub task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -198,12 +200,20 @@ pub fn config(upstream: &str, extra: &[(&str, &str)]) -> Config {
 pub async fn spawn_gateway(config: Config) -> TestGateway {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = admin_listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(gateway::run(listener, config, async {
-        let _ = rx.await;
-    }));
+    let task = tokio::spawn(gateway::run_with_admin(
+        listener,
+        Some(admin_listener),
+        config,
+        async {
+            let _ = rx.await;
+        },
+    ));
     TestGateway {
         addr,
+        admin,
         shutdown: Some(tx),
         task: Some(task),
     }

@@ -169,7 +169,7 @@ async fn several_workers_serve_streams_and_shut_down_together() {
     let mut want: Vec<_> = (0..12).map(|i| format!("data: {i}\n\n")).collect();
     want.sort();
     assert_eq!(got, want, "every stream got its own event");
-    let metrics = get(gw.addr, "/metrics", &[]).await.text().await;
+    let metrics = get(gw.admin, "/metrics", &[]).await.text().await;
     assert!(
         metrics.contains("gateway_open_streams 12"),
         "the gauge is shared by all workers: {metrics}"

@@ -11,6 +11,7 @@ fn gateway() -> Command {
         .env("SERVER_PORT", "0")
         .env("GATEWAY_WORKER_THREADS", "2")
         .env("GATEWAY_AUTH", "off")
+        .env("ADMIN_PORT", "off")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     cmd
@@ -100,6 +101,7 @@ fn a_low_open_file_soft_limit_is_raised_to_the_hard_limit_at_start() {
         .env("SERVER_HOST", "127.0.0.1")
         .env("SERVER_PORT", "0")
         .env("GATEWAY_AUTH", "off")
+        .env("ADMIN_PORT", "off")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -197,7 +197,7 @@ async fn with_redis_down_the_stream_is_unaffected_and_the_drops_are_counted() {
     );
     let mut dropped = 0;
     for _ in 0..60 {
-        let metrics = get(gw.addr, "/metrics", &[]).await.text().await;
+        let metrics = get(gw.admin, "/metrics", &[]).await.text().await;
         dropped = metrics
             .lines()
             .find_map(|l| l.strip_prefix("gateway_recorder_dropped_total "))

@@ -94,7 +94,7 @@ async fn dot_segments_are_refused_before_routing() {
 }
 
 #[tokio::test]
-async fn health_and_metrics_are_served_by_the_gateway_itself() {
+async fn health_and_metrics_are_served_by_the_gateway_itself_metrics_only_on_the_admin_port() {
     let up = echo_upstream().await;
     let gw = spawn_gateway(config(&up.uri(), &[])).await;
     let health = get(gw.addr, "/health", &[]).await;
@@ -102,7 +102,7 @@ async fn health_and_metrics_are_served_by_the_gateway_itself() {
     assert_eq!(health.json().await["data"]["status"], "UP");
 
     get(gw.addr, "/api/main/x", &[]).await.text().await;
-    let metrics = get(gw.addr, "/metrics", &[]).await;
+    let metrics = get(gw.admin, "/metrics", &[]).await;
     assert!(
         metrics
             .header("content-type")
@@ -125,4 +125,10 @@ async fn health_and_metrics_are_served_by_the_gateway_itself() {
         up.requests().len() == 1,
         "own endpoints never reach an upstream"
     );
+    // The metrics are on the admin listener only, never the public port.
+    let public = get(gw.addr, "/metrics", &[]).await;
+    assert_eq!(public.status(), 404);
+    assert!(!public.text().await.contains("gateway_requests_total"));
+    let admin_health = get(gw.admin, "/health", &[]).await;
+    assert_eq!(admin_health.status(), 200);
 }

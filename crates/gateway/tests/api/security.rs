@@ -127,7 +127,7 @@ async fn one_user_cannot_hold_more_streams_than_the_cap_and_others_are_not_block
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(again.is_some(), "the slot came back when the stream ended");
-    let metrics = get(gw.addr, "/metrics", &[]).await.text().await;
+    let metrics = get(gw.admin, "/metrics", &[]).await.text().await;
     assert!(metrics.contains("gateway_limited_total 1"), "{metrics}");
 }
 

@@ -115,7 +115,7 @@ async fn heartbeats_fill_silence_between_events_and_never_split_one() {
         "id: 2\nevent: hitl\ndata: {\"x\": 1}\n\n"
     );
 
-    let metrics = get(gw.addr, "/metrics", &[]).await.text().await;
+    let metrics = get(gw.admin, "/metrics", &[]).await.text().await;
     assert!(
         metrics.contains("gateway_sse_heartbeats_total 1"),
         "{metrics}"
@@ -181,7 +181,7 @@ async fn a_client_that_leaves_mid_stream_makes_the_upstream_see_its_connection_c
     );
     assert!(started.elapsed() < Duration::from_secs(1));
 
-    let metrics = get(gw.addr, "/metrics", &[]).await.text().await;
+    let metrics = get(gw.admin, "/metrics", &[]).await.text().await;
     assert!(metrics.contains("gateway_open_streams 0"), "{metrics}");
     assert!(
         metrics.contains("gateway_client_disconnects_total 1"),

@@ -56,6 +56,8 @@ pub struct Client {
 
 pub struct TestApp {
     pub client: Client,
+    /// The admin listener (`/metrics`).
+    pub admin: Client,
     pub state: Arc<AppState>,
     pub db: Option<TestDb>,
     /// Set by [`TestApp::stop`]: the group outlives this app (a test
@@ -148,11 +150,15 @@ pub async fn spawn_app_with(config: Config) -> TestApp {
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let state = main_service::state(config).await.unwrap();
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin_addr = admin.local_addr().unwrap();
+    main_service::serve_admin(admin, state.clone());
     let task = tokio::spawn(main_service::serve(listener, state.clone(), async {
         let _ = stopped.await;
     }));
     TestApp {
         client: Client { addr },
+        admin: Client { addr: admin_addr },
         state,
         db: None,
         keep_group: false,

@@ -113,6 +113,7 @@ async fn a_stream_relayed_by_the_gateway_becomes_one_completed_task() {
         ("JWT_SECRET", SECRET),
         ("GATEWAY_WORKER_THREADS", "1"),
         ("GATEWAY_RECORDER_ENABLED", "true"),
+        ("ADMIN_PORT", "off"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

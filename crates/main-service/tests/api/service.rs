@@ -96,7 +96,12 @@ async fn health_readiness_and_metrics() {
         .await;
     app.decide("approve", &request_id, "user123", "tenant1", "")
         .await;
-    let res = app.send("GET", "/metrics", &[], "").await;
+    assert_eq!(
+        app.send("GET", "/metrics", &[], "").await.status,
+        404,
+        "the metrics are not on the public port"
+    );
+    let res = app.admin.send("GET", "/metrics", &[], "").await;
     assert!(
         res.text
             .contains(r#"main_hitl_decisions_total{outcome="approved"} 1"#),
