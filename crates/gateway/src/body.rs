@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 
 use crate::BoxError;
 
@@ -52,15 +52,15 @@ pub struct RequestBody {
     front_len: u64,
     /// The client's body has ended (everything left is in `front`).
     ended: bool,
-    /// When the whole body must have arrived.
-    deadline: Instant,
-    /// The timer for `deadline`, armed only when the client keeps us waiting.
+    /// How long the whole body may take.
+    timeout: std::time::Duration,
+    /// The timer for `timeout`, armed only when the client keeps us waiting.
     timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl RequestBody {
     /// Wraps `inner`; `preview` turns on the Aura body logging; the whole
-    /// body must arrive within `timeout` from now.
+    /// body must arrive within `timeout` of the first wait for it.
     pub fn new(inner: Incoming, limit: u64, preview: bool, timeout: std::time::Duration) -> Self {
         let ended = inner.is_end_stream();
         Self {
@@ -71,7 +71,7 @@ impl RequestBody {
             front: VecDeque::new(),
             front_len: 0,
             ended,
-            deadline: Instant::now() + timeout,
+            timeout,
             timer: None,
         }
     }
@@ -141,10 +141,12 @@ impl RequestBody {
                     return Poll::Ready(Some(Err(Box::new(e))));
                 }
                 Poll::Pending => {
-                    let deadline = self.deadline;
+                    // Armed the first time the client keeps us waiting (no
+                    // clock read for a body that is already here).
+                    let timeout = self.timeout;
                     let timer = self
                         .timer
-                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
                     if timer.as_mut().poll(cx).is_ready() {
                         self.preview = None;
                         return Poll::Ready(Some(Err(Box::new(BodyTimeout))));
