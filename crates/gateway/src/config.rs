@@ -95,8 +95,8 @@ pub struct Config {
     /// `GATEWAY_RECORDER_MAX_EVENT_BYTES` (262144) and the stream's
     /// `STREAM_MAX_LEN` (100000) / `STREAM_MAX_AGE_SECS` (604800).
     pub recorder: crate::recorder::Limits,
-    /// `GATEWAY_MAX_REQUESTS_PER_CLIENT` (1024; 0 = no cap): open requests
-    /// and streams per client address (behind a proxy every client shares
+    /// `GATEWAY_MAX_REQUESTS_PER_CLIENT` (1024; 0 = no cap): open
+    /// connections (so requests and streams) per client address (behind a proxy every client shares
     /// its address: raise it or turn it off there).
     pub max_requests_per_client: usize,
     /// `GATEWAY_MAX_REQUESTS_PER_USER` (256; 0 = no cap): open requests per token `sub`.

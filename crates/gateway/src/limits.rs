@@ -1,12 +1,14 @@
 //! Caps on what one client address or one user may hold open at once, so
 //! that nobody starves everyone else of the upstream pools:
-//! `GATEWAY_MAX_REQUESTS_PER_CLIENT` (requests and streams per client
-//! address), `GATEWAY_MAX_REQUESTS_PER_USER` and
+//! `GATEWAY_MAX_REQUESTS_PER_CLIENT` (connections per client address,
+//! counted when a connection is accepted: an HTTP/1.1 connection carries one
+//! request at a time, so this caps the address's open requests and streams
+//! too), `GATEWAY_MAX_REQUESTS_PER_USER` and
 //! `GATEWAY_MAX_STREAMS_PER_USER` (per token `sub`). Past a cap the request
 //! is 429 E1001 before any upstream is called. A cap of 0 is no cap.
 //!
-//! A [`Slot`] is held for the request's whole life (for a stream, until it
-//! ends) and given back when it is dropped.
+//! A [`Slot`] is held for the connection's or the request's whole life (for
+//! a stream, until it ends) and given back when it is dropped.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -88,8 +90,6 @@ impl Drop for Slot {
 /// The slots one request holds.
 #[derive(Debug, Default)]
 pub struct Held {
-    /// Its client address's.
-    pub client: Option<Slot>,
     /// Its user's.
     pub user: Option<Slot>,
     /// Its user's streams'.
@@ -106,14 +106,14 @@ impl Limits {
         }
     }
 
-    /// A slot for a request from `ip` (none when there is no cap).
+    /// A slot for a connection from `ip` (none when there is no cap).
     pub fn client(self: &Arc<Self>, ip: IpAddr) -> Result<Option<Slot>, GatewayError> {
         if self.clients.cap == 0 {
             return Ok(None);
         }
         if !self.clients.take(&ip) {
             return Err(GatewayError::TooManyRequests(
-                "Too many open requests from this address",
+                "Too many open connections from this address",
             ));
         }
         Ok(Some(self.slot(Key::Client(ip))))

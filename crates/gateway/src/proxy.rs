@@ -62,10 +62,12 @@ pub struct State {
 
 /// What a request knows of the client connection it came on.
 pub struct Peer {
-    /// The client's address.
-    pub addr: std::net::IpAddr,
-    /// The same, for `X-Forwarded-For`.
+    /// The client's address, for `X-Forwarded-For`.
     pub ip: HeaderValue,
+    /// The address had no room for this connection: its requests are 429.
+    pub over_limit: bool,
+    /// The connection's slot in its address's count, given back when it closes.
+    pub client_slot: Option<crate::limits::Slot>,
     /// The connection's head-read and response deadlines.
     pub deadlines: Arc<Deadlines>,
 }

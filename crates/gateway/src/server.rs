@@ -263,10 +263,15 @@ async fn serve(
         let ip = HeaderValue::from_str(&remote.ip().to_string())
             .unwrap_or(HeaderValue::from_static("unknown"));
         let deadlines = Deadlines::new(header_read_timeout);
+        // Counted per connection, not per request: an HTTP/1.1 connection
+        // carries one request at a time, so this caps the address's open
+        // requests too, at no cost per request on a kept-alive connection.
+        let client = state.shared.limits.client(remote.ip());
         let peer = Arc::new(Peer {
-            addr: remote.ip(),
             ip,
             deadlines: deadlines.clone(),
+            over_limit: client.is_err(),
+            client_slot: client.ok().flatten(),
         });
         let service = tower::service_fn(move |req: Request<Incoming>| {
             let (state, peer) = (state.clone(), peer.clone());
@@ -346,7 +351,7 @@ pub async fn handle(state: &State, req: Request<Incoming>, peer: &Peer) -> Respo
         request_id.clone(),
     ));
 
-    let dispatched = match admit(state, peer, &mut log) {
+    let dispatched = match admit(state, peer) {
         Ok(()) => dispatch(state, req, peer, &request_id, &mut log).await,
         Err(e) => Err(e),
     };
@@ -367,13 +372,13 @@ pub async fn handle(state: &State, req: Request<Incoming>, peer: &Peer) -> Respo
     response
 }
 
-/// Counts the request against its client address's cap (429 past it).
-fn admit(state: &State, peer: &Peer, log: &mut Option<AccessLog>) -> Result<(), GatewayError> {
-    let slot = state.shared.limits.client(peer.addr).inspect_err(|_| {
+/// 429 on a connection its client address had no room for.
+fn admit(state: &State, peer: &Peer) -> Result<(), GatewayError> {
+    if peer.over_limit {
         state.shared.metrics.limited.inc();
-    })?;
-    if let Some(log) = log {
-        log.held.client = slot;
+        return Err(GatewayError::TooManyRequests(
+            "Too many open connections from this address",
+        ));
     }
     Ok(())
 }
