@@ -231,3 +231,37 @@ async fn only_agent_event_streams_get_a_task_id() {
     );
     assert!(!up.requests()[0].headers.contains_key("x-dwp-task-id"));
 }
+
+#[tokio::test]
+async fn a_recorded_stream_carries_the_tokens_user_not_a_header() {
+    let (up, mut feeds) = feeding_upstream(Some("text/event-stream")).await;
+    let gw = spawn_gateway(config(
+        &up.uri(),
+        &[
+            ("GATEWAY_RECORDER_ENABLED", "true"),
+            ("REDIS_URL", &redis_url()),
+            ("JWT_SECRET", SECRET),
+        ],
+    ))
+    .await;
+    // No X-User-ID: the recorder takes the user from the verified token.
+    let req = request("POST", gw.addr, "/api/aura/test/stream")
+        .header(
+            "authorization",
+            format!("Bearer {}", token("alice", "tenant7", 600)),
+        )
+        .header("x-tenant-id", "tenant7")
+        .body(full(r#"{"prompt":"hi","context":{}}"#))
+        .unwrap();
+    let mut res = send(gw.addr, req).await;
+    assert_eq!(res.status(), 200);
+    let task_id = res.header("x-dwp-task-id").unwrap();
+    let feed = feeds.recv().await.unwrap();
+    feed.send(Bytes::from(EVENTS[0])).await.unwrap();
+    drop(feed);
+    while res.chunk(Duration::from_secs(5)).await.is_some() {}
+    let mine = recorded(&task_id, 1).await;
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    assert_eq!(mine[0]["userId"], "alice");
+    assert_eq!(mine[0]["tenantId"], "tenant7");
+}

@@ -99,6 +99,30 @@ fn as_text(value: Option<Value>) -> Option<String> {
     }
 }
 
+/// Longest `description` and `errorMessage` accepted.
+pub const MAX_TEXT_BYTES: usize = 4 * 1024;
+/// Largest `inputData` and `resultData` accepted, as JSON.
+pub const MAX_DATA_BYTES: usize = 16 * 1024;
+/// Largest plan step accepted, as JSON, and most steps a plan holds.
+pub const MAX_STEP_BYTES: usize = 4 * 1024;
+/// Most plan steps a task holds.
+pub const MAX_STEPS: usize = 200;
+
+/// 413 when `field` is over `max` bytes.
+fn capped(field: &str, len: usize, max: usize) -> Result<(), AppError> {
+    if len > max {
+        return Err(AppError::TooLarge(format!(
+            "{field} is larger than {max} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// The JSON length of an optional value.
+fn json_len(value: Option<&Value>) -> usize {
+    value.map_or(0, |v| v.to_string().len())
+}
+
 /// Body of `POST /main/agent/tasks`.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -106,9 +130,9 @@ pub struct NewTask {
     /// Required, at most 100 characters.
     #[schema(required = true, nullable = false, value_type = String, min_length = 1, max_length = 100)]
     pub task_type: Option<String>,
-    /// Free text.
+    /// Free text, at most 4 KiB.
     pub description: Option<String>,
-    /// Any JSON.
+    /// Any JSON, at most 16 KiB.
     pub input_data: Option<Value>,
 }
 
@@ -131,6 +155,16 @@ async fn create(
             "user and tenant ids are at most 50 characters".into(),
         ));
     }
+    capped(
+        "description",
+        body.description.as_ref().map_or(0, String::len),
+        MAX_TEXT_BYTES,
+    )?;
+    capped(
+        "inputData",
+        json_len(body.input_data.as_ref()),
+        MAX_DATA_BYTES,
+    )?;
     let now = Utc::now().fixed_offset();
     let task = agent_task::ActiveModel {
         task_id: sea_orm::Set(uuid::Uuid::new_v4().to_string()),
@@ -310,6 +344,11 @@ async fn progress(
     let progress = body
         .progress
         .ok_or_else(|| AppError::BadRequest("progress is required".into()))?;
+    capped(
+        "description",
+        body.description.as_ref().map_or(0, String::len),
+        MAX_TEXT_BYTES,
+    )?;
     change(&state, &caller, &id, "progress updated", move |task| {
         if !(0..=100).contains(&progress) {
             return Err(AppError::InvalidTransition(format!(
@@ -347,6 +386,11 @@ async fn complete(
     TaskId(id): TaskId,
     JsonBody(body): JsonBody<Completion>,
 ) -> Result<Json<Envelope<Value>>, AppError> {
+    capped(
+        "resultData",
+        json_len(body.result_data.as_ref()),
+        MAX_DATA_BYTES,
+    )?;
     change(&state, &caller, &id, "completed", move |task| {
         move_to(task, Status::Completed)?;
         task.progress = 100;
@@ -360,7 +404,7 @@ async fn complete(
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Failure {
-    /// Why (required).
+    /// Why (required, at most 4 KiB).
     #[schema(required = true, nullable = false, value_type = String, min_length = 1)]
     pub error_message: Option<String>,
 }
@@ -377,6 +421,7 @@ async fn fail(
         .error_message
         .filter(|m| !m.trim().is_empty())
         .ok_or_else(|| AppError::BadRequest("errorMessage is required".into()))?;
+    capped("errorMessage", message.len(), MAX_TEXT_BYTES)?;
     change(&state, &caller, &id, "failed", move |task| {
         move_to(task, Status::Failed)?;
         task.error_message = Some(message);
@@ -401,6 +446,11 @@ async fn plan_step(
     if step.get("stepId").is_some_and(|s| !s.is_string()) {
         return Err(AppError::BadRequest("stepId must be a string".into()));
     }
+    capped(
+        "A plan step",
+        Value::Object(step.clone()).to_string().len(),
+        MAX_STEP_BYTES,
+    )?;
     let mut step = step;
     step.entry("stepId")
         .or_insert_with(|| uuid::Uuid::new_v4().to_string().into());
@@ -413,6 +463,11 @@ async fn plan_step(
         }
         let mut steps = lifecycle::steps_of(task.plan_steps.as_deref());
         lifecycle::merge_step(&mut steps, step, false);
+        if steps.len() > MAX_STEPS {
+            return Err(AppError::TooLarge(format!(
+                "A plan holds at most {MAX_STEPS} steps"
+            )));
+        }
         task.plan_steps = Some(Value::Array(steps).to_string());
         Ok(())
     })

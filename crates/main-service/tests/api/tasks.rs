@@ -430,3 +430,57 @@ async fn postgres_down_is_a_quick_503_and_the_routes_heal_without_a_restart() {
     drop(app);
     drop(db);
 }
+
+#[tokio::test]
+async fn task_fields_past_their_caps_are_413_before_anything_is_stored() {
+    let app = spawn_app_in(
+        TestDb::create().await,
+        &[("MAIN_MAX_BODY_BYTES", "1048576")],
+    )
+    .await;
+    for (body, field) in [
+        (
+            json!({"taskType": "t", "description": "d".repeat(5000)}),
+            "description",
+        ),
+        (
+            json!({"taskType": "t", "inputData": {"blob": "x".repeat(20_000)}}),
+            "inputData",
+        ),
+    ] {
+        let res = app
+            .as_user(
+                "POST",
+                "/main/agent/tasks",
+                "user123",
+                "tenant1",
+                &body.to_string(),
+            )
+            .await;
+        assert_eq!(res.status, 413, "{}", res.text);
+        assert!(res.text.contains(field), "{}", res.text);
+    }
+    let ok = json!({"taskType": "t", "description": "d".repeat(4000), "inputData": {"blob": "x".repeat(10_000)}});
+    let res = app
+        .as_user(
+            "POST",
+            "/main/agent/tasks",
+            "user123",
+            "tenant1",
+            &ok.to_string(),
+        )
+        .await;
+    assert_eq!(res.status, 201, "{}", res.text);
+    let id = res.body["data"]["taskId"].as_str().unwrap().to_owned();
+    let step = json!({"description": "s".repeat(5000)}).to_string();
+    let res = app
+        .as_user(
+            "POST",
+            &format!("/main/agent/tasks/{id}/plan-steps"),
+            "user123",
+            "tenant1",
+            &step,
+        )
+        .await;
+    assert_eq!(res.status, 413, "{}", res.text);
+}
