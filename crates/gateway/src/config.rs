@@ -72,7 +72,9 @@ pub struct Config {
     /// send a request body; later is 408. The first 64 KiB are read before
     /// an upstream connection is taken.
     pub body_read_timeout: Duration,
-    /// `GATEWAY_STREAM_IDLE_TIMEOUT_SECS` (330): silence that ends a stream.
+    /// `GATEWAY_STREAM_IDLE_TIMEOUT_SECS` (3600): silence that ends a stream;
+    /// it must exceed the longest an agent waits for a decision (a paused run
+    /// is silent that long).
     pub stream_idle_timeout: Duration,
     /// `GATEWAY_SSE_HEARTBEAT_SECS` (15; 0 turns heartbeats off).
     pub sse_heartbeat: Option<Duration>,
@@ -254,7 +256,7 @@ impl Config {
             response_timeout: vars.secs("GATEWAY_RESPONSE_TIMEOUT_SECS", 300)?,
             header_read_timeout: vars.secs("GATEWAY_HEADER_READ_TIMEOUT_SECS", 30)?,
             body_read_timeout: vars.secs("GATEWAY_BODY_READ_TIMEOUT_SECS", 60)?,
-            stream_idle_timeout: vars.secs("GATEWAY_STREAM_IDLE_TIMEOUT_SECS", 330)?,
+            stream_idle_timeout: vars.secs("GATEWAY_STREAM_IDLE_TIMEOUT_SECS", 3600)?,
             sse_heartbeat: match vars.number::<u64>("GATEWAY_SSE_HEARTBEAT_SECS", 15)? {
                 0 => None,
                 secs => Some(Duration::from_secs(secs)),
@@ -421,7 +423,7 @@ mod tests {
         assert_eq!(c.connect_timeout, Duration::from_secs(10));
         assert_eq!(c.response_timeout, Duration::from_secs(300));
         assert_eq!(c.header_read_timeout, Duration::from_secs(30));
-        assert_eq!(c.stream_idle_timeout, Duration::from_secs(330));
+        assert_eq!(c.stream_idle_timeout, Duration::from_secs(3600));
         assert_eq!(c.sse_heartbeat, Some(Duration::from_secs(15)));
         assert_eq!(c.max_body_bytes, 10 * 1024 * 1024);
         assert_eq!(c.pool_max_connections, 500);

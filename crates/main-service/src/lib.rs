@@ -19,8 +19,10 @@
 //! - [`throttle`]: login failures counted and locked out in Redis.
 //! - [`cli`]: the `main-service user add` command.
 //! - [`metrics`]: Prometheus metrics and the latency middleware.
+//! - [`actuator`]: Spring Boot Actuator's health endpoints for the old probes.
 #![forbid(unsafe_code)]
 
+pub mod actuator;
 pub mod audit;
 pub mod auth;
 pub mod body;
@@ -114,6 +116,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/main/health/ready", get(ready))
         .route("/main/openapi.json", get(openapi::document))
         .merge(hitl::routes())
+        .merge(actuator::routes())
         .merge(tasks::routes())
         .merge(login::routes())
         .fallback(not_found)

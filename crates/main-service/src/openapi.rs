@@ -22,6 +22,9 @@ pub type Reply = Envelope<serde_json::Value>;
     paths(
         crate::health,
         crate::ready,
+        crate::actuator::health,
+        crate::actuator::readiness,
+        crate::actuator::liveness,
         crate::login::login,
         crate::hitl::approve,
         crate::hitl::reject,

@@ -224,8 +224,39 @@ async fn redis_down_is_a_quick_503_and_back_is_served_without_a_restart() {
         200,
         "liveness does not depend on Redis"
     );
+    // The old service's Actuator probes: DOWN with 503, liveness still UP.
+    let actuator = app.send("GET", "/actuator/health", &[], "").await;
+    assert_eq!(actuator.status, 503, "{}", actuator.text);
+    assert_eq!(actuator.body["status"], "DOWN");
+    let readiness = app.send("GET", "/actuator/health/readiness", &[], "").await;
+    assert_eq!(
+        (readiness.status, readiness.body["status"].as_str()),
+        (503, Some("DOWN"))
+    );
+    let liveness = app.send("GET", "/actuator/health/liveness", &[], "").await;
+    assert_eq!(
+        (liveness.status, liveness.body["status"].as_str()),
+        (200, Some("UP"))
+    );
 
     let mut redis = OwnRedis::start(port);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let up = app.send("GET", "/actuator/health/readiness", &[], "").await;
+        if up.status == 200 {
+            assert_eq!(up.text, r#"{"status":"UP"}"#);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "readiness never came up: {}",
+            up.text
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let health = app.send("GET", "/actuator/health", &[], "").await;
+    assert_eq!(health.status, 200, "{}", health.text);
+    assert_eq!(health.body["components"]["redis"]["status"], "UP");
     let res = app.send("GET", "/aura/hitl/signals/s1", &headers, "").await;
     assert_eq!(
         res.status, 404,
