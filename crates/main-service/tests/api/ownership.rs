@@ -30,8 +30,11 @@ async fn agent_session(session_id: &str, owner: serde_json::Value) {
         .unwrap();
 }
 
-fn create_body(session_id: &str) -> String {
-    json!({"sessionId": session_id, "actionType": "email_delete"}).to_string()
+/// `POST /aura/hitl/requests` on `session_id` by `user` of `tenant`.
+async fn create_on(app: &TestApp, user: &str, tenant: &str, session_id: &str) -> Reply {
+    let body = json!({"sessionId": session_id, "actionType": "email_delete"}).to_string();
+    app.as_user("POST", "/aura/hitl/requests", user, tenant, &body)
+        .await
 }
 
 #[tokio::test]
@@ -40,15 +43,7 @@ async fn a_request_on_someone_elses_session_is_refused_and_nothing_reaches_their
     let (_, victim_session) = agent_request(Some("alice"), Some("tenant1")).await;
     let mut victim = subscribe(&victim_session).await;
 
-    let res = app
-        .as_user(
-            "POST",
-            "/aura/hitl/requests",
-            "mallory",
-            "tenant999",
-            &create_body(&victim_session),
-        )
-        .await;
+    let res = create_on(&app, "mallory", "tenant999", &victim_session).await;
     assert_eq!(res.status, 403, "{}", res.text);
     assert_eq!(res.body["errorCode"], "E2001");
     assert!(!heard(&mut victim, Duration::from_millis(300)).await);
@@ -69,15 +64,7 @@ async fn a_request_planted_before_the_agent_claims_its_session_is_never_delivere
     let app = spawn_app().await;
     // Mallory guesses the id of a session Alice's agent has not written yet.
     let session_id = unique("session_alice");
-    let res = app
-        .as_user(
-            "POST",
-            "/aura/hitl/requests",
-            "mallory",
-            "tenant999",
-            &create_body(&session_id),
-        )
-        .await;
+    let res = create_on(&app, "mallory", "tenant999", &session_id).await;
     assert_eq!(res.status, 201, "{}", res.text);
     let planted = res.body["data"]["requestId"].as_str().unwrap().to_owned();
     // Then Alice's agent starts its run and records the session as hers.
@@ -108,35 +95,11 @@ async fn a_request_planted_before_the_agent_claims_its_session_is_never_delivere
 async fn creating_claims_the_session_once_and_its_owner_may_add_more() {
     let app = spawn_app().await;
     let session_id = unique("session");
-    let first = app
-        .as_user(
-            "POST",
-            "/aura/hitl/requests",
-            "bob",
-            "tenant1",
-            &create_body(&session_id),
-        )
-        .await;
+    let first = create_on(&app, "bob", "tenant1", &session_id).await;
     assert_eq!(first.status, 201);
-    let again = app
-        .as_user(
-            "POST",
-            "/aura/hitl/requests",
-            "bob",
-            "tenant1",
-            &create_body(&session_id),
-        )
-        .await;
+    let again = create_on(&app, "bob", "tenant1", &session_id).await;
     assert_eq!(again.status, 201, "the owner adds a second request");
-    let other = app
-        .as_user(
-            "POST",
-            "/aura/hitl/requests",
-            "carol",
-            "tenant1",
-            &create_body(&session_id),
-        )
-        .await;
+    let other = create_on(&app, "carol", "tenant1", &session_id).await;
     assert_eq!(other.status, 403, "another user of the same tenant may not");
     // Bob decides his own request; his subscriber hears it.
     let mut agent = subscribe(&session_id).await;
