@@ -16,6 +16,11 @@ pub const DEFAULT_REJECT_REASON: &str = "User rejected";
 /// into PostgreSQL).
 pub const DECISIONS_STREAM: &str = "dwp:hitl-decisions";
 
+/// The sorted set of sessions whose signal nobody has received yet, scored
+/// by the Unix second delivery stops (main-service's delivery rule:
+/// publish again once the channel has a subscriber).
+pub const UNDELIVERED_KEY: &str = "hitl:undelivered";
+
 /// `hitl:request:{requestId}`.
 pub fn request_key(request_id: &str) -> String {
     format!("hitl:request:{request_id}")
@@ -36,8 +41,24 @@ pub fn channel(session_id: &str) -> String {
     format!("hitl:channel:{session_id}")
 }
 
-/// An id usable inside a Redis key: 1 to 128 characters of `A-Za-z0-9_.:-`,
-/// so that no key pattern (`*`, `?`, `[`) can be smuggled through it.
+/// Longest HITL session or request id accepted, in bytes (an e-mail
+/// address of 254 bytes inside `session_{sub}_{unix seconds}` fits).
+pub const MAX_ID_BYTES: usize = 512;
+
+/// A session or request id as an agent may store it: 1 to
+/// [`MAX_ID_BYTES`] bytes with no control character. The real agent builds
+/// session ids from the raw token `sub` (CONTRACT.md section 5), so `@`,
+/// spaces, `+` and non-ASCII text are ordinary; Redis keys and channels are
+/// binary-safe and nothing here matches keys by pattern, so only what could
+/// break a log line or a header (control characters), nothing and the
+/// unreasonably long are refused.
+pub fn storable_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_ID_BYTES && !id.chars().any(char::is_control)
+}
+
+/// A strict id for our own records (task ids): 1 to 128 characters of
+/// `A-Za-z0-9_.:-`, so that no key pattern (`*`, `?`, `[`) can be smuggled
+/// through it.
 pub fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
@@ -169,6 +190,32 @@ mod tests {
             &"a".repeat(129),
         ] {
             assert!(!valid_id(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn agent_ids_may_be_any_printable_text_of_a_sane_length() {
+        for good in [
+            "session_alice.kim@corp.example_1795309470",
+            "session_alice kim_1795309470",
+            "session_a+b_1",
+            "session_김철수_1",
+            "finance_1_1",
+            "*",
+            &"a".repeat(MAX_ID_BYTES),
+        ] {
+            assert!(storable_id(good), "{good:?}");
+        }
+        for bad in [
+            "",
+            "a\nb",
+            "a\rb",
+            "a\0b",
+            "a\u{7f}b",
+            "a\u{85}b",
+            &"a".repeat(MAX_ID_BYTES + 1),
+        ] {
+            assert!(!storable_id(bad), "{bad:?}");
         }
     }
 

@@ -77,6 +77,8 @@ pub struct AppState {
     pub db: Db,
     /// Metrics.
     pub metrics: Metrics,
+    /// Woken when a decision found nobody listening ([`hitl::delivery`]).
+    pub undelivered: tokio::sync::Notify,
     /// The password-check slots (`LOGIN_HASH_MEMORY_MIB`).
     pub login_slots: Arc<tokio::sync::Semaphore>,
     /// Cancelled when the service stops (also when [`serve`] is dropped):
@@ -94,6 +96,7 @@ pub async fn state(config: Config) -> std::io::Result<Arc<AppState>> {
         db: Db::new(&config).await.map_err(std::io::Error::other)?,
         metrics: Metrics::default(),
         login_slots: Arc::new(tokio::sync::Semaphore::new(config.login.hash_slots)),
+        undelivered: tokio::sync::Notify::new(),
         stop: CancellationToken::new(),
         config,
     }))
@@ -194,6 +197,7 @@ pub async fn serve(
             tokio::select! { () = state.db.migrate_until_done() => {}, () = stop.cancelled() => {} }
         });
     }
+    background.spawn(hitl::delivery::run(state.clone(), stop.clone()));
     let consumers = if state.config.consumer.enabled {
         Some(consumer::start(state.clone(), stop.clone())?)
     } else {

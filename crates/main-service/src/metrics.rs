@@ -18,7 +18,7 @@ use crate::AppState;
 /// Label of the decision counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Outcome {
-    /// `approved`, `rejected`, `conflict`, `not_found`, `forbidden`, `unavailable`, `error`.
+    /// `approved`, `rejected`, `repeated`, `conflict`, `not_found`, `forbidden`, `unavailable`, `error`.
     pub outcome: &'static str,
 }
 
@@ -47,6 +47,16 @@ pub struct Metrics {
     decisions: Family<Outcome, Counter>,
     latency: Family<RouteStatus, Histogram>,
     consumed: Family<StreamResult, Counter>,
+    deliveries: Family<Delivery, Counter>,
+}
+
+/// Label of the delivery counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Delivery {
+    /// `at_once` (someone listened when it was decided), `queued` (nobody
+    /// did), `late` (delivered once the agent subscribed), `expired` (never
+    /// delivered), `superseded` (the session moved on to another request).
+    pub result: &'static str,
 }
 
 impl Default for Metrics {
@@ -74,11 +84,18 @@ impl Default for Metrics {
             "Redis Stream entries consumed, by stream and result",
             consumed.clone(),
         );
+        let deliveries = Family::<Delivery, Counter>::default();
+        registry.register(
+            "hitl_signal_deliveries",
+            "HITL signals by how they reached a subscriber",
+            deliveries.clone(),
+        );
         Self {
             registry,
             decisions,
             latency,
             consumed,
+            deliveries,
         }
     }
 }
@@ -96,6 +113,11 @@ impl Metrics {
     /// Counts one decision attempt.
     pub fn decision(&self, outcome: &'static str) {
         self.decisions.get_or_create(&Outcome { outcome }).inc();
+    }
+
+    /// Counts one signal delivery step.
+    pub fn delivery(&self, result: &'static str) {
+        self.deliveries.get_or_create(&Delivery { result }).inc();
     }
 
     /// The text exposition.

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::session::{self, Owner};
-use super::{MAX_ACTION_TYPE_BYTES, MAX_CONTEXT_BYTES, pending_key};
+use super::{ID_RULE, MAX_ACTION_TYPE_BYTES, MAX_CONTEXT_BYTES, pending_key};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::body::JsonBody;
@@ -92,10 +92,8 @@ pub(super) async fn create(
     }
     let session_id = body
         .session_id
-        .filter(|s| hitl::valid_id(s))
-        .ok_or_else(|| {
-            AppError::BadRequest("sessionId is required (1 to 128 of A-Z a-z 0-9 _ . : -)".into())
-        })?;
+        .filter(|s| hitl::storable_id(s))
+        .ok_or_else(|| AppError::BadRequest(format!("sessionId is required: {ID_RULE}")))?;
     let action_type = body
         .action_type
         .filter(|a| !a.trim().is_empty())
@@ -112,12 +110,8 @@ pub(super) async fn create(
         )));
     }
     let request_id = match body.request_id {
-        Some(id) if hitl::valid_id(&id) => id,
-        Some(_) => {
-            return Err(AppError::BadRequest(
-                "requestId: 1 to 128 of A-Z a-z 0-9 _ . : -".into(),
-            ));
-        }
+        Some(id) if hitl::storable_id(&id) => id,
+        Some(_) => return Err(AppError::BadRequest(format!("requestId: {ID_RULE}"))),
         None => format!("req_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
     };
     let now = unix_now();

@@ -16,8 +16,14 @@
 //! # Layout
 //! - [`session`]: owners of sessions and requests, and the rule that joins them.
 //! - [`create`]: `POST /aura/hitl/requests`, which claims its session.
+//! - [`delivery`]: signals published again until an agent receives one.
+//!
+//! The same person sending the same decision again (a double click, a
+//! retry) gets 200 with `alreadyProcessed: true` and no second signal; a
+//! different decision on a decided request is 409.
 
 pub mod create;
+pub mod delivery;
 pub mod session;
 
 use std::sync::{Arc, LazyLock};
@@ -41,10 +47,12 @@ use crate::openapi::Reply;
 use session::Owner;
 
 /// Compare-and-set of the request, signal store and publish, atomically.
-/// KEYS: request, signal, decision stream, session, pending set. ARGV: the
-/// request as read, the decided request, the signal, the channel, the
-/// signal TTL, the stream's length cap, the session as read, the request
-/// id, the stream's oldest id kept, then the audit entry's fields.
+/// KEYS: request, signal, decision stream, session, pending set,
+/// undelivered set. ARGV: the request as read, the decided request, the
+/// signal, the channel, the signal TTL, the stream's length cap, the
+/// session as read, the request id, the stream's oldest id kept, now, the
+/// session id, then the audit entry's fields. Returns 0 changed under us,
+/// 1 decided and received, 2 decided and queued for delivery ([`delivery`]).
 static DECIDE: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
@@ -52,11 +60,20 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if redis.call('GET', KEYS[4]) ~= ARGV[7] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
 redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[5])
-redis.call('PUBLISH', ARGV[4], ARGV[3])
+local result = 1
+if redis.call('PUBLISH', ARGV[4], ARGV[3]) > 0 then
+  redis.call('ZREM', KEYS[6], ARGV[11])
+else
+  local window = tonumber(ARGV[5])
+  local left = redis.call('TTL', KEYS[1])
+  if left > 0 and left < window then window = left end
+  redis.call('ZADD', KEYS[6], tonumber(ARGV[10]) + window, ARGV[11])
+  result = 2
+end
 redis.call('ZREM', KEYS[5], ARGV[8])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', unpack(ARGV, 10))
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', unpack(ARGV, 12))
 redis.call('XTRIM', KEYS[3], 'MINID', '~', ARGV[9])
-return 1
+return result
 ",
     )
 });
@@ -74,6 +91,9 @@ pub fn pending_key(tenant: &str, user: &str) -> String {
     format!("hitl:pending:{}:{tenant}:{user}", tenant.len())
 }
 
+/// What a HITL id must be, for error messages.
+pub const ID_RULE: &str = "Ids are 1 to 512 bytes with no control characters";
+
 /// How often a decision re-reads a request that changed under it.
 const ATTEMPTS: usize = 8;
 
@@ -89,7 +109,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/aura/hitl/signals/{id}", get(read_signal))
 }
 
-/// A path id checked against `A-Za-z0-9_.:-`, 1 to 128 characters (400 otherwise).
+/// A path id: 1 to 512 bytes without control characters (400 otherwise;
+/// [`hitl::storable_id`]).
 pub struct Id(pub String);
 
 impl<S: Send + Sync> FromRequestParts<S> for Id {
@@ -99,10 +120,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
         let Path(id) = Path::<String>::from_request_parts(parts, state)
             .await
             .map_err(|_| AppError::BadRequest("Invalid id in path".into()))?;
-        if !hitl::valid_id(&id) {
-            return Err(AppError::BadRequest(
-                "Ids are 1 to 128 characters of A-Z a-z 0-9 _ . : -".into(),
-            ));
+        if !hitl::storable_id(&id) {
+            return Err(AppError::BadRequest(ID_RULE.into()));
         }
         Ok(Self(id))
     }
@@ -123,7 +142,7 @@ pub struct DecisionBody {
     pub reason: Option<String>,
 }
 
-#[utoipa::path(post, path = "/aura/hitl/approve/{id}", tag = "hitl", params(("id" = String, Path, description = "The request id (`A-Za-z0-9_.:-`, 1 to 128 characters)"), ("X-User-ID" = String, Header, description = "The caller; must equal the token's `sub`"), ("X-Tenant-ID" = String, Header, description = "The tenant; must equal the token's `tenant_id`")), request_body(content = Option<DecisionBody>, description = "Optional"),
+#[utoipa::path(post, path = "/aura/hitl/approve/{id}", tag = "hitl", params(("id" = String, Path, description = "The request id (1 to 512 bytes, no control characters)"), ("X-User-ID" = String, Header, description = "The caller; must equal the token's `sub`"), ("X-Tenant-ID" = String, Header, description = "The tenant; must equal the token's `tenant_id`")), request_body(content = Option<DecisionBody>, description = "Optional"),
     responses((status = 200, description = "Approved: the signal is stored and published", body = Reply), (status = 409, description = "Already decided (E3001)", body = Reply)), security(("bearer" = [])))]
 async fn approve(
     State(state): State<Arc<AppState>>,
@@ -134,7 +153,7 @@ async fn approve(
     decide(&state, &caller, &id, Decision::Approve, body).await
 }
 
-#[utoipa::path(post, path = "/aura/hitl/reject/{id}", tag = "hitl", params(("id" = String, Path, description = "The request id (`A-Za-z0-9_.:-`, 1 to 128 characters)"), ("X-User-ID" = String, Header, description = "The caller; must equal the token's `sub`"), ("X-Tenant-ID" = String, Header, description = "The tenant; must equal the token's `tenant_id`")), request_body(content = Option<DecisionBody>, description = "Optional"),
+#[utoipa::path(post, path = "/aura/hitl/reject/{id}", tag = "hitl", params(("id" = String, Path, description = "The request id (1 to 512 bytes, no control characters)"), ("X-User-ID" = String, Header, description = "The caller; must equal the token's `sub`"), ("X-Tenant-ID" = String, Header, description = "The tenant; must equal the token's `tenant_id`")), request_body(content = Option<DecisionBody>, description = "Optional"),
     responses((status = 200, description = "Rejected: the signal is stored and published", body = Reply), (status = 409, description = "Already decided (E3001)", body = Reply)), security(("bearer" = [])))]
 async fn reject(
     State(state): State<Arc<AppState>>,
@@ -170,6 +189,7 @@ async fn decide(
     .await
     .unwrap_or(Err(AppError::Unavailable("Redis")));
     let label = match &outcome {
+        Ok(Decided::Repeated(_)) => "repeated",
         Ok(_) => decision.status(),
         Err(AppError::Conflict { .. }) => "conflict",
         Err(AppError::NotFound(_)) => "not_found",
@@ -178,32 +198,59 @@ async fn decide(
         Err(_) => "error",
     };
     state.metrics.decision(label);
-    let (session_id, status) = outcome?;
-    tracing::info!(
-        request_id = id,
-        session_id,
-        status,
-        user = caller.user_id,
-        "hitl decision"
-    );
     let verb = match decision {
         Decision::Approve => "approved",
         Decision::Reject => "rejected",
     };
-    Ok(Json(Envelope::success(
-        format!("Request {verb} successfully"),
-        json!({"requestId": id, "sessionId": session_id, "status": status}),
-    )))
+    match outcome? {
+        Decided::Now {
+            session_id,
+            delivered,
+        } => {
+            tracing::info!(
+                request_id = id,
+                session_id,
+                status = decision.status(),
+                delivered,
+                user = caller.user_id,
+                "hitl decision"
+            );
+            if delivered {
+                state.metrics.delivery("at_once");
+            } else {
+                state.metrics.delivery("queued");
+                state.undelivered.notify_one();
+            }
+            Ok(Json(Envelope::success(
+                format!("Request {verb} successfully"),
+                json!({"requestId": id, "sessionId": session_id, "status": decision.status(), "delivered": delivered}),
+            )))
+        }
+        Decided::Repeated(mut stored) => {
+            stored.insert("alreadyProcessed".into(), true.into());
+            Ok(Json(Envelope::success(
+                format!("Request was already {verb}"),
+                Value::Object(stored),
+            )))
+        }
+    }
 }
 
-/// Returns the session id and the new status.
+/// What a decision did.
+enum Decided {
+    /// Decided now; `delivered` when an agent received the signal at once.
+    Now { session_id: String, delivered: bool },
+    /// The caller had already made this same decision: the stored request.
+    Repeated(Map<String, Value>),
+}
+
 async fn decide_once(
     state: &AppState,
     caller: &Caller,
     id: &str,
     decision: Decision,
     reason: Option<String>,
-) -> Result<(String, &'static str), AppError> {
+) -> Result<Decided, AppError> {
     let mut conn = state.store.conn().await?;
     let key = hitl::request_key(id);
     for _ in 0..ATTEMPTS {
@@ -213,16 +260,26 @@ async fn decide_once(
         let mut stored = parse_request(&raw)?;
         let owner = Owner::of(&stored);
         owner.admits(caller)?;
-        if stored.get("status").and_then(Value::as_str) != Some("pending") {
-            return Err(AppError::Conflict {
-                message: format!("HITL request {id} was already decided"),
-                data: Value::Object(stored),
-            });
+        match stored.get("status").and_then(Value::as_str) {
+            Some("pending") => {}
+            Some(status)
+                if status == decision.status()
+                    && stored.get("decidedBy").and_then(Value::as_str)
+                        == Some(caller.user_id.as_str()) =>
+            {
+                return Ok(Decided::Repeated(stored));
+            }
+            _ => {
+                return Err(AppError::Conflict {
+                    message: format!("HITL request {id} was already decided"),
+                    data: Value::Object(stored),
+                });
+            }
         }
         let session_id = stored
             .get("sessionId")
             .and_then(Value::as_str)
-            .filter(|s| hitl::valid_id(s))
+            .filter(|s| hitl::storable_id(s))
             .map(str::to_owned)
             .ok_or_else(|| {
                 AppError::Internal(format!("stored request {id} has no usable sessionId"))
@@ -255,10 +312,13 @@ async fn decide_once(
                 owner.tenant.as_deref().unwrap_or(""),
                 owner.user.as_deref().unwrap_or(""),
             ))
+            .key(hitl::UNDELIVERED_KEY)
             .arg(state.config.streams.max_len)
             .arg(session.as_ref().map_or("", |s| s.raw.as_str()))
             .arg(id)
             .arg(state.config.streams.min_id())
+            .arg(timestamp)
+            .arg(&session_id)
             .arg("requestId")
             .arg(id)
             .arg("sessionId")
@@ -277,8 +337,11 @@ async fn decide_once(
             .arg(&updated)
             .invoke_async(&mut conn)
             .await?;
-        if applied == 1 {
-            return Ok((session_id, decision.status()));
+        if applied > 0 {
+            return Ok(Decided::Now {
+                session_id,
+                delivered: applied == 1,
+            });
         }
         // Changed between our read and the script: read again.
     }
@@ -290,7 +353,7 @@ fn parse_request(raw: &str) -> Result<Map<String, Value>, AppError> {
         .map_err(|e| AppError::Internal(format!("stored HITL request is not a JSON object: {e}")))
 }
 
-#[utoipa::path(get, path = "/aura/hitl/requests/{id}", tag = "hitl", params(("id" = String, Path, description = "The request id (`A-Za-z0-9_.:-`, 1 to 128 characters)"), ("X-User-ID" = String, Header, description = "The caller; must equal the token's `sub`"), ("X-Tenant-ID" = String, Header, description = "The tenant; must equal the token's `tenant_id`")),
+#[utoipa::path(get, path = "/aura/hitl/requests/{id}", tag = "hitl", params(("id" = String, Path, description = "The request id (1 to 512 bytes, no control characters)"), ("X-User-ID" = String, Header, description = "The caller; must equal the token's `sub`"), ("X-Tenant-ID" = String, Header, description = "The tenant; must equal the token's `tenant_id`")),
     responses((status = 200, description = "The stored request", body = Reply)), security(("bearer" = [])))]
 async fn read_request(
     State(state): State<Arc<AppState>>,

@@ -151,14 +151,76 @@ async fn an_absent_request_is_404_never_500() {
 }
 
 #[tokio::test]
-async fn request_ids_outside_the_allowed_alphabet_are_400() {
+async fn request_ids_that_are_empty_too_long_or_hold_control_characters_are_400() {
     let app = spawn_app().await;
-    let long = "a".repeat(129);
-    for id in ["", "req_*", "req_%3F", "%5Bab%5D", "a%20b", long.as_str()] {
+    let long = "a".repeat(513);
+    for id in ["", "a%0Ab", "a%00b", "a%1Bb", "a%7Fb", long.as_str()] {
         let res = app.decide("approve", id, "user123", "tenant1", "").await;
         assert_eq!(res.status, 400, "{id}: {}", res.text);
         assert_eq!(res.body["errorCode"], "E1001");
     }
+    // Printable text is an id like any other: unknown here, so 404.
+    for id in [
+        "req_*",
+        "req_%3F",
+        "%5Bab%5D",
+        "a%20b",
+        "alice%40corp.example",
+    ] {
+        let res = app.decide("approve", id, "user123", "tenant1", "").await;
+        assert_eq!(res.status, 404, "{id}: {}", res.text);
+    }
+}
+
+#[tokio::test]
+async fn the_same_decision_again_is_200_already_processed_and_sends_nothing() {
+    let app = spawn_app().await;
+    let (request_id, session_id) = agent_request(Some("user123"), Some("tenant1")).await;
+    let mut pubsub = subscribe(&session_id).await;
+    let first = app
+        .decide(
+            "reject",
+            &request_id,
+            "user123",
+            "tenant1",
+            r#"{"reason":"no"}"#,
+        )
+        .await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    assert!(first.body["data"].get("alreadyProcessed").is_none());
+    assert!(
+        next_message(&mut pubsub, Duration::from_secs(2))
+            .await
+            .is_some()
+    );
+    // A double click, or a retry after a lost answer.
+    let again = app
+        .decide("reject", &request_id, "user123", "tenant1", "")
+        .await;
+    assert_eq!(again.status, 200, "{}", again.text);
+    assert_eq!(again.body["success"], true);
+    assert_eq!(again.body["data"]["alreadyProcessed"], true);
+    assert_eq!(again.body["data"]["status"], "rejected");
+    assert_eq!(
+        again.body["data"]["reason"], "no",
+        "the state as first decided"
+    );
+    assert_eq!(again.body["data"]["requestId"], request_id.as_str());
+    let other = app
+        .decide("approve", &request_id, "user123", "tenant1", "")
+        .await;
+    assert_eq!(
+        (other.status, other.body["errorCode"].as_str()),
+        (409, Some("E3001"))
+    );
+    assert_eq!(other.body["data"]["status"], "rejected");
+    assert!(
+        next_message(&mut pubsub, Duration::from_millis(300))
+            .await
+            .is_none(),
+        "no second signal"
+    );
+    assert_eq!(audit_entries(&request_id).await.len(), 1);
 }
 
 #[tokio::test]
@@ -171,25 +233,32 @@ async fn fifty_concurrent_decisions_give_one_200_and_one_signal() {
         let (app, request_id) = (app.clone(), request_id.clone());
         let action = if i % 2 == 0 { "approve" } else { "reject" };
         calls.spawn(async move {
-            app.decide(action, &request_id, "user123", "tenant1", "")
-                .await
-                .status
+            let res = app
+                .decide(action, &request_id, "user123", "tenant1", "")
+                .await;
+            let repeated = res.body["data"]["alreadyProcessed"] == true;
+            (action, res.status, repeated)
         });
     }
-    let mut statuses = Vec::new();
-    while let Some(status) = calls.join_next().await {
-        statuses.push(status.unwrap());
+    let mut answers = Vec::new();
+    while let Some(answer) = calls.join_next().await {
+        answers.push(answer.unwrap());
     }
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 200).count(),
-        1,
-        "{statuses:?}"
-    );
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 409).count(),
-        49,
-        "{statuses:?}"
-    );
+    let decided: Vec<_> = answers
+        .iter()
+        .filter(|(_, status, repeated)| *status == 200 && !repeated)
+        .collect();
+    assert_eq!(decided.len(), 1, "{answers:?}");
+    let winner = decided[0].0;
+    // The same decision again is a repeat (200); the other one is 409.
+    for (action, status, repeated) in &answers {
+        if *action == winner {
+            assert_eq!(*status, 200, "{answers:?}");
+        } else {
+            assert_eq!((*status, *repeated), (409, false), "{answers:?}");
+        }
+    }
+    assert_eq!(answers.iter().filter(|a| a.2).count(), 24, "{answers:?}");
     assert!(
         next_message(&mut pubsub, Duration::from_secs(2))
             .await

@@ -295,6 +295,19 @@ pub async fn agent_request_in(url: &str) -> (String, String) {
 async fn agent_request_at(url: &str, user: Option<&str>, tenant: Option<&str>) -> (String, String) {
     let request_id = unique("req");
     let session_id = unique("session");
+    agent_writes(url, &request_id, &session_id, json!(user), json!(tenant)).await;
+    (request_id, session_id)
+}
+
+/// Writes `hitl:request:{request_id}` and `hitl:session:{session_id}` as
+/// the real agent does, owners as given (strings, numbers or null).
+pub async fn agent_writes(
+    url: &str,
+    request_id: &str,
+    session_id: &str,
+    user: Value,
+    tenant: Value,
+) {
     let request = json!({
         "requestId": request_id,
         "sessionId": session_id,
@@ -303,36 +316,32 @@ async fn agent_request_at(url: &str, user: Option<&str>, tenant: Option<&str>) -
         "status": "pending",
         "userId": user,
         "tenantId": tenant,
-        "createdAt": "2026-01-16T10:00:00",
+        "createdAt": 1795309470,
     });
-    let mut conn = redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let () = redis::cmd("SET")
-        .arg(format!("hitl:request:{request_id}"))
-        .arg(request.to_string())
-        .arg("EX")
-        .arg(1800)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
     let session = json!({
         "sessionId": session_id,
         "requestId": request_id,
         "userId": user,
         "tenantId": tenant,
     });
-    let () = redis::cmd("SET")
-        .arg(format!("hitl:session:{session_id}"))
-        .arg(session.to_string())
-        .arg("EX")
-        .arg(3600)
-        .query_async(&mut conn)
+    let mut conn = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
         .await
         .unwrap();
-    (request_id, session_id)
+    for (key, value, ttl) in [
+        (format!("hitl:request:{request_id}"), request, 1800),
+        (format!("hitl:session:{session_id}"), session, 3600),
+    ] {
+        let () = redis::cmd("SET")
+            .arg(key)
+            .arg(value.to_string())
+            .arg("EX")
+            .arg(ttl)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
 }
 
 /// Subscribes to the session's channel like the agent; returns the message stream.

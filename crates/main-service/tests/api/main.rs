@@ -6,6 +6,7 @@ mod link;
 
 mod audit;
 mod decisions;
+mod delivery;
 mod login;
 mod ownership;
 mod process;

@@ -94,6 +94,8 @@ async fn health_readiness_and_metrics() {
     let (request_id, _) = agent_request(None, None).await;
     app.decide("approve", &request_id, "user123", "tenant1", "")
         .await;
+    app.decide("reject", &request_id, "user123", "tenant1", "")
+        .await;
     app.decide("approve", &request_id, "user123", "tenant1", "")
         .await;
     assert_eq!(
@@ -114,7 +116,13 @@ async fn health_readiness_and_metrics() {
         "{}",
         res.text
     );
-    assert!(res.text.contains("main_request_duration_seconds_count{route=\"/aura/hitl/approve/{id}\",status=\"200\"} 1"), "{}", res.text);
+    for line in [
+        r#"main_hitl_decisions_total{outcome="repeated"} 1"#,
+        r#"main_hitl_signal_deliveries_total{result="queued"} 1"#,
+    ] {
+        assert!(res.text.contains(line), "{line}: {}", res.text);
+    }
+    assert!(res.text.contains("main_request_duration_seconds_count{route=\"/aura/hitl/approve/{id}\",status=\"200\"} 2"), "{}", res.text);
 }
 
 /// A Redis server of the test's own, on a free port.
