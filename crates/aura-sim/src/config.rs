@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use dwp_core::settings;
 
+use crate::approval::{SessionIds, Wait};
+
 /// The configuration.
 #[derive(Clone)]
 pub struct Config {
@@ -23,6 +25,17 @@ pub struct Config {
     pub header_read_timeout: Duration,
     /// `HITL_TIMEOUT_SECS` (300): how long a run waits for a decision.
     pub hitl_timeout: Duration,
+    /// `AURA_SIM_SESSION_IDS`: `agent` (the default, `session_{sub}_{unix
+    /// seconds}` as the real agent) or `random` (a suffix nobody can guess).
+    pub session_ids: SessionIds,
+    /// `AURA_SIM_WAIT`: `agent` (the default: subscribe after the `hitl`
+    /// event, `AURA_SIM_SUBSCRIBE_DELAY_MS` later (15, the gap seen once on
+    /// the real agent), first message wins, never read the stored signal) or
+    /// `robust` (subscribe first, read the stored signal, resubscribe).
+    pub wait: Wait,
+    /// `AURA_SIM_ASK_TWICE` (`false`): after an approval, ask once more on
+    /// the same session for the same tool call, as the real agent's known bug.
+    pub ask_twice: bool,
 }
 
 impl std::fmt::Debug for Config {
@@ -34,6 +47,9 @@ impl std::fmt::Debug for Config {
             .field("event_delay", &self.event_delay)
             .field("header_read_timeout", &self.header_read_timeout)
             .field("hitl_timeout", &self.hitl_timeout)
+            .field("session_ids", &self.session_ids)
+            .field("wait", &self.wait)
+            .field("ask_twice", &self.ask_twice)
             .finish()
     }
 }
@@ -76,6 +92,28 @@ impl Config {
                 number("AURA_SIM_HEADER_READ_TIMEOUT_SECS", 60)?.max(1),
             ),
             hitl_timeout: Duration::from_secs(number("HITL_TIMEOUT_SECS", 300)?),
+            session_ids: match get("AURA_SIM_SESSION_IDS").as_deref() {
+                None | Some("agent") => SessionIds::Agent,
+                Some("random") => SessionIds::Random,
+                Some(v) => {
+                    return Err(format!(
+                        "AURA_SIM_SESSION_IDS: {v:?} is not agent or random"
+                    ));
+                }
+            },
+            wait: match get("AURA_SIM_WAIT").as_deref() {
+                None | Some("agent") => Wait::Agent(Duration::from_millis(number(
+                    "AURA_SIM_SUBSCRIBE_DELAY_MS",
+                    15,
+                )?)),
+                Some("robust") => Wait::Robust,
+                Some(v) => return Err(format!("AURA_SIM_WAIT: {v:?} is not agent or robust")),
+            },
+            ask_twice: match get("AURA_SIM_ASK_TWICE").as_deref() {
+                None | Some("false") => false,
+                Some("true") => true,
+                Some(v) => return Err(format!("AURA_SIM_ASK_TWICE: {v:?} is not true or false")),
+            },
         })
     }
 }

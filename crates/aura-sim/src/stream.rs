@@ -74,18 +74,23 @@ pub async fn stream(
     // As the real agent: the user is the token's; an X-User-ID that says
     // otherwise is an `error` event, not an HTTP error.
     let user_mismatch = header(USER_ID).is_some_and(|u| u != claims.sub);
-    let user = Some(claims.sub);
     let tenant = header(TENANT_ID).or(claims.tenant_id);
+    // It keeps no event log: a resumed stream is the whole run again, its
+    // ids counting on from the one given.
+    let first_id = header(LAST_EVENT_ID)
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
     let (tx, rx) = mpsc::channel::<String>(16);
     tokio::spawn(run(
         state,
         Run {
             prompt,
             received,
-            user,
+            user: claims.sub,
             tenant,
             context: request.get("context").cloned(),
             user_mismatch,
+            first_id,
         },
         tx,
     ));
@@ -107,11 +112,13 @@ pub async fn stream(
 struct Run {
     prompt: String,
     received: Value,
-    user: Option<String>,
+    user: String,
     tenant: Option<String>,
     context: Option<Value>,
     /// `X-User-ID` is not the token's `sub`.
     user_mismatch: bool,
+    /// The first event's id less one (`Last-Event-ID`, else 0).
+    first_id: u64,
 }
 
 struct Sender {
@@ -154,7 +161,7 @@ fn wrapped(kind: &str, fields: Value) -> Value {
 async fn run(state: Arc<AppState>, run: Run, tx: mpsc::Sender<String>) {
     let mut out = Sender {
         tx,
-        next_id: 0,
+        next_id: run.first_id,
         delay: state.config.event_delay,
     };
     if run.user_mismatch {
@@ -205,97 +212,25 @@ async fn run(state: Arc<AppState>, run: Run, tx: mpsc::Sender<String>) {
         }
     }
     if let Some(action) = action {
-        let pending = approval::ids(run.user.as_deref());
-        let hitl_event = json!({"type": "hitl", "data": {
-            "requestId": pending.request_id,
-            "actionType": action,
-            "message": format!("Approve {action}?"),
-            "context": run.context.clone().unwrap_or_else(|| json!({})),
-            "requiresApproval": true,
-        }});
-        let closed = out.tx.clone();
-        // `announce` needs the sender; it is handed back after the pause.
-        let mut announcer = Sender {
-            tx: out.tx.clone(),
-            next_id: out.next_id,
-            delay: out.delay,
+        let context = run.context.clone().unwrap_or_else(|| json!({}));
+        let owner = approval::Owner {
+            user: &run.user,
+            tenant: run.tenant.as_deref(),
         };
-        let outcome = approval::pause(
-            &state.redis,
-            &pending,
-            run.user.as_deref(),
-            run.tenant.as_deref(),
-            action,
-            run.context.unwrap_or_else(|| json!({})),
-            state.config.hitl_timeout,
-            async { announcer.send("hitl", hitl_event).await },
-            async move { closed.closed().await },
-        )
-        .await;
-        out.next_id = announcer.next_id;
-        let outcome = outcome.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "HITL pause failed (Redis)");
-            Outcome::Rejected(format!("Approval unavailable: {e}"))
-        });
-        tracing::info!(
-            request_id = pending.request_id,
-            ?outcome,
-            "HITL pause ended"
-        );
-        match outcome {
-            Outcome::Gone => return,
-            Outcome::Approved => {
-                for status in ["running", "success"] {
-                    let result = if status == "success" {
-                        json!(format!("{action} done"))
-                    } else {
-                        Value::Null
-                    };
-                    let event = wrapped(
-                        "tool_execution",
-                        json!({"toolName": action, "toolArgs": {}, "status": status, "result": result, "error": null, "requiresApproval": true}),
-                    );
-                    if !out.send("tool_execution", event).await {
-                        return;
-                    }
-                }
-            }
-            Outcome::Rejected(reason) => {
-                if out
-                    .send(
-                        "error",
-                        json!({"type": "error", "error": reason, "errorType": "RejectionError"}),
-                    )
-                    .await
-                {
-                    out.done().await;
-                }
-                return;
-            }
-            Outcome::TimedOut => {
-                let message = format!(
-                    "No decision within {} s",
-                    state.config.hitl_timeout.as_secs()
-                );
-                let _ = out
-                    .send(
-                        "failed",
-                        json!({"type": "failed", "message": message, "timestamp": now()}),
-                    )
-                    .await
-                    && out
-                        .send(
-                            "error",
-                            json!({"type": "error", "error": message, "errorType": "TimeoutError"}),
-                        )
-                        .await
-                    && out
-                        .send(
-                            "end",
-                            json!({"type": "end", "message": "Agent finished", "timestamp": now()}),
-                        )
-                        .await;
-                out.done().await;
+        if !pause_for(&state, &mut out, &owner, action, context).await {
+            return;
+        }
+        for status in ["running", "success"] {
+            let result = if status == "success" {
+                json!(format!("{action} done"))
+            } else {
+                Value::Null
+            };
+            let event = wrapped(
+                "tool_execution",
+                json!({"toolName": action, "toolArgs": {}, "status": status, "result": result, "error": null, "requiresApproval": true}),
+            );
+            if !out.send("tool_execution", event).await {
                 return;
             }
         }
@@ -314,4 +249,86 @@ async fn run(state: Arc<AppState>, run: Run, tx: mpsc::Sender<String>) {
     {
         out.done().await;
     }
+}
+
+/// The HITL pause of one tool call: asks (twice when `AURA_SIM_ASK_TWICE`,
+/// as the real agent), and on anything but an approval sends what the real
+/// agent sends and ends the stream. True when the run goes on.
+async fn pause_for(
+    state: &AppState,
+    out: &mut Sender,
+    owner: &approval::Owner<'_>,
+    action: &str,
+    context: Value,
+) -> bool {
+    let config = &state.config;
+    let session_id = approval::session_id(owner.user, config.session_ids);
+    let asks = if config.ask_twice { 2 } else { 1 };
+    for _ in 0..asks {
+        let pending = approval::next_request(&session_id);
+        let hitl_event = json!({"type": "hitl", "data": {
+            "requestId": pending.request_id,
+            "actionType": action,
+            "message": format!("Approve {action}?"),
+            "context": context,
+            "requiresApproval": true,
+        }});
+        let closed = out.tx.clone();
+        // `announce` needs the sender; it is handed back after the pause.
+        let mut announcer = Sender {
+            tx: out.tx.clone(),
+            next_id: out.next_id,
+            delay: out.delay,
+        };
+        let outcome = approval::pause(
+            &state.redis,
+            &pending,
+            owner,
+            action,
+            context.clone(),
+            config.wait,
+            config.hitl_timeout,
+            async { announcer.send("hitl", hitl_event).await },
+            async move { closed.closed().await },
+        )
+        .await;
+        out.next_id = announcer.next_id;
+        let outcome = outcome.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "HITL pause failed (Redis)");
+            Outcome::Rejected(format!("Approval unavailable: {e}"))
+        });
+        tracing::info!(
+            request_id = pending.request_id,
+            ?outcome,
+            "HITL pause ended"
+        );
+        match outcome {
+            Outcome::Approved => {}
+            Outcome::Gone => return false,
+            Outcome::Rejected(reason) => {
+                let error = json!({"type": "error", "error": reason, "errorType": "RejectionError", "timestamp": now()});
+                if out.send("error", error).await {
+                    out.done().await;
+                }
+                return false;
+            }
+            Outcome::TimedOut => {
+                timed_out(out, &pending, config.hitl_timeout.as_secs()).await;
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// What the real agent sends when nobody decided in time.
+async fn timed_out(out: &mut Sender, pending: &approval::Pending, secs: u64) {
+    let message = "The task was cancelled: no decision in time";
+    let failed = json!({"type": "failed", "message": message, "error": "HITL approval timeout", "errorType": "TimeoutError", "requestId": pending.request_id, "sessionId": pending.session_id, "timestamp": now()});
+    let error = json!({"type": "error", "error": message, "errorType": "TimeoutError", "message": format!("No decision within {secs} s")});
+    let end = json!({"type": "end", "message": "Stopped by the approval timeout", "status": "failed", "timestamp": now()});
+    let _ = out.send("failed", failed).await
+        && out.send("error", error).await
+        && out.send("end", end).await;
+    out.done().await;
 }

@@ -58,6 +58,10 @@ pub struct Stack {
     pub main_admin: SocketAddr,
     /// The Redis every process uses.
     pub redis_url: String,
+    /// The tenant of every account.
+    pub tenant: String,
+    /// Each account's name in the test and its user id ([`Stack::user`]).
+    pub users: Vec<(String, String)>,
     /// The fresh database (`db.name`, `db.url`), dropped after the
     /// processes are stopped.
     pub db: TestDb,
@@ -73,11 +77,48 @@ pub const AURA: usize = 1;
 /// The gateway.
 pub const GATEWAY: usize = 2;
 
+/// aura-sim's settings for suites that open many runs of one user within
+/// a second (which the real agent gives one shared session id) or that
+/// stop Redis under waiting runs (which the real agent does not survive):
+/// unguessable session ids and a wait that subscribes first, reads the
+/// stored signal and subscribes again.
+pub const ROBUST_AGENT: &[(&str, &str)] = &[
+    ("AURA_SIM_SESSION_IDS", "random"),
+    ("AURA_SIM_WAIT", "robust"),
+];
+
+/// Waits until `hitl:channel:{session_id}` has `n` subscribers (the agent
+/// subscribes only after it sent the `hitl` event).
+pub async fn wait_for_listeners(redis_url: &str, session_id: &str, n: i64) {
+    let mut conn = redis::Client::open(redis_url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, count): (String, i64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(dwp_core::hitl::channel(session_id))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if count >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{count} of {n} listeners");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// How to start a [`Stack`].
 #[derive(Default)]
 pub struct Options<'a> {
-    /// Accounts created (tenant `tenant1`, password [`PASSWORD`]).
+    /// Accounts created (password [`PASSWORD`]), by the names the test
+    /// uses; each gets a user id of its own ([`Stack::user`]).
     pub users: &'a [&'a str],
+    /// Their tenant (`tenant1` when not given).
+    pub tenant: Option<&'a str>,
     /// Extra environment of the gateway.
     pub gateway_env: &'a [(&'a str, &'a str)],
     /// Extra environment of aura-sim.
@@ -128,18 +169,27 @@ impl Stack {
             aura_env,
             redis_url,
             admin_url,
+            tenant,
         } = options;
+        let tenant = tenant.unwrap_or("tenant1").to_owned();
+        // Session ids are built from the user id and the second (as the
+        // real agent does), and suites run at once on one Redis: every
+        // stack has users of its own.
+        let users: Vec<(String, String)> = users
+            .iter()
+            .map(|name| ((*name).to_owned(), testkit::person(name)))
+            .collect();
         let redis_url = redis_url.unwrap_or_else(testkit::redis_url);
         let admin_url = admin_url.unwrap_or_else(testkit::admin_database_url);
         let db = TestDb::create_on(&admin_url, "e2e").await;
         let (db_name, db_url) = (db.name.clone(), db.url.clone());
-        for user in users {
+        for (_, user) in &users {
             let mut add = Command::new(binary("main-service"))
                 .args([
                     "user",
                     "add",
                     "--tenant",
-                    "tenant1",
+                    &tenant,
                     "--username",
                     user,
                     "--password-stdin",
@@ -200,6 +250,8 @@ impl Stack {
             main: ([127, 0, 0, 1], main).into(),
             main_admin: ([127, 0, 0, 1], main_admin).into(),
             redis_url,
+            tenant,
+            users,
             db,
             children,
         };
@@ -360,12 +412,21 @@ pub async fn try_call(
 }
 
 impl Stack {
+    /// The user id of the account the test calls `name`.
+    pub fn user(&self, name: &str) -> String {
+        self.users
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, id)| id.clone())
+            .unwrap_or_else(|| panic!("no account {name:?} in this stack"))
+    }
+
     /// `POST /api/auth/login` through the gateway; the access token. Like a
     /// client, it waits out a 503 (every password-check slot busy) for the
     /// `Retry-After` it is given, a few times.
     pub async fn login(&self, user: &str) -> String {
         let body =
-            json!({"username": user, "password": PASSWORD, "tenantId": "tenant1"}).to_string();
+            json!({"username": user, "password": PASSWORD, "tenantId": self.tenant}).to_string();
         let mut tries = 0;
         let (status, text) = loop {
             let (status, text, headers) = call(
@@ -404,7 +465,7 @@ impl Stack {
         let auth = format!("Bearer {token}");
         let headers = [
             ("authorization", auth.as_str()),
-            ("x-tenant-id", "tenant1"),
+            ("x-tenant-id", self.tenant.as_str()),
             ("x-user-id", user),
             ("content-type", "application/json"),
         ];
@@ -420,7 +481,7 @@ impl Stack {
 
     /// Opens an agent stream through the gateway.
     pub async fn stream(&self, token: Option<&str>, user: &str, prompt: &str) -> Stream {
-        Stream::open(self.gateway, token, user, prompt).await
+        Stream::open_in(self.gateway, &self.tenant, token, user, prompt).await
     }
 }
 
@@ -434,9 +495,20 @@ pub struct Stream {
 }
 
 impl Stream {
-    /// Opens an agent stream through the gateway at `gateway`.
+    /// Opens an agent stream of tenant `tenant1` through the gateway at `gateway`.
     pub async fn open(
         gateway: SocketAddr,
+        token: Option<&str>,
+        user: &str,
+        prompt: &str,
+    ) -> Stream {
+        Self::open_in(gateway, "tenant1", token, user, prompt).await
+    }
+
+    /// [`Stream::open`] in `tenant`.
+    pub async fn open_in(
+        gateway: SocketAddr,
+        tenant: &str,
         token: Option<&str>,
         user: &str,
         prompt: &str,
@@ -445,7 +517,7 @@ impl Stream {
         let mut headers = vec![
             ("content-type", "application/json"),
             ("accept", "text/event-stream"),
-            ("x-tenant-id", "tenant1"),
+            ("x-tenant-id", tenant),
             ("x-user-id", user),
             ("x-dwp-source", "FRONTEND"),
             ("x-dwp-caller-type", "USER"),

@@ -22,6 +22,7 @@ async fn raw(addr: std::net::SocketAddr, request: &str) -> String {
 #[tokio::test]
 async fn a_client_naming_content_length_in_connection_never_gets_another_users_login_answer() {
     let stack = start(&["victim"]).await;
+    let victim = stack.user("victim");
     let smuggled = "GET /main/smuggled HTTP/1.1\r\nHost: main\r\n\r\n";
     let attack = format!(
         "POST /api/auth/login HTTP/1.1\r\nHost: gw\r\nConnection: Content-Length, close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{smuggled}",
@@ -33,12 +34,12 @@ async fn a_client_naming_content_length_in_connection_never_gets_another_users_l
         let answer = raw(stack.gateway, &attack).await;
         assert!(!answer.contains("accessToken"), "round {round}: {answer}");
         // The victim logs in on the pooled connections in between.
-        let token = stack.login("victim").await;
+        let token = stack.login(&victim).await;
         let claims = dwp_core::token::Verifier::new(SECRET.as_bytes(), None)
             .verify(&token)
             .unwrap();
         assert_eq!(
-            claims.sub, "victim",
+            claims.sub, victim,
             "round {round}: the victim got their own token"
         );
         let answer = raw(stack.gateway, follow_up).await;
@@ -55,10 +56,11 @@ async fn a_client_naming_content_length_in_connection_never_gets_another_users_l
 #[tokio::test]
 async fn nobody_but_the_owner_can_create_on_or_decide_for_an_agent_session() {
     let stack = start(&["victim", "mallory"]).await;
-    let victim = stack.login("victim").await;
-    let mallory = stack.login("mallory").await;
+    let (victim_id, mallory_id) = (stack.user("victim"), stack.user("mallory"));
+    let victim = stack.login(&victim_id).await;
+    let mallory = stack.login(&mallory_id).await;
     let mut stream = stack
-        .stream(Some(&victim), "victim", "delete my mail")
+        .stream(Some(&victim), &victim_id, "delete my mail")
         .await;
     let (_, request_id) = stream.until_hitl().await;
     let mut conn = redis::Client::open(stack.redis_url.as_str())
@@ -90,7 +92,7 @@ async fn nobody_but_the_owner_can_create_on_or_decide_for_an_agent_session() {
     let (status, reply) = stack
         .as_user(
             &mallory,
-            "mallory",
+            &mallory_id,
             "POST",
             "/api/aura/hitl/requests",
             &body,
@@ -98,7 +100,7 @@ async fn nobody_but_the_owner_can_create_on_or_decide_for_an_agent_session() {
         .await;
     assert_eq!(status, 403, "{reply}");
     // And approving the victim's own request: refused.
-    let (status, reply) = stack.approve(&mallory, "mallory", &request_id).await;
+    let (status, reply) = stack.approve(&mallory, &mallory_id, &request_id).await;
     assert_eq!(status, 403, "{reply}");
     let mut messages = pubsub.on_message();
     assert!(
@@ -110,7 +112,7 @@ async fn nobody_but_the_owner_can_create_on_or_decide_for_an_agent_session() {
     drop(messages);
 
     // The victim decides; the run goes on.
-    let (status, reply) = stack.approve(&victim, "victim", &request_id).await;
+    let (status, reply) = stack.approve(&victim, &victim_id, &request_id).await;
     assert_eq!(status, 200, "{reply}");
     let rest = stream.rest().await;
     assert_eq!(

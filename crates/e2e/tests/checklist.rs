@@ -14,9 +14,10 @@ use serde_json::{Value, json};
 #[tokio::test]
 async fn a_login_token_opens_the_stream_events_arrive_framed_and_identity_reaches_the_agent() {
     let stack = start(&["alice"]).await;
-    let token = stack.login("alice").await;
+    let alice = stack.user("alice");
+    let token = stack.login(&alice).await;
     let mut stream = stack
-        .stream(Some(&token), "alice", "summarise my inbox")
+        .stream(Some(&token), &alice, "summarise my inbox")
         .await;
     assert_eq!(stream.status, 200);
     assert!(stream.task_id.is_some(), "X-DWP-Task-ID");
@@ -34,7 +35,7 @@ async fn a_login_token_opens_the_stream_events_arrive_framed_and_identity_reache
     let start: Value = serde_json::from_str(data_of(&blocks[0])).unwrap();
     assert_eq!(
         start["received"],
-        json!({"tenantId": "tenant1", "userId": "alice", "source": "FRONTEND", "callerType": "USER", "lastEventId": "0"})
+        json!({"tenantId": "tenant1", "userId": alice, "source": "FRONTEND", "callerType": "USER", "lastEventId": "0"})
     );
 }
 
@@ -53,9 +54,10 @@ async fn a_missing_or_bad_token_is_refused_at_the_edge() {
 #[tokio::test]
 async fn approval_through_the_gateway_signals_the_agent_and_the_run_is_recorded() {
     let stack = start(&["bob"]).await;
-    let token = stack.login("bob").await;
+    let bob = stack.user("bob");
+    let token = stack.login(&bob).await;
     let mut stream = stack
-        .stream(Some(&token), "bob", "merge feature/x into main")
+        .stream(Some(&token), &bob, "merge feature/x into main")
         .await;
     let task_id = stream.task_id.clone().unwrap();
     let (_, request_id) = stream.until_hitl().await;
@@ -64,7 +66,7 @@ async fn approval_through_the_gateway_signals_the_agent_and_the_run_is_recorded(
     let (status, request) = stack
         .as_user(
             &token,
-            "bob",
+            &bob,
             "GET",
             &format!("/api/aura/hitl/requests/{request_id}"),
             "",
@@ -72,6 +74,8 @@ async fn approval_through_the_gateway_signals_the_agent_and_the_run_is_recorded(
         .await;
     assert_eq!(status, 200);
     let session_id = request["data"]["sessionId"].as_str().unwrap().to_owned();
+    // The agent first: a signal someone received is not sent again.
+    wait_for_listeners(&stack.redis_url, &session_id, 1).await;
     let mut watcher = redis::Client::open(redis_url())
         .unwrap()
         .get_async_pubsub()
@@ -85,10 +89,10 @@ async fn approval_through_the_gateway_signals_the_agent_and_the_run_is_recorded(
     let (status, reply) = stack
         .as_user(
             &token,
-            "bob",
+            &bob,
             "POST",
             &format!("/api/aura/hitl/approve/{request_id}"),
-            r#"{"userId":"bob"}"#,
+            &json!({"userId": bob}).to_string(),
         )
         .await;
     assert_eq!(status, 200, "{reply}");
@@ -125,7 +129,7 @@ async fn approval_through_the_gateway_signals_the_agent_and_the_run_is_recorded(
     let (second, _) = stack
         .as_user(
             &token,
-            "bob",
+            &bob,
             "POST",
             &format!("/api/aura/hitl/reject/{request_id}"),
             "",
@@ -135,7 +139,7 @@ async fn approval_through_the_gateway_signals_the_agent_and_the_run_is_recorded(
     let (unknown, body) = stack
         .as_user(
             &token,
-            "bob",
+            &bob,
             "POST",
             "/api/aura/hitl/approve/req_000000000000",
             "",
@@ -149,7 +153,7 @@ async fn approval_through_the_gateway_signals_the_agent_and_the_run_is_recorded(
         let (status, task) = stack
             .as_user(
                 &token,
-                "bob",
+                &bob,
                 "GET",
                 &format!("/api/main/agent/tasks/{task_id}"),
                 "",
@@ -202,24 +206,27 @@ async fn approval_through_the_gateway_signals_the_agent_and_the_run_is_recorded(
 #[tokio::test]
 async fn rejection_ends_the_run_with_rejection_error() {
     let stack = start(&["carol"]).await;
-    let token = stack.login("carol").await;
+    let carol = stack.user("carol");
+    let token = stack.login(&carol).await;
     let mut stream = stack
-        .stream(Some(&token), "carol", "delete the old mail")
+        .stream(Some(&token), &carol, "delete the old mail")
         .await;
     let (_, request_id) = stream.until_hitl().await;
     let (status, _) = stack
         .as_user(
             &token,
-            "carol",
+            &carol,
             "POST",
             &format!("/api/aura/hitl/reject/{request_id}"),
-            r#"{"userId":"carol","reason":"Keep it"}"#,
+            &json!({"userId": carol, "reason": "Keep it"}).to_string(),
         )
         .await;
     assert_eq!(status, 200);
     let rest = stream.rest().await;
     assert_eq!(kinds(&rest), ["error", "[DONE]"]);
-    let error: Value = serde_json::from_str(data_of(&rest[0])).unwrap();
+    let mut error: Value = serde_json::from_str(data_of(&rest[0])).unwrap();
+    assert!(error["timestamp"].is_u64(), "{error}");
+    error.as_object_mut().unwrap().remove("timestamp");
     assert_eq!(
         error,
         json!({"type": "error", "error": "Keep it", "errorType": "RejectionError"})
@@ -231,9 +238,10 @@ async fn twenty_concurrent_users_each_with_their_own_approval_all_finish() {
     let users: Vec<String> = (0..20).map(|n| format!("user{n}")).collect();
     let names: Vec<&str> = users.iter().map(String::as_str).collect();
     let stack = start(&names).await;
-    let runs = futures_util::future::join_all(users.iter().map(|user| {
+    let runs = futures_util::future::join_all(users.iter().map(|name| {
         let stack = &stack;
         async move {
+            let user = &stack.user(name);
             let token = stack.login(user).await;
             let mut stream = stack
                 .stream(Some(&token), user, "send the weekly report")
@@ -354,9 +362,10 @@ async fn forged_and_broken_tokens_are_refused_at_the_edge_and_by_main_service() 
 #[tokio::test]
 async fn when_the_agent_dies_mid_stream_the_client_hears_at_once_and_the_task_fails() {
     let mut stack = start(&["dave"]).await;
-    let token = stack.login("dave").await;
+    let dave = stack.user("dave");
+    let token = stack.login(&dave).await;
     let mut stream = stack
-        .stream(Some(&token), "dave", "merge the release branch")
+        .stream(Some(&token), &dave, "merge the release branch")
         .await;
     let task_id = stream.task_id.clone().unwrap();
     stream.until_hitl().await;
@@ -381,7 +390,7 @@ async fn when_the_agent_dies_mid_stream_the_client_hears_at_once_and_the_task_fa
         let (status, task) = stack
             .as_user(
                 &token,
-                "dave",
+                &dave,
                 "GET",
                 &format!("/api/main/agent/tasks/{task_id}"),
                 "",
@@ -407,11 +416,18 @@ async fn when_the_agent_dies_mid_stream_the_client_hears_at_once_and_the_task_fa
 
 #[tokio::test]
 async fn sigterm_to_the_gateway_refuses_new_connections_and_lets_100_open_streams_finish() {
-    let mut stack = start_with(&["erin"], &[("GATEWAY_SHUTDOWN_GRACE_SECS", "20")]).await;
-    let token = stack.login("erin").await;
+    let mut stack = Stack::start(Options {
+        users: &["erin"],
+        gateway_env: &[("GATEWAY_SHUTDOWN_GRACE_SECS", "20")],
+        aura_env: ROBUST_AGENT,
+        ..Options::default()
+    })
+    .await;
+    let erin = stack.user("erin");
+    let token = stack.login(&erin).await;
     let mut streams = Vec::new();
     for _ in 0..100 {
-        let mut stream = stack.stream(Some(&token), "erin", "merge it").await;
+        let mut stream = stack.stream(Some(&token), &erin, "merge it").await;
         let (_, request_id) = stream.until_hitl().await;
         streams.push((stream, request_id));
     }
@@ -442,7 +458,7 @@ async fn sigterm_to_the_gateway_refuses_new_connections_and_lets_100_open_stream
     let headers = [
         ("authorization", auth.as_str()),
         ("x-tenant-id", "tenant1"),
-        ("x-user-id", "erin"),
+        ("x-user-id", erin.as_str()),
     ];
     for (_, request_id) in &streams {
         let (status, body, _) = call(

@@ -16,6 +16,15 @@ pub fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+/// A user id of one test's own, shaped like those the real agent meets:
+/// an e-mail address with a space (`alice 1a2b3c4d5e6f@corp.example`).
+/// The agent builds session ids from the user id and the second, so tests
+/// running at once must never share a user.
+pub fn person(name: &str) -> String {
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    format!("{name} {}@corp.example", &tag[..12])
+}
+
 /// A database whose role may create databases (`TEST_DATABASE_URL`; by
 /// default the contract's role, which `scripts/services.sh` creates with
 /// CREATEDB).
