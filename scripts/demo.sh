@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 require_curl
 
 BASE=${GATEWAY_URL:-http://127.0.0.1:8080}
-TENANT=${DEMO_TENANT:-tenant1} USER_ID=${DEMO_USER:-user123} PASSWORD=${DEMO_PASSWORD:-dwp-demo-password}
+TENANT=${DEMO_TENANT:-1} USER_ID=${DEMO_USER:-admin} PASSWORD=${DEMO_PASSWORD:-admin1234!}
 work=$(mktemp -d)
 stream_pid=""
 cleanup() { [ -n "$stream_pid" ] && kill "$stream_pid" 2>/dev/null; rm -rf "$work"; }

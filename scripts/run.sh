@@ -20,6 +20,8 @@ if [ -z "${JWT_SECRET:-}" ]; then
 fi
 export JWT_SECRET
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
+# The web frontend's dev server, under either name.
+export CORS_ALLOWED_ORIGINS=${CORS_ALLOWED_ORIGINS:-http://localhost:4200,http://127.0.0.1:4200}
 
 pids=()
 stop() {
@@ -32,7 +34,10 @@ trap stop EXIT
 
 # The database exists (scripts/services.sh); the schema and a demo account:
 # `user add` applies pending migrations first; an existing account is fine.
-DEMO_TENANT=tenant1 DEMO_USER=user123 DEMO_PASSWORD=${DEMO_PASSWORD:-dwp-demo-password}
+# The account is the one the real web frontend expects unchanged: tenant
+# "1" (a constant in the frontend) and the sign-in form's pre-filled
+# admin / admin1234!. For a local stack only; never deploy it.
+DEMO_TENANT=${DEMO_TENANT:-1} DEMO_USER=${DEMO_USER:-admin} DEMO_PASSWORD=${DEMO_PASSWORD:-admin1234!}
 if ! out=$(printf '%s\n' "$DEMO_PASSWORD" | target/release/main-service user add \
     --tenant "$DEMO_TENANT" --username "$DEMO_USER" --password-stdin 2>&1); then
   case "$out" in *"already exists"*) ;; *) echo "$out" >&2; exit 1 ;; esac
@@ -71,6 +76,8 @@ cat <<TXT
       -H 'Accept: text/event-stream' -H 'X-Tenant-ID: $DEMO_TENANT' -H 'X-User-ID: $DEMO_USER' \\
       -H "Authorization: Bearer \$TOKEN" -d '{"prompt":"summarise my inbox","context":{}}'
   The whole checklist, step by step:  make demo
+  The real web frontend (dwp-frontend) on http://localhost:4200 signs in unchanged
+  with $DEMO_USER / $DEMO_PASSWORD (tenant $DEMO_TENANT); see README.md.
 
   Ctrl-C stops everything started here.
 TXT

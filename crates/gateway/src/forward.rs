@@ -1,10 +1,28 @@
 //! Header rules for both directions of the proxy (CONTRACT.md section 3).
 
-use dwp_core::headers::{self, HOP_BY_HOP, NEVER_HOP_BY_HOP};
+use dwp_core::headers::{self, DWP_CALLER_TYPE, DWP_SOURCE, HOP_BY_HOP, NEVER_HOP_BY_HOP};
 use http::header::{CONNECTION, Entry, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::h1;
+
+/// Sets `X-DWP-Source: FRONTEND` and `X-DWP-Caller-Type: USER` when a
+/// request has none (or an empty one), as the old gateway did: a browser
+/// sends neither, and the agent reads both into its context. An agent
+/// calling back says `AURA` / `AGENT` itself, and that is kept.
+pub fn add_caller_defaults(headers: &mut HeaderMap) {
+    for (name, default) in [(DWP_SOURCE, "FRONTEND"), (DWP_CALLER_TYPE, "USER")] {
+        match headers.entry(name) {
+            Entry::Occupied(mut e) if e.get().is_empty() => {
+                e.insert(HeaderValue::from_static(default));
+            }
+            Entry::Occupied(_) => {}
+            Entry::Vacant(e) => {
+                e.insert(HeaderValue::from_static(default));
+            }
+        }
+    }
+}
 
 /// Removes hop-by-hop headers: the fixed RFC 9110 list and every header
 /// named in `Connection`, except those in [`NEVER_HOP_BY_HOP`]: framing,

@@ -230,6 +230,7 @@ pub async fn forward(
     // Room for what is added below, so that the map grows once at most.
     headers.reserve(8);
     forward::strip_hop_by_hop(&mut headers);
+    forward::add_caller_defaults(&mut headers);
     forward::add_forwarded(&mut headers, &peer.ip, STRIPPED_PREFIX, &mut head);
     if (!to_aura || !headers.contains_key(HOST))
         && let Some(host) = pool.host()

@@ -69,6 +69,10 @@ pub struct Config {
     pub consumer: ConsumerConfig,
     /// How `POST /auth/login` protects itself.
     pub login: LoginLimits,
+    /// `DEFAULT_TENANT_ID` (`1`, the tenant the web frontend sends): the
+    /// tenant of a login body without `tenantId`, and the one
+    /// `/auth/policy` answers for when no `X-Tenant-ID` is sent.
+    pub default_tenant: String,
     /// `ADMIN_HOST` (`0.0.0.0`) and `ADMIN_PORT` (8091; `off` for none): the
     /// listener of `/metrics` and the health checks, apart from the public port.
     pub admin: Option<(String, u16)>,
@@ -150,6 +154,7 @@ impl std::fmt::Debug for Config {
             .field("jwt_max_lifetime", &self.jwt_max_lifetime)
             .field("consumer", &self.consumer)
             .field("login", &self.login)
+            .field("default_tenant", &self.default_tenant)
             .field("admin", &self.admin)
             .field("streams", &self.streams)
             .field("hitl_max_pending_per_user", &self.hitl_max_pending_per_user)
@@ -279,6 +284,16 @@ impl Config {
             jwt_max_lifetime,
             consumer,
             login,
+            default_tenant: match get("DEFAULT_TENANT_ID") {
+                None => "1".into(),
+                Some(t) if t.len() <= 50 && !t.chars().any(char::is_control) => t,
+                Some(_) => {
+                    return Err(bad(
+                        "DEFAULT_TENANT_ID",
+                        "is 1 to 50 characters without control characters",
+                    ));
+                }
+            },
             admin,
             streams,
             hitl_max_pending_per_user: number("HITL_MAX_PENDING_PER_USER", 100)?,

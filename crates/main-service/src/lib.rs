@@ -16,6 +16,7 @@
 //! - [`audit`]: decisions from the outbox stream into `hitl_decision`.
 //! - [`consumer`]: the Redis Stream consumer-group loop both use.
 //! - [`login`]: `POST /auth/login` and accounts.
+//! - [`signin`]: what the web frontend reads around sign-in (policy, me, menus).
 //! - [`throttle`]: login failures counted and locked out in Redis.
 //! - [`cli`]: the `main-service user add` command.
 //! - [`metrics`]: Prometheus metrics and the latency middleware.
@@ -36,6 +37,7 @@ pub mod hitl;
 pub mod login;
 pub mod metrics;
 pub mod openapi;
+pub mod signin;
 pub mod store;
 pub mod tasks;
 pub mod throttle;
@@ -122,6 +124,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .merge(actuator::routes())
         .merge(tasks::routes())
         .merge(login::routes())
+        .merge(signin::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

@@ -28,6 +28,7 @@ use crate::AppState;
 use crate::body::JsonBody;
 use crate::entity::app_user::{self, Column, Entity};
 use crate::error::AppError;
+use crate::hitl::session::id_text;
 use crate::openapi::Reply;
 use crate::throttle::{Attempt, ClientAddr};
 
@@ -56,9 +57,9 @@ pub struct Login {
     /// The password.
     #[schema(required = true, nullable = false, value_type = String, min_length = 1)]
     pub password: Option<String>,
-    /// The tenant.
-    #[schema(required = true, nullable = false, value_type = String, min_length = 1)]
-    pub tenant_id: Option<String>,
+    /// The tenant, a string or a number (`DEFAULT_TENANT_ID` when absent).
+    #[schema(value_type = Option<String>)]
+    pub tenant_id: Option<Value>,
 }
 
 #[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = Login,
@@ -68,14 +69,20 @@ async fn login(
     client: ClientAddr,
     JsonBody(body): JsonBody<Login>,
 ) -> Result<Json<Envelope<Value>>, AppError> {
-    let (Some(username), Some(password), Some(tenant)) = (
+    let (Some(username), Some(password)) = (
         body.username.filter(|u| !u.is_empty()),
         body.password.filter(|p| !p.is_empty()),
-        body.tenant_id.filter(|t| !t.is_empty()),
     ) else {
         return Err(AppError::BadRequest(
-            "username, password and tenantId are required".into(),
+            "username and password are required".into(),
         ));
+    };
+    // The frontend sends "1", the old seed's guide nothing, other clients 1.
+    let tenant = match &body.tenant_id {
+        None | Some(Value::Null) => state.config.default_tenant.clone(),
+        given => id_text(given.as_ref())
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| AppError::BadRequest("tenantId is a string or a number".into()))?,
     };
     if password.len() > MAX_PASSWORD_BYTES {
         return Err(AppError::BadRequest(format!(
@@ -127,8 +134,8 @@ async fn login(
     let now = dwp_core::envelope::unix_now();
     let ttl = state.config.jwt_ttl.as_secs();
     let claims = Claims {
-        sub: username,
-        tenant_id: Some(tenant),
+        sub: username.clone(),
+        tenant_id: Some(tenant.clone()),
         iat: Some(now),
         exp: now + ttl,
     };
@@ -139,6 +146,8 @@ async fn login(
             "accessToken": issue(&claims, state.config.jwt_secret.as_bytes()),
             "tokenType": "Bearer",
             "expiresIn": ttl,
+            "userId": username,
+            "tenantId": tenant,
         }),
     )))
 }

@@ -49,6 +49,38 @@ async fn every_propagated_header_arrives_unchanged_and_hop_by_hop_ones_do_not() 
 }
 
 #[tokio::test]
+async fn a_browser_without_caller_headers_is_sent_on_as_frontend_user_an_agent_is_kept() {
+    let up = echo_upstream().await;
+    let gw = spawn_gateway(config(&up.uri(), &[])).await;
+    for (sent, expected) in [
+        (vec![], ("FRONTEND", "USER")),
+        (
+            vec![("x-dwp-source", ""), ("x-dwp-caller-type", "")],
+            ("FRONTEND", "USER"),
+        ),
+        (
+            vec![("x-dwp-source", "AURA"), ("x-dwp-caller-type", "AGENT")],
+            ("AURA", "AGENT"),
+        ),
+    ] {
+        let res = get(gw.addr, "/api/main/x", &sent).await;
+        assert_eq!(res.status(), 200);
+        let seen = up.requests().pop().unwrap();
+        assert_eq!(
+            (
+                &seen.headers["x-dwp-source"],
+                &seen.headers["x-dwp-caller-type"]
+            ),
+            (
+                &expected.0.parse::<http::HeaderValue>().unwrap(),
+                &expected.1.parse::<http::HeaderValue>().unwrap()
+            ),
+            "{sent:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn hop_by_hop_headers_of_the_response_are_removed() {
     let up = upstream(|_| async {
         Response::builder()

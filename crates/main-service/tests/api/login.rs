@@ -119,7 +119,12 @@ async fn concurrent_logins_past_the_hash_slots_are_503_at_once_and_long_password
 }
 
 /// Runs `main-service user add` against `db` with `password` on stdin.
-fn user_add(db: &TestDb, tenant: &str, username: &str, password: &str) -> (bool, String) {
+pub(crate) fn user_add(
+    db: &TestDb,
+    tenant: &str,
+    username: &str,
+    password: &str,
+) -> (bool, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_main-service"))
         .args([
             "user",

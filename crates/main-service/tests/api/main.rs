@@ -14,4 +14,5 @@ mod recorder;
 mod requests;
 mod security;
 mod service;
+mod signin;
 mod tasks;
