@@ -6,7 +6,12 @@
 //! - [`m20260101_000003_app_user`]: `app_user`, login accounts (argon2id hashes only).
 #![forbid(unsafe_code)]
 
+use std::time::Duration;
+
 pub use sea_orm_migration::prelude::*;
+use sea_orm_migration::sea_orm::{
+    ConnectOptions, Database, DbBackend, Statement, TransactionTrait,
+};
 
 pub mod m20260101_000001_agent_task;
 pub mod m20260101_000002_hitl_decision;
@@ -24,4 +29,39 @@ impl MigratorTrait for Migrator {
             Box::new(m20260101_000003_app_user::Migration),
         ]
     }
+}
+
+/// The PostgreSQL advisory lock every migrator of this schema holds while it
+/// migrates (the bytes of `dwp_migr`).
+pub const LOCK_KEY: i64 = 0x6477_705f_6d69_6772;
+
+/// Applies the pending migrations to `url` holding [`LOCK_KEY`], so that
+/// processes started at once (replicas, `main-service user add`, a
+/// migrate job) migrate one after another instead of racing on the same
+/// tables: the others wait, then find nothing left to do. The lock is held
+/// by a transaction on a connection of its own and ends with it, also when
+/// the process dies.
+pub async fn up_locked(url: &str, timeout: Duration) -> Result<(), DbErr> {
+    let mut options = ConnectOptions::new(url.to_owned());
+    options
+        .max_connections(2)
+        .min_connections(0)
+        .connect_timeout(timeout)
+        .acquire_timeout(timeout)
+        .sqlx_logging(false);
+    let db = Database::connect(options).await?;
+    let migrated = async {
+        let lock = db.begin().await?;
+        lock.execute_raw(Statement::from_string(
+            DbBackend::Postgres,
+            format!("SELECT pg_advisory_xact_lock({LOCK_KEY})"),
+        ))
+        .await?;
+        let up = Migrator::up(&db, None).await;
+        lock.commit().await?;
+        up
+    }
+    .await;
+    let _ = db.close().await;
+    migrated
 }

@@ -142,3 +142,31 @@ async fn decisions_and_users_are_unique_where_it_matters_and_migrating_twice_is_
         .expect("the same username in another tenant");
     fresh.drop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_migrators_at_once_on_an_empty_database_all_succeed() {
+    let handle = testkit::TestDb::create().await;
+    let runs = (0..8).map(|_| {
+        let url = handle.url.clone();
+        tokio::spawn(
+            async move { migration::up_locked(&url, std::time::Duration::from_secs(10)).await },
+        )
+    });
+    for run in futures_util::future::join_all(runs).await {
+        run.unwrap()
+            .expect("every migrator succeeds, one after another");
+    }
+    let db = Database::connect(&handle.url).await.unwrap();
+    let applied = db
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT count(*) FROM seaql_migrations",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get_by_index::<i64>(0)
+        .unwrap();
+    assert_eq!(applied as usize, Migrator::migrations().len());
+    db.close().await.unwrap();
+}

@@ -8,7 +8,6 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectOptions, Database};
 
 use crate::config;
@@ -74,6 +73,9 @@ async fn user(args: &[String]) -> Result<String, (u8, String)> {
         std::env::vars().collect(),
     )
     .map_err(|e| (2, format!("bad configuration: {e}")))?;
+    migration::up_locked(&url, Duration::from_secs(5))
+        .await
+        .map_err(|e| (1, format!("migrations failed: {e}")))?;
     let mut options = ConnectOptions::new(url);
     options
         .connect_timeout(Duration::from_secs(5))
@@ -81,9 +83,6 @@ async fn user(args: &[String]) -> Result<String, (u8, String)> {
     let db = Database::connect(options)
         .await
         .map_err(|e| (1, format!("cannot connect to DATABASE_URL: {e}")))?;
-    Migrator::up(&db, None)
-        .await
-        .map_err(|e| (1, format!("migrations failed: {e}")))?;
     let added = add_user(&db, &tenant, &username, password).await;
     let _ = db.close().await;
     match added {

@@ -7,7 +7,6 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, RuntimeErr};
 
 use crate::config::Config;
@@ -22,6 +21,7 @@ pub const INSERT_CHUNK: usize = 32;
 /// The service's database handle.
 pub struct Db {
     conn: DatabaseConnection,
+    url: String,
     timeout: Duration,
     ready: AtomicBool,
 }
@@ -40,6 +40,7 @@ impl Db {
             .sqlx_logging(false);
         Ok(Self {
             conn: Database::connect(options).await?,
+            url: config.database_url.clone(),
             timeout: config.db_timeout,
             ready: AtomicBool::new(!config.db_auto_migrate),
         })
@@ -50,7 +51,7 @@ impl Db {
     pub async fn migrate_until_done(&self) {
         let mut logged = false;
         loop {
-            match Migrator::up(&self.conn, None).await {
+            match migration::up_locked(&self.url, self.timeout.max(Duration::from_secs(5))).await {
                 Ok(()) => {
                     tracing::info!("database migrations applied");
                     self.ready.store(true, Ordering::Release);
