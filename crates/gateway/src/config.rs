@@ -12,6 +12,8 @@ use std::time::Duration;
 use dwp_core::settings::{self, Retention, redact_url};
 use http::{Method, Uri};
 
+use crate::routes::{RouteSpec, Table};
+
 /// The default optional configuration file, relative to the working directory.
 pub const DEFAULT_FILE: &str = "config/gateway.toml";
 
@@ -47,12 +49,13 @@ pub struct Config {
     pub host: String,
     /// `SERVER_PORT` (default 8080).
     pub port: u16,
-    /// `AURA_PLATFORM_URI` (default `http://localhost:9000`).
-    pub aura_uri: Uri,
-    /// `MAIN_SERVICE_URI` (default `http://localhost:8081`).
-    pub main_uri: Uri,
-    /// `AUTH_SERVER_URI` (default: `MAIN_SERVICE_URI`).
-    pub auth_uri: Uri,
+    /// The routes and their upstream services: the contract's four to
+    /// `AURA_PLATFORM_URI` (default `http://localhost:9000`),
+    /// `MAIN_SERVICE_URI` (default `http://localhost:8081`) and
+    /// `AUTH_SERVER_URI` (default: `MAIN_SERVICE_URI`), the old deployment's
+    /// `AURA_PLATFORM_URL`, `SERVICE_MAIN_URL` and `SERVICE_AUTH_URL` also
+    /// accepted; and the file's `[[routes]]` ([`crate::routes::RouteSpec`]).
+    pub routes: Table,
     /// The `CORS_*` settings.
     pub cors: Cors,
     /// `JWT_SECRET` (at least 32 bytes): the edge checks tokens with it.
@@ -114,9 +117,16 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("listen", &format_args!("{}:{}", self.host, self.port))
-            .field("aura_uri", &self.aura_uri)
-            .field("main_uri", &self.main_uri)
-            .field("auth_uri", &self.auth_uri)
+            .field("services", &self.routes.services)
+            .field(
+                "routes",
+                &self
+                    .routes
+                    .routes
+                    .iter()
+                    .map(|r| r.prefix)
+                    .collect::<Vec<_>>(),
+            )
             .field("cors", &self.cors)
             .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<set>"))
             .field("jwt_max_lifetime", &self.jwt_max_lifetime)
@@ -167,11 +177,29 @@ impl Config {
             })?;
         let vars = Vars(layered);
 
-        let main_uri = vars.uri("MAIN_SERVICE_URI", "http://localhost:8081")?;
-        let auth_uri = match vars.get("AUTH_SERVER_URI") {
-            Some(_) => vars.uri("AUTH_SERVER_URI", "")?,
+        let main_uri = vars.uri(
+            ("MAIN_SERVICE_URI", "SERVICE_MAIN_URL"),
+            "http://localhost:8081",
+        )?;
+        let auth_uri = match vars.aliased(("AUTH_SERVER_URI", "SERVICE_AUTH_URL")) {
+            Some(_) => vars.uri(("AUTH_SERVER_URI", "SERVICE_AUTH_URL"), "")?,
             None => main_uri.clone(),
         };
+        let specs: Vec<RouteSpec> = match vars.0.get("routes") {
+            Ok(specs) => specs,
+            Err(config::ConfigError::NotFound(_)) => Vec::new(),
+            Err(e) => return Err(Vars::bad("ROUTES", format!("[[routes]] in the file: {e}"))),
+        };
+        let routes = Table::build(
+            vars.uri(
+                ("AURA_PLATFORM_URI", "AURA_PLATFORM_URL"),
+                "http://localhost:9000",
+            )?,
+            main_uri,
+            auth_uri,
+            &specs,
+        )
+        .map_err(|e| Vars::bad("ROUTES", e.0))?;
         let redis_url = settings::redis_url(
             vars.get("REDIS_URL"),
             vars.get("REDIS_HOST"),
@@ -227,9 +255,7 @@ impl Config {
         Ok(Self {
             host: vars.get("SERVER_HOST").unwrap_or_else(|| "0.0.0.0".into()),
             port: vars.number("SERVER_PORT", 8080)?,
-            aura_uri: vars.uri("AURA_PLATFORM_URI", "http://localhost:9000")?,
-            main_uri,
-            auth_uri,
+            routes,
             cors: Cors {
                 allowed_origins,
                 allowed_methods: vars
@@ -342,8 +368,13 @@ impl Vars {
             .collect()
     }
 
-    fn uri(&self, var: &str, default: &str) -> Result<Uri, ConfigError> {
-        let raw = self.get(var).unwrap_or_else(|| default.into());
+    /// A variable or, when it is not set, its old name.
+    fn aliased(&self, (var, alias): (&str, &str)) -> Option<String> {
+        self.get(var).or_else(|| self.get(alias))
+    }
+
+    fn uri(&self, (var, alias): (&str, &str), default: &str) -> Result<Uri, ConfigError> {
+        let raw = self.aliased((var, alias)).unwrap_or_else(|| default.into());
         let uri: Uri = raw
             .trim()
             .parse()
@@ -361,6 +392,7 @@ impl Vars {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::routes::{Edge, Upstream};
 
     const SECRET: &str = "s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t";
 
@@ -402,9 +434,15 @@ mod tests {
     fn defaults_are_the_contract_defaults() {
         let c = load(&[]).unwrap();
         assert_eq!((c.host.as_str(), c.port), ("0.0.0.0", 8080));
-        assert_eq!(c.aura_uri, "http://localhost:9000/");
-        assert_eq!(c.main_uri, "http://localhost:8081/");
-        assert_eq!(c.auth_uri, c.main_uri);
+        let uri = |u| c.routes.service(u).uri.to_string();
+        assert_eq!(uri(Upstream::AURA), "http://localhost:9000/");
+        assert_eq!(uri(Upstream::MAIN), "http://localhost:8081/");
+        assert_eq!(uri(Upstream::AUTH), uri(Upstream::MAIN));
+        let prefixes: Vec<_> = c.routes.routes.iter().map(|r| r.prefix).collect();
+        assert_eq!(
+            prefixes,
+            ["/api/aura/hitl", "/api/aura", "/api/main", "/api/auth"]
+        );
         assert_eq!(c.cors.allowed_origins, ["http://localhost:4200"]);
         assert_eq!(c.cors.allowed_methods.len(), 6);
         assert!(c.cors.allow_credentials);
@@ -441,7 +479,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.port, 9999);
-        assert_eq!(c.auth_uri, "http://auth:7000/");
+        assert_eq!(c.routes.service(Upstream::AUTH).uri, "http://auth:7000/");
         assert_eq!(c.sse_heartbeat, None);
         assert_eq!(c.cors.allowed_origins, ["http://a", "http://b"]);
     }
@@ -463,6 +501,126 @@ mod tests {
             let err = load(&[(var, value)]).unwrap_err();
             assert_eq!(err.var, var, "{var}={value}: {err}");
             assert!(err.to_string().starts_with(var));
+        }
+    }
+
+    #[test]
+    fn the_old_deployments_variable_names_are_accepted_and_the_new_ones_win() {
+        let c = load(&[
+            ("AURA_PLATFORM_URL", "http://aura-old:9000"),
+            ("SERVICE_MAIN_URL", "http://main-old:8081"),
+            ("SERVICE_AUTH_URL", "http://auth-old:8082"),
+        ])
+        .unwrap();
+        let uri = |u| c.routes.service(u).uri.to_string();
+        assert_eq!(uri(Upstream::AURA), "http://aura-old:9000/");
+        assert_eq!(uri(Upstream::MAIN), "http://main-old:8081/");
+        assert_eq!(uri(Upstream::AUTH), "http://auth-old:8082/");
+        let c = load(&[
+            ("SERVICE_MAIN_URL", "http://main-old:8081"),
+            ("MAIN_SERVICE_URI", "http://main-new:8081"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.routes.service(Upstream::MAIN).uri,
+            "http://main-new:8081/"
+        );
+    }
+
+    fn with_file(toml: &str) -> Result<Config, ConfigError> {
+        let dir = std::env::temp_dir().join(format!("gw-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("gateway.toml");
+        std::fs::write(&file, toml).unwrap();
+        let env = HashMap::from([("GATEWAY_AUTH".to_string(), "off".to_string())]);
+        let c = Config::from_sources(Some(&file), env);
+        std::fs::remove_dir_all(dir).unwrap();
+        c
+    }
+
+    #[test]
+    fn routes_added_in_the_file_join_the_table_by_specificity() {
+        let c = with_file(
+            r#"
+[[routes]]
+prefix = "/api/synapse"
+uri = "http://synapse:8080/base"
+
+[[routes]]
+name = "cases"
+prefix = "/api/aura/cases/"
+uri = "http://analysis:9100"
+strip_prefix = 3
+preserve_host = true
+token_check = false
+"#,
+        )
+        .unwrap();
+        let table = c.routes;
+        let found = |path| table.find(path).unwrap().map(|(r, p)| (r.name, p));
+        assert_eq!(
+            found("/api/synapse/callback?x"),
+            Some(("synapse", "/synapse/callback?x"))
+        );
+        assert_eq!(
+            found("/api/aura/cases/7/stream"),
+            Some(("cases", "/7/stream"))
+        );
+        assert_eq!(found("/api/aura/cases"), Some(("cases", "/")));
+        assert_eq!(
+            found("/api/aura/test/stream"),
+            Some(("aura", "/aura/test/stream"))
+        );
+        assert_eq!(
+            found("/api/aura/hitl/x"),
+            Some(("aura-hitl", "/aura/hitl/x"))
+        );
+        let (synapse, _) = table.find("/api/synapse").unwrap().unwrap();
+        assert_eq!(
+            table.service(synapse.upstream).uri,
+            "http://synapse:8080/base"
+        );
+        assert_eq!((synapse.edge, synapse.stripped), (Edge::Token, "/api"));
+        let (cases, _) = table.find("/api/aura/cases").unwrap().unwrap();
+        assert_eq!(
+            (cases.edge, cases.preserve_host, cases.agent),
+            (Edge::Open, true, false)
+        );
+        assert_eq!(cases.stripped, "/api/aura/cases");
+    }
+
+    #[test]
+    fn a_bad_route_in_the_file_stops_start_up_with_what_is_wrong() {
+        for (toml, says) in [
+            (
+                "[[routes]]\nprefix = \"api/x\"\nuri = \"http://x:1\"",
+                "absolute path",
+            ),
+            (
+                "[[routes]]\nprefix = \"/api/../main\"\nuri = \"http://x:1\"",
+                "dot segments",
+            ),
+            (
+                "[[routes]]\nprefix = \"/api/x\"\nuri = \"https://x:1\"",
+                "http://host:port",
+            ),
+            (
+                "[[routes]]\nprefix = \"/api/x\"\nuri = \"http://x:1\"\nstrip_prefix = 3",
+                "strip_prefix",
+            ),
+            (
+                "[[routes]]\nprefix = \"/api/main\"\nuri = \"http://x:1\"",
+                "clashes",
+            ),
+            (
+                "[[routes]]\nprefix = \"/api/x\"\nuri = \"http://x:1\"\ntoken = true",
+                "token",
+            ),
+            ("[[routes]]\nprefix = \"/api/x\"", "uri"),
+        ] {
+            let err = with_file(toml).unwrap_err();
+            assert_eq!(err.var, "ROUTES", "{toml}: {err}");
+            assert!(err.problem.contains(says), "{toml}: {err}");
         }
     }
 

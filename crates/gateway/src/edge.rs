@@ -1,8 +1,9 @@
 //! Checks made at the edge, before any upstream is called, so that a bad
 //! request never opens a five-minute stream.
 //!
-//! - `/api/aura/**` needs `X-Tenant-ID` (400).
-//! - `/api/aura/**` and `/api/main/**` need a valid HS256 Bearer token
+//! - `/api/aura/**` needs `X-Tenant-ID` (400; [`Edge::Agent`]).
+//! - `/api/aura/**`, `/api/main/**` and an operator's routes unless they
+//!   say `token_check = false` need a valid HS256 Bearer token
 //!   (401) whose `sub` equals `X-User-ID` and whose `tenant_id` equals
 //!   `X-Tenant-ID` when those headers are sent (403). `/api/auth/**` and the
 //!   gateway's own endpoints are exempt. Only `GATEWAY_AUTH=off` (local
@@ -17,7 +18,7 @@ use dwp_core::token::{Claims, Verifier};
 use http::HeaderMap;
 
 use crate::error::GatewayError;
-use crate::routes::{Route, Upstream};
+use crate::routes::{Edge, Route};
 
 /// Runs the edge checks for a request on `route`; returns the token's
 /// claims when one was checked.
@@ -26,14 +27,13 @@ pub fn check(
     headers: &HeaderMap,
     verifier: Option<&Verifier>,
 ) -> Result<Option<Claims>, GatewayError> {
-    let on_aura = route.prefix.starts_with("/api/aura");
     let tenant = header(headers, &TENANT_ID)?;
-    if on_aura && tenant.is_none_or(str::is_empty) {
+    if route.edge == Edge::Agent && tenant.is_none_or(str::is_empty) {
         return Err(GatewayError::BadRequest(
             "X-Tenant-ID header is required".into(),
         ));
     }
-    let needs_token = on_aura || route.upstream == Upstream::Main;
+    let needs_token = route.edge != Edge::Open;
     let Some(verifier) = verifier.filter(|_| needs_token) else {
         return Ok(None);
     };
@@ -75,7 +75,7 @@ fn header<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routes::ROUTES;
+    use crate::routes::contract_default;
     use dwp_core::token::{Claims, issue};
     use http::HeaderValue;
 
@@ -109,7 +109,11 @@ mod tests {
 
     fn status(route: usize, h: &HeaderMap, secret: bool) -> u16 {
         let verifier = Verifier::new(SECRET.as_bytes(), None);
-        match check(&ROUTES[route], h, secret.then_some(&verifier)) {
+        match check(
+            &contract_default().routes[route],
+            h,
+            secret.then_some(&verifier),
+        ) {
             Ok(_) => 200,
             Err(e) => e.status().as_u16(),
         }

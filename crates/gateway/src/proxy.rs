@@ -11,7 +11,7 @@ use dwp_core::headers::{
 };
 use dwp_core::token::Verifier;
 use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HOST};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
+use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
@@ -29,7 +29,7 @@ use crate::metrics::{Metrics, RouteLabel};
 use crate::pool::Pool;
 use crate::recorder::{Recorder, TaskMeta};
 use crate::relay::{Relay, StreamRules};
-use crate::routes::{self, Route, STRIPPED_PREFIX, Upstream};
+use crate::routes::{Route, Table, Upstream};
 use prometheus_client::metrics::histogram::Histogram;
 
 /// What all workers share: configuration, metrics, the token verifier and
@@ -40,10 +40,10 @@ pub struct Shared {
     /// The metrics.
     pub metrics: Arc<Metrics>,
     verifier: Option<Verifier>,
-    /// The pool of each upstream in `UPSTREAMS` order; upstreams with the
-    /// same authority share one (auth and main by default).
+    /// The pool of each upstream service, in the route table's order;
+    /// services with the same authority share one (auth and main by default).
     pools: Vec<Arc<Pool>>,
-    /// The upstream response-time histogram of each route, in `ROUTES` order.
+    /// The upstream response-time histogram of each route, in table order.
     upstream_seconds: Vec<Histogram>,
     /// The stream recorder, when enabled and started.
     pub recorder: Option<Recorder>,
@@ -77,8 +77,10 @@ impl Shared {
     pub fn new(config: Config) -> Self {
         let mut by_authority: HashMap<String, Arc<Pool>> = HashMap::new();
         let mut pools = Vec::new();
-        for (upstream, name) in UPSTREAMS {
-            let authority = base(&config, upstream)
+        for service in config.routes.services {
+            let name = service.name;
+            let authority = service
+                .uri
                 .authority()
                 .map(|a| a.to_string())
                 .unwrap_or_default();
@@ -102,7 +104,9 @@ impl Shared {
             .as_ref()
             .map(|s| Verifier::new(s.as_bytes(), None).with_max_lifetime(config.jwt_max_lifetime));
         let metrics = Arc::new(Metrics::default());
-        let upstream_seconds = routes::ROUTES
+        let upstream_seconds = config
+            .routes
+            .routes
             .iter()
             .map(|r| {
                 metrics
@@ -129,7 +133,7 @@ impl Shared {
 
     /// The pool of `upstream`.
     pub fn pool(&self, upstream: Upstream) -> &Arc<Pool> {
-        &self.pools[upstream as usize]
+        &self.pools[upstream.0]
     }
 
     /// Every distinct pool once.
@@ -141,21 +145,6 @@ impl Shared {
             }
         }
         out
-    }
-}
-
-/// Every upstream, in the order of its discriminant, with its pool's name.
-const UPSTREAMS: [(Upstream, &str); 3] = [
-    (Upstream::Aura, "aura"),
-    (Upstream::Main, "main"),
-    (Upstream::Auth, "auth"),
-];
-
-fn base(config: &Config, upstream: Upstream) -> &Uri {
-    match upstream {
-        Upstream::Aura => &config.aura_uri,
-        Upstream::Main => &config.main_uri,
-        Upstream::Auth => &config.auth_uri,
     }
 }
 
@@ -198,7 +187,7 @@ pub async fn forward(
     let claims = crate::edge::check(route, &parts.headers, shared.verifier.as_ref())?;
 
     let stream = is_stream(&parts.headers, parts.uri.path());
-    let to_aura = route.upstream == Upstream::Aura;
+    let to_aura = route.agent;
     if let (Some(claims), Some(log)) = (&claims, log.as_mut())
         && let Err(e) = shared
             .limits
@@ -212,7 +201,11 @@ pub async fn forward(
     }
 
     let pool = shared.pool(route.upstream);
-    let base_path = base(&shared.config, route.upstream)
+    let base_path = shared
+        .config
+        .routes
+        .service(route.upstream)
+        .uri
         .path()
         .trim_end_matches('/');
     let mut headers = parts.headers;
@@ -231,11 +224,12 @@ pub async fn forward(
     headers.reserve(8);
     forward::strip_hop_by_hop(&mut headers);
     forward::add_caller_defaults(&mut headers);
-    forward::add_forwarded(&mut headers, &peer.ip, STRIPPED_PREFIX, &mut head);
-    if (!to_aura || !headers.contains_key(HOST))
+    forward::add_forwarded(&mut headers, &peer.ip, route.stripped, &mut head);
+    if (!route.preserve_host || !headers.contains_key(HOST))
         && let Some(host) = pool.host()
     {
-        // Only the Aura route keeps the browser's Host (PreserveHostHeader).
+        // Only routes that say so keep the browser's Host (PreserveHostHeader:
+        // the Aura route).
         headers.insert(HOST, host.clone());
     }
     headers.insert(REQUEST_ID, request_id.clone());
@@ -290,11 +284,7 @@ pub async fn forward(
         .deadlines
         .response_within(shared.config.response_timeout, exchange)
         .await;
-    if let Some(histogram) = routes::ROUTES
-        .iter()
-        .position(|r| std::ptr::eq(r, route))
-        .and_then(|i| shared.upstream_seconds.get(i))
-    {
+    if let Some(histogram) = shared.upstream_seconds.get(route.index) {
         histogram.observe(started.elapsed().as_secs_f64());
     }
     let response = match sent {
@@ -364,8 +354,8 @@ fn log_routing(path: &str, h: &HeaderMap) {
 }
 
 /// Routes a request, or says why it cannot be routed.
-pub fn route(path: &str) -> Result<(&'static Route, &str), GatewayError> {
-    match routes::find(path) {
+pub fn route<'p>(table: &Table, path: &'p str) -> Result<(&'static Route, &'p str), GatewayError> {
+    match table.find(path) {
         Ok(Some(found)) => Ok(found),
         Ok(None) => Err(GatewayError::NotFound(path.to_owned())),
         Err(_) => Err(GatewayError::BadRequest(

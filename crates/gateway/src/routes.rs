@@ -1,19 +1,49 @@
-//! The route table of CONTRACT.md section 2 and the path rules.
+//! The route table: CONTRACT.md section 2's four routes by default, and
+//! those an operator adds in the configuration file ([`RouteSpec`]).
 //!
-//! Routes are tried in order, first match wins, like Spring Cloud Gateway's
-//! `Path=/api/aura/hitl/**` predicates (which also match the bare prefix).
-//! Every route strips one prefix segment (`StripPrefix=1`): `/api/aura/x`
-//! goes upstream as `/aura/x`, query kept.
+//! The most specific prefix wins (the contract's order, where
+//! `/api/aura/hitl` comes before `/api/aura`, is exactly that); a prefix
+//! matches the path itself or the path followed by `/`, like Spring Cloud
+//! Gateway's `Path=/api/aura/hitl/**`. Each route strips its first
+//! segments (`StripPrefix=1` by default: `/api/aura/x` goes upstream as
+//! `/aura/x`, query kept) and sends what it stripped as
+//! `X-Forwarded-Prefix`. Tables are built once at start-up and live as
+//! long as the process (`&'static`), so routing allocates nothing.
 
-/// Which upstream a route goes to (the discriminant indexes the pools).
+use http::Uri;
+use serde::Deserialize;
+
+/// Which upstream service a route goes to: an index into [`Table::services`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Upstream {
+pub struct Upstream(pub usize);
+
+impl Upstream {
     /// Aura-Platform (`AURA_PLATFORM_URI`).
-    Aura = 0,
+    pub const AURA: Self = Self(0);
     /// main-service (`MAIN_SERVICE_URI`).
-    Main = 1,
+    pub const MAIN: Self = Self(1);
     /// The auth server (`AUTH_SERVER_URI`, main-service by default).
-    Auth = 2,
+    pub const AUTH: Self = Self(2);
+}
+
+/// An upstream service: its pool's name and base URI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    /// The pool's name in logs and metrics.
+    pub name: &'static str,
+    /// `http://host:port`, with an optional base path.
+    pub uri: Uri,
+}
+
+/// What the edge checks before a route's upstream is called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edge {
+    /// `X-Tenant-ID` required, and a valid token (the agent routes).
+    Agent,
+    /// A valid token.
+    Token,
+    /// Nothing (sign-in).
+    Open,
 }
 
 /// One route.
@@ -25,34 +55,250 @@ pub struct Route {
     pub prefix: &'static str,
     /// Where it goes.
     pub upstream: Upstream,
+    /// The leading part of the path removed before it goes upstream, sent
+    /// as `X-Forwarded-Prefix` (`/api`; empty: nothing removed).
+    pub stripped: &'static str,
+    /// The client's `Host` goes upstream (else the upstream's authority).
+    pub preserve_host: bool,
+    /// The edge checks.
+    pub edge: Edge,
+    /// To the agent: the routing log line, stream recording and the
+    /// per-user stream cap apply.
+    pub agent: bool,
+    /// Its position in the table (its metrics).
+    pub index: usize,
 }
 
-/// The contract's routes, in matching order.
-pub static ROUTES: [Route; 4] = [
-    Route {
-        name: "aura-hitl",
-        prefix: "/api/aura/hitl",
-        upstream: Upstream::Main,
-    },
-    Route {
-        name: "aura",
-        prefix: "/api/aura",
-        upstream: Upstream::Aura,
-    },
-    Route {
-        name: "main",
-        prefix: "/api/main",
-        upstream: Upstream::Main,
-    },
-    Route {
-        name: "auth",
-        prefix: "/api/auth",
-        upstream: Upstream::Auth,
-    },
-];
+/// A route an operator adds, as written in the configuration file:
+///
+/// ```toml
+/// [[routes]]
+/// name = "synapse"                   # logs and metrics (default: from the prefix)
+/// prefix = "/api/synapse"
+/// uri = "http://synapse:8080"
+/// strip_prefix = 1                   # leading segments removed (default 1)
+/// preserve_host = false              # send the client's Host (default false)
+/// token_check = true                 # the edge token check (default true)
+/// ```
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    /// See above.
+    pub name: Option<String>,
+    /// See above.
+    pub prefix: String,
+    /// See above.
+    pub uri: String,
+    /// See above.
+    pub strip_prefix: Option<usize>,
+    /// See above.
+    pub preserve_host: Option<bool>,
+    /// See above.
+    pub token_check: Option<bool>,
+}
 
-/// The prefix every route strips, sent as `X-Forwarded-Prefix`.
+/// The routes and the services they go to.
+#[derive(Debug, Clone, Copy)]
+pub struct Table {
+    /// Most specific prefix first.
+    pub routes: &'static [Route],
+    /// Aura, main, auth, then the operators' own, in [`Upstream`] order.
+    pub services: &'static [Service],
+}
+
+/// The prefix the contract's routes strip, sent as `X-Forwarded-Prefix`.
 pub const STRIPPED_PREFIX: &str = "/api";
+
+/// A route that cannot be used; the message says why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("routes: {0}")]
+pub struct RouteError(pub String);
+
+impl Table {
+    /// The contract's four routes to these three services.
+    pub fn contract(aura: Uri, main: Uri, auth: Uri) -> Self {
+        Self::build(aura, main, auth, &[])
+            .unwrap_or_else(|_| unreachable!("the contract's routes are valid"))
+    }
+
+    /// The contract's routes and `extra`, checked; the table lives as long
+    /// as the process (it is built once, at start-up).
+    pub fn build(aura: Uri, main: Uri, auth: Uri, extra: &[RouteSpec]) -> Result<Self, RouteError> {
+        let mut services = vec![
+            Service {
+                name: "aura",
+                uri: aura,
+            },
+            Service {
+                name: "main",
+                uri: main,
+            },
+            Service {
+                name: "auth",
+                uri: auth,
+            },
+        ];
+        let contract = |name, prefix, upstream, edge, agent| Route {
+            name,
+            prefix,
+            upstream,
+            stripped: STRIPPED_PREFIX,
+            preserve_host: agent,
+            edge,
+            agent,
+            index: 0,
+        };
+        let mut routes = vec![
+            contract(
+                "aura-hitl",
+                "/api/aura/hitl",
+                Upstream::MAIN,
+                Edge::Agent,
+                false,
+            ),
+            contract("aura", "/api/aura", Upstream::AURA, Edge::Agent, true),
+            contract("main", "/api/main", Upstream::MAIN, Edge::Token, false),
+            contract("auth", "/api/auth", Upstream::AUTH, Edge::Open, false),
+        ];
+        for spec in extra {
+            let route = operator_route(spec, &mut services)?;
+            if let Some(same) = routes
+                .iter()
+                .find(|r| r.prefix == route.prefix || r.name == route.name)
+            {
+                return Err(RouteError(format!(
+                    "{:?} ({}) clashes with the route {:?} ({})",
+                    route.name, route.prefix, same.name, same.prefix
+                )));
+            }
+            routes.push(route);
+        }
+        // Most specific first; equal lengths keep their order.
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        for (index, route) in routes.iter_mut().enumerate() {
+            route.index = index;
+        }
+        Ok(Self {
+            routes: Vec::leak(routes),
+            services: Vec::leak(services),
+        })
+    }
+
+    /// Finds the route for `path` (the path only, no query) and the path to
+    /// send upstream. `Ok(None)` is an unknown path (404).
+    pub fn find<'p>(&self, path: &'p str) -> Result<Option<(&'static Route, &'p str)>, PathError> {
+        check(path)?;
+        Ok(self.routes.iter().find_map(|route| {
+            let rest = path.strip_prefix(route.prefix)?;
+            (rest.is_empty() || rest.starts_with('/')).then(|| {
+                let upstream = &path[route.stripped.len()..];
+                (route, if upstream.is_empty() { "/" } else { upstream })
+            })
+        }))
+    }
+
+    /// The service `upstream` names.
+    pub fn service(&self, upstream: Upstream) -> &'static Service {
+        &self.services[upstream.0]
+    }
+}
+
+/// The contract's routes to the default addresses, built once (tests,
+/// fuzzing, [`find`]).
+pub fn contract_default() -> Table {
+    static DEFAULT: std::sync::LazyLock<Table> = std::sync::LazyLock::new(|| {
+        let uri = |s: &'static str| Uri::from_static(s);
+        Table::contract(
+            uri("http://localhost:9000"),
+            uri("http://localhost:8081"),
+            uri("http://localhost:8081"),
+        )
+    });
+    *DEFAULT
+}
+
+/// An operator's route, checked; its service is added unless one with the
+/// same URI exists.
+fn operator_route(spec: &RouteSpec, services: &mut Vec<Service>) -> Result<Route, RouteError> {
+    let bad = |problem: String| RouteError(format!("{:?}: {problem}", spec.prefix));
+    let prefix = spec.prefix.trim_end_matches('/');
+    if !prefix.starts_with('/')
+        || prefix.len() < 2
+        || check(prefix).is_err()
+        || prefix.contains("//")
+    {
+        return Err(bad("a prefix is an absolute path such as /api/synapse, without dot segments or encoded characters".into()));
+    }
+    if !prefix
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.' | b'~'))
+    {
+        return Err(bad("a prefix has only letters, digits and / - _ . ~".into()));
+    }
+    let uri: Uri = spec
+        .uri
+        .trim()
+        .parse()
+        .map_err(|_| bad(format!("uri {:?} is not a URI", spec.uri)))?;
+    if uri.scheme_str() != Some("http") || uri.authority().is_none() || uri.query().is_some() {
+        return Err(bad(format!(
+            "uri {:?} must be an http://host:port URI (TLS to upstreams is not supported)",
+            spec.uri
+        )));
+    }
+    let segments = prefix.split('/').skip(1).count();
+    let strip = spec.strip_prefix.unwrap_or(1);
+    if strip > segments {
+        return Err(bad(format!(
+            "strip_prefix {strip} is more than the prefix's {segments} segments"
+        )));
+    }
+    let stripped_len: usize = prefix
+        .split('/')
+        .skip(1)
+        .take(strip)
+        .map(|s| s.len() + 1)
+        .sum();
+    let name = match &spec.name {
+        Some(name)
+            if !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_')) =>
+        {
+            name.clone()
+        }
+        Some(name) => return Err(bad(format!("name {name:?} is 1 to 64 of A-Z a-z 0-9 - _"))),
+        None => prefix
+            .trim_start_matches("/api/")
+            .trim_start_matches('/')
+            .replace('/', "-"),
+    };
+    let name: &'static str = String::leak(name);
+    let upstream = match services.iter().position(|s| s.uri == uri) {
+        Some(i) => Upstream(i),
+        None => {
+            services.push(Service { name, uri });
+            Upstream(services.len() - 1)
+        }
+    };
+    let prefix: &'static str = String::leak(prefix.to_owned());
+    Ok(Route {
+        name,
+        prefix,
+        upstream,
+        stripped: &prefix[..stripped_len],
+        preserve_host: spec.preserve_host.unwrap_or(false),
+        edge: if spec.token_check.unwrap_or(true) {
+            Edge::Token
+        } else {
+            Edge::Open
+        },
+        agent: false,
+        index: 0,
+    })
+}
 
 /// A path the gateway refuses to route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,14 +308,10 @@ pub enum PathError {
     Ambiguous,
 }
 
-/// Finds the route for `path` (the path only, no query) and the path to send
-/// upstream. `Ok(None)` is an unknown path (404).
+/// [`Table::find`] on the contract's table with its default addresses
+/// (the fuzz target and property tests).
 pub fn find(path: &str) -> Result<Option<(&'static Route, &str)>, PathError> {
-    check(path)?;
-    Ok(ROUTES.iter().find_map(|route| {
-        let rest = path.strip_prefix(route.prefix)?;
-        (rest.is_empty() || rest.starts_with('/')).then(|| (route, &path[STRIPPED_PREFIX.len()..]))
-    }))
+    contract_default().find(path)
 }
 
 /// Refuses paths whose meaning could change between here and the upstream.

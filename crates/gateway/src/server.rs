@@ -400,7 +400,7 @@ async fn dispatch(
     if req.headers().get_all(HOST).iter().count() > 1 {
         return Err(GatewayError::BadRequest("More than one Host header".into()));
     }
-    let (route, upstream_path) = proxy::route(path)?;
+    let (route, upstream_path) = proxy::route(&state.shared.config.routes, path)?;
     if let Some(log) = log {
         log.route = route.name;
     }

@@ -2,7 +2,7 @@
 //! refused, unknown, or routed by the first matching prefix with exactly
 //! `/api` stripped; a dot segment, plain or encoded, is never routed.
 
-use gateway::routes::{PathError, ROUTES, find};
+use gateway::routes::{PathError, contract_default, find};
 use proptest::prelude::*;
 
 fn segment() -> impl Strategy<Value = String> {
@@ -42,7 +42,7 @@ proptest! {
                 prop_assert!(path.starts_with(route.prefix));
                 prop_assert_eq!(format!("/api{upstream}"), path.clone());
                 prop_assert!(upstream.starts_with('/'));
-                let first = ROUTES.iter().find(|r| {
+                let first = contract_default().routes.iter().find(|r| {
                     path.strip_prefix(r.prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
                 });
                 prop_assert_eq!(first.map(|r| r.name), Some(route.name));
@@ -51,7 +51,7 @@ proptest! {
                 }
             }
             Ok(None) => {
-                let matches = ROUTES.iter().any(|r| {
+                let matches = contract_default().routes.iter().any(|r| {
                     path.strip_prefix(r.prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
                 });
                 prop_assert!(!matches, "{} matches a route but was not routed", path);

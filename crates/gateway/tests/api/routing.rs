@@ -8,9 +8,14 @@ async fn each_route_reaches_its_upstream_with_one_segment_stripped_and_the_query
     let aura = echo_upstream().await;
     let main = echo_upstream().await;
     let auth = echo_upstream().await;
-    let mut config = config(&aura.uri(), &[]);
-    config.main_uri = main.uri().parse().unwrap();
-    config.auth_uri = auth.uri().parse().unwrap();
+    let (main_uri, auth_uri) = (main.uri(), auth.uri());
+    let config = config(
+        &aura.uri(),
+        &[
+            ("MAIN_SERVICE_URI", &main_uri),
+            ("AUTH_SERVER_URI", &auth_uri),
+        ],
+    );
     let gw = spawn_gateway(config).await;
 
     let cases = [
@@ -131,4 +136,48 @@ async fn health_and_metrics_are_served_by_the_gateway_itself_metrics_only_on_the
     assert!(!public.text().await.contains("gateway_requests_total"));
     let admin_health = get(gw.admin, "/health", &[]).await;
     assert_eq!(admin_health.status(), 200);
+}
+
+#[tokio::test]
+async fn a_route_added_in_the_file_reaches_its_own_upstream_behind_the_token_check() {
+    let aura = echo_upstream().await;
+    let synapse = echo_upstream().await;
+    let dir = std::env::temp_dir().join(format!("gw-routes-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("gateway.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[routes]]\nprefix = \"/api/synapse\"\nuri = \"{}\"\n",
+            synapse.uri()
+        ),
+    )
+    .unwrap();
+    let env = std::collections::HashMap::from([
+        ("AURA_PLATFORM_URI".to_string(), aura.uri()),
+        ("MAIN_SERVICE_URI".to_string(), aura.uri()),
+        ("GATEWAY_WORKER_THREADS".to_string(), "1".to_string()),
+        ("GATEWAY_RECORDER_ENABLED".to_string(), "false".to_string()),
+        ("JWT_SECRET".to_string(), SECRET.to_string()),
+    ]);
+    let config = gateway::Config::from_sources(Some(&file), env).unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
+    let gw = spawn_gateway(config).await;
+
+    let res = get(gw.addr, "/api/synapse/callback?run=1", &[]).await;
+    assert_eq!(res.status(), 401, "the token check applies by default");
+    let auth = format!("Bearer {}", token("agent", "tenant1", 60));
+    let res = get(
+        gw.addr,
+        "/api/synapse/callback?run=1",
+        &[("authorization", &auth), ("x-dwp-source", "AURA")],
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let seen = synapse.requests();
+    assert_eq!(seen.len(), 1, "only the synapse upstream was called");
+    assert_eq!(seen[0].uri, "/synapse/callback?run=1");
+    assert_eq!(seen[0].headers["x-forwarded-prefix"], "/api");
+    assert_eq!(seen[0].headers["x-dwp-source"], "AURA");
+    assert!(aura.requests().is_empty());
 }
