@@ -10,17 +10,18 @@ use crate::h1;
 /// request has none (or an empty one), as the old gateway did: a browser
 /// sends neither, and the agent reads both into its context. An agent
 /// calling back says `AURA` / `AGENT` itself, and that is kept.
-pub fn add_caller_defaults(headers: &mut HeaderMap) {
+pub fn add_caller_defaults(headers: &mut HeaderMap, head: &mut Vec<u8>) {
     for (name, default) in [(DWP_SOURCE, "FRONTEND"), (DWP_CALLER_TYPE, "USER")] {
-        match headers.entry(name) {
-            Entry::Occupied(mut e) if e.get().is_empty() => {
-                e.insert(HeaderValue::from_static(default));
-            }
-            Entry::Occupied(_) => {}
-            Entry::Vacant(e) => {
-                e.insert(HeaderValue::from_static(default));
-            }
+        let value = headers.get(&name);
+        if value.is_some_and(|v| !v.is_empty()) {
+            continue;
         }
+        if value.is_some() {
+            headers.remove(&name);
+        }
+        // Written into the head at once, like X-Forwarded-*: cheaper than a
+        // map insert the head writer would then read back.
+        h1::encode_field(head, name.as_str().as_bytes(), default.as_bytes());
     }
 }
 

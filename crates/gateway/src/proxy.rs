@@ -223,7 +223,7 @@ pub async fn forward(
     // Room for what is added below, so that the map grows once at most.
     headers.reserve(8);
     forward::strip_hop_by_hop(&mut headers);
-    forward::add_caller_defaults(&mut headers);
+    forward::add_caller_defaults(&mut headers, &mut head);
     forward::add_forwarded(&mut headers, &peer.ip, route.stripped, &mut head);
     if (!route.preserve_host || !headers.contains_key(HOST))
         && let Some(host) = pool.host()
