@@ -78,6 +78,8 @@ run() {
 run approve "merge feature/login into main"
 run reject "delete every mail older than a year"
 
-step "8. a second decision is refused (409) and an unknown request is 404"
-curl -sS -o /dev/null -w "second decision: %{http_code}\n" -X POST "$BASE/api/aura/hitl/approve/$(grep -A1 '^event: hitl' "$work/stream" | json_field requestId)" "${auth[@]}" || true
+step "8. the other decision is refused (409), the same one again is answered (alreadyProcessed), an unknown request is 404"
+last=$(grep -A1 '^event: hitl' "$work/stream" | json_field requestId)
+curl -sS -o /dev/null -w "the other decision: %{http_code}\n" -X POST "$BASE/api/aura/hitl/approve/$last" "${auth[@]}" || true
+curl -sS -X POST "$BASE/api/aura/hitl/reject/$last" "${auth[@]}"; echo
 curl -sS -o /dev/null -w "unknown request: %{http_code}\n" -X POST "$BASE/api/aura/hitl/approve/req_000000000000" "${auth[@]}"

@@ -4,6 +4,7 @@
 //! - [`m20260101_000001_agent_task`]: `agent_task`, exactly as CONTRACT.md section 8.
 //! - [`m20260101_000002_hitl_decision`]: `hitl_decision`, the durable audit of HITL decisions.
 //! - [`m20260101_000003_app_user`]: `app_user`, login accounts (argon2id hashes only).
+//! - [`m20261202_000004_hitl_decision_ids`]: `hitl_decision`'s ids as wide as an agent's (512).
 #![forbid(unsafe_code)]
 
 use std::time::Duration;
@@ -16,6 +17,7 @@ use sea_orm_migration::sea_orm::{
 pub mod m20260101_000001_agent_task;
 pub mod m20260101_000002_hitl_decision;
 pub mod m20260101_000003_app_user;
+pub mod m20261202_000004_hitl_decision_ids;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -27,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20260101_000001_agent_task::Migration),
             Box::new(m20260101_000002_hitl_decision::Migration),
             Box::new(m20260101_000003_app_user::Migration),
+            Box::new(m20261202_000004_hitl_decision_ids::Migration),
         ]
     }
 }

@@ -45,9 +45,10 @@ impl Apply for Audit {
 }
 
 fn row(entry: &Entry) -> Result<hitl_decision::ActiveModel, &'static str> {
+    // The column widths, in characters as PostgreSQL counts them.
     let text = |name: &str, max: usize| {
         let value = entry.field(name);
-        (!value.is_empty() && value.len() <= max)
+        (!value.is_empty() && value.chars().count() <= max)
             .then(|| value.to_owned())
             .ok_or("a required field is missing or too long")
     };
@@ -55,8 +56,8 @@ fn row(entry: &Entry) -> Result<hitl_decision::ActiveModel, &'static str> {
         .map_err(|_| "decidedAt is not an RFC 3339 time")?;
     let reason = entry.field("reason");
     Ok(hitl_decision::ActiveModel {
-        request_id: Set(text("requestId", 128)?),
-        session_id: Set(text("sessionId", 128)?),
+        request_id: Set(text("requestId", dwp_core::hitl::MAX_ID_BYTES)?),
+        session_id: Set(text("sessionId", dwp_core::hitl::MAX_ID_BYTES)?),
         tenant_id: Set(text("tenantId", 50)?),
         decided_by: Set(text("decidedBy", 50)?),
         decision: Set(text("decision", 20)?),

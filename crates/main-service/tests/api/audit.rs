@@ -150,3 +150,27 @@ async fn a_decision_made_while_postgres_is_down_is_audited_once_it_is_back() {
     );
     drop(app);
 }
+
+#[tokio::test]
+async fn a_decision_on_the_longest_session_id_an_agent_may_store_is_audited() {
+    let app = spawn_app().await;
+    // The real agent's session id for an e-mail address, padded to 512
+    // bytes, the most an id may have (the first schema had room for 128).
+    let user = "alice.kim@corp.example";
+    let prefix = format!("session_{user}_{}_", unique("1795309470"));
+    let session_id = format!("{prefix}{}", "x".repeat(512 - prefix.len()));
+    assert_eq!(session_id.len(), dwp_core::hitl::MAX_ID_BYTES);
+    let request_id = unique("req");
+    agent_writes(
+        &redis_url(),
+        &request_id,
+        &session_id,
+        serde_json::json!(user),
+        serde_json::json!("1"),
+    )
+    .await;
+    let res = app.decide("approve", &request_id, user, "1", "").await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    let rows = wait_for_rows(app.db.as_ref().unwrap(), &request_id).await;
+    assert_eq!(rows[0].4, session_id);
+}
