@@ -70,6 +70,7 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --all-features --locked -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --locked
+	python3 scripts/lint/module_cycles.py crates/*/src
 
 fmt:
 	$(CARGO) fmt --all

@@ -15,7 +15,7 @@ use axum::{Json, Router};
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use crate::AppState;
+use crate::state::AppState;
 
 /// The routes.
 pub fn routes() -> Router<Arc<AppState>> {

@@ -12,8 +12,8 @@ use axum::extract::FromRequestParts;
 use dwp_core::headers::{TENANT_ID, USER_ID};
 use http::request::Parts;
 
-use crate::AppState;
 use crate::error::AppError;
+use crate::state::AppState;
 
 /// A verified caller.
 #[derive(Debug, Clone)]

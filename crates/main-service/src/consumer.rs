@@ -1,7 +1,6 @@
 //! A Redis Stream consumer-group reader that moves entries into PostgreSQL,
-//! at least once: the two streams main-service consumes
-//! (`dwp:agent-task-events` → `agent_task`, `dwp:hitl-decisions` →
-//! `hitl_decision`) both run this loop with their own `apply`.
+//! at least once, with an [`Apply`] of its user's (the two users and their
+//! thread are wired in [`crate::consumers`]).
 //!
 //! - Entries are read in batches (`XREADGROUP ... >`), applied in one
 //!   database transaction, and acknowledged (`XACK`) only after the commit.
@@ -26,16 +25,10 @@ use redis::{AsyncConnectionConfig, Value};
 use sea_orm::{ConnAcquireErr, DbErr};
 use tokio_util::sync::CancellationToken;
 
-use std::sync::Arc;
-
-use tokio::sync::oneshot;
-
-use crate::AppState;
-use crate::audit::Audit;
 use crate::config::ConsumerConfig;
-use crate::db::{Db, is_outage};
+use crate::db::Db;
+use crate::error::is_outage;
 use crate::metrics::Metrics;
-use crate::tasks::recorder::Recorder;
 
 /// How long one `XREADGROUP` blocks waiting for new entries.
 const BLOCK: Duration = Duration::from_millis(1000);
@@ -74,69 +67,6 @@ pub trait Apply: Send + Sync + 'static {
         db: &Db,
         entries: &[Entry],
     ) -> impl Future<Output = Result<Vec<Rejected>, DbErr>> + Send;
-}
-
-/// Starts both consumers (recorded streams → `agent_task`, decision outbox
-/// → `hitl_decision`) on a thread of their own with their own small pool,
-/// once the schema is ready: their batches never hold up the request
-/// workers. The receiver completes when they have stopped after `stop`.
-pub fn start(
-    state: Arc<AppState>,
-    stop: CancellationToken,
-) -> std::io::Result<oneshot::Receiver<()>> {
-    let client =
-        redis::Client::open(state.config.redis_url.as_str()).map_err(std::io::Error::other)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let (done, finished) = oneshot::channel();
-    std::thread::Builder::new()
-        .name("consumers".into())
-        .spawn(move || {
-            runtime.block_on(consume_all(&state, client, stop));
-            let _ = done.send(());
-        })?;
-    Ok(finished)
-}
-
-async fn consume_all(state: &AppState, client: redis::Client, stop: CancellationToken) {
-    while !state.db.is_ready() {
-        if stop.is_cancelled() {
-            return;
-        }
-        pause(&stop).await;
-    }
-    let mut config = state.config.clone();
-    config.db_auto_migrate = false;
-    config.db_max_connections = 2;
-    let db = match Db::new(&config).await {
-        Ok(db) => db,
-        Err(e) => {
-            tracing::error!(error = %e, "consumers: no database pool; not started");
-            return;
-        }
-    };
-    let consumer = &state.config.consumer;
-    let events = run(
-        client.clone(),
-        &db,
-        &state.metrics,
-        consumer,
-        dwp_core::tasks::EVENTS_STREAM,
-        Recorder,
-        stop.clone(),
-    );
-    let decisions = run(
-        client,
-        &db,
-        &state.metrics,
-        consumer,
-        dwp_core::hitl::DECISIONS_STREAM,
-        Audit,
-        stop,
-    );
-    tokio::join!(events, decisions);
-    db.close().await;
 }
 
 /// Reads `stream` as `config.name` in `config.group` and applies what it
@@ -262,7 +192,8 @@ async fn bounded(db: &Db, apply: &impl Apply, entries: &[Entry]) -> Result<Vec<R
         .unwrap_or(Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)))
 }
 
-async fn pause(stop: &CancellationToken) {
+/// Waits a back-off, or until `stop`.
+pub async fn pause(stop: &CancellationToken) {
     tokio::select! {
         () = tokio::time::sleep(BACKOFF) => {}
         () = stop.cancelled() => {}

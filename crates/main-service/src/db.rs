@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, RuntimeErr};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr};
 
 use crate::config::Config;
 use crate::error::AppError;
@@ -113,30 +113,5 @@ impl Db {
     /// Closes the pool (shutdown).
     pub async fn close(&self) {
         let _ = self.conn.clone().close().await;
-    }
-}
-
-/// Whether a database error means "cannot reach it" rather than "bad query
-/// or data".
-pub fn is_outage(e: &DbErr) -> bool {
-    use sea_orm::sqlx::Error;
-    match e {
-        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
-        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
-            matches!(
-                **e,
-                Error::Io(_)
-                    | Error::Tls(_)
-                    | Error::Protocol(_)
-                    | Error::PoolTimedOut
-                    | Error::PoolClosed
-                    | Error::WorkerCrashed
-            ) || e
-                .as_database_error()
-                .and_then(|d| d.code())
-                // 57P01..57P03 admin shutdown / crash shutdown / cannot connect now
-                .is_some_and(|code| code.starts_with("57P") || code.starts_with("08"))
-        }
-        _ => false,
     }
 }

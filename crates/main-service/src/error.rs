@@ -106,7 +106,7 @@ impl From<redis::RedisError> for AppError {
 
 impl From<sea_orm::DbErr> for AppError {
     fn from(e: sea_orm::DbErr) -> Self {
-        if crate::db::is_outage(&e) {
+        if is_outage(&e) {
             tracing::warn!(error = %e, "database call failed");
             Self::Unavailable("PostgreSQL")
         } else {
@@ -145,5 +145,31 @@ impl IntoResponse for AppError {
             );
         }
         response
+    }
+}
+
+/// Whether a database error means "cannot reach it" rather than "bad query
+/// or data".
+pub fn is_outage(e: &sea_orm::DbErr) -> bool {
+    use sea_orm::sqlx::Error;
+    use sea_orm::{DbErr, RuntimeErr};
+    match e {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            matches!(
+                **e,
+                Error::Io(_)
+                    | Error::Tls(_)
+                    | Error::Protocol(_)
+                    | Error::PoolTimedOut
+                    | Error::PoolClosed
+                    | Error::WorkerCrashed
+            ) || e
+                .as_database_error()
+                .and_then(|d| d.code())
+                // 57P01..57P03 admin shutdown / crash shutdown / cannot connect now
+                .is_some_and(|code| code.starts_with("57P") || code.starts_with("08"))
+        }
+        _ => false,
     }
 }

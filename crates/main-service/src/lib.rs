@@ -14,13 +14,17 @@
 //! - [`hitl`]: approve, reject, read and create HITL requests.
 //! - [`tasks`]: the AgentTask API, its rules, and the stream recorder.
 //! - [`audit`]: decisions from the outbox stream into `hitl_decision`.
-//! - [`consumer`]: the Redis Stream consumer-group loop both use.
+//! - [`consumer`]: the generic Redis Stream consumer-group loop.
+//! - [`consumers`]: its two users (task rows, decision audit) on their thread.
+//! - [`state`](mod@state): [`AppState`], what handlers and background tasks share.
 //! - [`login`]: `POST /auth/login` and accounts.
 //! - [`signin`]: what the web frontend reads around sign-in (policy, me, menus).
 //! - [`throttle`]: login failures counted and locked out in Redis.
 //! - [`cli`]: the `main-service user add` command.
 //! - [`metrics`]: Prometheus metrics and the latency middleware.
+//! - [`health`]: the contract's liveness and readiness (`/main/health`).
 //! - [`actuator`]: Spring Boot Actuator's health endpoints for the old probes.
+//! - [`reply`]: the envelope every route answers with, for the OpenAPI document.
 #![forbid(unsafe_code)]
 
 pub mod actuator;
@@ -30,14 +34,18 @@ pub mod body;
 pub mod cli;
 pub mod config;
 pub mod consumer;
+pub mod consumers;
 pub mod db;
 pub mod entity;
 pub mod error;
+pub mod health;
 pub mod hitl;
 pub mod login;
 pub mod metrics;
 pub mod openapi;
+pub mod reply;
 pub mod signin;
+pub mod state;
 pub mod store;
 pub mod tasks;
 pub mod throttle;
@@ -45,16 +53,13 @@ pub mod throttle;
 use std::future::Future;
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::{Json, Router};
-use dwp_core::Envelope;
-use dwp_core::token::Verifier;
 use http::header::CONTENT_TYPE;
 use http::{HeaderName, HeaderValue, StatusCode};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -62,47 +67,8 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 pub use config::Config;
-use db::Db;
 use error::AppError;
-use metrics::Metrics;
-use store::Store;
-
-/// What every handler shares.
-pub struct AppState {
-    /// The configuration.
-    pub config: Config,
-    /// Token verification with the shared secret.
-    pub verifier: Verifier,
-    /// Redis.
-    pub store: Store,
-    /// PostgreSQL.
-    pub db: Db,
-    /// Metrics.
-    pub metrics: Metrics,
-    /// Woken when a decision found nobody listening ([`hitl::delivery`]).
-    pub undelivered: tokio::sync::Notify,
-    /// The password-check slots (`LOGIN_HASH_MEMORY_MIB`).
-    pub login_slots: Arc<tokio::sync::Semaphore>,
-    /// Cancelled when the service stops (also when [`serve`] is dropped):
-    /// ends the background work, migrations and consumers.
-    pub stop: CancellationToken,
-}
-
-/// The shared state; nothing connects yet.
-pub async fn state(config: Config) -> std::io::Result<Arc<AppState>> {
-    Ok(Arc::new(AppState {
-        verifier: Verifier::new(config.jwt_secret.as_bytes(), config.jwt_audience.as_deref())
-            .with_max_lifetime(config.jwt_max_lifetime),
-        store: Store::new(&config.redis_url, config.redis_timeout)
-            .map_err(std::io::Error::other)?,
-        db: Db::new(&config).await.map_err(std::io::Error::other)?,
-        metrics: Metrics::default(),
-        login_slots: Arc::new(tokio::sync::Semaphore::new(config.login.hash_slots)),
-        undelivered: tokio::sync::Notify::new(),
-        stop: CancellationToken::new(),
-        config,
-    }))
-}
+pub use state::{AppState, state};
 
 /// The whole HTTP application on `state`.
 pub fn app(state: Arc<AppState>) -> Router {
@@ -117,8 +83,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         ))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes));
     Router::new()
-        .route("/main/health", get(health))
-        .route("/main/health/ready", get(ready))
+        .merge(health::routes())
         .route("/main/openapi.json", get(openapi::document))
         .merge(hitl::routes())
         .merge(actuator::routes())
@@ -129,7 +94,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            metrics::record,
+            record_latency,
         ))
         .layer(layers)
         .with_state(state)
@@ -140,8 +105,7 @@ pub fn app(state: Arc<AppState>) -> Router {
 pub fn admin_app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/metrics", get(render_metrics))
-        .route("/main/health", get(health))
-        .route("/main/health/ready", get(ready))
+        .merge(health::routes())
         .fallback(not_found)
         .with_state(state)
 }
@@ -202,7 +166,7 @@ pub async fn serve(
     }
     background.spawn(hitl::delivery::run(state.clone(), stop.clone()));
     let consumers = if state.config.consumer.enabled {
-        Some(consumer::start(state.clone(), stop.clone())?)
+        Some(consumers::start(state.clone(), stop.clone())?)
     } else {
         None
     };
@@ -227,29 +191,6 @@ pub async fn serve(
     served
 }
 
-#[utoipa::path(get, path = "/main/health", tag = "health", responses((status = 200, description = "Live", body = openapi::Reply)))]
-async fn health() -> Json<Envelope<serde_json::Value>> {
-    Json(Envelope::success("UP", serde_json::json!({"status": "UP"})))
-}
-
-#[utoipa::path(get, path = "/main/health/ready", tag = "health", responses((status = 200, description = "Redis answers; PostgreSQL reported", body = openapi::Reply)))]
-async fn ready(
-    State(state): State<Arc<AppState>>,
-) -> Result<Json<Envelope<serde_json::Value>>, AppError> {
-    state.store.ping().await?;
-    // The decision path needs only Redis: PostgreSQL is reported, and its
-    // routes answer 503 on their own while it is down.
-    let postgres = if state.db.ping().await.is_ok() {
-        "UP"
-    } else {
-        "DOWN"
-    };
-    Ok(Json(Envelope::success(
-        "READY",
-        serde_json::json!({"status": "UP", "redis": "UP", "postgres": postgres}),
-    )))
-}
-
 async fn render_metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     (
         [(
@@ -258,6 +199,26 @@ async fn render_metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse
         )],
         state.metrics.render(),
     )
+}
+
+/// Middleware recording every request's latency under its matched route.
+async fn record_latency(
+    State(state): State<Arc<AppState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    state.metrics.observe(
+        route,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
 }
 
 async fn not_found() -> AppError {

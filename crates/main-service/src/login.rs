@@ -24,12 +24,12 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, Qu
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::AppState;
 use crate::body::JsonBody;
 use crate::entity::app_user::{self, Column, Entity};
 use crate::error::AppError;
 use crate::hitl::session::id_text;
-use crate::openapi::Reply;
+use crate::reply::Reply;
+use crate::state::AppState;
 use crate::throttle::{Attempt, ClientAddr};
 
 /// The answer to every failed login.

@@ -1,19 +1,11 @@
 //! Prometheus metrics on `GET /metrics`: decisions by outcome and request
 //! latency by route.
 
-use std::sync::Arc;
-use std::time::Instant;
-
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-
-use crate::AppState;
 
 /// Label of the decision counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -120,29 +112,17 @@ impl Metrics {
         self.deliveries.get_or_create(&Delivery { result }).inc();
     }
 
+    /// Records one request's latency under its route and status.
+    pub fn observe(&self, route: String, status: u16, seconds: f64) {
+        self.latency
+            .get_or_create(&RouteStatus { route, status })
+            .observe(seconds);
+    }
+
     /// The text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
-}
-
-/// Middleware recording every request's latency.
-pub async fn record(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let started = Instant::now();
-    let response = next.run(req).await;
-    state
-        .metrics
-        .latency
-        .get_or_create(&RouteStatus {
-            route,
-            status: response.status().as_u16(),
-        })
-        .observe(started.elapsed().as_secs_f64());
-    response
 }

@@ -6,22 +6,19 @@ use std::sync::LazyLock;
 
 use axum::Json;
 use axum::response::IntoResponse;
-use dwp_core::Envelope;
+
 use utoipa::openapi::link::Link;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-/// Every JSON answer: the envelope, `data` any JSON.
-pub type Reply = Envelope<serde_json::Value>;
-
 #[derive(OpenApi)]
 #[openapi(
     info(title = "DWP main-service", description = "HITL approvals over Redis, AgentTask persistence, login."),
     paths(
-        crate::health,
-        crate::ready,
+        crate::health::health,
+        crate::health::ready,
         crate::actuator::health,
         crate::actuator::readiness,
         crate::actuator::liveness,

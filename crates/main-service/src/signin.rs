@@ -19,9 +19,9 @@ use dwp_core::headers::TENANT_ID;
 use http::HeaderMap;
 use serde_json::{Value, json};
 
-use crate::AppState;
 use crate::auth::TokenCaller;
-use crate::openapi::Reply;
+use crate::reply::Reply;
+use crate::state::AppState;
 
 /// The one menu and permission every account has.
 const AI_WORKSPACE: &str = "menu.ai-workspace";

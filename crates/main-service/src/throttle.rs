@@ -17,9 +17,9 @@ use std::sync::{Arc, LazyLock};
 use axum::extract::{ConnectInfo, FromRequestParts};
 use http::request::Parts;
 
-use crate::AppState;
 use crate::config::LoginLimits;
 use crate::error::AppError;
+use crate::state::AppState;
 use crate::store::Store;
 
 /// Counts a failure for the account and the address; returns the longest

@@ -22,11 +22,11 @@ use serde_json::{Value, json};
 
 use super::session::{self, Owner};
 use super::{ID_RULE, MAX_ACTION_TYPE_BYTES, MAX_CONTEXT_BYTES, pending_key};
-use crate::AppState;
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::AppError;
-use crate::openapi::Reply;
+use crate::reply::Reply;
+use crate::state::AppState;
 
 /// Claims (or refreshes) the session, checks the pending cap, stores the request.
 /// Returns 1 stored, 0 the request id is taken, -1 the session changed

@@ -22,8 +22,8 @@ use dwp_core::envelope::unix_now;
 use dwp_core::hitl;
 use tokio_util::sync::CancellationToken;
 
-use crate::AppState;
 use crate::error::AppError;
+use crate::state::AppState;
 
 /// How often channels with an undelivered signal are looked at.
 pub const RETRY_EVERY: Duration = Duration::from_millis(10);

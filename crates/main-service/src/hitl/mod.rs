@@ -39,11 +39,11 @@ use redis::AsyncCommands;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::AppState;
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::AppError;
-use crate::openapi::Reply;
+use crate::reply::Reply;
+use crate::state::AppState;
 use session::Owner;
 
 /// Compare-and-set of the request, signal store and publish, atomically.

@@ -20,12 +20,12 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::lifecycle::{self, Status};
-use crate::AppState;
 use crate::auth::{Caller, TokenCaller};
 use crate::body::JsonBody;
 use crate::entity::agent_task::{self, Column, Entity, Model};
 use crate::error::AppError;
-use crate::openapi::Reply;
+use crate::reply::Reply;
+use crate::state::AppState;
 
 /// Default and largest page size of the list.
 const PAGE_SIZE: (u64, u64) = (20, 100);

@@ -1,13 +1,13 @@
 //! AgentTask (CONTRACT.md section 8): the REST API, the rules of a task's
-//! life, and the recorder that turns relayed agent streams into task rows.
+//! life, and the writer that turns recorded agent streams into task rows.
 //!
 //! # Layout
 //! - [`api`]: the routes under `/main/agent/tasks`.
 //! - [`lifecycle`]: status moves and plan-step merging (no I/O).
-//! - [`recorder`]: `dwp:agent-task-events` entries → `agent_task` rows.
+//! - [`writer`]: `dwp:agent-task-events` entries → `agent_task` rows.
 
 pub mod api;
 pub mod lifecycle;
-pub mod recorder;
+pub mod writer;
 
 pub use api::routes;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use dwp_core::tasks;
 use main_service::consumer::{Apply, Entry};
-use main_service::tasks::recorder::Recorder;
+use main_service::tasks::writer::TaskWriter;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -318,18 +318,27 @@ async fn applying_the_same_entries_again_changes_nothing() {
     let task_id = uuid::Uuid::new_v4().to_string();
     let entries = entries(&task_id, "u1", &run_events());
     // In two batches, then everything again, then one entry alone.
-    Recorder.apply(&app.state.db, &entries[..3]).await.unwrap();
-    Recorder.apply(&app.state.db, &entries[3..]).await.unwrap();
+    TaskWriter
+        .apply(&app.state.db, &entries[..3])
+        .await
+        .unwrap();
+    TaskWriter
+        .apply(&app.state.db, &entries[3..])
+        .await
+        .unwrap();
     let once = read_task(&app, &task_id).await;
     assert_eq!(once["status"], "FAILED");
     assert!(
-        Recorder
+        TaskWriter
             .apply(&app.state.db, &entries)
             .await
             .unwrap()
             .is_empty()
     );
-    Recorder.apply(&app.state.db, &entries[1..2]).await.unwrap();
+    TaskWriter
+        .apply(&app.state.db, &entries[1..2])
+        .await
+        .unwrap();
     let twice = read_task(&app, &task_id).await;
     assert_eq!(once, twice, "not even updatedAt moved");
 
@@ -337,7 +346,7 @@ async fn applying_the_same_entries_again_changes_nothing() {
     let mut bad = entries[0].clone();
     bad.fields
         .insert(tasks::FIELD_TASK_ID.into(), "x".repeat(40));
-    let refused = Recorder.apply(&app.state.db, &[bad]).await.unwrap();
+    let refused = TaskWriter.apply(&app.state.db, &[bad]).await.unwrap();
     assert_eq!(refused.len(), 1);
 }
 
@@ -353,7 +362,7 @@ async fn a_stream_the_gateway_saw_break_off_fails_its_task() {
         (tasks::EVENT_RELAY_BROKEN, broken),
     ];
     let entries = entries(&task_id, "u1", &events);
-    Recorder.apply(&app.state.db, &entries).await.unwrap();
+    TaskWriter.apply(&app.state.db, &entries).await.unwrap();
     let task = read_task(&app, &task_id).await;
     assert_eq!(task["status"], "FAILED");
     assert_eq!(task["errorMessage"], "The agent broke the stream off");
@@ -376,7 +385,7 @@ async fn an_agent_message_with_a_nul_character_is_recorded_not_refused() {
         ),
     ];
     let entries = entries(&task_id, "u1", &events);
-    let refused = Recorder.apply(&app.state.db, &entries).await.unwrap();
+    let refused = TaskWriter.apply(&app.state.db, &entries).await.unwrap();
     assert!(refused.is_empty(), "{refused:?}");
     let task = read_task(&app, &task_id).await;
     assert_eq!(task["status"], "FAILED");

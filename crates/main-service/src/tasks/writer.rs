@@ -34,9 +34,9 @@ use crate::entity::agent_task::{self, Column, Entity, Model};
 pub const STREAM_TASK_TYPE: &str = "AGENT_STREAM";
 
 /// Applies `dwp:agent-task-events` entries.
-pub struct Recorder;
+pub struct TaskWriter;
 
-impl Apply for Recorder {
+impl Apply for TaskWriter {
     async fn apply(&self, db: &Db, entries: &[Entry]) -> Result<Vec<Rejected>, DbErr> {
         let mut rejected = Vec::new();
         let mut order: Vec<&str> = Vec::new();

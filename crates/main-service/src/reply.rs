@@ -1,0 +1,9 @@
+//! The JSON answer every route documents in the OpenAPI document: the
+//! envelope (CONTRACT.md section 6), `data` any JSON. Apart from
+//! [`crate::openapi`], which lists the handlers, so that handlers and the
+//! document do not import each other.
+
+use dwp_core::Envelope;
+
+/// Every JSON answer: the envelope, `data` any JSON.
+pub type Reply = Envelope<serde_json::Value>;
