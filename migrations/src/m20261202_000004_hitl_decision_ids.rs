@@ -15,42 +15,31 @@ pub struct Migration;
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(HitlDecision::Table)
-                    .modify_column(
-                        ColumnDef::new(HitlDecision::RequestId)
-                            .string_len(512)
-                            .not_null(),
-                    )
-                    .modify_column(
-                        ColumnDef::new(HitlDecision::SessionId)
-                            .string_len(512)
-                            .not_null(),
-                    )
-                    .to_owned(),
-            )
-            .await
+        id_width(manager, 512).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(HitlDecision::Table)
-                    .modify_column(
-                        ColumnDef::new(HitlDecision::RequestId)
-                            .string_len(128)
-                            .not_null(),
-                    )
-                    .modify_column(
-                        ColumnDef::new(HitlDecision::SessionId)
-                            .string_len(128)
-                            .not_null(),
-                    )
-                    .to_owned(),
-            )
-            .await
+        id_width(manager, 128).await
     }
+}
+
+/// Sets both id columns to `varchar(len)`.
+async fn id_width(manager: &SchemaManager<'_>, len: u32) -> Result<(), DbErr> {
+    manager
+        .alter_table(
+            Table::alter()
+                .table(HitlDecision::Table)
+                .modify_column(
+                    ColumnDef::new(HitlDecision::RequestId)
+                        .string_len(len)
+                        .not_null(),
+                )
+                .modify_column(
+                    ColumnDef::new(HitlDecision::SessionId)
+                        .string_len(len)
+                        .not_null(),
+                )
+                .to_owned(),
+        )
+        .await
 }
