@@ -4,7 +4,7 @@
 #![no_main]
 
 use dwp_core::headers::{HOP_BY_HOP, PROPAGATED};
-use gateway::forward::strip_hop_by_hop;
+use gateway::headers::strip_hop_by_hop;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 

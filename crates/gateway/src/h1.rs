@@ -1,9 +1,11 @@
-//! HTTP/1.1 on the upstream side, as pure functions over bytes: the request
-//! head the gateway writes, the response head it reads (httparse, the parser
-//! hyper itself uses), the length of that response's body (RFC 9112 §6.3),
-//! and an incremental decoder of chunked bodies.
+//! The HTTP/1.1 wire on the upstream side, all of it, as pure functions over
+//! bytes: the request head the gateway writes ([`encode_request_head`], from
+//! a typed [`RequestHead`], framing from the body that is sent), request
+//! body chunks, the response head it reads (httparse, the parser hyper
+//! itself uses), the length of that response's body (RFC 9112 §6.3), and an
+//! incremental decoder of chunked bodies.
 //!
-//! Nothing here does I/O; [`crate::client`] feeds it what it reads. Every
+//! Nothing here does I/O; [`crate::upstream::client`] feeds it what it reads. Every
 //! malformed input is an [`H1Error`], never a panic.
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -67,19 +69,86 @@ pub enum Parsed {
     Final(Head),
 }
 
-/// Writes the request line `METHOD target HTTP/1.1`, the target being the
-/// concatenation of `path` (already valid URI path parts) and `?query`.
-pub fn encode_request_line(out: &mut Vec<u8>, method: &Method, path: &[&str], query: Option<&str>) {
-    out.extend_from_slice(method.as_str().as_bytes());
+/// How the body of a request sent upstream is framed. It is decided from
+/// the body the gateway actually sends, never from the client's fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// No body and no framing field (a `GET` without a body).
+    None,
+    /// `Content-Length` with this exact size.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`: the size is not known in advance.
+    Chunked,
+}
+
+/// The head of a request to an upstream, as typed parts.
+#[derive(Debug)]
+pub struct RequestHead<'a> {
+    /// The method.
+    pub method: &'a Method,
+    /// The target's path in parts written one after the other (the
+    /// service's base path, then the request's path after its route's
+    /// stripped prefix); each is already a valid URI path part.
+    pub path: [&'a str; 2],
+    /// The query, without `?`.
+    pub query: Option<&'a str>,
+    /// The header fields. Framing fields among them are never written.
+    pub headers: &'a HeaderMap,
+    /// Fields written after `headers`: the ones the gateway adds that no
+    /// earlier hop set (cheaper than inserting them into the map).
+    pub added: &'a [(HeaderName, HeaderValue)],
+    /// The framing field, from the body that is sent.
+    pub framing: BodyFraming,
+}
+
+/// Writes a whole request head: the request line, the fields, the framing
+/// field of `head.framing` (and no other: a client's `Content-Length` or
+/// `Transfer-Encoding` is never copied), and the blank line. Names and
+/// values come from `http` types, which cannot hold CR or LF.
+pub fn encode_request_head(out: &mut Vec<u8>, head: &RequestHead<'_>) {
+    out.extend_from_slice(head.method.as_str().as_bytes());
     out.push(b' ');
-    for part in path {
+    for part in head.path {
         out.extend_from_slice(part.as_bytes());
     }
-    if let Some(query) = query {
+    if let Some(query) = head.query {
         out.push(b'?');
         out.extend_from_slice(query.as_bytes());
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in head.headers {
+        if name != CONTENT_LENGTH && name != TRANSFER_ENCODING {
+            encode_field(out, name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+    for (name, value) in head.added {
+        encode_field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    match head.framing {
+        BodyFraming::None => {}
+        BodyFraming::Length(len) => {
+            out.extend_from_slice(b"content-length: ");
+            encode_decimal(out, len);
+            out.extend_from_slice(b"\r\n");
+        }
+        BodyFraming::Chunked => encode_field(out, b"transfer-encoding", b"chunked"),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes `n` in decimal digits.
+fn encode_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[start..]);
 }
 
 /// Writes one header line.
@@ -144,25 +213,83 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, H1Er
         return Ok(Parsed::Interim(len));
     }
     let http11 = response.version == Some(1);
-    // One pass: names, where the values lie (so that they can share the
-    // buffer), and the framing facts, without lookups in the map afterwards.
-    let base = buf.as_ptr() as usize;
-    let mut fields = Vec::with_capacity(response.headers.len());
-    let (mut length, mut chunked, mut coded, mut close) = (None, false, false, false);
-    for h in response.headers.iter() {
+    let (fields, framing) = fields(buf.as_ptr() as usize, response.headers)?;
+    let mut headers = header_map(buf.split_to(len).freeze(), fields)?;
+    let (length, keep_alive) = framing.body_length(status, head_request, http11);
+    if length != Length::Empty && framing.coded && framing.length.is_some() {
+        // Transfer-Encoding wins over Content-Length, which is then dropped
+        // (RFC 9112 §6.3 item 3).
+        headers.remove(CONTENT_LENGTH);
+    }
+    Ok(Parsed::Final(Head {
+        status,
+        headers,
+        length,
+        keep_alive,
+    }))
+}
+
+/// The framing facts of a response head, gathered in the one pass over it.
+#[derive(Debug, Default)]
+struct Framing {
+    /// The `Content-Length`, when sent.
+    length: Option<u64>,
+    /// `Transfer-Encoding` was sent...
+    coded: bool,
+    /// ...and its last coding is `chunked`.
+    chunked: bool,
+    /// `Connection: close`.
+    close: bool,
+}
+
+impl Framing {
+    /// How the body ends (RFC 9112 §6.3) and whether the connection may be
+    /// used again afterwards.
+    fn body_length(&self, status: StatusCode, head_request: bool, http11: bool) -> (Length, bool) {
+        let keep_alive = http11 && !self.close;
+        if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+            return (Length::Empty, keep_alive);
+        }
+        if self.coded {
+            // Both framings at once: the connection is not reused either.
+            let keep_alive = keep_alive && self.length.is_none();
+            return if http11 && self.chunked {
+                (Length::Chunked, keep_alive)
+            } else {
+                (Length::UntilClose, false)
+            };
+        }
+        match self.length {
+            Some(0) => (Length::Empty, keep_alive),
+            Some(n) => (Length::Exact(n), keep_alive),
+            None => (Length::UntilClose, false),
+        }
+    }
+}
+
+/// A field's name and where its value lies in the head.
+type Field = (HeaderName, std::ops::Range<usize>);
+
+/// The names of the parsed fields and where their values lie in the head
+/// starting at `base` (so that they can share its memory), with the
+/// framing facts read on the way: one pass, no lookups in a map afterwards.
+fn fields(base: usize, parsed: &[httparse::Header<'_>]) -> Result<(Vec<Field>, Framing), H1Error> {
+    let mut framing = Framing::default();
+    let mut fields = Vec::with_capacity(parsed.len());
+    for h in parsed {
         let name =
             HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| H1Error::Head("bad name"))?;
         if name == CONTENT_LENGTH {
-            content_length(h.value, &mut length)?;
+            content_length(h.value, &mut framing.length)?;
         } else if name == TRANSFER_ENCODING {
-            coded = true;
-            chunked = h
+            framing.coded = true;
+            framing.chunked = h
                 .value
                 .rsplit(|b| *b == b',')
                 .next()
                 .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         } else if name == CONNECTION {
-            close |= h
+            framing.close |= h
                 .value
                 .split(|b| *b == b',')
                 .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
@@ -170,7 +297,11 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, H1Er
         let start = h.value.as_ptr() as usize - base;
         fields.push((name, start..start + h.value.len()));
     }
-    let raw: Bytes = buf.split_to(len).freeze();
+    Ok((fields, framing))
+}
+
+/// The header map of a head whose bytes are `raw`, values sharing them.
+fn header_map(raw: Bytes, fields: Vec<Field>) -> Result<HeaderMap, H1Error> {
     // Room for what the gateway adds (request id, CORS, SSE headers).
     let mut headers = HeaderMap::with_capacity(fields.len() + 8);
     for (name, range) in fields {
@@ -178,39 +309,7 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, H1Er
             .map_err(|_| H1Error::Head("bad header value"))?;
         headers.append(name, value);
     }
-
-    let mut keep_alive = http11 && !close;
-    let length =
-        if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-            Length::Empty
-        } else if coded {
-            // Transfer-Encoding wins over Content-Length, which is then dropped
-            // and the connection not reused (RFC 9112 §6.3 item 3).
-            if headers.remove(CONTENT_LENGTH).is_some() {
-                keep_alive = false;
-            }
-            if http11 && chunked {
-                Length::Chunked
-            } else {
-                keep_alive = false;
-                Length::UntilClose
-            }
-        } else {
-            match length {
-                Some(0) => Length::Empty,
-                Some(n) => Length::Exact(n),
-                None => {
-                    keep_alive = false;
-                    Length::UntilClose
-                }
-            }
-        };
-    Ok(Parsed::Final(Head {
-        status,
-        headers,
-        length,
-        keep_alive,
-    }))
+    Ok(headers)
 }
 
 /// Adds one `Content-Length` field's values to `found`: every value, in this
@@ -527,12 +626,42 @@ mod tests {
         h.insert("host", HeaderValue::from_static("up:9000"));
         h.append("x-a", HeaderValue::from_static("1"));
         h.append("x-a", HeaderValue::from_static("2"));
-        let mut out = Vec::new();
-        encode_request_line(&mut out, &Method::POST, &["/aura", "/x"], Some("q=1"));
-        encode_fields(&mut out, &h);
+        // A client's framing fields are never written: only the body's.
+        h.insert("content-length", HeaderValue::from_static("5"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        let added = [(
+            HeaderName::from_static("x-forwarded-proto"),
+            HeaderValue::from_static("http"),
+        )];
+        let encode = |framing| {
+            let mut out = Vec::new();
+            let head = RequestHead {
+                method: &Method::POST,
+                path: ["/aura", "/x"],
+                query: Some("q=1"),
+                headers: &h,
+                added: &added,
+                framing,
+            };
+            encode_request_head(&mut out, &head);
+            String::from_utf8(out).unwrap()
+        };
+        let fields = "host: up:9000\r\nx-a: 1\r\nx-a: 2\r\nx-forwarded-proto: http\r\n";
         assert_eq!(
-            out,
-            b"POST /aura/x?q=1 HTTP/1.1\r\nhost: up:9000\r\nx-a: 1\r\nx-a: 2\r\n\r\n"
+            encode(BodyFraming::Length(1234567890)),
+            format!("POST /aura/x?q=1 HTTP/1.1\r\n{fields}content-length: 1234567890\r\n\r\n")
+        );
+        assert_eq!(
+            encode(BodyFraming::Length(0)),
+            format!("POST /aura/x?q=1 HTTP/1.1\r\n{fields}content-length: 0\r\n\r\n")
+        );
+        assert_eq!(
+            encode(BodyFraming::Chunked),
+            format!("POST /aura/x?q=1 HTTP/1.1\r\n{fields}transfer-encoding: chunked\r\n\r\n")
+        );
+        assert_eq!(
+            encode(BodyFraming::None),
+            format!("POST /aura/x?q=1 HTTP/1.1\r\n{fields}\r\n")
         );
         let mut out = Vec::new();
         encode_chunk(&mut out, b"");

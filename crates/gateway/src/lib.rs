@@ -6,46 +6,47 @@
 //! the edge, answers CORS preflights, and drains open streams on shutdown.
 //!
 //! # Layout
+//! One request passes through the phases of [`proxy`] (route, edge checks,
+//! upstream request, send, response filter, relay, log) over one
+//! per-request [`proxy::Ctx`].
+//! - [`server`]: the workers, the accept loop and graceful shutdown.
+//! - [`proxy`]: the request's phases and its context.
+//! - [`state`]: what all workers share, one worker's view, the client connection.
 //! - [`config`]: the typed configuration and its loading.
 //! - [`routes`]: the route table and the path rules.
 //! - [`edge`]: tenant and token checks before any upstream is called.
 //! - [`limits`]: open requests and streams per client address and per user.
 //! - [`cors`]: preflights and CORS response headers.
-//! - [`forward`]: hop-by-hop and `X-Forwarded-*` header rules.
-//! - [`proxy`]: forwarding one request and the response headers.
-//! - [`pool`]: the upstream connection pool and its connection budget.
-//! - [`client`]: HTTP/1.1 to the upstream, inside the request's own task.
-//! - [`h1`]: the upstream side's HTTP/1.1 framing (heads, lengths, chunks).
-//! - [`recorder`]: the tee of agent streams into a Redis Stream.
-//! - [`body`]: the streamed, size-limited request body and its preview log.
+//! - [`headers`]: hop-by-hop and `X-Forwarded-*` header rules, on typed maps.
+//! - [`h1`]: the HTTP/1.1 wire to upstreams: request heads, response heads, chunks.
+//! - [`upstream`]: the upstream client, its pool and the coarse deadlines.
+//! - [`request_body`]: the streamed, size-limited request body and its preview log.
 //! - [`relay`]: the streamed response body, heartbeats and the idle timeout.
-//! - [`deadline`]: the coarse head-read and response timeouts, swept per worker.
+//! - [`recorder`]: the tee of agent streams into a Redis Stream.
 //! - [`access`]: the access-log line and request count per request.
 //! - [`admin`]: the admin listener (`/metrics`, `/health`) apart from the public port.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`error`]: the one error type and its envelope responses.
-//! - [`server`]: the accept loop, graceful shutdown and the request handler.
 #![forbid(unsafe_code)]
 
 pub mod access;
 pub mod admin;
-pub mod body;
-pub mod client;
 pub mod config;
 pub mod cors;
-pub mod deadline;
 pub mod edge;
 pub mod error;
-pub mod forward;
 pub mod h1;
+pub mod headers;
 pub mod limits;
 pub mod metrics;
-pub mod pool;
 pub mod proxy;
 pub mod recorder;
 pub mod relay;
+pub mod request_body;
 pub mod routes;
 pub mod server;
+pub mod state;
+pub mod upstream;
 
 pub use config::Config;
 pub use server::{run, run_with_admin};

@@ -1,7 +1,21 @@
-//! Forwarding one request: route, edge checks, the upstream request, the
-//! upstream response, and the error mapping.
+//! One request's life in the gateway, as named phases over one per-request
+//! [`Ctx`] (in the spirit of pingora's `ProxyHttp`):
+//!
+//! 1. [`handle`]: CORS preflights, then the context (request id, clock),
+//!    and the client address's cap ([`admit`]).
+//! 2. [`route`]: the gateway's own endpoints, or the route table.
+//! 3. [`edge`]: what is refused before any upstream is called: the body
+//!    size, the token, the user's caps.
+//! 4. [`upstream_request`]: the typed request the upstream gets (header
+//!    rules of [`crate::headers`], the recorder's task id).
+//! 5. [`send`]: the exchange with the upstream within the response deadline.
+//! 6. [`response_filter`]: the response headers the client gets.
+//! 7. [`relay`]: the body, streamed ([`crate::relay`]); the access log
+//!    ([`crate::access`]) is written when it ends.
+//!
+//! Each phase either moves the request on or returns a [`GatewayError`],
+//! which [`handle`] turns into the JSON envelope.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -9,143 +23,137 @@ use dwp_core::headers::{
     ACCEL_BUFFERING, AUTHORIZATION, DWP_CALLER_TYPE, DWP_SOURCE, DWP_TASK_ID, LAST_EVENT_ID,
     REQUEST_ID, TENANT_ID, USER_ID,
 };
-use dwp_core::token::Verifier;
-use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HOST};
+use dwp_core::token::Claims;
+use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HOST, ORIGIN};
+use http::response::Parts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::ResponseBody;
 use crate::access::AccessLog;
-use crate::body::RequestBody;
-use crate::client::{self, Outgoing};
-use crate::config::Config;
-use crate::deadline::Deadlines;
 use crate::error::GatewayError;
-use crate::forward;
-use crate::h1;
-use crate::limits::Limits;
-use crate::metrics::{Metrics, RouteLabel};
-use crate::pool::Pool;
+use crate::headers::{self, Added};
 use crate::recorder::{Recorder, TaskMeta};
 use crate::relay::{Relay, StreamRules};
-use crate::routes::{Route, Table, Upstream};
-use prometheus_client::metrics::histogram::Histogram;
+use crate::request_body::RequestBody;
+use crate::routes::{Route, Table};
+use crate::state::{Peer, Shared, State};
+use crate::upstream::client::{self, Outgoing, Target, UpstreamBody};
 
-/// What all workers share: configuration, metrics, the token verifier and
-/// the upstream pools.
-pub struct Shared {
-    /// The configuration.
-    pub config: Config,
-    /// The metrics.
-    pub metrics: Arc<Metrics>,
-    verifier: Option<Verifier>,
-    /// The pool of each upstream service, in the route table's order;
-    /// services with the same authority share one (auth and main by default).
-    pools: Vec<Arc<Pool>>,
-    /// The upstream response-time histogram of each route, in table order.
-    upstream_seconds: Vec<Histogram>,
-    /// The stream recorder, when enabled and started.
-    pub recorder: Option<Recorder>,
-    /// Open requests and streams per client address and user.
-    pub limits: Arc<Limits>,
+/// What the gateway knows of one request as it moves through the phases.
+pub struct Ctx {
+    /// `X-Request-ID`: the client's, or a new one; sent upstream and back.
+    pub request_id: HeaderValue,
+    /// The access-log guard: the line is written when it is dropped.
+    pub log: AccessLog,
+    /// The verified token, when the route needs one.
+    pub claims: Option<Claims>,
+    /// A stream request ([`is_stream`]).
+    pub stream: bool,
+    /// The recorder and the task an agent stream is recorded under.
+    pub tee: Option<(Recorder, Arc<TaskMeta>)>,
 }
 
-/// One worker's view: the shared part and the worker's index, which selects
-/// its own idle upstream connections.
-pub struct State {
-    /// What all workers share.
-    pub shared: Arc<Shared>,
-    /// This worker's index.
-    pub worker: usize,
+/// What the phases up to [`send`] end in.
+enum Answer {
+    /// The upstream's response, to be relayed.
+    Upstream(Response<UpstreamBody>),
+    /// A response of the gateway's own (`/health`).
+    Own(Response<ResponseBody>),
 }
 
-/// What a request knows of the client connection it came on.
-pub struct Peer {
-    /// The client's address, for `X-Forwarded-For`.
-    pub ip: HeaderValue,
-    /// The address had no room for this connection: its requests are 429.
-    pub over_limit: bool,
-    /// The connection's slot in its address's count, given back when it closes.
-    pub client_slot: Option<crate::limits::Slot>,
-    /// The connection's head-read and response deadlines.
-    pub deadlines: Arc<Deadlines>,
+/// Handles one request: preflight, the phases, the error envelope, and the
+/// headers every response gets (CORS, `X-Request-ID`).
+pub async fn handle(state: &State, req: Request<Incoming>, peer: &Peer) -> Response<ResponseBody> {
+    let request_id = request_id(req.headers());
+    let cors = &state.shared.config.cors;
+    if let Some(mut preflight) = cors.preflight(&req) {
+        preflight.headers_mut().insert(REQUEST_ID, request_id);
+        return preflight;
+    }
+    let origin = req.headers().get(ORIGIN).cloned();
+    let mut ctx = Ctx {
+        log: AccessLog::new(
+            state.shared.metrics.clone(),
+            req.method().clone(),
+            req.uri().path(),
+            request_id.clone(),
+        ),
+        request_id,
+        claims: None,
+        stream: false,
+        tee: None,
+    };
+    let answer = proxy(state, &mut ctx, req, peer).await;
+    let request_id = ctx.request_id.clone();
+    let mut response = match answer {
+        Ok(Answer::Upstream(response)) => relay(&state.shared, ctx, response),
+        Ok(Answer::Own(response)) => own(ctx, response),
+        Err(e) => own(ctx, e.into_response()),
+    };
+    cors.apply(origin.as_ref(), response.headers_mut());
+    response.headers_mut().insert(REQUEST_ID, request_id);
+    response
 }
 
-impl Shared {
-    /// Builds the pools and the token verifier.
-    pub fn new(config: Config) -> Self {
-        let mut by_authority: HashMap<String, Arc<Pool>> = HashMap::new();
-        let mut pools = Vec::new();
-        for service in config.routes.services {
-            let name = service.name;
-            let authority = service
-                .uri
-                .authority()
-                .map(|a| a.to_string())
-                .unwrap_or_default();
-            let pool = by_authority
-                .entry(authority.clone())
-                .or_insert_with(|| {
-                    Arc::new(Pool::new(
-                        name,
-                        authority,
-                        config.pool_max_connections,
-                        config.worker_threads,
-                        config.connect_timeout,
-                        config.pool_idle_timeout,
-                    ))
-                })
-                .clone();
-            pools.push(pool);
-        }
-        let verifier = config
-            .jwt_secret
-            .as_ref()
-            .map(|s| Verifier::new(s.as_bytes(), None).with_max_lifetime(config.jwt_max_lifetime));
-        let metrics = Arc::new(Metrics::default());
-        let upstream_seconds = config
-            .routes
-            .routes
-            .iter()
-            .map(|r| {
-                metrics
-                    .upstream_seconds
-                    .get_or_create(&RouteLabel { route: r.name })
-                    .clone()
-            })
-            .collect();
-        let limits = Arc::new(Limits::new(
-            config.max_requests_per_client,
-            config.max_requests_per_user,
-            config.max_streams_per_user,
-        ));
-        Self {
-            config,
-            metrics,
-            verifier,
-            pools,
-            upstream_seconds,
-            recorder: None,
-            limits,
-        }
-    }
+/// The phases from routing to the upstream's response head.
+async fn proxy(
+    state: &State,
+    ctx: &mut Ctx,
+    req: Request<Incoming>,
+    peer: &Peer,
+) -> Result<Answer, GatewayError> {
+    admit(&state.shared, peer)?;
+    let Some(route) = route(ctx, &state.shared.config.routes, &req)? else {
+        return Ok(Answer::Own(crate::admin::health()));
+    };
+    edge(&state.shared, ctx, route, req.headers())?;
+    let outgoing = upstream_request(&state.shared, ctx, route, peer, req);
+    send(state, route, peer, outgoing)
+        .await
+        .map(Answer::Upstream)
+}
 
-    /// The pool of `upstream`.
-    pub fn pool(&self, upstream: Upstream) -> &Arc<Pool> {
-        &self.pools[upstream.0]
-    }
+/// The client's `X-Request-ID` when it is usable, else a new one.
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    headers
+        .get(REQUEST_ID)
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .cloned()
+        .unwrap_or_else(|| {
+            let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+            let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+            HeaderValue::from_str(id).unwrap_or(HeaderValue::from_static("-"))
+        })
+}
 
-    /// Every distinct pool once.
-    pub fn pools(&self) -> Vec<Arc<Pool>> {
-        let mut out: Vec<Arc<Pool>> = Vec::new();
-        for pool in &self.pools {
-            if !out.iter().any(|p| Arc::ptr_eq(p, pool)) {
-                out.push(pool.clone());
-            }
-        }
-        out
+/// Phase 2: the route of a request; `None` for the gateway's own `/health`.
+fn route(
+    ctx: &mut Ctx,
+    table: &Table,
+    req: &Request<Incoming>,
+) -> Result<Option<&'static Route>, GatewayError> {
+    let path = req.uri().path();
+    if req.method() == Method::GET && path == "/health" {
+        ctx.log.route = "gateway";
+        return Ok(None);
     }
+    if req.headers().get_all(HOST).iter().count() > 1 {
+        return Err(GatewayError::BadRequest("More than one Host header".into()));
+    }
+    let route = match table.find(path) {
+        Ok(Some((route, _))) => route,
+        Ok(None) => return Err(GatewayError::NotFound(path.to_owned())),
+        Err(_) => {
+            return Err(GatewayError::BadRequest(
+                "Path has dot segments or encoded separators".into(),
+            ));
+        }
+    };
+    ctx.log.route = route.name;
+    ctx.stream = is_stream(req.headers(), path);
+    Ok(Some(route))
 }
 
 /// A stream request: `Accept` has `text/event-stream`, or the path has `/stream`.
@@ -162,19 +170,27 @@ pub fn is_stream(headers: &HeaderMap, path: &str) -> bool {
             .any(|v| has(v.as_bytes(), b"text/event-stream"))
 }
 
-/// Forwards a routed request and returns the upstream's response, relayed.
-pub async fn forward(
-    state: &State,
+/// Phase 1, after the preflight: 429 on a connection its client address
+/// had no room for, whatever it asks.
+fn admit(shared: &Shared, peer: &Peer) -> Result<(), GatewayError> {
+    if peer.over_limit {
+        shared.metrics.limited.inc();
+        return Err(GatewayError::TooManyRequests(
+            "Too many open connections from this address",
+        ));
+    }
+    Ok(())
+}
+
+/// Phase 3: what is refused once the route is known and before an upstream
+/// is called. The claims and the user's slots go into `ctx`.
+fn edge(
+    shared: &Shared,
+    ctx: &mut Ctx,
     route: &'static Route,
-    upstream_path: &str,
-    req: Request<Incoming>,
-    peer: &Peer,
-    request_id: &HeaderValue,
-    log: &mut Option<AccessLog>,
-) -> Result<Response<ResponseBody>, GatewayError> {
-    let shared = &state.shared;
-    let (parts, body) = req.into_parts();
-    if let Some(len) = parts.headers.get(CONTENT_LENGTH) {
+    headers: &HeaderMap,
+) -> Result<(), GatewayError> {
+    if let Some(len) = headers.get(CONTENT_LENGTH) {
         let len: u64 = len
             .to_str()
             .ok()
@@ -184,150 +200,98 @@ pub async fn forward(
             return Err(GatewayError::PayloadTooLarge(shared.config.max_body_bytes));
         }
     }
-    let claims = crate::edge::check(route, &parts.headers, shared.verifier.as_ref())?;
-
-    let stream = is_stream(&parts.headers, parts.uri.path());
-    let to_aura = route.agent;
-    if let (Some(claims), Some(log)) = (&claims, log.as_mut())
-        && let Err(e) = shared
-            .limits
-            .user(&claims.sub, stream && to_aura, &mut log.held)
+    ctx.claims = crate::edge::check(route, headers, shared.verifier.as_ref())?;
+    if let Some(claims) = &ctx.claims
+        && let Err(e) =
+            shared
+                .limits
+                .user(&claims.sub, ctx.stream && route.agent, &mut ctx.log.held)
     {
         shared.metrics.limited.inc();
         return Err(e);
     }
-    if to_aura {
+    Ok(())
+}
+
+/// Phase 4: the request as the upstream gets it. Only typed headers are
+/// edited here; the head is encoded by [`crate::h1`] when it is sent.
+fn upstream_request(
+    shared: &Shared,
+    ctx: &mut Ctx,
+    route: &'static Route,
+    peer: &Peer,
+    req: Request<Incoming>,
+) -> Outgoing {
+    let (parts, body) = req.into_parts();
+    if route.agent {
         log_routing(parts.uri.path(), &parts.headers);
     }
-
-    let pool = shared.pool(route.upstream);
-    let base_path = shared
-        .config
-        .routes
-        .service(route.upstream)
-        .uri
-        .path()
-        .trim_end_matches('/');
     let mut headers = parts.headers;
-    // The head is written here, from the request line on; the header map
-    // follows in `client::exchange`. Base path and the client's path and
-    // query were all validated as URI parts, so the joined target is one too.
-    let target_len = upstream_path.len() + parts.uri.query().map_or(0, |q| q.len() + 1);
-    let mut head = Vec::with_capacity(256 + headers.len() * 48 + target_len);
-    h1::encode_request_line(
-        &mut head,
-        &parts.method,
-        &[base_path, upstream_path],
-        parts.uri.query(),
-    );
-    // Room for what is added below, so that the map grows once at most.
-    headers.reserve(8);
-    forward::strip_hop_by_hop(&mut headers);
-    forward::add_caller_defaults(&mut headers, &mut head);
-    forward::add_forwarded(&mut headers, &peer.ip, route.stripped, &mut head);
+    let mut added = Added::new();
+    headers::strip_hop_by_hop(&mut headers);
+    headers::add_caller_defaults(&mut headers, &mut added);
+    headers::add_forwarded(&mut headers, &peer.ip, route.stripped, &mut added);
     if (!route.preserve_host || !headers.contains_key(HOST))
-        && let Some(host) = pool.host()
+        && let Some(host) = shared.pool(route.upstream).host()
     {
         // Only routes that say so keep the browser's Host (PreserveHostHeader:
         // the Aura route).
         headers.insert(HOST, host.clone());
     }
-    headers.insert(REQUEST_ID, request_id.clone());
-    // Agent streams are recorded under a task id the agent and the client both get.
-    let tee = match &shared.recorder {
-        Some(recorder) if stream && to_aura => {
-            let task_id = uuid::Uuid::new_v4().to_string();
-            if let Ok(value) = HeaderValue::from_str(&task_id) {
-                headers.insert(DWP_TASK_ID, value);
-            }
-            let text = |name: http::HeaderName| {
-                headers
-                    .get(name)
-                    .and_then(|v: &HeaderValue| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_owned()
-            };
-            // Who the stream is recorded for: the verified token, never a
-            // header a client could set (the headers only with GATEWAY_AUTH=off).
-            let meta = TaskMeta {
-                task_id,
-                user_id: claims
-                    .as_ref()
-                    .map_or_else(|| text(USER_ID), |c| c.sub.clone()),
-                tenant_id: claims
-                    .as_ref()
-                    .and_then(|c| c.tenant_id.clone())
-                    .unwrap_or_else(|| text(TENANT_ID)),
-                path: parts.uri.path().to_owned(),
-            };
-            Some((recorder.clone(), Arc::new(meta)))
-        }
-        _ => None,
-    };
-
-    let preview = to_aura && parts.method == Method::POST;
-    let outgoing = Outgoing {
-        method: parts.method,
-        head,
-        headers,
+    headers.insert(REQUEST_ID, ctx.request_id.clone());
+    if ctx.stream && route.agent {
+        ctx.tee = tee(shared, ctx.claims.as_ref(), &mut headers, parts.uri.path());
+    }
+    let preview = route.agent && parts.method == Method::POST;
+    let base = shared.config.routes.service(route.upstream).uri.path();
+    Outgoing {
         body: RequestBody::new(
             body,
             shared.config.max_body_bytes,
             preview,
             shared.config.body_read_timeout,
         ),
-    };
+        method: parts.method,
+        target: Target {
+            base: base.trim_end_matches('/'),
+            uri: parts.uri,
+            stripped: route.stripped.len(),
+        },
+        headers,
+        added,
+    }
+}
 
-    let started = Instant::now();
-    let exchange = std::pin::pin!(client::exchange(pool, state.worker, outgoing));
-    let sent = peer
-        .deadlines
-        .response_within(shared.config.response_timeout, exchange)
-        .await;
-    if let Some(histogram) = shared.upstream_seconds.get(route.index) {
-        histogram.observe(started.elapsed().as_secs_f64());
+/// An agent stream is recorded under a task id the agent and the client
+/// both get (`X-DWP-Task-ID`), for the verified token's user, never for a
+/// header a client could set (the headers only with `GATEWAY_AUTH=off`).
+fn tee(
+    shared: &Shared,
+    claims: Option<&Claims>,
+    headers: &mut HeaderMap,
+    path: &str,
+) -> Option<(Recorder, Arc<TaskMeta>)> {
+    let recorder = shared.recorder.as_ref()?;
+    let task_id = uuid::Uuid::new_v4().to_string();
+    if let Ok(value) = HeaderValue::from_str(&task_id) {
+        headers.insert(DWP_TASK_ID, value);
     }
-    let response = match sent {
-        None => return Err(GatewayError::UpstreamTimeout(route.name)),
-        Some(result) => result?,
+    let text = |name: http::HeaderName| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
     };
-
-    let (mut parts, body) = response.into_parts();
-    forward::strip_hop_by_hop(&mut parts.headers);
-    if let Some((_, meta)) = &tee
-        && let Ok(value) = HeaderValue::from_str(&meta.task_id)
-    {
-        parts.headers.insert(DWP_TASK_ID, value);
-    }
-    let mut sse = false;
-    if stream {
-        let h = &mut parts.headers;
-        if !h.contains_key(CONTENT_TYPE) {
-            h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-        }
-        if !h.contains_key(CACHE_CONTROL) {
-            h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        }
-        h.insert(ACCEL_BUFFERING, HeaderValue::from_static("no"));
-        sse = h
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
-        if sse {
-            h.remove(CONTENT_LENGTH); // heartbeats add bytes
-        }
-    }
-    let rules = stream.then_some(StreamRules {
-        idle_timeout: shared.config.stream_idle_timeout,
-        heartbeat: shared.config.sse_heartbeat,
-    });
-    let mut log = log
-        .take()
-        .ok_or_else(|| GatewayError::Internal("access log taken twice".into()))?;
-    log.status = parts.status.as_u16();
-    let tee = tee.filter(|_| sse); // only event streams are recorded
-    let relay = Relay::new(body, rules, sse, log, tee);
-    Ok(Response::from_parts(parts, relay.boxed_unsync()))
+    let meta = TaskMeta {
+        task_id,
+        user_id: claims.map_or_else(|| text(USER_ID), |c| c.sub.clone()),
+        tenant_id: claims
+            .and_then(|c| c.tenant_id.clone())
+            .unwrap_or_else(|| text(TENANT_ID)),
+        path: path.to_owned(),
+    };
+    Some((recorder.clone(), Arc::new(meta)))
 }
 
 /// The INFO routing line of CONTRACT.md section 3 (never the token itself).
@@ -353,13 +317,84 @@ fn log_routing(path: &str, h: &HeaderMap) {
     );
 }
 
-/// Routes a request, or says why it cannot be routed.
-pub fn route<'p>(table: &Table, path: &'p str) -> Result<(&'static Route, &'p str), GatewayError> {
-    match table.find(path) {
-        Ok(Some(found)) => Ok(found),
-        Ok(None) => Err(GatewayError::NotFound(path.to_owned())),
-        Err(_) => Err(GatewayError::BadRequest(
-            "Path has dot segments or encoded separators".into(),
-        )),
+/// Phase 5: the exchange with the upstream, until its response head, within
+/// `GATEWAY_RESPONSE_TIMEOUT_SECS`.
+async fn send(
+    state: &State,
+    route: &'static Route,
+    peer: &Peer,
+    outgoing: Outgoing,
+) -> Result<Response<UpstreamBody>, GatewayError> {
+    let shared = &state.shared;
+    let started = Instant::now();
+    let exchange = std::pin::pin!(client::exchange(
+        shared.pool(route.upstream),
+        state.worker,
+        outgoing
+    ));
+    let sent = peer.deadlines.response.within(exchange).await;
+    if let Some(histogram) = shared.upstream_seconds.get(route.index) {
+        histogram.observe(started.elapsed().as_secs_f64());
     }
+    sent.unwrap_or(Err(GatewayError::UpstreamTimeout(route.name)))
+}
+
+/// Phase 6: the headers the client gets: hop-by-hop ones go, the task id
+/// is added, streams get the SSE headers. True when the response is an
+/// event stream (heartbeats, recording).
+fn response_filter(ctx: &Ctx, parts: &mut Parts) -> bool {
+    headers::strip_hop_by_hop(&mut parts.headers);
+    if let Some((_, meta)) = &ctx.tee
+        && let Ok(value) = HeaderValue::from_str(&meta.task_id)
+    {
+        parts.headers.insert(DWP_TASK_ID, value);
+    }
+    if !ctx.stream {
+        return false;
+    }
+    let h = &mut parts.headers;
+    if !h.contains_key(CONTENT_TYPE) {
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    }
+    if !h.contains_key(CACHE_CONTROL) {
+        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    }
+    h.insert(ACCEL_BUFFERING, HeaderValue::from_static("no"));
+    let sse = h
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    if sse {
+        h.remove(CONTENT_LENGTH); // heartbeats add bytes
+    }
+    sse
+}
+
+/// Phase 7: the upstream's body on its way to the client; the access log
+/// goes with it and is written when it ends.
+fn relay(
+    shared: &Shared,
+    mut ctx: Ctx,
+    response: Response<UpstreamBody>,
+) -> Response<ResponseBody> {
+    let (mut parts, body) = response.into_parts();
+    let sse = response_filter(&ctx, &mut parts);
+    let rules = ctx.stream.then_some(StreamRules {
+        idle_timeout: shared.config.stream_idle_timeout,
+        heartbeat: shared.config.sse_heartbeat,
+    });
+    ctx.log.status = parts.status.as_u16();
+    let tee = ctx.tee.filter(|_| sse); // only event streams are recorded
+    let relay = Relay::new(body, rules, sse, ctx.log, tee);
+    Response::from_parts(parts, relay.boxed_unsync())
+}
+
+/// A response the gateway made itself (an error, `/health`): logged as
+/// complete once it is handed over.
+fn own(mut ctx: Ctx, response: Response<ResponseBody>) -> Response<ResponseBody> {
+    let bytes = http_body::Body::size_hint(response.body())
+        .exact()
+        .unwrap_or(0);
+    ctx.log.finish(response.status().as_u16(), bytes);
+    response
 }

@@ -27,8 +27,8 @@ use tokio::time::{Instant, Sleep, sleep};
 
 use crate::BoxError;
 use crate::access::{AccessLog, Outcome};
-use crate::client::UpstreamBody;
 use crate::recorder::{Recorder, TaskMeta};
+use crate::upstream::client::UpstreamBody;
 
 /// How a stream response is relayed.
 #[derive(Debug, Clone, Copy)]

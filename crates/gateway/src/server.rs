@@ -9,9 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dwp_core::headers::REQUEST_ID;
-use http::header::{HOST, ORIGIN};
-use http::{HeaderValue, Method, Request, Response};
+use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -25,11 +23,10 @@ use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use crate::access::AccessLog;
-use crate::deadline::{Deadlines, Sweeper, TICK};
-use crate::error::GatewayError;
-use crate::proxy::{self, Peer, Shared, State};
+use crate::proxy;
 use crate::recorder::Recorder;
+use crate::state::{Peer, Shared, State};
+use crate::upstream::deadline::{Deadlines, Sweeper, TICK};
 use crate::{Config, ResponseBody};
 
 /// Largest request head (line and headers) accepted; larger is 431.
@@ -66,24 +63,7 @@ pub async fn run_with_admin(
 ) -> std::io::Result<()> {
     let workers = config.worker_threads;
     let mut shared = Shared::new(config);
-    let recorder = if shared.config.recorder_enabled {
-        match Recorder::start(
-            &shared.config.redis_url,
-            shared.config.recorder,
-            shared.metrics.clone(),
-        ) {
-            Ok((handle, task)) => {
-                shared.recorder = Some(handle);
-                Some(task)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "stream recorder not started");
-                None
-            }
-        }
-    } else {
-        None
-    };
+    let recorder = start_recorder(&mut shared);
     let shared = Arc::new(shared);
     let admin = admin.map(|listener| {
         if let Ok(addr) = listener.local_addr() {
@@ -100,32 +80,7 @@ pub async fn run_with_admin(
         );
     }
     let local = TcpListener::from_std(listener)?;
-    let (peers, inboxes): (Vec<_>, Vec<_>) =
-        (1..workers).map(|_| mpsc::unbounded_channel()).unzip();
-
-    let mut finished = Vec::new();
-    for (worker, inbox) in (1..workers).zip(inboxes) {
-        let (shared, worker_stop) = (shared.clone(), stop.clone());
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        finished.push(done_rx);
-        let spawned = std::thread::Builder::new()
-            .name(format!("gateway-worker-{worker}"))
-            .spawn(move || {
-                let result = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .and_then(|rt| {
-                        rt.block_on(async {
-                            serve(worker, Source::Handed(inbox), shared, worker_stop).await
-                        })
-                    });
-                let _ = done_tx.send(result);
-            });
-        if let Err(e) = spawned {
-            stop.cancel(); // the workers already started stop again
-            return Err(e);
-        }
-    }
+    let (peers, finished) = spawn_workers(workers, &shared, &stop)?;
     let stop_on_signal = async {
         shutdown.await;
         stop.cancel();
@@ -155,6 +110,69 @@ pub async fn run_with_admin(
         }
     }
     result
+}
+
+/// Starts the stream recorder when it is enabled; its writing task is
+/// returned, to be awaited on shutdown.
+fn start_recorder(shared: &mut Shared) -> Option<tokio::sync::oneshot::Receiver<()>> {
+    if !shared.config.recorder_enabled {
+        return None;
+    }
+    match Recorder::start(
+        &shared.config.redis_url,
+        shared.config.recorder,
+        shared.metrics.clone(),
+    ) {
+        Ok((handle, task)) => {
+            shared.recorder = Some(handle);
+            Some(task)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "stream recorder not started");
+            None
+        }
+    }
+}
+
+/// What the other workers are handed and what says they finished.
+type Workers = (
+    Vec<mpsc::UnboundedSender<Handed>>,
+    Vec<tokio::sync::oneshot::Receiver<std::io::Result<()>>>,
+);
+
+/// Starts workers 1.. as threads, each with its own single-threaded runtime.
+fn spawn_workers(
+    workers: usize,
+    shared: &Arc<Shared>,
+    stop: &CancellationToken,
+) -> std::io::Result<Workers> {
+    let mut peers = Vec::new();
+    let mut finished = Vec::new();
+    for worker in 1..workers {
+        let (peer, inbox) = mpsc::unbounded_channel();
+        peers.push(peer);
+        let (shared, worker_stop) = (shared.clone(), stop.clone());
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        finished.push(done_rx);
+        let spawned = std::thread::Builder::new()
+            .name(format!("gateway-worker-{worker}"))
+            .spawn(move || {
+                let result = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .and_then(|rt| {
+                        rt.block_on(async {
+                            serve(worker, Source::Handed(inbox), shared, worker_stop).await
+                        })
+                    });
+                let _ = done_tx.send(result);
+            });
+        if let Err(e) = spawned {
+            stop.cancel(); // the workers already started stop again
+            return Err(e);
+        }
+    }
+    Ok((peers, finished))
 }
 
 /// An accepted connection on its way to a worker.
@@ -220,30 +238,10 @@ async fn serve(
     stop: CancellationToken,
 ) -> std::io::Result<()> {
     let grace = shared.config.shutdown_grace;
-    let header_read_timeout = shared.config.header_read_timeout;
     let pools = shared.pools();
-    let reaper = tokio::spawn({
-        let pools = pools.clone();
-        let every = (shared.config.pool_idle_timeout / 2)
-            .clamp(Duration::from_millis(100), Duration::from_secs(5));
-        async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                pools.iter().for_each(|pool| pool.reap(worker));
-            }
-        }
-    });
+    let reaper = spawn_reaper(&shared, worker, pools.clone());
     let state = Arc::new(State { shared, worker });
-    let graceful = GracefulShutdown::new();
-    // The connection tasks, aborted if they outlast the grace period (an
-    // abort costs nothing per poll, unlike a cancellation future beside each).
-    let mut tasks = JoinSet::new();
-    // The head-read and response deadlines of this worker's connections.
-    let mut sweeper = Sweeper::default();
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-
+    let mut conns = Connections::default();
     loop {
         let (stream, remote) = tokio::select! {
             next = source.next() => match next {
@@ -251,18 +249,72 @@ async fn serve(
                 None => break,
             },
             // Finished connections are reaped as they end.
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
-            _ = tick.tick() => {
-                sweeper.sweep();
+            Some(_) = conns.tasks.join_next(), if !conns.tasks.is_empty() => continue,
+            _ = conns.tick.tick() => {
+                conns.sweeper.sweep();
                 continue;
             }
             () = stop.cancelled() => break,
         };
+        conns.open(&state, stream, remote);
+    }
+    drop(source); // new connections are refused from now on
+    conns.drain(grace).await;
+    reaper.abort();
+    pools.iter().for_each(|pool| pool.close_idle(worker));
+    Ok(())
+}
+
+/// Closes this worker's idle upstream connections once they are too old.
+fn spawn_reaper(
+    shared: &Shared,
+    worker: usize,
+    pools: Vec<Arc<crate::upstream::pool::Pool>>,
+) -> tokio::task::JoinHandle<()> {
+    let every = (shared.config.pool_idle_timeout / 2)
+        .clamp(Duration::from_millis(100), Duration::from_secs(5));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            pools.iter().for_each(|pool| pool.reap(worker));
+        }
+    })
+}
+
+/// The client connections of one worker.
+struct Connections {
+    graceful: GracefulShutdown,
+    /// The connection tasks, aborted if they outlast the grace period (an
+    /// abort costs nothing per poll, unlike a cancellation future beside each).
+    tasks: JoinSet<()>,
+    /// The head-read and response deadlines of this worker's connections.
+    sweeper: Sweeper,
+    /// When the sweeper sweeps.
+    tick: tokio::time::Interval,
+}
+
+impl Default for Connections {
+    fn default() -> Self {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Self {
+            graceful: GracefulShutdown::new(),
+            tasks: JoinSet::new(),
+            sweeper: Sweeper::default(),
+            tick,
+        }
+    }
+}
+
+impl Connections {
+    /// Serves a new client connection in its own task.
+    fn open(&mut self, state: &Arc<State>, stream: TcpStream, remote: SocketAddr) {
         let _ = stream.set_nodelay(true);
-        let state = state.clone();
+        let config = &state.shared.config;
         let ip = HeaderValue::from_str(&remote.ip().to_string())
             .unwrap_or(HeaderValue::from_static("unknown"));
-        let deadlines = Deadlines::new(header_read_timeout);
+        let deadlines = Deadlines::new(config.header_read_timeout, config.response_timeout);
         // Counted per connection, not per request: an HTTP/1.1 connection
         // carries one request at a time, so this caps the address's open
         // requests too, at no cost per request on a kept-alive connection.
@@ -273,13 +325,14 @@ async fn serve(
             over_limit: client.is_err(),
             client_slot: client.ok().flatten(),
         });
+        let state = state.clone();
         let service = tower::service_fn(move |req: Request<Incoming>| {
             let (state, peer) = (state.clone(), peer.clone());
             // Boxed, so that hyper's per-connection slot for the in-flight
             // future stays small on a connection that streams for minutes.
             Box::pin(async move {
-                peer.deadlines.head_read();
-                let response = handle(&state, req, &peer).await;
+                peer.deadlines.head.disarm();
+                let response = proxy::handle(&state, req, &peer).await;
                 Ok::<_, Infallible>(response.map(|body| Sent { body, peer }))
             })
                 as std::pin::Pin<
@@ -292,120 +345,44 @@ async fn serve(
             .writev(false)
             .max_header_size(MAX_HEAD_BYTES)
             .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-        let conn = graceful.watch(conn);
-        let close = tasks.spawn(async move {
+        let conn = self.graceful.watch(conn);
+        let close = self.tasks.spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, %remote, "connection ended with an error");
             }
         });
-        sweeper.watch(deadlines, close);
+        self.sweeper.watch(deadlines, close);
     }
 
-    drop(source); // new connections are refused from now on
-    tracing::info!(
-        grace_secs = grace.as_secs(),
-        "shutting down: draining open requests"
-    );
-    // The deadlines still hold while the open requests finish.
-    let sweeping = async {
-        loop {
-            tick.tick().await;
-            sweeper.sweep();
+    /// Lets the open requests finish for up to `grace`, then closes the rest.
+    async fn drain(self, grace: Duration) {
+        tracing::info!(
+            grace_secs = grace.as_secs(),
+            "shutting down: draining open requests"
+        );
+        let Self {
+            graceful,
+            mut tasks,
+            mut sweeper,
+            mut tick,
+        } = self;
+        // The deadlines still hold while the open requests finish.
+        let sweeping = async {
+            loop {
+                tick.tick().await;
+                sweeper.sweep();
+            }
+        };
+        tokio::select! {
+            () = graceful.shutdown() => tracing::info!("all connections drained"),
+            () = tokio::time::sleep(grace) => {
+                tracing::warn!("grace period over: closing the remaining connections");
+                tasks.abort_all();
+            }
+            () = sweeping => {}
         }
-    };
-    tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections drained"),
-        () = tokio::time::sleep(grace) => {
-            tracing::warn!("grace period over: closing the remaining connections");
-            tasks.abort_all();
-        }
-        () = sweeping => {}
+        while tasks.join_next().await.is_some() {}
     }
-    while tasks.join_next().await.is_some() {}
-    reaper.abort();
-    pools.iter().for_each(|pool| pool.close_idle(worker));
-    Ok(())
-}
-
-/// Handles one request: CORS preflight, own endpoints, routing, proxying.
-pub async fn handle(state: &State, req: Request<Incoming>, peer: &Peer) -> Response<ResponseBody> {
-    let request_id = req
-        .headers()
-        .get(REQUEST_ID)
-        .filter(|v| !v.is_empty() && v.len() <= 128)
-        .cloned()
-        .unwrap_or_else(|| {
-            let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-            let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
-            HeaderValue::from_str(id).unwrap_or(HeaderValue::from_static("-"))
-        });
-    let origin = req.headers().get(ORIGIN).cloned();
-    if let Some(mut preflight) = state.shared.config.cors.preflight(&req) {
-        preflight.headers_mut().insert(REQUEST_ID, request_id);
-        return preflight;
-    }
-    let mut log = Some(AccessLog::new(
-        state.shared.metrics.clone(),
-        req.method().clone(),
-        req.uri().path(),
-        request_id.clone(),
-    ));
-
-    let dispatched = match admit(state, peer) {
-        Ok(()) => dispatch(state, req, peer, &request_id, &mut log).await,
-        Err(e) => Err(e),
-    };
-    let mut response = dispatched.unwrap_or_else(GatewayError::into_response);
-    if let Some(mut log) = log {
-        // A response the gateway made itself: complete as soon as it is sent.
-        let bytes = http_body::Body::size_hint(response.body())
-            .exact()
-            .unwrap_or(0);
-        log.finish(response.status().as_u16(), bytes);
-    }
-    state
-        .shared
-        .config
-        .cors
-        .apply(origin.as_ref(), response.headers_mut());
-    response.headers_mut().insert(REQUEST_ID, request_id);
-    response
-}
-
-/// 429 on a connection its client address had no room for.
-fn admit(state: &State, peer: &Peer) -> Result<(), GatewayError> {
-    if peer.over_limit {
-        state.shared.metrics.limited.inc();
-        return Err(GatewayError::TooManyRequests(
-            "Too many open connections from this address",
-        ));
-    }
-    Ok(())
-}
-
-async fn dispatch(
-    state: &State,
-    req: Request<Incoming>,
-    peer: &Peer,
-    request_id: &HeaderValue,
-    log: &mut Option<AccessLog>,
-) -> Result<Response<ResponseBody>, GatewayError> {
-    let path = req.uri().path();
-    if req.method() == Method::GET && path == "/health" {
-        if let Some(log) = log {
-            log.route = "gateway";
-        }
-        return Ok(crate::admin::health());
-    }
-    if req.headers().get_all(HOST).iter().count() > 1 {
-        return Err(GatewayError::BadRequest("More than one Host header".into()));
-    }
-    let (route, upstream_path) = proxy::route(&state.shared.config.routes, path)?;
-    if let Some(log) = log {
-        log.route = route.name;
-    }
-    let upstream_path = upstream_path.to_owned();
-    proxy::forward(state, route, &upstream_path, req, peer, request_id, log).await
 }
 
 /// A response body on its way to the client: when hyper is done with it
@@ -438,6 +415,6 @@ impl http_body::Body for Sent {
 
 impl Drop for Sent {
     fn drop(&mut self) {
-        self.peer.deadlines.await_head();
+        self.peer.deadlines.head.arm();
     }
 }

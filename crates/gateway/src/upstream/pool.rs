@@ -1,4 +1,4 @@
-//! The upstream connection pool: plain TCP connections that [`crate::client`]
+//! The upstream connection pool: plain TCP connections that [`crate::upstream::client`]
 //! speaks HTTP/1.1 on, inside the task of the request that holds them.
 //!
 //! One [`Pool`] per distinct upstream authority, shared by all workers:

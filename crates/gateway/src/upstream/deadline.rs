@@ -68,57 +68,48 @@ impl Slot {
     }
 }
 
-/// The deadlines of one client connection. HTTP/1.1 carries one request at
-/// a time, so one of each kind is enough.
-pub struct Deadlines {
-    head_timeout: Duration,
-    /// When the request head being read must be complete.
-    head: Slot,
-    /// When the upstream's response head must have arrived.
-    response: Slot,
-    /// Set by the sweep when `response` passed.
+/// One coarse deadline, the face every timeout of the request path uses:
+/// [`arm`](Self::arm) it, [`disarm`](Self::disarm) it, or run a future
+/// [`within`](Self::within) it. Only a [`Sweeper`] fires it.
+#[derive(Debug)]
+pub struct Deadline {
+    timeout: Duration,
+    slot: Slot,
+    /// Set by the sweep when the deadline passed.
     expired: AtomicBool,
-    /// The request waiting for its response head.
+    /// The future waiting [`within`](Self::within) it.
     waker: AtomicWaker,
 }
 
-impl Deadlines {
-    /// The deadlines of a new connection, armed for its first request head.
-    pub fn new(head_timeout: Duration) -> Arc<Self> {
-        let deadlines = Arc::new(Self {
-            head_timeout,
-            head: Slot::off(),
-            response: Slot::off(),
+impl Deadline {
+    /// A deadline `timeout` after each arming, not armed yet.
+    pub fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            slot: Slot::off(),
             expired: AtomicBool::new(false),
             waker: AtomicWaker::new(),
-        });
-        deadlines.await_head();
-        deadlines
+        }
     }
 
-    /// The connection waits for a request head: arms the head deadline.
-    pub fn await_head(&self) {
-        self.head.arm(self.head_timeout);
-    }
-
-    /// A request head was read: disarms the head deadline until the
-    /// response has been sent.
-    pub fn head_read(&self) {
-        self.head.disarm();
-    }
-
-    /// Runs `exchange` until it completes or `timeout` passes; `None` when
-    /// it timed out. The caller pins `exchange`, so that the future is
-    /// stored once, in the caller's state.
-    pub async fn response_within<F: Future>(
-        &self,
-        timeout: Duration,
-        mut exchange: Pin<&mut F>,
-    ) -> Option<F::Output> {
+    /// Arms it: it passes `timeout` from now (dated by the next sweep).
+    pub fn arm(&self) {
         self.expired.store(false, Relaxed);
-        self.response.arm(timeout);
+        self.slot.arm(self.timeout);
+    }
+
+    /// Disarms it.
+    pub fn disarm(&self) {
+        self.slot.disarm();
+    }
+
+    /// Runs `future` with the deadline armed until it completes or the
+    /// deadline passes; `None` when it passed. The caller pins `future`, so
+    /// that it is stored once, in the caller's state.
+    pub async fn within<F: Future>(&self, mut future: Pin<&mut F>) -> Option<F::Output> {
+        self.arm();
         let out = std::future::poll_fn(|cx| {
-            if let Poll::Ready(out) = exchange.as_mut().poll(cx) {
+            if let Poll::Ready(out) = future.as_mut().poll(cx) {
                 return Poll::Ready(Some(out));
             }
             self.waker.register(cx.waker());
@@ -129,19 +120,52 @@ impl Deadlines {
             }
         })
         .await;
-        self.response.disarm();
+        self.disarm();
         out
     }
 
-    /// One sweep at `now`: wakes a request whose response deadline passed;
-    /// true when the head deadline passed (the connection is to be closed).
+    /// One sweep at `now`: true when the deadline passed, and then it is
+    /// disarmed and whatever waits [`within`](Self::within) it is woken.
     fn sweep(&self, now: u64) -> bool {
-        if self.response.due(now) {
-            self.response.disarm();
-            self.expired.store(true, Relaxed);
-            self.waker.wake();
+        if !self.slot.due(now) {
+            return false;
         }
-        self.head.due(now)
+        self.slot.disarm();
+        self.expired.store(true, Relaxed);
+        self.waker.wake();
+        true
+    }
+}
+
+/// The deadlines of one client connection. HTTP/1.1 carries one request at
+/// a time, so one of each kind is enough.
+#[derive(Debug)]
+pub struct Deadlines {
+    /// When the request head being read must be complete
+    /// (`GATEWAY_HEADER_READ_TIMEOUT_SECS`); when it passes, the sweeper
+    /// closes the connection.
+    pub head: Deadline,
+    /// When the upstream's response head must have arrived
+    /// (`GATEWAY_RESPONSE_TIMEOUT_SECS`).
+    pub response: Deadline,
+}
+
+impl Deadlines {
+    /// The deadlines of a new connection, armed for its first request head.
+    pub fn new(head_timeout: Duration, response_timeout: Duration) -> Arc<Self> {
+        let deadlines = Arc::new(Self {
+            head: Deadline::new(head_timeout),
+            response: Deadline::new(response_timeout),
+        });
+        deadlines.head.arm();
+        deadlines
+    }
+
+    /// One sweep at `now`: true when the head deadline passed (the
+    /// connection is to be closed).
+    fn sweep(&self, now: u64) -> bool {
+        self.response.sweep(now);
+        self.head.sweep(now)
     }
 }
 
@@ -175,9 +199,8 @@ impl Sweeper {
         let now = u64::try_from(self.epoch.elapsed().as_millis())
             .map_or(UNDATED - 1, |ms| ms.min(UNDATED - 1));
         self.connections.retain(|(deadlines, close)| {
-            // Only the sweeper holds it: the connection and its requests are gone.
-            if Arc::strong_count(deadlines) == 1 {
-                return false;
+            if close.is_finished() {
+                return false; // the connection and its requests are gone
             }
             if deadlines.sweep(now) {
                 tracing::debug!("request head not complete in time: connection closed");
@@ -199,15 +222,17 @@ impl Sweeper {
 mod tests {
     use super::*;
 
+    const LONG: Duration = Duration::from_secs(30);
+
     #[test]
     fn a_deadline_is_dated_by_the_next_sweep_and_fires_once_it_passed() {
-        let d = Deadlines::new(Duration::from_secs(1));
+        let d = Deadlines::new(Duration::from_secs(1), LONG);
         assert!(!d.sweep(250), "armed before this sweep: dated 1,250");
         assert!(!d.sweep(1_249));
         assert!(d.sweep(1_250));
-        d.head_read();
+        d.head.disarm();
         assert!(!d.sweep(1_000_000), "disarmed while a request runs");
-        d.await_head();
+        d.head.arm();
         assert!(!d.sweep(2_000_000), "re-armed: dated again");
         assert!(!d.sweep(2_000_999));
         assert!(d.sweep(2_001_000));
@@ -215,7 +240,7 @@ mod tests {
 
     #[test]
     fn a_timeout_too_large_for_the_clock_never_fires() {
-        let d = Deadlines::new(Duration::MAX);
+        let d = Deadlines::new(Duration::MAX, LONG);
         assert!(!d.sweep(5), "dated at the clock's end");
         assert!(!d.sweep(5), "and stays dated");
         assert!(!d.sweep(1 << 62));
@@ -223,12 +248,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_response_deadline_wakes_the_waiting_request_and_ends_it() {
-        let d = Deadlines::new(Duration::from_secs(30));
+        let d = Deadlines::new(LONG, Duration::from_millis(500));
         let waiting = {
             let d = d.clone();
             tokio::spawn(async move {
                 let pending = std::pin::pin!(std::future::pending::<()>());
-                d.response_within(Duration::from_millis(500), pending).await
+                d.response.within(pending).await
             })
         };
         tokio::task::yield_now().await;
@@ -241,25 +266,26 @@ mod tests {
         );
         assert_eq!(waiting.await.unwrap(), None, "timed out");
         assert_eq!(
-            d.response_within(Duration::from_millis(500), std::pin::pin!(async { 7 }))
-                .await,
+            d.response.within(std::pin::pin!(async { 7 })).await,
             Some(7),
             "a ready exchange is not timed out"
         );
-        assert_eq!(d.response.0.load(Relaxed), OFF, "disarmed after");
+        assert_eq!(d.response.slot.0.load(Relaxed), OFF, "disarmed after");
     }
 
     #[tokio::test]
     async fn the_sweeper_closes_late_connections_and_forgets_ended_ones() {
         let mut sweeper = Sweeper::default();
-        let late = Deadlines::new(Duration::from_millis(100));
+        let late = Deadlines::new(Duration::from_millis(100), LONG);
         let task = tokio::spawn(std::future::pending::<()>());
         sweeper.watch(late.clone(), task.abort_handle());
-        let ended = Deadlines::new(Duration::from_secs(30));
-        sweeper.watch(ended, tokio::spawn(async {}).abort_handle());
-        let busy = Deadlines::new(Duration::from_millis(100));
-        busy.head_read();
-        sweeper.watch(busy.clone(), tokio::spawn(async {}).abort_handle());
+        let ended = tokio::spawn(async {});
+        sweeper.watch(Deadlines::new(LONG, LONG), ended.abort_handle());
+        ended.await.unwrap();
+        let busy = Deadlines::new(Duration::from_millis(100), LONG);
+        busy.head.disarm();
+        let running = tokio::spawn(std::future::pending::<()>());
+        sweeper.watch(busy.clone(), running.abort_handle());
         assert_eq!(sweeper.len(), 3);
         sweeper.sweep(); // dates the late one
         assert_eq!(sweeper.len(), 2, "the ended one is forgotten");
@@ -267,5 +293,6 @@ mod tests {
         sweeper.sweep();
         assert!(task.await.unwrap_err().is_cancelled(), "late one closed");
         assert_eq!(sweeper.len(), 1, "only the busy connection is left");
+        running.abort();
     }
 }

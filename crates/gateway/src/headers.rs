@@ -1,16 +1,20 @@
-//! Header rules for both directions of the proxy (CONTRACT.md section 3).
+//! Header rules for both directions of the proxy (CONTRACT.md section 3),
+//! as edits of typed header maps; [`crate::h1`] writes them on the wire.
 
 use dwp_core::headers::{self, DWP_CALLER_TYPE, DWP_SOURCE, HOP_BY_HOP, NEVER_HOP_BY_HOP};
 use http::header::{CONNECTION, Entry, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::h1;
+/// Fields the gateway adds to a request that no earlier hop set: written
+/// after the request's own map ([`crate::h1::RequestHead::added`]), so
+/// that adding them costs no map insert. Inline room for all of them.
+pub type Added = smallvec::SmallVec<[(HeaderName, HeaderValue); 6]>;
 
 /// Sets `X-DWP-Source: FRONTEND` and `X-DWP-Caller-Type: USER` when a
 /// request has none (or an empty one), as the old gateway did: a browser
 /// sends neither, and the agent reads both into its context. An agent
 /// calling back says `AURA` / `AGENT` itself, and that is kept.
-pub fn add_caller_defaults(headers: &mut HeaderMap, head: &mut Vec<u8>) {
+pub fn add_caller_defaults(headers: &mut HeaderMap, added: &mut Added) {
     for (name, default) in [(DWP_SOURCE, "FRONTEND"), (DWP_CALLER_TYPE, "USER")] {
         let value = headers.get(&name);
         if value.is_some_and(|v| !v.is_empty()) {
@@ -19,9 +23,7 @@ pub fn add_caller_defaults(headers: &mut HeaderMap, head: &mut Vec<u8>) {
         if value.is_some() {
             headers.remove(&name);
         }
-        // Written into the head at once, like X-Forwarded-*: cheaper than a
-        // map insert the head writer would then read back.
-        h1::encode_field(head, name.as_str().as_bytes(), default.as_bytes());
+        added.push((name, HeaderValue::from_static(default)));
     }
 }
 
@@ -57,15 +59,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Adds this hop's `X-Forwarded-For` (the client's address), `-Proto`,
 /// `-Host` (the request's `Host`) and `-Prefix`. When no earlier proxy set
-/// any of them (nearly every request), they are written straight into the
-/// upstream `head` as header lines, with no map lookups; otherwise they are
-/// joined to the earlier values in the map by [`append_forwarded`]. The
-/// upstream gets the same fields either way.
+/// any of them (nearly every request), they go to `added`, with no map
+/// lookups; otherwise they are joined to the earlier values in the map by
+/// [`append_forwarded`]. The upstream gets the same fields either way.
 pub fn add_forwarded(
     headers: &mut HeaderMap,
     client: &HeaderValue,
     prefix: &'static str,
-    head: &mut Vec<u8>,
+    added: &mut Added,
 ) {
     if headers
         .keys()
@@ -74,24 +75,12 @@ pub fn add_forwarded(
         append_forwarded(headers, client, prefix);
         return;
     }
-    h1::encode_field(
-        head,
-        headers::FORWARDED_FOR.as_str().as_bytes(),
-        client.as_bytes(),
-    );
-    h1::encode_field(head, headers::FORWARDED_PROTO.as_str().as_bytes(), b"http");
+    added.push((headers::FORWARDED_FOR, client.clone()));
+    added.push((headers::FORWARDED_PROTO, HeaderValue::from_static("http")));
     if let Some(host) = headers.get(HOST) {
-        h1::encode_field(
-            head,
-            headers::FORWARDED_HOST.as_str().as_bytes(),
-            host.as_bytes(),
-        );
+        added.push((headers::FORWARDED_HOST, host.clone()));
     }
-    h1::encode_field(
-        head,
-        headers::FORWARDED_PREFIX.as_str().as_bytes(),
-        prefix.as_bytes(),
-    );
+    added.push((headers::FORWARDED_PREFIX, HeaderValue::from_static(prefix)));
 }
 
 /// Appends `X-Forwarded-For` (the client's address), `-Proto`, `-Host` (the

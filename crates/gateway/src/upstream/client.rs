@@ -6,7 +6,7 @@
 //! watches for the response head (an upstream may answer before it has read
 //! the whole body); the response body is an [`UpstreamBody`] that reads the
 //! socket only when the client side polls it, and returns the connection to
-//! the pool the moment the last byte is read. Framing follows [`crate::h1`];
+//! the pool the moment the last byte is read. The wire is [`crate::h1`]'s;
 //! whatever an upstream sends that is not HTTP/1.1 is 502, never a panic.
 
 use std::pin::Pin;
@@ -14,34 +14,57 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderValue, Method, Response, Version};
+use http::{HeaderMap, Method, Response, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::WriteHalf;
 
 use crate::BoxError;
-use crate::body::{BodyTimeout, BodyTooLarge, PREFETCH_BYTES, RequestBody};
 use crate::error::GatewayError;
-use crate::h1::{self, Chunked, Decoded, H1Error, Length, Parsed};
-use crate::pool::{Conn, Pool, READ_BUFFER};
+use crate::h1::{self, BodyFraming, Chunked, Decoded, H1Error, Length, Parsed, RequestHead};
+use crate::headers::Added;
+use crate::request_body::{BodyTimeout, BodyTooLarge, PREFETCH_BYTES, RequestBody};
+use crate::upstream::pool::{Conn, Pool, READ_BUFFER};
 
 /// Request bodies at least this large are written as they are, not copied
 /// into the write buffer.
 const COPY_LIMIT: usize = 16 * 1024;
 
-/// A request on its way upstream.
+/// A request on its way upstream, as typed parts: the proxy edits them, and
+/// [`exchange`] encodes the head once the body's framing is known.
 pub struct Outgoing {
     /// The method.
     pub method: Method,
-    /// The head written so far: the request line (`h1::encode_request_line`)
-    /// and any fields already encoded; `headers` and the blank line follow.
-    pub head: Vec<u8>,
+    /// Where it goes on the upstream.
+    pub target: Target,
     /// The header fields, hop-by-hop ones already removed.
     pub headers: HeaderMap,
+    /// Fields added after `headers` ([`crate::headers::Added`]).
+    pub added: Added,
     /// The client's body.
     pub body: RequestBody,
+}
+
+/// The request target on the upstream: the service's base path, then the
+/// client's path after its route's stripped prefix, then the query.
+pub struct Target {
+    /// The service URI's path, without a trailing `/`.
+    pub base: &'static str,
+    /// The client's request URI.
+    pub uri: Uri,
+    /// How many bytes of the path the route strips.
+    pub stripped: usize,
+}
+
+impl Target {
+    /// The path after the stripped prefix; `/` when nothing is left.
+    pub fn path(&self) -> &str {
+        match self.uri.path().get(self.stripped..) {
+            Some(rest) if !rest.is_empty() => rest,
+            _ => "/",
+        }
+    }
 }
 
 /// Sends `req` on a pooled or new connection and returns the response head
@@ -67,57 +90,72 @@ pub async fn exchange(
             .await
             .map_err(|e| Failure::Body(e).into_error(pool.name()))?;
     }
-    let framing = req.body.size_hint().exact();
-    req.headers.remove(CONTENT_LENGTH);
-    req.headers.remove(TRANSFER_ENCODING);
-    let chunked = match framing {
-        Some(0) => {
-            if matches!(req.method, Method::POST | Method::PUT | Method::PATCH) {
-                // Servers may refuse a POST without any framing (411).
-                req.headers
-                    .insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
-            }
-            false
-        }
-        Some(len) => {
-            req.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
-            false
-        }
-        None => {
-            req.headers
-                .insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
-            true
-        }
-    };
-    let mut head = std::mem::take(&mut req.head);
-    h1::encode_fields(&mut head, &req.headers);
+    let mut head = encode_head(&req);
     let head_request = req.method == Method::HEAD;
-    let whole = req.body.is_whole();
-    if whole {
+    if req.body.is_whole() {
         // The whole request is in memory: one write, and it can be sent again.
         req.body.drain_into(&mut head);
+        return send_whole(pool, worker, &head, &req.method).await;
     }
-
+    let chunked = req.body.size_hint().exact().is_none();
     let mut conn = pool.checkout(worker).await?;
-    if whole {
-        match write_and_read(&mut conn, &head, head_request).await {
-            Ok(parsed) => return Ok(respond(conn, parsed)),
-            Err(Failure::Io(e)) if conn.reused && replayable(&req.method) => {
-                tracing::debug!(upstream = pool.name(), error = %e, "pooled connection was closed: retrying on a new one");
-                drop(conn); // its budget permit goes back first
-                let mut conn = pool.connect_new(worker).await?;
-                let parsed = write_and_read(&mut conn, &head, head_request)
-                    .await
-                    .map_err(|f| f.into_error(conn.upstream()))?;
-                return Ok(respond(conn, parsed));
-            }
-            Err(f) => return Err(f.into_error(conn.upstream())),
-        }
-    }
     let parsed = stream_and_read(&mut conn, head, &mut req.body, chunked, head_request)
         .await
         .map_err(|f| f.into_error(conn.upstream()))?;
     Ok(respond(conn, parsed))
+}
+
+/// The request head, its framing from the body that is sent.
+fn encode_head(req: &Outgoing) -> Vec<u8> {
+    let framing = match req.body.size_hint().exact() {
+        // Servers may refuse a POST without any framing (411).
+        Some(0) if matches!(req.method, Method::POST | Method::PUT | Method::PATCH) => {
+            BodyFraming::Length(0)
+        }
+        Some(0) => BodyFraming::None,
+        Some(len) => BodyFraming::Length(len),
+        None => BodyFraming::Chunked,
+    };
+    let (path, query) = (req.target.path(), req.target.uri.query());
+    let target_len = req.target.base.len() + path.len() + query.map_or(0, |q| q.len() + 1);
+    let mut head = Vec::with_capacity(256 + req.headers.len() * 48 + target_len);
+    h1::encode_request_head(
+        &mut head,
+        &RequestHead {
+            method: &req.method,
+            path: [req.target.base, path],
+            query,
+            headers: &req.headers,
+            added: &req.added,
+            framing,
+        },
+    );
+    head
+}
+
+/// Sends a request wholly in memory; once more on a new connection when a
+/// pooled one turns out closed and the method is idempotent.
+async fn send_whole(
+    pool: &Arc<Pool>,
+    worker: usize,
+    request: &[u8],
+    method: &Method,
+) -> Result<Response<UpstreamBody>, GatewayError> {
+    let head_request = *method == Method::HEAD;
+    let mut conn = pool.checkout(worker).await?;
+    match write_and_read(&mut conn, request, head_request).await {
+        Ok(parsed) => Ok(respond(conn, parsed)),
+        Err(Failure::Io(e)) if conn.reused && replayable(method) => {
+            tracing::debug!(upstream = pool.name(), error = %e, "pooled connection was closed: retrying on a new one");
+            drop(conn); // its budget permit goes back first
+            let mut conn = pool.connect_new(worker).await?;
+            let parsed = write_and_read(&mut conn, request, head_request)
+                .await
+                .map_err(|f| f.into_error(conn.upstream()))?;
+            Ok(respond(conn, parsed))
+        }
+        Err(f) => Err(f.into_error(conn.upstream())),
+    }
 }
 
 /// Idempotent methods (RFC 9110 §9.2.2): safe to send again.

@@ -1,0 +1,134 @@
+//! What a request can reach: the state all workers share, one worker's
+//! view of it, and what is known of the client connection.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use dwp_core::token::Verifier;
+use http::HeaderValue;
+use prometheus_client::metrics::histogram::Histogram;
+
+use crate::config::Config;
+use crate::limits::Limits;
+use crate::metrics::{Metrics, RouteLabel};
+use crate::recorder::Recorder;
+use crate::routes::Upstream;
+use crate::upstream::deadline::Deadlines;
+use crate::upstream::pool::Pool;
+
+/// What all workers share: configuration, metrics, the token verifier and
+/// the upstream pools.
+pub struct Shared {
+    /// The configuration.
+    pub config: Config,
+    /// The metrics.
+    pub metrics: Arc<Metrics>,
+    /// The edge's token verifier; `None` only with `GATEWAY_AUTH=off`.
+    pub verifier: Option<Verifier>,
+    /// The pool of each upstream service, in the route table's order;
+    /// services with the same authority share one (auth and main by default).
+    pools: Vec<Arc<Pool>>,
+    /// The upstream response-time histogram of each route, in table order.
+    pub upstream_seconds: Vec<Histogram>,
+    /// The stream recorder, when enabled and started.
+    pub recorder: Option<Recorder>,
+    /// Open requests and streams per client address and user.
+    pub limits: Arc<Limits>,
+}
+
+/// One worker's view: the shared part and the worker's index, which selects
+/// its own idle upstream connections.
+pub struct State {
+    /// What all workers share.
+    pub shared: Arc<Shared>,
+    /// This worker's index.
+    pub worker: usize,
+}
+
+/// What a request knows of the client connection it came on.
+pub struct Peer {
+    /// The client's address, for `X-Forwarded-For`.
+    pub ip: HeaderValue,
+    /// The address had no room for this connection: its requests are 429.
+    pub over_limit: bool,
+    /// The connection's slot in its address's count, given back when it closes.
+    pub client_slot: Option<crate::limits::Slot>,
+    /// The connection's head-read and response deadlines.
+    pub deadlines: Arc<Deadlines>,
+}
+
+impl Shared {
+    /// Builds the pools and the token verifier.
+    pub fn new(config: Config) -> Self {
+        let mut by_authority: HashMap<String, Arc<Pool>> = HashMap::new();
+        let mut pools = Vec::new();
+        for service in config.routes.services {
+            let name = service.name;
+            let authority = service
+                .uri
+                .authority()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            let pool = by_authority
+                .entry(authority.clone())
+                .or_insert_with(|| {
+                    Arc::new(Pool::new(
+                        name,
+                        authority,
+                        config.pool_max_connections,
+                        config.worker_threads,
+                        config.connect_timeout,
+                        config.pool_idle_timeout,
+                    ))
+                })
+                .clone();
+            pools.push(pool);
+        }
+        let verifier = config
+            .jwt_secret
+            .as_ref()
+            .map(|s| Verifier::new(s.as_bytes(), None).with_max_lifetime(config.jwt_max_lifetime));
+        let metrics = Arc::new(Metrics::default());
+        let upstream_seconds = config
+            .routes
+            .routes
+            .iter()
+            .map(|r| {
+                metrics
+                    .upstream_seconds
+                    .get_or_create(&RouteLabel { route: r.name })
+                    .clone()
+            })
+            .collect();
+        let limits = Arc::new(Limits::new(
+            config.max_requests_per_client,
+            config.max_requests_per_user,
+            config.max_streams_per_user,
+        ));
+        Self {
+            config,
+            metrics,
+            verifier,
+            pools,
+            upstream_seconds,
+            recorder: None,
+            limits,
+        }
+    }
+
+    /// The pool of `upstream`.
+    pub fn pool(&self, upstream: Upstream) -> &Arc<Pool> {
+        &self.pools[upstream.0]
+    }
+
+    /// Every distinct pool once.
+    pub fn pools(&self) -> Vec<Arc<Pool>> {
+        let mut out: Vec<Arc<Pool>> = Vec::new();
+        for pool in &self.pools {
+            if !out.iter().any(|p| Arc::ptr_eq(p, pool)) {
+                out.push(pool.clone());
+            }
+        }
+        out
+    }
+}
