@@ -71,6 +71,7 @@ lint:
 	$(CARGO) clippy --workspace --all-targets --all-features --locked -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --locked
 	python3 scripts/lint/module_cycles.py crates/*/src
+	python3 scripts/lint/function_length.py 80 crates/gateway/src crates/main-service/src
 
 fmt:
 	$(CARGO) fmt --all

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use dwp_core::settings;
+use dwp_core::settings::{self, Secret, SettingError, Settings};
 
 use crate::approval::{SessionIds, Wait};
 
@@ -15,7 +15,7 @@ pub struct Config {
     /// `SERVER_PORT` (9000; 0 picks a free port).
     pub port: u16,
     /// `JWT_SECRET` (required, at least 32 bytes).
-    pub jwt_secret: String,
+    pub jwt_secret: Secret,
     /// `REDIS_URL`, or `REDIS_HOST` / `REDIS_PORT` / `REDIS_PASSWORD`.
     pub redis_url: String,
     /// `AURA_SIM_EVENT_DELAY_MS` (50): pause between events.
@@ -62,58 +62,56 @@ impl Config {
 
     /// From an explicit variable map; the error names the variable.
     pub fn from_env(env: &HashMap<String, String>) -> Result<Self, String> {
-        let get = |k: &str| env.get(k).filter(|v| !v.is_empty()).cloned();
-        let number = |k: &str, default: u64| -> Result<u64, String> {
-            get(k).map_or(Ok(default), |v| {
-                v.trim()
-                    .parse()
-                    .map_err(|_| format!("{k}: {v:?} is not a whole number"))
-            })
-        };
-        let jwt_secret = get("JWT_SECRET").ok_or("JWT_SECRET: is required (at least 32 bytes)")?;
+        Self::read(&Settings::load(None, env.clone()).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())
+    }
+
+    fn read(vars: &Settings) -> Result<Self, SettingError> {
+        let jwt_secret = vars
+            .secret("JWT_SECRET")
+            .ok_or_else(|| SettingError::new("JWT_SECRET", "is required (at least 32 bytes)"))?;
         if jwt_secret.len() < 32 {
-            return Err("JWT_SECRET: must be at least 32 bytes long".into());
+            return Err(SettingError::new(
+                "JWT_SECRET",
+                "must be at least 32 bytes long",
+            ));
         }
-        let port = number("SERVER_PORT", 9000)?;
-        let redis_port = number("REDIS_PORT", 6379)?;
         Ok(Self {
-            host: get("SERVER_HOST").unwrap_or_else(|| "0.0.0.0".into()),
-            port: u16::try_from(port).map_err(|_| format!("SERVER_PORT: {port} is not a port"))?,
+            host: vars.text("SERVER_HOST").unwrap_or_else(|| "0.0.0.0".into()),
+            port: vars.number("SERVER_PORT", 9000)?,
             jwt_secret,
             redis_url: settings::redis_url(
-                get("REDIS_URL"),
-                get("REDIS_HOST"),
-                u16::try_from(redis_port)
-                    .map_err(|_| format!("REDIS_PORT: {redis_port} is not a port"))?,
-                get("REDIS_PASSWORD"),
+                vars.text("REDIS_URL"),
+                vars.text("REDIS_HOST"),
+                vars.number("REDIS_PORT", 6379)?,
+                vars.text("REDIS_PASSWORD"),
             ),
-            event_delay: Duration::from_millis(number("AURA_SIM_EVENT_DELAY_MS", 50)?),
-            header_read_timeout: Duration::from_secs(
-                number("AURA_SIM_HEADER_READ_TIMEOUT_SECS", 60)?.max(1),
-            ),
-            hitl_timeout: Duration::from_secs(number("HITL_TIMEOUT_SECS", 300)?),
-            session_ids: match get("AURA_SIM_SESSION_IDS").as_deref() {
+            event_delay: Duration::from_millis(vars.number("AURA_SIM_EVENT_DELAY_MS", 50)?),
+            header_read_timeout: vars.secs("AURA_SIM_HEADER_READ_TIMEOUT_SECS", 60)?,
+            hitl_timeout: Duration::from_secs(vars.number("HITL_TIMEOUT_SECS", 300)?),
+            session_ids: match vars.text("AURA_SIM_SESSION_IDS").as_deref() {
                 None | Some("agent") => SessionIds::Agent,
                 Some("random") => SessionIds::Random,
                 Some(v) => {
-                    return Err(format!(
-                        "AURA_SIM_SESSION_IDS: {v:?} is not agent or random"
+                    return Err(SettingError::new(
+                        "AURA_SIM_SESSION_IDS",
+                        format!("{v:?} is not agent or random"),
                     ));
                 }
             },
-            wait: match get("AURA_SIM_WAIT").as_deref() {
-                None | Some("agent") => Wait::Agent(Duration::from_millis(number(
-                    "AURA_SIM_SUBSCRIBE_DELAY_MS",
-                    15,
-                )?)),
+            wait: match vars.text("AURA_SIM_WAIT").as_deref() {
+                None | Some("agent") => Wait::Agent(Duration::from_millis(
+                    vars.number("AURA_SIM_SUBSCRIBE_DELAY_MS", 15)?,
+                )),
                 Some("robust") => Wait::Robust,
-                Some(v) => return Err(format!("AURA_SIM_WAIT: {v:?} is not agent or robust")),
+                Some(v) => {
+                    return Err(SettingError::new(
+                        "AURA_SIM_WAIT",
+                        format!("{v:?} is not agent or robust"),
+                    ));
+                }
             },
-            ask_twice: match get("AURA_SIM_ASK_TWICE").as_deref() {
-                None | Some("false") => false,
-                Some("true") => true,
-                Some(v) => return Err(format!("AURA_SIM_ASK_TWICE: {v:?} is not true or false")),
-            },
+            ask_twice: vars.flag("AURA_SIM_ASK_TWICE", false)?,
         })
     }
 }

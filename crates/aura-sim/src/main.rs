@@ -1,45 +1,15 @@
 //! The aura-sim binary: tracing, configuration, bind, run until SIGTERM or SIGINT.
 
-use tokio::signal::unix::{SignalKind, signal};
+use dwp_core::service::{self, Binary};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let (term, int) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    );
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    let config = match aura_sim::Config::load() {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("aura-sim: bad configuration: {e}");
-            return std::process::ExitCode::from(2);
-        }
+    let shutdown = service::shutdown_signal();
+    service::init_tracing();
+    let binary = Binary {
+        name: "aura-sim",
+        config: aura_sim::Config::load(),
+        listen: |c| format!("{}:{}", c.host, c.port),
     };
-    let addr = format!("{}:{}", config.host, config.port);
-    let listener = match tokio::net::TcpListener::bind(&addr).await {
-        Ok(listener) => listener,
-        Err(e) => {
-            eprintln!("aura-sim: cannot listen on {addr}: {e}");
-            return std::process::ExitCode::from(1);
-        }
-    };
-    let shutdown = async move {
-        let (Ok(mut term), Ok(mut int)) = (term, int) else {
-            return std::future::pending().await;
-        };
-        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    };
-    match aura_sim::run(listener, config, shutdown).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("aura-sim: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    service::main(binary, shutdown, aura_sim::run).await
 }

@@ -102,6 +102,127 @@ impl Decision {
     }
 }
 
+/// A HITL request as main-service stores it under `hitl:request:{requestId}`
+/// (CONTRACT.md section 5). Readers take ids as JSON values: an agent's
+/// own records may carry numbers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredRequest {
+    /// The request.
+    pub request_id: String,
+    /// The waiting agent's session.
+    pub session_id: String,
+    /// What the agent wants to do.
+    pub action_type: String,
+    /// What the person needs to decide.
+    pub context: serde_json::Value,
+    /// `pending` until decided.
+    pub status: String,
+    /// Who the request is for.
+    pub user_id: String,
+    /// Their tenant.
+    pub tenant_id: String,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// A session's owner record under `hitl:session:{sessionId}`, as
+/// main-service claims it for a request created through the API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionRecord {
+    /// The session.
+    pub session_id: String,
+    /// The request that claimed it.
+    pub request_id: String,
+    /// The owner.
+    pub user_id: String,
+    /// The owner's tenant.
+    pub tenant_id: String,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// One entry of the decision stream `dwp:hitl-decisions`: the outbox the
+/// decision script appends to in the same atomic step as the decision, and
+/// the audit consumer turns into a `hitl_decision` row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecisionRecord<'a> {
+    /// The decided request.
+    pub request_id: &'a str,
+    /// Its session.
+    pub session_id: &'a str,
+    /// The decider's tenant.
+    pub tenant_id: &'a str,
+    /// Who decided (the token's `sub`).
+    pub decided_by: &'a str,
+    /// `approved` or `rejected`.
+    pub decision: &'a str,
+    /// Rejections: why; empty otherwise.
+    pub reason: &'a str,
+    /// RFC 3339.
+    pub decided_at: &'a str,
+    /// The request as stored after the decision (JSON).
+    pub request: &'a str,
+}
+
+impl<'a> DecisionRecord<'a> {
+    /// The stream field names, in the order [`fields`](Self::fields) gives them.
+    pub const NAMES: [&'static str; 8] = [
+        "requestId",
+        "sessionId",
+        "tenantId",
+        "decidedBy",
+        "decision",
+        "reason",
+        "decidedAt",
+        "request",
+    ];
+
+    /// The entry's fields as name and value pairs, for `XADD`.
+    pub fn fields(&self) -> [(&'static str, &'a str); 8] {
+        let values = [
+            self.request_id,
+            self.session_id,
+            self.tenant_id,
+            self.decided_by,
+            self.decision,
+            self.reason,
+            self.decided_at,
+            self.request,
+        ];
+        let mut out = [("", ""); 8];
+        for (i, value) in values.into_iter().enumerate() {
+            out[i] = (Self::NAMES[i], value);
+        }
+        out
+    }
+
+    /// The record of an entry whose fields `field` reads (missing ones are empty).
+    pub fn read(field: impl Fn(&'static str) -> &'a str) -> Self {
+        let [
+            request_id,
+            session_id,
+            tenant_id,
+            decided_by,
+            decision,
+            reason,
+            decided_at,
+            request,
+        ] = Self::NAMES.map(field);
+        Self {
+            request_id,
+            session_id,
+            tenant_id,
+            decided_by,
+            decision,
+            reason,
+            decided_at,
+            request,
+        }
+    }
+}
+
 /// The signal published on `hitl:channel:{sessionId}` and stored under
 /// `hitl:signal:{sessionId}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -2,15 +2,17 @@
 //!
 //! Everything here is a *contract*: names and shapes that the real
 //! Aura-Platform and the web frontend already speak (see `CONTRACT.md`).
-//! No server, no I/O.
+//! No server and no I/O, except the start-up every binary shares
+//! (feature `service`).
 //!
 //! # Layout
 //! - [`headers`]: the header names of CONTRACT.md section 3.
-//! - [`settings`]: reading the contract's settings (Redis URL, redaction).
+//! - [`settings`]: the one settings reader (feature `settings`), `Secret`, the Redis URL, redaction.
+//! - `service` (feature `service`): the start-up every binary shares.
 //! - [`sse`]: an incremental Server-Sent Events parser (WHATWG rules) and encoder.
 //! - [`events`]: the agent's SSE event types (CONTRACT.md section 4).
 //! - [`envelope`]: the JSON response envelope and error codes (section 6).
-//! - [`hitl`]: human-in-the-loop signals, Redis keys and TTLs (section 5).
+//! - [`hitl`]: human-in-the-loop requests, signals, the decision record, Redis keys and TTLs (section 5).
 //! - [`tasks`]: the agent-task event stream the gateway records into.
 //! - [`token`] (feature `jwt`): HS256 claims and their verification (section 7).
 #![forbid(unsafe_code)]
@@ -19,6 +21,8 @@ pub mod envelope;
 pub mod events;
 pub mod headers;
 pub mod hitl;
+#[cfg(feature = "service")]
+pub mod service;
 pub mod settings;
 pub mod sse;
 pub mod tasks;

@@ -1,5 +1,200 @@
-//! Helpers for the contract's settings (CONTRACT.md section 1) that every
-//! binary reads the same way.
+//! The contract's settings (CONTRACT.md section 1), read the same way by
+//! every binary: [`Settings`] (with the `settings` feature) is the one
+//! reader, with one dialect for every kind of value:
+//! - an empty value is the same as no value (the default applies);
+//! - booleans are `true`/`false`, `1`/`0`, `yes`/`no` or `on`/`off`;
+//! - numbers are whole numbers, durations whole seconds or milliseconds as
+//!   the variable's name says (`_SECS`, `_MS`), greater than 0;
+//! - a [`Secret`] never prints.
+//!
+//! A value that cannot be used is a [`SettingError`] that names the variable.
+
+use std::time::Duration;
+
+/// A configuration value that could not be used; the message names the variable.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SettingError {
+    /// The variable (or file key, upper-cased) at fault.
+    pub var: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl std::fmt::Display for SettingError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.var, self.problem)
+    }
+}
+
+impl std::error::Error for SettingError {}
+
+impl SettingError {
+    /// `var` cannot be used because of `problem`.
+    pub fn new(var: &str, problem: impl Into<String>) -> Self {
+        Self {
+            var: var.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// A secret setting (`JWT_SECRET`): it reads as text where it is used, and
+/// prints as `<set>` in `Debug` and `Display`, so that no log line or
+/// configuration dump carries it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+}
+
+impl std::ops::Deref for Secret {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<set>")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<set>")
+    }
+}
+
+/// The layered settings of one binary: defaults in the code, then an
+/// optional TOML file (keys are the variable names in lower case), then the
+/// environment.
+#[cfg(feature = "settings")]
+pub struct Settings(config::Config);
+
+#[cfg(feature = "settings")]
+impl Settings {
+    /// From an optional file and an explicit variable map (tests pass their
+    /// own map instead of touching the process environment).
+    pub fn load(
+        file: Option<&std::path::Path>,
+        env: std::collections::HashMap<String, String>,
+    ) -> Result<Self, SettingError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            builder = builder.add_source(config::File::from(path).required(false));
+        }
+        builder
+            .add_source(config::Environment::default().source(Some(env)))
+            .build()
+            .map(Self)
+            .map_err(|e| SettingError {
+                var: file.map(|p| p.display().to_string()).unwrap_or_default(),
+                problem: e.to_string(),
+            })
+    }
+
+    /// The layered values, for structured keys (the gateway's `[[routes]]`).
+    pub fn layers(&self) -> &config::Config {
+        &self.0
+    }
+
+    /// A value as text; `None` when absent or empty.
+    pub fn text(&self, var: &str) -> Option<String> {
+        self.0
+            .get_string(&var.to_ascii_lowercase())
+            .ok()
+            .filter(|v| !v.is_empty())
+    }
+
+    /// A value or, when it is not set, its old name's.
+    pub fn aliased(&self, (var, alias): (&str, &str)) -> Option<String> {
+        self.text(var).or_else(|| self.text(alias))
+    }
+
+    /// A secret value.
+    pub fn secret(&self, var: &str) -> Option<Secret> {
+        self.text(var).map(Secret)
+    }
+
+    /// A whole number (or anything else `FromStr` reads).
+    pub fn number<T: std::str::FromStr>(&self, var: &str, default: T) -> Result<T, SettingError> {
+        match self.text(var) {
+            None => Ok(default),
+            Some(raw) => raw.trim().parse().map_err(|_| {
+                SettingError::new(var, format!("{raw:?} is not a valid whole number"))
+            }),
+        }
+    }
+
+    /// A whole number greater than 0.
+    pub fn positive(&self, var: &str, default: u64) -> Result<u64, SettingError> {
+        match self.number(var, default)? {
+            0 => Err(SettingError::new(var, "must be greater than 0")),
+            n => Ok(n),
+        }
+    }
+
+    /// A duration in whole seconds, greater than 0.
+    pub fn secs(&self, var: &str, default: u64) -> Result<Duration, SettingError> {
+        self.positive(var, default).map(Duration::from_secs)
+    }
+
+    /// A duration in whole milliseconds, greater than 0.
+    pub fn millis(&self, var: &str, default: u64) -> Result<Duration, SettingError> {
+        self.positive(var, default).map(Duration::from_millis)
+    }
+
+    /// A boolean in the one dialect of [`parse_flag`].
+    pub fn flag(&self, var: &str, default: bool) -> Result<bool, SettingError> {
+        match self.text(var) {
+            None => Ok(default),
+            Some(v) => parse_flag(&v)
+                .ok_or_else(|| SettingError::new(var, format!("{v:?} is not true or false"))),
+        }
+    }
+
+    /// The Redis URL ([`redis_url`] over `REDIS_URL`, `REDIS_HOST`,
+    /// `REDIS_PORT` and `REDIS_PASSWORD`), refused unless `usable` says it is one.
+    pub fn redis_url(&self, usable: impl Fn(&str) -> bool) -> Result<String, SettingError> {
+        let url = redis_url(
+            self.text("REDIS_URL"),
+            self.text("REDIS_HOST"),
+            self.number("REDIS_PORT", 6379)?,
+            self.text("REDIS_PASSWORD"),
+        );
+        if !usable(&url) {
+            return Err(SettingError::new(
+                "REDIS_URL",
+                format!("{:?} is not a Redis URL", redact_url(&url)),
+            ));
+        }
+        Ok(url)
+    }
+
+    /// A comma-separated list, items trimmed, empty ones left out.
+    pub fn list(&self, var: &str, default: &str) -> Vec<String> {
+        self.text(var)
+            .unwrap_or_else(|| default.into())
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+}
+
+/// `true`/`1`/`yes`/`on` or `false`/`0`/`no`/`off`, in any case.
+pub fn parse_flag(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
 
 /// The Redis URL: `REDIS_URL` when set, else built from `REDIS_HOST`
 /// (default `localhost`), `REDIS_PORT` and `REDIS_PASSWORD`.
@@ -81,6 +276,24 @@ mod tests {
             redis_url(None, Some("cache".into()), 6380, Some("pw".into())),
             "redis://:pw@cache:6380"
         );
+    }
+
+    #[test]
+    fn a_secret_never_prints() {
+        let secret = Secret::new("s3cr3t".into());
+        assert_eq!(format!("{secret} {secret:?}"), "<set> <set>");
+        assert_eq!(&*secret, "s3cr3t");
+    }
+
+    #[test]
+    fn every_flag_spelling_is_read_alike() {
+        for yes in ["true", "TRUE", "1", "yes", "on", " On "] {
+            assert_eq!(parse_flag(yes), Some(true), "{yes}");
+        }
+        for no in ["false", "0", "no", "off", "OFF"] {
+            assert_eq!(parse_flag(no), Some(false), "{no}");
+        }
+        assert_eq!(parse_flag("maybe"), None);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use dwp_core::settings::{self, Retention, redact_url};
+use dwp_core::settings::{Retention, Secret, SettingError, Settings, parse_flag, redact_url};
 use http::{Method, Uri};
 
 use crate::routes::{RouteSpec, Table};
@@ -18,14 +18,7 @@ use crate::routes::{RouteSpec, Table};
 pub const DEFAULT_FILE: &str = "config/gateway.toml";
 
 /// A configuration value that could not be used; the message names the variable.
-#[derive(Debug, thiserror::Error)]
-#[error("{var}: {problem}")]
-pub struct ConfigError {
-    /// The environment variable (or file key, upper-cased) at fault.
-    pub var: String,
-    /// What is wrong with it.
-    pub problem: String,
-}
+pub type ConfigError = SettingError;
 
 /// CORS settings (`CORS_*`).
 #[derive(Debug, Clone)]
@@ -60,7 +53,7 @@ pub struct Config {
     pub cors: Cors,
     /// `JWT_SECRET` (at least 32 bytes): the edge checks tokens with it.
     /// Required unless `GATEWAY_AUTH=off`; `None` only then.
-    pub jwt_secret: Option<String>,
+    pub jwt_secret: Option<Secret>,
     /// `JWT_MAX_LIFETIME_SECS` (86400): tokens whose `exp - iat` is longer are refused.
     pub jwt_max_lifetime: Duration,
     /// `GATEWAY_CONNECT_TIMEOUT_SECS` (10).
@@ -128,7 +121,7 @@ impl std::fmt::Debug for Config {
                     .collect::<Vec<_>>(),
             )
             .field("cors", &self.cors)
-            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<set>"))
+            .field("jwt_secret", &self.jwt_secret)
             .field("jwt_max_lifetime", &self.jwt_max_lifetime)
             .field("connect_timeout", &self.connect_timeout)
             .field("response_timeout", &self.response_timeout)
@@ -164,119 +157,13 @@ impl Config {
         file: Option<&Path>,
         env: HashMap<String, String>,
     ) -> Result<Self, ConfigError> {
-        let mut builder = config::Config::builder();
-        if let Some(path) = file {
-            builder = builder.add_source(config::File::from(path).required(false));
-        }
-        let layered = builder
-            .add_source(config::Environment::default().source(Some(env)))
-            .build()
-            .map_err(|e| ConfigError {
-                var: file.map(|p| p.display().to_string()).unwrap_or_default(),
-                problem: e.to_string(),
-            })?;
-        let vars = Vars(layered);
-
-        let main_uri = vars.uri(
-            ("MAIN_SERVICE_URI", "SERVICE_MAIN_URL"),
-            "http://localhost:8081",
-        )?;
-        let auth_uri = match vars.aliased(("AUTH_SERVER_URI", "SERVICE_AUTH_URL")) {
-            Some(_) => vars.uri(("AUTH_SERVER_URI", "SERVICE_AUTH_URL"), "")?,
-            None => main_uri.clone(),
-        };
-        let specs: Vec<RouteSpec> = match vars.0.get("routes") {
-            Ok(specs) => specs,
-            Err(config::ConfigError::NotFound(_)) => Vec::new(),
-            Err(e) => return Err(Vars::bad("ROUTES", format!("[[routes]] in the file: {e}"))),
-        };
-        let routes = Table::build(
-            vars.uri(
-                ("AURA_PLATFORM_URI", "AURA_PLATFORM_URL"),
-                "http://localhost:9000",
-            )?,
-            main_uri,
-            auth_uri,
-            &specs,
-        )
-        .map_err(|e| Vars::bad("ROUTES", e.0))?;
-        let redis_url = settings::redis_url(
-            vars.get("REDIS_URL"),
-            vars.get("REDIS_HOST"),
-            vars.number("REDIS_PORT", 6379)?,
-            vars.get("REDIS_PASSWORD"),
-        );
-        if redis::Client::open(redis_url.as_str()).is_err() {
-            return Err(ConfigError {
-                var: "REDIS_URL".into(),
-                problem: format!("{:?} is not a Redis URL", redact_url(&redis_url)),
-            });
-        }
-        let auth_on = match vars
-            .get("GATEWAY_AUTH")
-            .map(|v| v.trim().to_ascii_lowercase())
-        {
-            None => true,
-            Some(v) if v == "on" => true,
-            Some(v) if v == "off" => false,
-            Some(v) => return Err(Vars::bad("GATEWAY_AUTH", format!("{v:?} is not on or off"))),
-        };
-        let jwt_secret = match vars.get("JWT_SECRET").filter(|s| !s.is_empty()) {
-            _ if !auth_on => None,
-            None => {
-                return Err(Vars::bad(
-                    "JWT_SECRET",
-                    "is required (at least 32 bytes); GATEWAY_AUTH=off turns the edge token check off for local development",
-                ));
-            }
-            Some(s) if s.len() < 32 => {
-                return Err(Vars::bad("JWT_SECRET", "must be at least 32 bytes long"));
-            }
-            Some(s) => Some(s),
-        };
-        let allowed_origins = vars.list("CORS_ALLOWED_ORIGINS", "http://localhost:4200");
-        let allow_credentials = vars.boolean("CORS_ALLOW_CREDENTIALS", true)?;
-        if allow_credentials && allowed_origins.iter().any(|o| o == "*") {
-            return Err(Vars::bad(
-                "CORS_ALLOWED_ORIGINS",
-                "\"*\" with CORS_ALLOW_CREDENTIALS=true would let any site, \"null\" included, call the API with the user's credentials: list the origins, or set CORS_ALLOW_CREDENTIALS=false",
-            ));
-        }
-        let admin = match vars
-            .get("ADMIN_PORT")
-            .map(|v| v.trim().to_ascii_lowercase())
-        {
-            Some(v) if v == "off" => None,
-            _ => Some((
-                vars.get("ADMIN_HOST").unwrap_or_else(|| "0.0.0.0".into()),
-                vars.number("ADMIN_PORT", 8090)?,
-            )),
-        };
+        let vars = Settings::load(file, env)?;
         Ok(Self {
-            host: vars.get("SERVER_HOST").unwrap_or_else(|| "0.0.0.0".into()),
+            host: vars.text("SERVER_HOST").unwrap_or_else(|| "0.0.0.0".into()),
             port: vars.number("SERVER_PORT", 8080)?,
-            routes,
-            cors: Cors {
-                allowed_origins,
-                allowed_methods: vars
-                    .list("CORS_ALLOWED_METHODS", "GET,POST,PUT,DELETE,PATCH,OPTIONS")
-                    .iter()
-                    .map(|m| {
-                        Method::from_bytes(m.to_ascii_uppercase().as_bytes()).map_err(|_| {
-                            ConfigError {
-                                var: "CORS_ALLOWED_METHODS".into(),
-                                problem: format!("{m:?} is not an HTTP method"),
-                            }
-                        })
-                    })
-                    .collect::<Result<_, _>>()?,
-                allowed_headers: vars
-                    .get("CORS_ALLOWED_HEADERS")
-                    .unwrap_or_else(|| "*".into()),
-                allow_credentials,
-                max_age_secs: vars.number("CORS_MAX_AGE", 3600)?,
-            },
-            jwt_secret,
+            routes: routes(&vars)?,
+            cors: cors(&vars)?,
+            jwt_secret: jwt_secret(&vars)?,
             jwt_max_lifetime: vars.secs("JWT_MAX_LIFETIME_SECS", 24 * 3600)?,
             connect_timeout: vars.secs("GATEWAY_CONNECT_TIMEOUT_SECS", 10)?,
             response_timeout: vars.secs("GATEWAY_RESPONSE_TIMEOUT_SECS", 300)?,
@@ -295,8 +182,8 @@ impl Config {
                 "GATEWAY_WORKER_THREADS",
                 std::thread::available_parallelism().map_or(1, |n| n.get() as u64),
             )? as usize,
-            redis_url,
-            recorder_enabled: vars.boolean("GATEWAY_RECORDER_ENABLED", true)?,
+            redis_url: vars.redis_url(|url| redis::Client::open(url).is_ok())?,
+            recorder_enabled: vars.flag("GATEWAY_RECORDER_ENABLED", true)?,
             recorder: crate::recorder::Limits {
                 max_event_bytes: vars.positive("GATEWAY_RECORDER_MAX_EVENT_BYTES", 256 * 1024)?
                     as usize,
@@ -309,84 +196,115 @@ impl Config {
             max_requests_per_client: vars.number("GATEWAY_MAX_REQUESTS_PER_CLIENT", 1024)?,
             max_requests_per_user: vars.number("GATEWAY_MAX_REQUESTS_PER_USER", 256)?,
             max_streams_per_user: vars.number("GATEWAY_MAX_STREAMS_PER_USER", 32)?,
-            admin,
+            admin: admin(&vars)?,
         })
     }
 }
 
-/// The layered values, read by contract variable name.
-struct Vars(config::Config);
+/// The route table: the contract's routes to their services, and the file's `[[routes]]`.
+fn routes(vars: &Settings) -> Result<Table, ConfigError> {
+    let main_uri = uri(
+        vars,
+        ("MAIN_SERVICE_URI", "SERVICE_MAIN_URL"),
+        "http://localhost:8081",
+    )?;
+    let auth_uri = match vars.aliased(("AUTH_SERVER_URI", "SERVICE_AUTH_URL")) {
+        Some(_) => uri(vars, ("AUTH_SERVER_URI", "SERVICE_AUTH_URL"), "")?,
+        None => main_uri.clone(),
+    };
+    let specs: Vec<RouteSpec> = match vars.layers().get("routes") {
+        Ok(specs) => specs,
+        Err(config::ConfigError::NotFound(_)) => Vec::new(),
+        Err(e) => return Err(bad("ROUTES", format!("[[routes]] in the file: {e}"))),
+    };
+    let aura_uri = uri(
+        vars,
+        ("AURA_PLATFORM_URI", "AURA_PLATFORM_URL"),
+        "http://localhost:9000",
+    )?;
+    Table::build(aura_uri, main_uri, auth_uri, &specs).map_err(|e| bad("ROUTES", e.0))
+}
 
-impl Vars {
-    fn get(&self, var: &str) -> Option<String> {
-        self.0.get_string(&var.to_ascii_lowercase()).ok()
-    }
-
-    fn bad(var: &str, problem: impl Into<String>) -> ConfigError {
-        ConfigError {
-            var: var.into(),
-            problem: problem.into(),
+/// `JWT_SECRET`, required unless `GATEWAY_AUTH=off`.
+fn jwt_secret(vars: &Settings) -> Result<Option<Secret>, ConfigError> {
+    let auth_on = match vars.text("GATEWAY_AUTH") {
+        None => true,
+        Some(v) => {
+            parse_flag(&v).ok_or_else(|| bad("GATEWAY_AUTH", format!("{v:?} is not on or off")))?
         }
+    };
+    match vars.secret("JWT_SECRET") {
+        _ if !auth_on => Ok(None),
+        None => Err(bad(
+            "JWT_SECRET",
+            "is required (at least 32 bytes); GATEWAY_AUTH=off turns the edge token check off for local development",
+        )),
+        Some(s) if s.len() < 32 => Err(bad("JWT_SECRET", "must be at least 32 bytes long")),
+        Some(s) => Ok(Some(s)),
     }
+}
 
-    fn number<T: std::str::FromStr>(&self, var: &str, default: T) -> Result<T, ConfigError> {
-        match self.get(var) {
-            None => Ok(default),
-            Some(raw) => raw
-                .trim()
-                .parse()
-                .map_err(|_| Self::bad(var, format!("{raw:?} is not a valid whole number"))),
-        }
+/// The `CORS_*` settings; `*` with credentials is refused.
+fn cors(vars: &Settings) -> Result<Cors, ConfigError> {
+    let allowed_origins = vars.list("CORS_ALLOWED_ORIGINS", "http://localhost:4200");
+    let allow_credentials = vars.flag("CORS_ALLOW_CREDENTIALS", true)?;
+    if allow_credentials && allowed_origins.iter().any(|o| o == "*") {
+        return Err(bad(
+            "CORS_ALLOWED_ORIGINS",
+            "\"*\" with CORS_ALLOW_CREDENTIALS=true would let any site, \"null\" included, call the API with the user's credentials: list the origins, or set CORS_ALLOW_CREDENTIALS=false",
+        ));
     }
+    Ok(Cors {
+        allowed_origins,
+        allowed_methods: vars
+            .list("CORS_ALLOWED_METHODS", "GET,POST,PUT,DELETE,PATCH,OPTIONS")
+            .iter()
+            .map(|m| {
+                Method::from_bytes(m.to_ascii_uppercase().as_bytes()).map_err(|_| {
+                    bad(
+                        "CORS_ALLOWED_METHODS",
+                        format!("{m:?} is not an HTTP method"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?,
+        allowed_headers: vars
+            .text("CORS_ALLOWED_HEADERS")
+            .unwrap_or_else(|| "*".into()),
+        allow_credentials,
+        max_age_secs: vars.number("CORS_MAX_AGE", 3600)?,
+    })
+}
 
-    fn positive(&self, var: &str, default: u64) -> Result<u64, ConfigError> {
-        match self.number(var, default)? {
-            0 => Err(Self::bad(var, "must be greater than 0")),
-            n => Ok(n),
-        }
+/// The admin listener, unless `ADMIN_PORT=off`.
+fn admin(vars: &Settings) -> Result<Option<(String, u16)>, ConfigError> {
+    match vars
+        .text("ADMIN_PORT")
+        .map(|v| v.trim().to_ascii_lowercase())
+    {
+        Some(v) if v == "off" => Ok(None),
+        _ => Ok(Some((
+            vars.text("ADMIN_HOST").unwrap_or_else(|| "0.0.0.0".into()),
+            vars.number("ADMIN_PORT", 8090)?,
+        ))),
     }
+}
 
-    fn secs(&self, var: &str, default: u64) -> Result<Duration, ConfigError> {
-        self.positive(var, default).map(Duration::from_secs)
-    }
+fn bad(var: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::new(var, problem)
+}
 
-    fn boolean(&self, var: &str, default: bool) -> Result<bool, ConfigError> {
-        match self.get(var).map(|v| v.trim().to_ascii_lowercase()) {
-            None => Ok(default),
-            Some(v) if v == "true" => Ok(true),
-            Some(v) if v == "false" => Ok(false),
-            Some(v) => Err(Self::bad(var, format!("{v:?} is not true or false"))),
-        }
+/// An `http://host:port` URI setting (or its old name).
+fn uri(vars: &Settings, (var, alias): (&str, &str), default: &str) -> Result<Uri, ConfigError> {
+    let raw = vars.aliased((var, alias)).unwrap_or_else(|| default.into());
+    let uri: Uri = raw
+        .trim()
+        .parse()
+        .map_err(|_| bad(var, format!("{raw:?} is not a URI")))?;
+    if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+        return Err(bad(var, format!("{raw:?} must be an http://host:port URI")));
     }
-
-    fn list(&self, var: &str, default: &str) -> Vec<String> {
-        self.get(var)
-            .unwrap_or_else(|| default.into())
-            .split(',')
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
-            .collect()
-    }
-
-    /// A variable or, when it is not set, its old name.
-    fn aliased(&self, (var, alias): (&str, &str)) -> Option<String> {
-        self.get(var).or_else(|| self.get(alias))
-    }
-
-    fn uri(&self, (var, alias): (&str, &str), default: &str) -> Result<Uri, ConfigError> {
-        let raw = self.aliased((var, alias)).unwrap_or_else(|| default.into());
-        let uri: Uri = raw
-            .trim()
-            .parse()
-            .map_err(|_| Self::bad(var, format!("{raw:?} is not a URI")))?;
-        if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-            return Err(Self::bad(
-                var,
-                format!("{raw:?} must be an http://host:port URI"),
-            ));
-        }
-        Ok(uri)
-    }
+    Ok(uri)
 }
 
 #[cfg(test)]
@@ -494,7 +412,7 @@ mod tests {
             ("SERVER_PORT", "70000"),
             ("AURA_PLATFORM_URI", "not a uri"),
             ("MAIN_SERVICE_URI", "https://tls-not-supported:1"),
-            ("CORS_ALLOW_CREDENTIALS", "yes"),
+            ("CORS_ALLOW_CREDENTIALS", "maybe"),
             ("CORS_ALLOWED_METHODS", "GET,BAD METHOD"),
             ("JWT_SECRET", "short"),
         ] {

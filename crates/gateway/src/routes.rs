@@ -217,6 +217,26 @@ pub fn contract_default() -> Table {
     *DEFAULT
 }
 
+/// An operator route's name: the one given, checked, or one made of its prefix.
+fn route_name(given: Option<&str>, prefix: &str) -> Result<String, String> {
+    match given {
+        Some(name)
+            if !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_')) =>
+        {
+            Ok(name.to_owned())
+        }
+        Some(name) => Err(format!("name {name:?} is 1 to 64 of A-Z a-z 0-9 - _")),
+        None => Ok(prefix
+            .trim_start_matches("/api/")
+            .trim_start_matches('/')
+            .replace('/', "-")),
+    }
+}
+
 /// An operator's route, checked; its service is added unless one with the
 /// same URI exists.
 fn operator_route(spec: &RouteSpec, services: &mut Vec<Service>) -> Result<Route, RouteError> {
@@ -259,22 +279,7 @@ fn operator_route(spec: &RouteSpec, services: &mut Vec<Service>) -> Result<Route
         .take(strip)
         .map(|s| s.len() + 1)
         .sum();
-    let name = match &spec.name {
-        Some(name)
-            if !name.is_empty()
-                && name.len() <= 64
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_')) =>
-        {
-            name.clone()
-        }
-        Some(name) => return Err(bad(format!("name {name:?} is 1 to 64 of A-Z a-z 0-9 - _"))),
-        None => prefix
-            .trim_start_matches("/api/")
-            .trim_start_matches('/')
-            .replace('/', "-"),
-    };
+    let name = route_name(spec.name.as_deref(), prefix).map_err(bad)?;
     let name: &'static str = String::leak(name);
     let upstream = match services.iter().position(|s| s.uri == uri) {
         Some(i) => Upstream(i),

@@ -7,6 +7,7 @@
 //! applied twice is inserted once.
 
 use chrono::DateTime;
+use dwp_core::hitl::{DecisionRecord, MAX_ID_BYTES};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{DbErr, EntityTrait, Set, TransactionTrait};
 
@@ -45,25 +46,24 @@ impl Apply for Audit {
 }
 
 fn row(entry: &Entry) -> Result<hitl_decision::ActiveModel, &'static str> {
+    let record = DecisionRecord::read(|name| entry.field(name));
     // The column widths, in characters as PostgreSQL counts them.
-    let text = |name: &str, max: usize| {
-        let value = entry.field(name);
+    let text = |value: &str, max: usize| {
         (!value.is_empty() && value.chars().count() <= max)
             .then(|| value.to_owned())
             .ok_or("a required field is missing or too long")
     };
-    let decided_at = DateTime::parse_from_rfc3339(entry.field("decidedAt"))
+    let decided_at = DateTime::parse_from_rfc3339(record.decided_at)
         .map_err(|_| "decidedAt is not an RFC 3339 time")?;
-    let reason = entry.field("reason");
     Ok(hitl_decision::ActiveModel {
-        request_id: Set(text("requestId", dwp_core::hitl::MAX_ID_BYTES)?),
-        session_id: Set(text("sessionId", dwp_core::hitl::MAX_ID_BYTES)?),
-        tenant_id: Set(text("tenantId", 50)?),
-        decided_by: Set(text("decidedBy", 50)?),
-        decision: Set(text("decision", 20)?),
-        reason: Set((!reason.is_empty()).then(|| reason.to_owned())),
+        request_id: Set(text(record.request_id, MAX_ID_BYTES)?),
+        session_id: Set(text(record.session_id, MAX_ID_BYTES)?),
+        tenant_id: Set(text(record.tenant_id, 50)?),
+        decided_by: Set(text(record.decided_by, 50)?),
+        decision: Set(text(record.decision, 20)?),
+        reason: Set((!record.reason.is_empty()).then(|| record.reason.to_owned())),
         decided_at: Set(decided_at),
-        request: Set(entry.field("request").to_owned()),
+        request: Set(record.request.to_owned()),
         recorded_at: Set(chrono::Utc::now().fixed_offset()),
         ..Default::default()
     })

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use dwp_core::settings::{self, Retention, redact_url};
+use dwp_core::settings::{Retention, Secret, SettingError, Settings, redact_url};
 
 /// The default optional configuration file.
 pub const DEFAULT_FILE: &str = "config/main-service.toml";
@@ -17,14 +17,7 @@ pub const DEFAULT_FILE: &str = "config/main-service.toml";
 pub const DEFAULT_DATABASE_URL: &str = "postgres://dwp_user:dwp_password@localhost:5432/dwp_main";
 
 /// A configuration value that could not be used.
-#[derive(Debug, thiserror::Error)]
-#[error("{var}: {problem}")]
-pub struct ConfigError {
-    /// The variable at fault.
-    pub var: String,
-    /// What is wrong with it.
-    pub problem: String,
-}
+pub type ConfigError = SettingError;
 
 /// The main-service configuration.
 #[derive(Clone)]
@@ -34,7 +27,7 @@ pub struct Config {
     /// `SERVER_PORT` (default 8081).
     pub port: u16,
     /// `JWT_SECRET`: required, at least 32 bytes.
-    pub jwt_secret: String,
+    pub jwt_secret: Secret,
     /// `JWT_AUDIENCE`: when set, tokens must carry it in `aud`.
     pub jwt_audience: Option<String>,
     /// `REDIS_URL`, or built from `REDIS_HOST` / `REDIS_PORT` / `REDIS_PASSWORD`.
@@ -173,102 +166,20 @@ impl Config {
         file: Option<&Path>,
         env: HashMap<String, String>,
     ) -> Result<Self, ConfigError> {
-        let layered = layered(file, env)?;
-        let get = |var: &str| lookup(&layered, var);
-        let number = |var: &str, default: u64| -> Result<u64, ConfigError> {
-            match get(var) {
-                None => Ok(default),
-                Some(raw) => match raw.trim().parse::<u64>() {
-                    Ok(0) | Err(_) => {
-                        Err(bad(var, format!("{raw:?} is not a positive whole number")))
-                    }
-                    Ok(n) => Ok(n),
-                },
-            }
-        };
-
-        let jwt_secret = get("JWT_SECRET")
+        let vars = Settings::load(file, env)?;
+        let jwt_secret = vars
+            .secret("JWT_SECRET")
             .ok_or_else(|| bad("JWT_SECRET", "is required (at least 32 bytes)"))?;
         if jwt_secret.len() < 32 {
             return Err(bad("JWT_SECRET", "must be at least 32 bytes long"));
         }
-        let redis_url = settings::redis_url(
-            get("REDIS_URL"),
-            get("REDIS_HOST"),
-            match number("REDIS_PORT", 6379)? {
-                port @ 1..=65535 => port as u16,
-                port => return Err(bad("REDIS_PORT", format!("{port} is not a port"))),
-            },
-            get("REDIS_PASSWORD"),
-        );
-        if redis::Client::open(redis_url.as_str()).is_err() {
-            return Err(bad(
-                "REDIS_URL",
-                format!("{:?} is not a Redis URL", redact_url(&redis_url)),
-            ));
-        }
-        let port = match get("SERVER_PORT") {
-            None => 8081,
-            // 0 is allowed: the system picks a free port (tests use it).
-            Some(raw) => raw
-                .trim()
-                .parse::<u16>()
-                .map_err(|_| bad("SERVER_PORT", format!("{raw:?} is not a port")))?,
-        };
-        let flag = |var: &str, default: bool| -> Result<bool, ConfigError> {
-            match get(var).map(|v| v.trim().to_ascii_lowercase()) {
-                None => Ok(default),
-                Some(v) if matches!(v.as_str(), "true" | "1" | "yes" | "on") => Ok(true),
-                Some(v) if matches!(v.as_str(), "false" | "0" | "no" | "off") => Ok(false),
-                Some(v) => Err(bad(var, format!("{v:?} is not true or false"))),
-            }
-        };
-        let database_url = checked_database_url(get("DATABASE_URL"))?;
-        let group_start = get("CONSUMER_GROUP_START").unwrap_or_else(|| "0".into());
-        if group_start != "0" && group_start != "$" {
-            return Err(bad("CONSUMER_GROUP_START", "must be 0 or $"));
-        }
         let streams = Retention {
-            max_len: number("STREAM_MAX_LEN", Retention::default().max_len)?,
-            max_age_secs: number("STREAM_MAX_AGE_SECS", Retention::default().max_age_secs)?,
+            max_len: vars.positive("STREAM_MAX_LEN", Retention::default().max_len)?,
+            max_age_secs: vars
+                .positive("STREAM_MAX_AGE_SECS", Retention::default().max_age_secs)?,
         };
-        let login = LoginLimits {
-            hash_slots: (number("LOGIN_HASH_MEMORY_MIB", 64)? / 19).max(1) as usize,
-            max_failures: number("LOGIN_MAX_FAILURES", 5)?,
-            max_failures_per_client: number("LOGIN_MAX_FAILURES_PER_CLIENT", 20)?,
-            lockout: Duration::from_secs(number("LOGIN_LOCKOUT_SECS", 30)?),
-            lockout_max: Duration::from_secs(number("LOGIN_LOCKOUT_MAX_SECS", 900)?),
-            failure_window: Duration::from_secs(number("LOGIN_FAILURE_WINDOW_SECS", 900)?),
-            forwarded_hops: match get("FORWARDED_HOPS") {
-                None => 1,
-                Some(raw) => raw
-                    .trim()
-                    .parse()
-                    .map_err(|_| bad("FORWARDED_HOPS", format!("{raw:?} is not a whole number")))?,
-            },
-        };
-        let admin = match get("ADMIN_PORT").map(|v| v.trim().to_ascii_lowercase()) {
-            Some(v) if v == "off" => None,
-            Some(raw) => Some((
-                get("ADMIN_HOST").unwrap_or_else(|| "0.0.0.0".into()),
-                raw.parse::<u16>()
-                    .map_err(|_| bad("ADMIN_PORT", format!("{raw:?} is not a port or off")))?,
-            )),
-            None => Some((get("ADMIN_HOST").unwrap_or_else(|| "0.0.0.0".into()), 8091)),
-        };
-        let consumer = ConsumerConfig {
-            dead_letters: streams,
-            enabled: flag("CONSUMERS_ENABLED", true)?,
-            group: get("CONSUMER_GROUP").unwrap_or_else(|| "main-service".into()),
-            name: get("CONSUMER_NAME")
-                .or_else(|| get("HOSTNAME"))
-                .unwrap_or_else(|| "main-service".into()),
-            group_start,
-            claim_idle: Duration::from_millis(number("CONSUMER_CLAIM_IDLE_MS", 30_000)?),
-            batch: number("CONSUMER_BATCH", 200)?.min(10_000) as usize,
-        };
-        let jwt_ttl = Duration::from_secs(number("JWT_TTL_SECS", 3600)?);
-        let jwt_max_lifetime = Duration::from_secs(number("JWT_MAX_LIFETIME_SECS", 24 * 3600)?);
+        let jwt_ttl = vars.secs("JWT_TTL_SECS", 3600)?;
+        let jwt_max_lifetime = vars.secs("JWT_MAX_LIFETIME_SECS", 24 * 3600)?;
         if jwt_ttl > jwt_max_lifetime {
             return Err(bad(
                 "JWT_TTL_SECS",
@@ -276,37 +187,106 @@ impl Config {
             ));
         }
         Ok(Self {
-            database_url,
-            db_auto_migrate: flag("DB_AUTO_MIGRATE", true)?,
-            db_timeout: Duration::from_millis(number("DB_TIMEOUT_MS", 1500)?),
-            db_max_connections: number("DB_MAX_CONNECTIONS", 10)?.min(1000) as u32,
+            database_url: checked_database_url(vars.text("DATABASE_URL"))?,
+            db_auto_migrate: vars.flag("DB_AUTO_MIGRATE", true)?,
+            db_timeout: vars.millis("DB_TIMEOUT_MS", 1500)?,
+            db_max_connections: vars.positive("DB_MAX_CONNECTIONS", 10)?.min(1000) as u32,
             jwt_ttl,
             jwt_max_lifetime,
-            consumer,
-            login,
-            default_tenant: match get("DEFAULT_TENANT_ID") {
-                None => "1".into(),
-                Some(t) if t.len() <= 50 && !t.chars().any(char::is_control) => t,
-                Some(_) => {
-                    return Err(bad(
-                        "DEFAULT_TENANT_ID",
-                        "is 1 to 50 characters without control characters",
-                    ));
-                }
-            },
-            admin,
+            consumer: consumer(&vars, streams)?,
+            login: login(&vars)?,
+            default_tenant: default_tenant(&vars)?,
+            admin: admin(&vars)?,
             streams,
-            hitl_max_pending_per_user: number("HITL_MAX_PENDING_PER_USER", 100)?,
-            host: get("SERVER_HOST").unwrap_or_else(|| "0.0.0.0".into()),
-            port,
+            hitl_max_pending_per_user: vars.positive("HITL_MAX_PENDING_PER_USER", 100)?,
+            host: vars.text("SERVER_HOST").unwrap_or_else(|| "0.0.0.0".into()),
+            // 0 is allowed: the system picks a free port (tests use it).
+            port: port(&vars, "SERVER_PORT", 8081)?,
             jwt_secret,
-            jwt_audience: get("JWT_AUDIENCE"),
-            redis_url,
-            redis_timeout: Duration::from_millis(number("REDIS_TIMEOUT_MS", 1000)?),
-            max_body_bytes: number("MAIN_MAX_BODY_BYTES", 1024 * 1024)? as usize,
-            request_timeout: Duration::from_secs(number("MAIN_REQUEST_TIMEOUT_SECS", 30)?),
-            header_read_timeout: Duration::from_secs(number("MAIN_HEADER_READ_TIMEOUT_SECS", 60)?),
+            jwt_audience: vars.text("JWT_AUDIENCE"),
+            redis_url: vars.redis_url(|url| redis::Client::open(url).is_ok())?,
+            redis_timeout: vars.millis("REDIS_TIMEOUT_MS", 1000)?,
+            max_body_bytes: vars.positive("MAIN_MAX_BODY_BYTES", 1024 * 1024)? as usize,
+            request_timeout: vars.secs("MAIN_REQUEST_TIMEOUT_SECS", 30)?,
+            header_read_timeout: vars.secs("MAIN_HEADER_READ_TIMEOUT_SECS", 60)?,
         })
+    }
+}
+
+/// A port number (0 lets the system pick).
+fn port(vars: &Settings, var: &str, default: u16) -> Result<u16, ConfigError> {
+    match vars.text(var) {
+        None => Ok(default),
+        Some(raw) => raw
+            .trim()
+            .parse::<u16>()
+            .map_err(|_| bad(var, format!("{raw:?} is not a port"))),
+    }
+}
+
+/// How login protects itself.
+fn login(vars: &Settings) -> Result<LoginLimits, ConfigError> {
+    Ok(LoginLimits {
+        hash_slots: (vars.positive("LOGIN_HASH_MEMORY_MIB", 64)? / 19).max(1) as usize,
+        max_failures: vars.positive("LOGIN_MAX_FAILURES", 5)?,
+        max_failures_per_client: vars.positive("LOGIN_MAX_FAILURES_PER_CLIENT", 20)?,
+        lockout: vars.secs("LOGIN_LOCKOUT_SECS", 30)?,
+        lockout_max: vars.secs("LOGIN_LOCKOUT_MAX_SECS", 900)?,
+        failure_window: vars.secs("LOGIN_FAILURE_WINDOW_SECS", 900)?,
+        forwarded_hops: vars.number("FORWARDED_HOPS", 1)?,
+    })
+}
+
+/// The Redis Stream consumers.
+fn consumer(vars: &Settings, dead_letters: Retention) -> Result<ConsumerConfig, ConfigError> {
+    let group_start = vars
+        .text("CONSUMER_GROUP_START")
+        .unwrap_or_else(|| "0".into());
+    if group_start != "0" && group_start != "$" {
+        return Err(bad("CONSUMER_GROUP_START", "must be 0 or $"));
+    }
+    Ok(ConsumerConfig {
+        dead_letters,
+        enabled: vars.flag("CONSUMERS_ENABLED", true)?,
+        group: vars
+            .text("CONSUMER_GROUP")
+            .unwrap_or_else(|| "main-service".into()),
+        name: vars
+            .text("CONSUMER_NAME")
+            .or_else(|| vars.text("HOSTNAME"))
+            .unwrap_or_else(|| "main-service".into()),
+        group_start,
+        claim_idle: vars.millis("CONSUMER_CLAIM_IDLE_MS", 30_000)?,
+        batch: vars.positive("CONSUMER_BATCH", 200)?.min(10_000) as usize,
+    })
+}
+
+/// The tenant of a login without one.
+fn default_tenant(vars: &Settings) -> Result<String, ConfigError> {
+    match vars.text("DEFAULT_TENANT_ID") {
+        None => Ok("1".into()),
+        Some(t) if t.len() <= 50 && !t.chars().any(char::is_control) => Ok(t),
+        Some(_) => Err(bad(
+            "DEFAULT_TENANT_ID",
+            "is 1 to 50 characters without control characters",
+        )),
+    }
+}
+
+/// The admin listener, unless `ADMIN_PORT=off`.
+fn admin(vars: &Settings) -> Result<Option<(String, u16)>, ConfigError> {
+    let host = vars.text("ADMIN_HOST").unwrap_or_else(|| "0.0.0.0".into());
+    match vars
+        .text("ADMIN_PORT")
+        .map(|v| v.trim().to_ascii_lowercase())
+    {
+        Some(v) if v == "off" => Ok(None),
+        Some(raw) => Ok(Some((
+            host,
+            raw.parse::<u16>()
+                .map_err(|_| bad("ADMIN_PORT", format!("{raw:?} is not a port or off")))?,
+        ))),
+        None => Ok(Some((host, 8091))),
     }
 }
 
@@ -316,7 +296,7 @@ pub fn database_url(
     file: Option<&Path>,
     env: HashMap<String, String>,
 ) -> Result<String, ConfigError> {
-    checked_database_url(lookup(&layered(file, env)?, "DATABASE_URL"))
+    checked_database_url(Settings::load(file, env)?.text("DATABASE_URL"))
 }
 
 fn checked_database_url(value: Option<String>) -> Result<String, ConfigError> {
@@ -331,37 +311,8 @@ fn checked_database_url(value: Option<String>) -> Result<String, ConfigError> {
     }
 }
 
-fn layered(
-    file: Option<&Path>,
-    env: HashMap<String, String>,
-) -> Result<config::Config, ConfigError> {
-    let mut builder = config::Config::builder();
-    if let Some(path) = file {
-        builder = builder.add_source(config::File::from(path).required(false));
-    }
-    builder
-        .add_source(config::Environment::default().source(Some(env)))
-        .build()
-        .map_err(|e| {
-            bad(
-                &file.map(|p| p.display().to_string()).unwrap_or_default(),
-                e.to_string(),
-            )
-        })
-}
-
-fn lookup(layered: &config::Config, var: &str) -> Option<String> {
-    layered
-        .get_string(&var.to_ascii_lowercase())
-        .ok()
-        .filter(|v| !v.is_empty())
-}
-
 fn bad(var: &str, problem: impl Into<String>) -> ConfigError {
-    ConfigError {
-        var: var.into(),
-        problem: problem.into(),
-    }
+    ConfigError::new(var, problem)
 }
 
 #[cfg(test)]

@@ -125,43 +125,55 @@ pub async fn run(
             own_pending = false;
             continue;
         }
-        let started = Instant::now();
-        match settle(db, &apply, &entries).await {
-            Ok(rejected) => {
-                let applied = started.elapsed();
-                let finished = reader.finish(&entries, &rejected).await;
-                tracing::debug!(
-                    stream,
-                    entries = entries.len(),
-                    apply_us = applied.as_micros() as u64,
-                    ack_us = (started.elapsed() - applied).as_micros() as u64,
-                    "consumer: batch"
-                );
-                if let Err(e) = finished {
-                    tracing::warn!(stream, error = %e, "consumer: XACK failed; will re-read");
-                    reader.conn = None;
-                    own_pending = true;
-                    pause(&stop).await;
-                    continue;
-                }
-                metrics.consumed(stream, entries.len() - rejected.len(), rejected.len());
-                if entries.len() < config.batch {
-                    // A partial batch: let entries gather for a moment, so a
-                    // busy stream is committed in fewer, larger transactions
-                    // (less work for PostgreSQL, beside the requests).
-                    tokio::select! {
-                        () = tokio::time::sleep(COALESCE) => {}
-                        () = stop.cancelled() => {}
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::warn!(stream, error = %e, "consumer: database unavailable; retrying");
-                own_pending = true;
-                pause(&stop).await;
+        if !batch(&mut reader, db, metrics, &apply, &entries).await {
+            own_pending = true;
+            pause(&stop).await;
+        } else if entries.len() < config.batch {
+            // A partial batch: let entries gather for a moment, so a busy
+            // stream is committed in fewer, larger transactions (less work
+            // for PostgreSQL, beside the requests).
+            tokio::select! {
+                () = tokio::time::sleep(COALESCE) => {}
+                () = stop.cancelled() => {}
             }
         }
     }
+}
+
+/// Applies and acknowledges one batch; false when it must be read again
+/// (the database or Redis failed).
+async fn batch(
+    reader: &mut Reader<'_>,
+    db: &Db,
+    metrics: &Metrics,
+    apply: &impl Apply,
+    entries: &[Entry],
+) -> bool {
+    let stream = reader.stream;
+    let started = Instant::now();
+    let rejected = match settle(db, apply, entries).await {
+        Ok(rejected) => rejected,
+        Err(e) => {
+            tracing::warn!(stream, error = %e, "consumer: database unavailable; retrying");
+            return false;
+        }
+    };
+    let applied = started.elapsed();
+    let finished = reader.finish(entries, &rejected).await;
+    tracing::debug!(
+        stream,
+        entries = entries.len(),
+        apply_us = applied.as_micros() as u64,
+        ack_us = (started.elapsed() - applied).as_micros() as u64,
+        "consumer: batch"
+    );
+    if let Err(e) = finished {
+        tracing::warn!(stream, error = %e, "consumer: XACK failed; will re-read");
+        reader.conn = None;
+        return false;
+    }
+    metrics.consumed(stream, entries.len() - rejected.len(), rejected.len());
+    true
 }
 
 /// Applies a batch; when it fails while the database is up, applies its

@@ -21,8 +21,8 @@ use axum::{Json, Router};
 use dwp_core::Envelope;
 use dwp_core::token::{Claims, issue};
 use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::body::JsonBody;
 use crate::entity::app_user::{self, Column, Entity};
@@ -68,59 +68,11 @@ async fn login(
     State(state): State<Arc<AppState>>,
     client: ClientAddr,
     JsonBody(body): JsonBody<Login>,
-) -> Result<Json<Envelope<Value>>, AppError> {
-    let (Some(username), Some(password)) = (
-        body.username.filter(|u| !u.is_empty()),
-        body.password.filter(|p| !p.is_empty()),
-    ) else {
-        return Err(AppError::BadRequest(
-            "username and password are required".into(),
-        ));
-    };
-    // The frontend sends "1", the old seed's guide nothing, other clients 1.
-    let tenant = match &body.tenant_id {
-        None | Some(Value::Null) => state.config.default_tenant.clone(),
-        given => id_text(given.as_ref())
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| AppError::BadRequest("tenantId is a string or a number".into()))?,
-    };
-    if password.len() > MAX_PASSWORD_BYTES {
-        return Err(AppError::BadRequest(format!(
-            "password is longer than {MAX_PASSWORD_BYTES} bytes"
-        )));
-    }
+) -> Result<Json<Envelope<Token>>, AppError> {
+    let (username, password, tenant) = credentials(body, &state.config.default_tenant)?;
     let attempt = Attempt::new(&tenant, &username, &client);
     attempt.check(&state.store).await?;
-    // A slot for the hash, or 503 at once: never a queue without end.
-    let slot = state
-        .login_slots
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| AppError::Busy("Too many logins at once: retry in a second"))?;
-    let user = if username.len() <= 50 && tenant.len() <= 50 {
-        state
-            .db
-            .bounded(
-                Entity::find()
-                    .filter(Column::TenantId.eq(&tenant))
-                    .filter(Column::Username.eq(&username))
-                    .one(state.db.conn()?),
-            )
-            .await?
-    } else {
-        None
-    };
-    let stored = user
-        .as_ref()
-        .map_or_else(|| DUMMY_HASH.clone(), |u| u.password_hash.clone());
-    // argon2 is deliberately slow: off the async workers.
-    let matches = tokio::task::spawn_blocking(move || {
-        let _slot = slot; // released when the hash is done
-        verify(&password, &stored)
-    })
-    .await
-    .map_err(|e| AppError::Internal(e.to_string()))?;
-    if !(matches && user.is_some()) {
+    if !password_matches(&state, &tenant, &username, password).await? {
         let locked = attempt.failed(&state.store, &state.config.login).await?;
         tracing::info!(
             tenant,
@@ -142,14 +94,96 @@ async fn login(
     tracing::info!(user = claims.sub, tenant = claims.tenant_id, "login");
     Ok(Json(Envelope::success(
         "Login successful",
-        json!({
-            "accessToken": issue(&claims, state.config.jwt_secret.as_bytes()),
-            "tokenType": "Bearer",
-            "expiresIn": ttl,
-            "userId": username,
-            "tenantId": tenant,
-        }),
+        Token {
+            access_token: issue(&claims, state.config.jwt_secret.as_bytes()),
+            token_type: "Bearer",
+            expires_in: ttl,
+            user_id: username,
+            tenant_id: tenant,
+        },
     )))
+}
+
+/// What a successful login answers.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Token {
+    /// The HS256 token.
+    pub access_token: String,
+    /// `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds the token is valid.
+    pub expires_in: u64,
+    /// The token's `sub`.
+    pub user_id: String,
+    /// The token's `tenant_id`.
+    pub tenant_id: String,
+}
+
+/// Username, password and tenant from a login body, checked.
+fn credentials(body: Login, default_tenant: &str) -> Result<(String, String, String), AppError> {
+    let (Some(username), Some(password)) = (
+        body.username.filter(|u| !u.is_empty()),
+        body.password.filter(|p| !p.is_empty()),
+    ) else {
+        return Err(AppError::BadRequest(
+            "username and password are required".into(),
+        ));
+    };
+    // The frontend sends "1", the old seed's guide nothing, other clients 1.
+    let tenant = match &body.tenant_id {
+        None | Some(Value::Null) => default_tenant.to_owned(),
+        given => id_text(given.as_ref())
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| AppError::BadRequest("tenantId is a string or a number".into()))?,
+    };
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(AppError::BadRequest(format!(
+            "password is longer than {MAX_PASSWORD_BYTES} bytes"
+        )));
+    }
+    Ok((username, password, tenant))
+}
+
+/// Whether the account exists and `password` is its password. An unknown
+/// account costs a hash check too (against a dummy hash), so both answers
+/// take the same time.
+async fn password_matches(
+    state: &AppState,
+    tenant: &str,
+    username: &str,
+    password: String,
+) -> Result<bool, AppError> {
+    // A slot for the hash, or 503 at once: never a queue without end.
+    let slot = state
+        .login_slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| AppError::Busy("Too many logins at once: retry in a second"))?;
+    let user = if username.len() <= 50 && tenant.len() <= 50 {
+        state
+            .db
+            .bounded(
+                Entity::find()
+                    .filter(Column::TenantId.eq(tenant))
+                    .filter(Column::Username.eq(username))
+                    .one(state.db.conn()?),
+            )
+            .await?
+    } else {
+        None
+    };
+    let stored = user
+        .as_ref()
+        .map_or_else(|| DUMMY_HASH.clone(), |u| u.password_hash.clone());
+    // argon2 is deliberately slow: off the async workers.
+    let matches = tokio::task::spawn_blocking(move || {
+        let _slot = slot; // released when the hash is done
+        verify(&password, &stored)
+    })
+    .await
+    .map_err(|e| AppError::Internal(e.to_string()))?;
+    Ok(matches && user.is_some())
 }
 
 /// An argon2id PHC string for `password` with a fresh salt.

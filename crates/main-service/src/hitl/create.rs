@@ -15,7 +15,7 @@ use axum::Json;
 use axum::extract::State;
 use dwp_core::Envelope;
 use dwp_core::envelope::{rfc3339, unix_now};
-use dwp_core::hitl;
+use dwp_core::hitl::{self, SessionRecord, StoredRequest};
 use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -82,6 +82,29 @@ pub(super) async fn create(
     caller: Caller,
     JsonBody(body): JsonBody<NewRequest>,
 ) -> Result<(StatusCode, Json<Envelope<Value>>), AppError> {
+    let request = checked(&caller, body)?;
+    let (request_id, session_id) = (request.request_id.clone(), request.session_id.clone());
+    match claim(&state, &caller, request).await? {
+        1 => Ok((
+            StatusCode::CREATED,
+            Json(Envelope::success(
+                "HITL request created",
+                json!({"requestId": request_id, "sessionId": session_id}),
+            )),
+        )),
+        0 => Err(AppError::Conflict {
+            message: format!("HITL request {request_id} already exists"),
+            data: Value::Null,
+        }),
+        _ => Err(AppError::TooManyRequests {
+            message: "Too many pending HITL requests for this user",
+            retry_after: 60,
+        }),
+    }
+}
+
+/// The request to store, from a body whose every field is checked.
+fn checked(caller: &Caller, body: NewRequest) -> Result<StoredRequest, AppError> {
     caller.must_be(body.user_id.as_deref())?;
     if body
         .tenant_id
@@ -114,72 +137,67 @@ pub(super) async fn create(
         Some(_) => return Err(AppError::BadRequest(format!("requestId: {ID_RULE}"))),
         None => format!("req_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
     };
-    let now = unix_now();
-    let created_at = rfc3339(now);
-    let request = json!({
-        "requestId": request_id,
-        "sessionId": session_id,
-        "actionType": action_type,
-        "context": context,
-        "status": "pending",
-        "userId": caller.user_id,
-        "tenantId": caller.tenant_id,
-        "createdAt": created_at,
+    Ok(StoredRequest {
+        request_id,
+        session_id,
+        action_type,
+        context,
+        status: "pending".into(),
+        user_id: caller.user_id.clone(),
+        tenant_id: caller.tenant_id.clone(),
+        created_at: rfc3339(unix_now()),
     })
-    .to_string();
-    let record = json!({"sessionId": session_id, "requestId": request_id, "userId": caller.user_id, "tenantId": caller.tenant_id, "createdAt": created_at}).to_string();
+}
+
+/// Stores `request` and claims its session for the caller, atomically:
+/// 1 stored, 0 the id is taken, -2 too many pending. A session that changed
+/// between the read and the script is read again, a few times.
+async fn claim(state: &AppState, caller: &Caller, request: StoredRequest) -> Result<i64, AppError> {
+    let record = SessionRecord {
+        session_id: request.session_id.clone(),
+        request_id: request.request_id.clone(),
+        user_id: caller.user_id.clone(),
+        tenant_id: caller.tenant_id.clone(),
+        created_at: request.created_at.clone(),
+    };
+    let (record, stored) = (json(&record)?, json(&request)?);
+    let (request_id, session_id) = (&request.request_id, &request.session_id);
     let mut conn = state.store.conn().await?;
-    let me = Owner::caller(&caller);
+    let me = Owner::caller(caller);
     for _ in 0..ATTEMPTS {
-        let current = session::read(&state.store, &mut conn, &session_id).await?;
+        let current = session::read(&state.store, &mut conn, session_id).await?;
         if let Some(current) = &current
             && current.owner != me
         {
             return Err(AppError::Forbidden("This session belongs to someone else"));
         }
-        let stored: i64 = state
+        let outcome: i64 = state
             .store
             .bounded(
                 CLAIM
-                    .key(hitl::request_key(&request_id))
-                    .key(hitl::session_key(&session_id))
+                    .key(hitl::request_key(request_id))
+                    .key(hitl::session_key(session_id))
                     .key(pending_key(&caller.tenant_id, &caller.user_id))
-                    .arg(&request)
+                    .arg(&stored)
                     .arg(hitl::REQUEST_TTL_SECS)
                     .arg(&record)
                     .arg(hitl::SESSION_TTL_SECS)
                     .arg(current.as_ref().map_or("", |s| s.raw.as_str()))
                     .arg(if current.is_none() { "1" } else { "0" })
                     .arg(state.config.hitl_max_pending_per_user)
-                    .arg(now)
-                    .arg(&request_id)
+                    .arg(unix_now())
+                    .arg(request_id)
                     .invoke_async(&mut conn),
             )
             .await?;
-        match stored {
-            1 => {
-                return Ok((
-                    StatusCode::CREATED,
-                    Json(Envelope::success(
-                        "HITL request created",
-                        json!({"requestId": request_id, "sessionId": session_id}),
-                    )),
-                ));
-            }
-            0 => {
-                return Err(AppError::Conflict {
-                    message: format!("HITL request {request_id} already exists"),
-                    data: Value::Null,
-                });
-            }
-            -2 => {
-                return Err(AppError::TooManyRequests {
-                    message: "Too many pending HITL requests for this user",
-                    retry_after: 60,
-                });
-            }
-            _ => {} // the session changed between the read and the script
+        if matches!(outcome, 1 | 0 | -2) {
+            return Ok(outcome);
         }
     }
     Err(AppError::Unavailable("Redis"))
+}
+
+/// A contract record as its JSON text.
+fn json<T: serde::Serialize>(record: &T) -> Result<String, AppError> {
+    serde_json::to_string(record).map_err(|e| AppError::Internal(e.to_string()))
 }

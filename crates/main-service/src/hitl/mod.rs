@@ -33,7 +33,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use dwp_core::Envelope;
 use dwp_core::envelope::{rfc3339, unix_now};
-use dwp_core::hitl::{self, Decision, Signal};
+use dwp_core::hitl::{self, Decision, DecisionRecord, Signal};
 use http::request::Parts;
 use redis::AsyncCommands;
 use serde::Deserialize;
@@ -260,50 +260,39 @@ async fn decide_once(
         let mut stored = parse_request(&raw)?;
         let owner = Owner::of(&stored);
         owner.admits(caller)?;
-        match stored.get("status").and_then(Value::as_str) {
-            Some("pending") => {}
-            Some(status)
-                if status == decision.status()
-                    && stored.get("decidedBy").and_then(Value::as_str)
-                        == Some(caller.user_id.as_str()) =>
-            {
-                return Ok(Decided::Repeated(stored));
-            }
-            _ => {
-                return Err(AppError::Conflict {
-                    message: format!("HITL request {id} was already decided"),
-                    data: Value::Object(stored),
-                });
-            }
+        if let Some(done) = already_decided(&stored, caller, id, decision)? {
+            return Ok(done);
         }
-        let session_id = stored
-            .get("sessionId")
-            .and_then(Value::as_str)
-            .filter(|s| hitl::storable_id(s))
-            .map(str::to_owned)
-            .ok_or_else(|| {
-                AppError::Internal(format!("stored request {id} has no usable sessionId"))
-            })?;
+        let session_id = session_of(&stored, id)?;
         let session = session::read(&state.store, &mut conn, &session_id).await?;
         session::check(session.as_ref(), &owner, caller)?;
         let timestamp = unix_now();
         let signal = Signal::new(decision, id, &session_id, reason.clone(), timestamp);
+        let decided_at = rfc3339(timestamp);
         stored.insert("status".into(), decision.status().into());
         stored.insert("decidedBy".into(), caller.user_id.clone().into());
-        stored.insert("decidedAt".into(), rfc3339(timestamp).into());
+        stored.insert("decidedAt".into(), decided_at.clone().into());
         if let Some(reason) = &signal.reason {
             stored.insert("reason".into(), reason.clone().into());
         }
-        let updated =
-            serde_json::to_string(&stored).map_err(|e| AppError::Internal(e.to_string()))?;
-        let signal =
-            serde_json::to_string(&signal).map_err(|e| AppError::Internal(e.to_string()))?;
-        let applied: i64 = DECIDE
+        let updated = to_json(&stored)?;
+        let record = DecisionRecord {
+            request_id: id,
+            session_id: &session_id,
+            tenant_id: &caller.tenant_id,
+            decided_by: &caller.user_id,
+            decision: decision.status(),
+            reason: signal.reason.as_deref().unwrap_or(""),
+            decided_at: &decided_at,
+            request: &updated,
+        };
+        let mut script = DECIDE.prepare_invoke();
+        script
             .key(&key)
             .key(hitl::signal_key(&session_id))
             .arg(&raw)
             .arg(&updated)
-            .arg(&signal)
+            .arg(to_json(&signal)?)
             .arg(hitl::channel(&session_id))
             .arg(hitl::SIGNAL_TTL_SECS)
             .key(hitl::DECISIONS_STREAM)
@@ -318,25 +307,11 @@ async fn decide_once(
             .arg(id)
             .arg(state.config.streams.min_id())
             .arg(timestamp)
-            .arg(&session_id)
-            .arg("requestId")
-            .arg(id)
-            .arg("sessionId")
-            .arg(&session_id)
-            .arg("tenantId")
-            .arg(&caller.tenant_id)
-            .arg("decidedBy")
-            .arg(&caller.user_id)
-            .arg("decision")
-            .arg(decision.status())
-            .arg("reason")
-            .arg(stored.get("reason").and_then(Value::as_str).unwrap_or(""))
-            .arg("decidedAt")
-            .arg(rfc3339(timestamp))
-            .arg("request")
-            .arg(&updated)
-            .invoke_async(&mut conn)
-            .await?;
+            .arg(&session_id);
+        for (name, value) in record.fields() {
+            script.arg(name).arg(value);
+        }
+        let applied: i64 = script.invoke_async(&mut conn).await?;
         if applied > 0 {
             return Ok(Decided::Now {
                 session_id,
@@ -346,6 +321,45 @@ async fn decide_once(
         // Changed between our read and the script: read again.
     }
     Err(AppError::Unavailable("Redis"))
+}
+
+/// The stored request's session id, when it is one that can be used.
+fn session_of(stored: &Map<String, Value>, id: &str) -> Result<String, AppError> {
+    stored
+        .get("sessionId")
+        .and_then(Value::as_str)
+        .filter(|s| hitl::storable_id(s))
+        .map(str::to_owned)
+        .ok_or_else(|| AppError::Internal(format!("stored request {id} has no usable sessionId")))
+}
+
+/// `Some` when the request is no longer pending: the caller's own same
+/// decision repeated, or a conflict with the current state.
+fn already_decided(
+    stored: &Map<String, Value>,
+    caller: &Caller,
+    id: &str,
+    decision: Decision,
+) -> Result<Option<Decided>, AppError> {
+    match stored.get("status").and_then(Value::as_str) {
+        Some("pending") => Ok(None),
+        Some(status)
+            if status == decision.status()
+                && stored.get("decidedBy").and_then(Value::as_str)
+                    == Some(caller.user_id.as_str()) =>
+        {
+            Ok(Some(Decided::Repeated(stored.clone())))
+        }
+        _ => Err(AppError::Conflict {
+            message: format!("HITL request {id} was already decided"),
+            data: Value::Object(stored.clone()),
+        }),
+    }
+}
+
+/// A value as its JSON text.
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, AppError> {
+    serde_json::to_string(value).map_err(|e| AppError::Internal(e.to_string()))
 }
 
 fn parse_request(raw: &str) -> Result<Map<String, Value>, AppError> {

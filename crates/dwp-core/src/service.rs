@@ -1,0 +1,86 @@
+//! The start-up every binary shares, so that each `main.rs` is a few
+//! lines: tracing (`RUST_LOG`, default `info`; `LOG_FORMAT=json` for JSON
+//! lines), SIGTERM and SIGINT registered before anything else (a signal
+//! while the process starts is a graceful shutdown, not the default kill),
+//! the configuration, the listener, the run, and the exit code: 2 for a bad
+//! configuration, 1 when the address cannot be bound, 1 when the run fails.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::process::ExitCode;
+
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+
+/// Starts tracing as every binary does.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if std::env::var("LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Registers SIGTERM and SIGINT at once and returns the future that
+/// completes on either.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    let handlers = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            return std::future::pending().await;
+        };
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    }
+}
+
+/// What a binary gives [`main`]: its name, its configuration (or why it
+/// cannot be used), and where it listens.
+pub struct Binary<C, E> {
+    /// The name in messages.
+    pub name: &'static str,
+    /// The loaded configuration.
+    pub config: Result<C, E>,
+    /// `host:port` to listen on.
+    pub listen: fn(&C) -> String,
+}
+
+/// Runs a server binary: the signals are already registered by the
+/// caller's `shutdown` (see [`shutdown_signal`]), then the configuration
+/// is checked, the listener bound and `run` awaited until it returns.
+pub async fn main<C, E, S, F, Fut>(binary: Binary<C, E>, shutdown: S, run: F) -> ExitCode
+where
+    E: Display,
+    S: Future<Output = ()>,
+    F: FnOnce(TcpListener, C, S) -> Fut,
+    Fut: Future<Output = std::io::Result<()>>,
+{
+    let name = binary.name;
+    let config = match binary.config {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{name}: bad configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let addr = (binary.listen)(&config);
+    let listener = match TcpListener::bind(&addr).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("{name}: cannot listen on {addr}: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match run(listener, config, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
