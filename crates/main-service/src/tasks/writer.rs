@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 
 use chrono::Utc;
+use dwp_core::events::EventType;
 use dwp_core::tasks;
 use sea_orm::prelude::DateTimeWithTimeZone;
 use sea_orm::sea_query::OnConflict;
@@ -163,17 +164,18 @@ pub fn apply_event(
     let Ok(Value::Object(event)) = serde_json::from_str::<Value>(data) else {
         return false; // not JSON: nothing to record beyond the row itself
     };
-    let kind = match entry.field(tasks::FIELD_EVENT_TYPE) {
+    let name = match entry.field(tasks::FIELD_EVENT_TYPE) {
         "" | "message" => event.get("type").and_then(Value::as_str).unwrap_or(""),
-        kind => kind,
+        name => name,
     };
+    let kind = EventType::parse(name);
     // Wrapped events carry their payload in `data` (the frontend's `data.data || data`).
     let inner = event
         .get("data")
         .and_then(Value::as_object)
         .unwrap_or(&event);
     match kind {
-        "plan_step" | "plan_step_update" => {
+        EventType::PlanStep | EventType::PlanStepUpdate => {
             if !lifecycle::merge_step(steps, inner.clone(), true) {
                 return false;
             }
@@ -192,22 +194,22 @@ pub fn apply_event(
             }
             return true;
         }
-        "hitl" => {
+        EventType::Hitl => {
             if let Some(id) = inner.get("requestId").and_then(Value::as_str)
                 && id.len() <= 100
             {
                 task.hitl_request_id = Some(pg_text(id));
             }
         }
-        "end" => finish(task, Status::Completed, None, now),
-        tasks::EVENT_RELAY_BROKEN => {
+        EventType::End => finish(task, Status::Completed, None, now),
+        EventType::Other(other) if other == tasks::EVENT_RELAY_BROKEN => {
             let reason = event
                 .get("reason")
                 .and_then(Value::as_str)
                 .unwrap_or("The stream broke off");
             finish(task, Status::Failed, Some(reason.to_owned()), now);
         }
-        "error" | "failed" => {
+        EventType::Error | EventType::Failed => {
             let message = ["error", "message"]
                 .iter()
                 .find_map(|k| {
@@ -216,7 +218,7 @@ pub fn apply_event(
                         .or_else(|| inner.get(*k))
                         .and_then(Value::as_str)
                 })
-                .unwrap_or(kind);
+                .unwrap_or(name);
             finish(task, Status::Failed, Some(pg_text(message)), now);
         }
         _ => {}
