@@ -96,7 +96,7 @@ pub struct RequestHead<'a> {
     pub headers: &'a HeaderMap,
     /// Fields written after `headers`: the ones the gateway adds that no
     /// earlier hop set (cheaper than inserting them into the map).
-    pub added: &'a [(HeaderName, HeaderValue)],
+    pub added: &'a crate::headers::Added,
     /// The framing field, from the body that is sent.
     pub framing: BodyFraming,
 }
@@ -121,9 +121,8 @@ pub fn encode_request_head(out: &mut Vec<u8>, head: &RequestHead<'_>) {
             encode_field(out, name.as_str().as_bytes(), value.as_bytes());
         }
     }
-    for (name, value) in head.added {
-        encode_field(out, name.as_str().as_bytes(), value.as_bytes());
-    }
+    head.added
+        .each(|name, value| encode_field(out, name, value));
     match head.framing {
         BodyFraming::None => {}
         BodyFraming::Length(len) => {
@@ -629,10 +628,13 @@ mod tests {
         // A client's framing fields are never written: only the body's.
         h.insert("content-length", HeaderValue::from_static("5"));
         h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
-        let added = [(
-            HeaderName::from_static("x-forwarded-proto"),
-            HeaderValue::from_static("http"),
-        )];
+        let mut added = crate::headers::Added::default();
+        crate::headers::add_forwarded(
+            &mut h.clone(),
+            &HeaderValue::from_static("10.0.0.1"),
+            "/api",
+            &mut added,
+        );
         let encode = |framing| {
             let mut out = Vec::new();
             let head = RequestHead {
@@ -646,7 +648,7 @@ mod tests {
             encode_request_head(&mut out, &head);
             String::from_utf8(out).unwrap()
         };
-        let fields = "host: up:9000\r\nx-a: 1\r\nx-a: 2\r\nx-forwarded-proto: http\r\n";
+        let fields = "host: up:9000\r\nx-a: 1\r\nx-a: 2\r\nx-forwarded-for: 10.0.0.1\r\nx-forwarded-proto: http\r\nx-forwarded-host: up:9000\r\nx-forwarded-prefix: /api\r\n";
         assert_eq!(
             encode(BodyFraming::Length(1234567890)),
             format!("POST /aura/x?q=1 HTTP/1.1\r\n{fields}content-length: 1234567890\r\n\r\n")

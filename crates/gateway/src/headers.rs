@@ -5,26 +5,78 @@ use dwp_core::headers::{self, DWP_CALLER_TYPE, DWP_SOURCE, HOP_BY_HOP, NEVER_HOP
 use http::header::{CONNECTION, Entry, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-/// Fields the gateway adds to a request that no earlier hop set: written
-/// after the request's own map ([`crate::h1::RequestHead::added`]), so
-/// that adding them costs no map insert. Inline room for all of them.
-pub type Added = smallvec::SmallVec<[(HeaderName, HeaderValue); 6]>;
+/// Fields the gateway adds to a request that no earlier hop set, kept
+/// beside the request's own map and written after it
+/// ([`crate::h1::RequestHead::added`]): adding them costs no map insert,
+/// and the request stays small as it moves through the phases.
+#[derive(Debug, Default)]
+pub struct Added {
+    /// `X-DWP-Source: FRONTEND`.
+    source: bool,
+    /// `X-DWP-Caller-Type: USER`.
+    caller_type: bool,
+    /// This hop's `X-Forwarded-*`, when no earlier hop set any.
+    forwarded: Option<Forwarded>,
+}
+
+/// `X-Forwarded-For` (the client), `-Proto` (`http`), `-Host` (the
+/// request's `Host`, when it has one) and `-Prefix`.
+#[derive(Debug)]
+struct Forwarded {
+    client: HeaderValue,
+    host: Option<HeaderValue>,
+    prefix: &'static str,
+}
+
+impl Added {
+    /// True when nothing is added.
+    pub fn is_empty(&self) -> bool {
+        !self.source && !self.caller_type && self.forwarded.is_none()
+    }
+
+    /// Calls `field` with each added field's name and value, in order.
+    pub fn each(&self, mut field: impl FnMut(&[u8], &[u8])) {
+        if self.source {
+            field(DWP_SOURCE.as_str().as_bytes(), b"FRONTEND");
+        }
+        if self.caller_type {
+            field(DWP_CALLER_TYPE.as_str().as_bytes(), b"USER");
+        }
+        if let Some(f) = &self.forwarded {
+            field(
+                headers::FORWARDED_FOR.as_str().as_bytes(),
+                f.client.as_bytes(),
+            );
+            field(headers::FORWARDED_PROTO.as_str().as_bytes(), b"http");
+            if let Some(host) = &f.host {
+                field(headers::FORWARDED_HOST.as_str().as_bytes(), host.as_bytes());
+            }
+            field(
+                headers::FORWARDED_PREFIX.as_str().as_bytes(),
+                f.prefix.as_bytes(),
+            );
+        }
+    }
+}
 
 /// Sets `X-DWP-Source: FRONTEND` and `X-DWP-Caller-Type: USER` when a
 /// request has none (or an empty one), as the old gateway did: a browser
 /// sends neither, and the agent reads both into its context. An agent
 /// calling back says `AURA` / `AGENT` itself, and that is kept.
 pub fn add_caller_defaults(headers: &mut HeaderMap, added: &mut Added) {
-    for (name, default) in [(DWP_SOURCE, "FRONTEND"), (DWP_CALLER_TYPE, "USER")] {
+    // Each is added when the request has none or an empty one (which goes).
+    let mut missing = |name: HeaderName| {
         let value = headers.get(&name);
         if value.is_some_and(|v| !v.is_empty()) {
-            continue;
+            return false;
         }
         if value.is_some() {
             headers.remove(&name);
         }
-        added.push((name, HeaderValue::from_static(default)));
-    }
+        true
+    };
+    added.source = missing(DWP_SOURCE);
+    added.caller_type = missing(DWP_CALLER_TYPE);
 }
 
 /// Removes hop-by-hop headers: the fixed RFC 9110 list and every header
@@ -75,12 +127,11 @@ pub fn add_forwarded(
         append_forwarded(headers, client, prefix);
         return;
     }
-    added.push((headers::FORWARDED_FOR, client.clone()));
-    added.push((headers::FORWARDED_PROTO, HeaderValue::from_static("http")));
-    if let Some(host) = headers.get(HOST) {
-        added.push((headers::FORWARDED_HOST, host.clone()));
-    }
-    added.push((headers::FORWARDED_PREFIX, HeaderValue::from_static(prefix)));
+    added.forwarded = Some(Forwarded {
+        client: client.clone(),
+        host: headers.get(HOST).cloned(),
+        prefix,
+    });
 }
 
 /// Appends `X-Forwarded-For` (the client's address), `-Proto`, `-Host` (the

@@ -227,7 +227,7 @@ fn upstream_request(
         log_routing(parts.uri.path(), &parts.headers);
     }
     let mut headers = parts.headers;
-    let mut added = Added::new();
+    let mut added = Added::default();
     headers::strip_hop_by_hop(&mut headers);
     headers::add_caller_defaults(&mut headers, &mut added);
     headers::add_forwarded(&mut headers, &peer.ip, route.stripped, &mut added);

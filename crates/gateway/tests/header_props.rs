@@ -170,13 +170,11 @@ proptest! {
         let mut want = Vec::new();
         gateway::h1::encode_fields(&mut want, &by_map);
         // The fast path: fields added beside the map, then both encoded.
-        let mut added = gateway::headers::Added::new();
+        let mut added = gateway::headers::Added::default();
         add_forwarded(&mut map, &client, "/api", &mut added);
         prop_assert_eq!(added.is_empty(), earlier.is_some(), "added only when no earlier hop");
-        for (name, value) in added {
-            map.append(name, value);
-        }
         let mut got = Vec::new();
+        added.each(|name, value| gateway::h1::encode_field(&mut got, name, value));
         gateway::h1::encode_fields(&mut got, &map);
         let lines = |head: &[u8]| {
             let mut lines: Vec<String> = String::from_utf8(head.to_vec())
