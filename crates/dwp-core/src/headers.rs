@@ -47,7 +47,7 @@ pub const PROPAGATED: [HeaderName; 7] = [
 /// itself. Naming one in `Connection` is not a way to strip it (the fixed
 /// [`HOP_BY_HOP`] list still goes, `Transfer-Encoding` included: the gateway
 /// frames what it sends from the body it actually sends).
-pub const NEVER_HOP_BY_HOP: [HeaderName; 16] = [
+pub static NEVER_HOP_BY_HOP: [HeaderName; 16] = [
     http::header::CONTENT_LENGTH,
     http::header::TRANSFER_ENCODING,
     http::header::HOST,
@@ -68,7 +68,7 @@ pub const NEVER_HOP_BY_HOP: [HeaderName; 16] = [
 
 /// Hop-by-hop headers (RFC 9110 7.6.1) that a proxy removes in both directions,
 /// besides every header named in `Connection`.
-pub const HOP_BY_HOP: [HeaderName; 9] = [
+pub static HOP_BY_HOP: [HeaderName; 9] = [
     http::header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
