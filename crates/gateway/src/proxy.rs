@@ -2,15 +2,15 @@
 //! [`Ctx`] (in the spirit of pingora's `ProxyHttp`):
 //!
 //! 1. [`handle`]: CORS preflights, then the context (request id, clock),
-//!    and the client address's cap ([`admit`]).
-//! 2. [`route`]: the gateway's own endpoints, or the route table.
-//! 3. [`edge`]: what is refused before any upstream is called: the body
+//!    and the client address's cap (`admit`).
+//! 2. `route`: the gateway's own endpoints, or the route table.
+//! 3. `edge`: what is refused before any upstream is called: the body
 //!    size, the token, the user's caps.
-//! 4. [`upstream_request`]: the typed request the upstream gets (header
+//! 4. `upstream_request`: the typed request the upstream gets (header
 //!    rules of [`crate::headers`], the recorder's task id).
-//! 5. [`send`]: the exchange with the upstream within the response deadline.
-//! 6. [`response_filter`]: the response headers the client gets.
-//! 7. [`relay`]: the body, streamed ([`crate::relay`]); the access log
+//! 5. `send`: the exchange with the upstream within the response deadline.
+//! 6. `response_filter`: the response headers the client gets.
+//! 7. `relay`: the body, streamed ([`crate::relay`]); the access log
 //!    ([`crate::access`]) is written when it ends.
 //!
 //! Each phase either moves the request on or returns a [`GatewayError`],
