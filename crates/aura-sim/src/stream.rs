@@ -11,6 +11,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use dwp_core::events::{AgentEvent, EventType};
 use dwp_core::headers::{DWP_CALLER_TYPE, DWP_SOURCE, LAST_EVENT_ID, TENANT_ID, USER_ID};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -128,12 +129,16 @@ struct Sender {
 }
 
 impl Sender {
-    /// Sends one event; false once the client is gone.
-    async fn send(&mut self, kind: &str, data: Value) -> bool {
+    /// Sends one event, named by its type; false once the client is gone.
+    async fn send(&mut self, event: AgentEvent) -> bool {
         self.next_id += 1;
         if self
             .tx
-            .send(frame::event(self.next_id, kind, &data))
+            .send(frame::event(
+                self.next_id,
+                event.event_type.as_str(),
+                &event.raw,
+            ))
             .await
             .is_err()
         {
@@ -148,14 +153,15 @@ impl Sender {
     }
 }
 
-fn wrapped(kind: &str, fields: Value) -> Value {
-    let mut inner = json!({"type": kind});
-    if let (Some(inner), Value::Object(fields)) = (inner.as_object_mut(), fields) {
-        inner.extend(fields);
-        inner.insert("timestamp".into(), now().into());
-        inner.insert("metadata".into(), json!({}));
+/// A wrapped event as the real agent writes it: the payload starts with
+/// the type and ends with a `timestamp` and an empty `metadata`.
+fn wrapped(kind: EventType, mut fields: Value) -> AgentEvent {
+    if let Value::Object(fields) = &mut fields {
+        fields.insert("timestamp".into(), now().into());
+        fields.insert("metadata".into(), json!({}));
     }
-    json!({"type": kind, "data": inner})
+    let payload = AgentEvent::typed_payload(&kind, fields);
+    AgentEvent::wrapped(kind, payload)
 }
 
 async fn run(state: Arc<AppState>, run: Run, tx: mpsc::Sender<String>) {
@@ -165,8 +171,11 @@ async fn run(state: Arc<AppState>, run: Run, tx: mpsc::Sender<String>) {
         delay: state.config.event_delay,
     };
     if run.user_mismatch {
-        let error = json!({"type": "error", "error": "User ID mismatch", "errorType": "AuthorizationError"});
-        if out.send("error", error).await {
+        let error = AgentEvent::flat(
+            EventType::Error,
+            json!({"error": "User ID mismatch", "errorType": "AuthorizationError"}),
+        );
+        if out.send(error).await {
             out.done().await;
         }
         return;
@@ -179,35 +188,24 @@ async fn run(state: Arc<AppState>, run: Run, tx: mpsc::Sender<String>) {
             None => "2. Answer".to_owned(),
         },
     ];
+    let start = json!({"message": "Agent started", "timestamp": now(), "received": run.received});
+    let step = |description: &str| {
+        wrapped(
+            EventType::PlanStep,
+            json!({"stepId": uuid::Uuid::new_v4().to_string(), "description": description, "status": "pending", "confidence": 0.8}),
+        )
+    };
     let script = [
-        (
-            "start",
-            json!({"type": "start", "message": "Agent started", "timestamp": now(), "received": run.received}),
+        AgentEvent::flat(EventType::Start, start),
+        wrapped(
+            EventType::Thought,
+            json!({"thoughtType": "analysis", "content": format!("Analysing: {}", run.prompt), "sources": []}),
         ),
-        (
-            "thought",
-            wrapped(
-                "thought",
-                json!({"thoughtType": "analysis", "content": format!("Analysing: {}", run.prompt), "sources": []}),
-            ),
-        ),
-        (
-            "plan_step",
-            wrapped(
-                "plan_step",
-                json!({"stepId": uuid::Uuid::new_v4().to_string(), "description": steps[0], "status": "pending", "confidence": 0.8}),
-            ),
-        ),
-        (
-            "plan_step",
-            wrapped(
-                "plan_step",
-                json!({"stepId": uuid::Uuid::new_v4().to_string(), "description": steps[1], "status": "pending", "confidence": 0.8}),
-            ),
-        ),
+        step(&steps[0]),
+        step(&steps[1]),
     ];
-    for (kind, data) in script {
-        if !out.send(kind, data).await {
+    for event in script {
+        if !out.send(event).await {
             return;
         }
     }
@@ -227,26 +225,23 @@ async fn run(state: Arc<AppState>, run: Run, tx: mpsc::Sender<String>) {
                 Value::Null
             };
             let event = wrapped(
-                "tool_execution",
+                EventType::ToolExecution,
                 json!({"toolName": action, "toolArgs": {}, "status": status, "result": result, "error": null, "requiresApproval": true}),
             );
-            if !out.send("tool_execution", event).await {
+            if !out.send(event).await {
                 return;
             }
         }
     }
     let content = wrapped(
-        "content",
+        EventType::Content,
         json!({"content": format!("Done: {}", run.prompt), "chunk": false}),
     );
-    if out.send("content", content).await
-        && out
-            .send(
-                "end",
-                json!({"type": "end", "message": "Agent finished", "timestamp": now()}),
-            )
-            .await
-    {
+    let end = AgentEvent::flat(
+        EventType::End,
+        json!({"message": "Agent finished", "timestamp": now()}),
+    );
+    if out.send(content).await && out.send(end).await {
         out.done().await;
     }
 }
@@ -266,13 +261,16 @@ async fn pause_for(
     let asks = if config.ask_twice { 2 } else { 1 };
     for _ in 0..asks {
         let pending = approval::next_request(&session_id);
-        let hitl_event = json!({"type": "hitl", "data": {
-            "requestId": pending.request_id,
-            "actionType": action,
-            "message": format!("Approve {action}?"),
-            "context": context,
-            "requiresApproval": true,
-        }});
+        let hitl_event = AgentEvent::wrapped(
+            EventType::Hitl,
+            json!({
+                "requestId": pending.request_id,
+                "actionType": action,
+                "message": format!("Approve {action}?"),
+                "context": context,
+                "requiresApproval": true,
+            }),
+        );
         let closed = out.tx.clone();
         // `announce` needs the sender; it is handed back after the pause.
         let mut announcer = Sender {
@@ -288,7 +286,7 @@ async fn pause_for(
             context.clone(),
             config.wait,
             config.hitl_timeout,
-            async { announcer.send("hitl", hitl_event).await },
+            async { announcer.send(hitl_event).await },
             async move { closed.closed().await },
         )
         .await;
@@ -306,8 +304,11 @@ async fn pause_for(
             Outcome::Approved => {}
             Outcome::Gone => return false,
             Outcome::Rejected(reason) => {
-                let error = json!({"type": "error", "error": reason, "errorType": "RejectionError", "timestamp": now()});
-                if out.send("error", error).await {
+                let error = AgentEvent::flat(
+                    EventType::Error,
+                    json!({"error": reason, "errorType": "RejectionError", "timestamp": now()}),
+                );
+                if out.send(error).await {
                     out.done().await;
                 }
                 return false;
@@ -324,11 +325,11 @@ async fn pause_for(
 /// What the real agent sends when nobody decided in time.
 async fn timed_out(out: &mut Sender, pending: &approval::Pending, secs: u64) {
     let message = "The task was cancelled: no decision in time";
-    let failed = json!({"type": "failed", "message": message, "error": "HITL approval timeout", "errorType": "TimeoutError", "requestId": pending.request_id, "sessionId": pending.session_id, "timestamp": now()});
-    let error = json!({"type": "error", "error": message, "errorType": "TimeoutError", "message": format!("No decision within {secs} s")});
-    let end = json!({"type": "end", "message": "Stopped by the approval timeout", "status": "failed", "timestamp": now()});
-    let _ = out.send("failed", failed).await
-        && out.send("error", error).await
-        && out.send("end", end).await;
+    let failed = json!({"message": message, "error": "HITL approval timeout", "errorType": "TimeoutError", "requestId": pending.request_id, "sessionId": pending.session_id, "timestamp": now()});
+    let error = json!({"error": message, "errorType": "TimeoutError", "message": format!("No decision within {secs} s")});
+    let end = json!({"message": "Stopped by the approval timeout", "status": "failed", "timestamp": now()});
+    let _ = out.send(AgentEvent::flat(EventType::Failed, failed)).await
+        && out.send(AgentEvent::flat(EventType::Error, error)).await
+        && out.send(AgentEvent::flat(EventType::End, end)).await;
     out.done().await;
 }

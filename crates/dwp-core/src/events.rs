@@ -110,6 +110,40 @@ impl AgentEvent {
         Some(Self { event_type, raw })
     }
 
+    /// A flat event (`start`, `end`, `error`, `failed`): `{"type": T}`
+    /// followed by `fields` (an object; anything else adds nothing).
+    pub fn flat(event_type: EventType, fields: Value) -> Self {
+        let raw = Self::object(&event_type, fields);
+        Self { event_type, raw }
+    }
+
+    /// A wrapped event: `{"type": T, "data": payload}`. The real agent
+    /// repeats the type first in the payload of every wrapped event but
+    /// `hitl`; [`typed_payload`](Self::typed_payload) builds that one.
+    pub fn wrapped(event_type: EventType, payload: Value) -> Self {
+        let mut raw = serde_json::Map::new();
+        raw.insert("type".into(), event_type.as_str().into());
+        raw.insert("data".into(), payload);
+        Self {
+            event_type,
+            raw: Value::Object(raw),
+        }
+    }
+
+    /// `{"type": T}` followed by `fields`: the payload of a wrapped event.
+    pub fn typed_payload(event_type: &EventType, fields: Value) -> Value {
+        Self::object(event_type, fields)
+    }
+
+    fn object(event_type: &EventType, fields: Value) -> Value {
+        let mut object = serde_json::Map::new();
+        object.insert("type".into(), event_type.as_str().into());
+        if let Value::Object(fields) = fields {
+            object.extend(fields);
+        }
+        Value::Object(object)
+    }
+
     /// The payload as the frontend reads it: `data.data || data`.
     pub fn payload(&self) -> &Value {
         match self.raw.get("data") {
@@ -163,6 +197,24 @@ mod tests {
                 .unwrap();
         assert_eq!(flat.payload()["errorType"], "RejectionError");
         assert!(flat.event_type.is_flat());
+    }
+
+    #[test]
+    fn built_events_parse_back_with_their_type_first() {
+        let flat = AgentEvent::flat(EventType::End, serde_json::json!({"message": "done"}));
+        assert_eq!(flat.raw.to_string(), r#"{"type":"end","message":"done"}"#);
+        let hitl = AgentEvent::wrapped(EventType::Hitl, serde_json::json!({"requestId": "r"}));
+        assert_eq!(
+            hitl.raw.to_string(),
+            r#"{"type":"hitl","data":{"requestId":"r"}}"#
+        );
+        let payload = AgentEvent::typed_payload(&EventType::Content, serde_json::json!({"x": 1}));
+        let wrapped = AgentEvent::wrapped(EventType::Content, payload);
+        assert_eq!(
+            wrapped.raw.to_string(),
+            r#"{"type":"content","data":{"type":"content","x":1}}"#
+        );
+        assert_eq!(AgentEvent::parse(&wrapped.raw.to_string()), Some(wrapped));
     }
 
     #[test]
