@@ -92,7 +92,6 @@ pub struct Envelope<T> {
     /// A human-readable message.
     pub message: String,
     /// The payload (`null` on most errors).
-    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
     pub data: Option<T>,
     /// The error code, on errors only.
     #[serde(default, skip_serializing_if = "Option::is_none")]

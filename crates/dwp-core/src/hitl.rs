@@ -105,6 +105,7 @@ impl Decision {
 /// A HITL request as main-service stores it under `hitl:request:{requestId}`
 /// (CONTRACT.md section 5). Readers take ids as JSON values: an agent's
 /// own records may carry numbers.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StoredRequest {
@@ -225,6 +226,7 @@ impl<'a> DecisionRecord<'a> {
 
 /// The signal published on `hitl:channel:{sessionId}` and stored under
 /// `hitl:signal:{sessionId}`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Signal {

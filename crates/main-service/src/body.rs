@@ -8,15 +8,18 @@ use serde::de::DeserializeOwned;
 
 use crate::error::AppError;
 
-/// A JSON body. An empty body is `T::default()` (the frontend may send none
-/// with an approval); anything else must be `application/json` and parse.
+/// A JSON body of type `T`, whose fields say which are required. An empty
+/// body reads as `{}` (the frontend may send none with an approval): a
+/// type whose fields are all optional takes it, one with a required field
+/// answers 400 naming the field. Anything else must be `application/json`
+/// and parse.
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
 
 impl<S, T> FromRequest<S> for JsonBody<T>
 where
     S: Send + Sync,
-    T: DeserializeOwned + Default,
+    T: DeserializeOwned,
 {
     type Rejection = AppError;
 
@@ -38,14 +41,18 @@ where
             }
             other => AppError::BadRequest(format!("Request body could not be read: {other}")),
         })?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Self(T::default()));
-        }
-        if !is_json {
+        let empty = bytes.iter().all(u8::is_ascii_whitespace);
+        if !empty && !is_json {
             return Err(AppError::UnsupportedMediaType);
         }
-        let parsed: T = serde_json::from_slice(&bytes)
-            .map_err(|e| AppError::BadRequest(format!("Malformed JSON: {e}")))?;
+        let text: &[u8] = if empty { b"{}" } else { &bytes };
+        let parsed: T = serde_json::from_slice(text).map_err(|e| {
+            AppError::BadRequest(if e.is_data() {
+                format!("Invalid request body: {e}")
+            } else {
+                format!("Malformed JSON: {e}")
+            })
+        })?;
         // PostgreSQL text cannot hold U+0000: refuse it here for every body
         // rather than fail (500) where it would be stored.
         if has_nul_escape(&bytes) {

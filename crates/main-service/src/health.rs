@@ -10,7 +10,6 @@ use axum::{Json, Router};
 use dwp_core::Envelope;
 
 use crate::error::AppError;
-use crate::reply::Reply;
 use crate::state::AppState;
 
 /// The routes (on the public and the admin listener).
@@ -20,15 +19,31 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/main/health/ready", get(ready))
 }
 
-#[utoipa::path(get, path = "/main/health", tag = "health", responses((status = 200, description = "Live", body = Reply)))]
-async fn health() -> Json<Envelope<serde_json::Value>> {
-    Json(Envelope::success("UP", serde_json::json!({"status": "UP"})))
+/// What the health routes answer.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `UP`: the service answers (and, when ready, Redis does).
+    pub status: &'static str,
+    /// Ready only: `UP`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<&'static str>,
+    /// Ready only: `UP` or `DOWN` (reported, not required).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<&'static str>,
 }
 
-#[utoipa::path(get, path = "/main/health/ready", tag = "health", responses((status = 200, description = "Redis answers; PostgreSQL reported", body = Reply)))]
-async fn ready(
-    State(state): State<Arc<AppState>>,
-) -> Result<Json<Envelope<serde_json::Value>>, AppError> {
+#[utoipa::path(get, path = "/main/health", tag = "health", responses((status = 200, description = "Live", body = Envelope<Health>)))]
+async fn health() -> Json<Envelope<Health>> {
+    let live = Health {
+        status: "UP",
+        redis: None,
+        postgres: None,
+    };
+    Json(Envelope::success("UP", live))
+}
+
+#[utoipa::path(get, path = "/main/health/ready", tag = "health", responses((status = 200, description = "Redis answers; PostgreSQL reported", body = Envelope<Health>)))]
+async fn ready(State(state): State<Arc<AppState>>) -> Result<Json<Envelope<Health>>, AppError> {
     state.store.ping().await?;
     // The decision path needs only Redis: PostgreSQL is reported, and its
     // routes answer 503 on their own while it is down.
@@ -39,6 +54,10 @@ async fn ready(
     };
     Ok(Json(Envelope::success(
         "READY",
-        serde_json::json!({"status": "UP", "redis": "UP", "postgres": postgres}),
+        Health {
+            status: "UP",
+            redis: Some("UP"),
+            postgres: Some(postgres),
+        },
     )))
 }

@@ -48,22 +48,22 @@ pub fn routes() -> Router<Arc<AppState>> {
 }
 
 /// Body of `POST /auth/login`.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Login {
     /// The username (the token's `sub`).
-    #[schema(required = true, nullable = false, value_type = String, min_length = 1)]
-    pub username: Option<String>,
+    #[schema(min_length = 1)]
+    pub username: String,
     /// The password.
-    #[schema(required = true, nullable = false, value_type = String, min_length = 1)]
-    pub password: Option<String>,
+    #[schema(min_length = 1)]
+    pub password: String,
     /// The tenant, a string or a number (`DEFAULT_TENANT_ID` when absent).
     #[schema(value_type = Option<String>)]
     pub tenant_id: Option<Value>,
 }
 
 #[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = Login,
-    responses((status = 200, description = "An access token", body = Reply), (status = 429, description = "Too many failed logins for this account or address (E1001); `Retry-After` says when", body = Reply), (status = 503, description = "Every password-check slot is busy, or Redis is down (E5000)", body = Reply)))]
+    responses((status = 200, description = "An access token", body = Envelope<Token>), (status = 429, description = "Too many failed logins for this account or address (E1001); `Retry-After` says when", body = Reply), (status = 503, description = "Every password-check slot is busy, or Redis is down (E5000)", body = Reply)))]
 async fn login(
     State(state): State<Arc<AppState>>,
     client: ClientAddr,
@@ -122,14 +122,14 @@ pub struct Token {
 
 /// Username, password and tenant from a login body, checked.
 fn credentials(body: Login, default_tenant: &str) -> Result<(String, String, String), AppError> {
-    let (Some(username), Some(password)) = (
-        body.username.filter(|u| !u.is_empty()),
-        body.password.filter(|p| !p.is_empty()),
-    ) else {
+    let Login {
+        username, password, ..
+    } = body;
+    if username.is_empty() || password.is_empty() {
         return Err(AppError::BadRequest(
-            "username and password are required".into(),
+            "username and password may not be empty".into(),
         ));
-    };
+    }
     // The frontend sends "1", the old seed's guide nothing, other clients 1.
     let tenant = match &body.tenant_id {
         None | Some(Value::Null) => default_tenant.to_owned(),

@@ -173,8 +173,17 @@ fn add_links(openapi: &mut utoipa::openapi::OpenApi) {
 static DOCUMENT: LazyLock<serde_json::Value> = LazyLock::new(|| {
     let mut document = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
     fix_link_keys(&mut document);
+    any_error_data(&mut document);
     document
 });
+
+/// The error envelope's `data` is any JSON, null included: utoipa writes
+/// `Option<Value>` as "null or any", which a null matches twice.
+fn any_error_data(document: &mut serde_json::Value) {
+    if let Some(data) = document.pointer_mut("/components/schemas/Envelope/properties/data") {
+        *data = serde_json::json!({"description": "Null, or the current state on a 409"});
+    }
+}
 
 /// utoipa 5.5 writes a link's `operationId` as `operation_id`; OpenAPI
 /// readers (schemathesis among them) need the camelCase name.
@@ -201,4 +210,66 @@ fn fix_link_keys(document: &mut serde_json::Value) {
 /// `GET /main/openapi.json`.
 pub async fn document() -> impl IntoResponse {
     Json(DOCUMENT.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DOCUMENT;
+
+    /// The schema an operation's 200 or 201 answer has for `data`.
+    fn data_of(path: &str, method: &str) -> &'static serde_json::Value {
+        let responses = &DOCUMENT["paths"][path][method]["responses"];
+        let ok = if responses["201"].is_object() {
+            "201"
+        } else {
+            "200"
+        };
+        let reference = responses[ok]["content"]["application/json"]["schema"]["$ref"]
+            .as_str()
+            .unwrap_or_default();
+        let name = reference.rsplit('/').next().unwrap_or_default();
+        &DOCUMENT["components"]["schemas"][name]["properties"]["data"]
+    }
+
+    #[test]
+    fn answers_are_described_by_their_types_not_as_any_json() {
+        let task = data_of("/main/agent/tasks/{task_id}", "get");
+        assert!(
+            task["required"]
+                .as_array()
+                .unwrap()
+                .contains(&"taskId".into()),
+            "{task}"
+        );
+        let page = data_of("/main/agent/tasks", "get");
+        assert!(page["properties"]["content"].is_object(), "{page}");
+        let created = data_of("/aura/hitl/requests", "post");
+        assert!(created["properties"]["sessionId"].is_object(), "{created}");
+        let login = data_of("/auth/login", "post");
+        assert!(login["properties"]["accessToken"].is_object(), "{login}");
+        let me = data_of("/auth/me", "get");
+        assert!(me["properties"]["tenantId"].is_object(), "{me}");
+    }
+
+    #[test]
+    fn required_body_fields_are_required_by_the_type() {
+        let schemas = &DOCUMENT["components"]["schemas"];
+        for (body, field) in [
+            ("NewTask", "taskType"),
+            ("NewRequest", "sessionId"),
+            ("NewRequest", "actionType"),
+            ("Login", "password"),
+            ("Progress", "progress"),
+            ("Failure", "errorMessage"),
+        ] {
+            let required = schemas[body]["required"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            assert!(
+                required.contains(&field.into()),
+                "{body}.{field}: {required:?}"
+            );
+        }
+    }
 }

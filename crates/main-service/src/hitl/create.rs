@@ -17,7 +17,7 @@ use dwp_core::Envelope;
 use dwp_core::envelope::{rfc3339, unix_now};
 use dwp_core::hitl::{self, SessionRecord, StoredRequest};
 use http::StatusCode;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::session::{self, Owner};
@@ -56,17 +56,17 @@ return 1
 const ATTEMPTS: usize = 8;
 
 /// Body of `POST /aura/hitl/requests`.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NewRequest {
     /// Generated as `req_` + 12 hex when absent.
     pub request_id: Option<String>,
-    /// The waiting agent's session (required); it must be unclaimed or the caller's.
-    #[schema(required = true, nullable = false, value_type = String, min_length = 1)]
-    pub session_id: Option<String>,
-    /// What the agent wants to do (required, at most 100 bytes).
-    #[schema(required = true, nullable = false, value_type = String, min_length = 1, max_length = 100)]
-    pub action_type: Option<String>,
+    /// The waiting agent's session; it must be unclaimed or the caller's.
+    #[schema(min_length = 1)]
+    pub session_id: String,
+    /// What the agent wants to do: not blank, at most 100 bytes.
+    #[schema(min_length = 1, max_length = 100)]
+    pub action_type: String,
     /// Anything the person needs to decide (at most 16 KiB as JSON).
     pub context: Option<Value>,
     /// Defaults to the caller; must be the caller when given.
@@ -75,13 +75,23 @@ pub struct NewRequest {
     pub tenant_id: Option<String>,
 }
 
+/// What a create answers.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Created {
+    /// The stored request's id (generated when the body had none).
+    pub request_id: String,
+    /// Its session, now claimed by the caller.
+    pub session_id: String,
+}
+
 #[utoipa::path(post, path = "/aura/hitl/requests", tag = "hitl", operation_id = "create_request", params(("X-User-ID" = String, Header, description = "The caller; must equal the token's `sub`"), ("X-Tenant-ID" = String, Header, description = "The tenant; must equal the token's `tenant_id`")), request_body = NewRequest,
-    responses((status = 201, description = "Stored", body = Reply), (status = 403, description = "The session belongs to someone else (E2001)", body = Reply), (status = 409, description = "The id is taken (E3001)", body = Reply), (status = 413, description = "The context is too large (E1001)", body = Reply), (status = 429, description = "Too many pending requests (E1001)", body = Reply)), security(("bearer" = [])))]
+    responses((status = 201, description = "Stored", body = Envelope<Created>), (status = 403, description = "The session belongs to someone else (E2001)", body = Reply), (status = 409, description = "The id is taken (E3001)", body = Reply), (status = 413, description = "The context is too large (E1001)", body = Reply), (status = 429, description = "Too many pending requests (E1001)", body = Reply)), security(("bearer" = [])))]
 pub(super) async fn create(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     JsonBody(body): JsonBody<NewRequest>,
-) -> Result<(StatusCode, Json<Envelope<Value>>), AppError> {
+) -> Result<(StatusCode, Json<Envelope<Created>>), AppError> {
     let request = checked(&caller, body)?;
     let (request_id, session_id) = (request.request_id.clone(), request.session_id.clone());
     match claim(&state, &caller, request).await? {
@@ -89,7 +99,10 @@ pub(super) async fn create(
             StatusCode::CREATED,
             Json(Envelope::success(
                 "HITL request created",
-                json!({"requestId": request_id, "sessionId": session_id}),
+                Created {
+                    request_id,
+                    session_id,
+                },
             )),
         )),
         0 => Err(AppError::Conflict {
@@ -113,14 +126,14 @@ fn checked(caller: &Caller, body: NewRequest) -> Result<StoredRequest, AppError>
     {
         return Err(AppError::Forbidden("tenantId does not match the token"));
     }
-    let session_id = body
-        .session_id
-        .filter(|s| hitl::storable_id(s))
-        .ok_or_else(|| AppError::BadRequest(format!("sessionId is required: {ID_RULE}")))?;
-    let action_type = body
-        .action_type
-        .filter(|a| !a.trim().is_empty())
-        .ok_or_else(|| AppError::BadRequest("actionType is required".into()))?;
+    let session_id = body.session_id;
+    if !hitl::storable_id(&session_id) {
+        return Err(AppError::BadRequest(format!("sessionId: {ID_RULE}")));
+    }
+    let action_type = body.action_type;
+    if action_type.trim().is_empty() {
+        return Err(AppError::BadRequest("actionType may not be blank".into()));
+    }
     if action_type.len() > MAX_ACTION_TYPE_BYTES {
         return Err(AppError::BadRequest(format!(
             "actionType is longer than {MAX_ACTION_TYPE_BYTES} bytes"

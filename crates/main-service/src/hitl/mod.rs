@@ -33,11 +33,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use dwp_core::Envelope;
 use dwp_core::envelope::{rfc3339, unix_now};
-use dwp_core::hitl::{self, Decision, DecisionRecord, Signal};
+use dwp_core::hitl::{self, Decision, DecisionRecord, Signal, StoredRequest};
 use http::request::Parts;
 use redis::AsyncCommands;
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use crate::auth::Caller;
 use crate::body::JsonBody;
@@ -143,24 +143,24 @@ pub struct DecisionBody {
 }
 
 #[utoipa::path(post, path = "/aura/hitl/approve/{id}", tag = "hitl", params(("id" = String, Path, description = "The request id (1 to 512 bytes, no control characters)"), ("X-User-ID" = String, Header, description = "The caller; must equal the token's `sub`"), ("X-Tenant-ID" = String, Header, description = "The tenant; must equal the token's `tenant_id`")), request_body(content = Option<DecisionBody>, description = "Optional"),
-    responses((status = 200, description = "Approved: the signal is stored and published", body = Reply), (status = 409, description = "Already decided (E3001)", body = Reply)), security(("bearer" = [])))]
+    responses((status = 200, description = "Approved: the signal is stored and published", body = Envelope<DecisionAnswer>), (status = 409, description = "Already decided (E3001)", body = Reply)), security(("bearer" = [])))]
 async fn approve(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Id(id): Id,
     JsonBody(body): JsonBody<DecisionBody>,
-) -> Result<Json<Envelope<Value>>, AppError> {
+) -> Result<Json<Envelope<DecisionAnswer>>, AppError> {
     decide(&state, &caller, &id, Decision::Approve, body).await
 }
 
 #[utoipa::path(post, path = "/aura/hitl/reject/{id}", tag = "hitl", params(("id" = String, Path, description = "The request id (1 to 512 bytes, no control characters)"), ("X-User-ID" = String, Header, description = "The caller; must equal the token's `sub`"), ("X-Tenant-ID" = String, Header, description = "The tenant; must equal the token's `tenant_id`")), request_body(content = Option<DecisionBody>, description = "Optional"),
-    responses((status = 200, description = "Rejected: the signal is stored and published", body = Reply), (status = 409, description = "Already decided (E3001)", body = Reply)), security(("bearer" = [])))]
+    responses((status = 200, description = "Rejected: the signal is stored and published", body = Envelope<DecisionAnswer>), (status = 409, description = "Already decided (E3001)", body = Reply)), security(("bearer" = [])))]
 async fn reject(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Id(id): Id,
     JsonBody(body): JsonBody<DecisionBody>,
-) -> Result<Json<Envelope<Value>>, AppError> {
+) -> Result<Json<Envelope<DecisionAnswer>>, AppError> {
     decide(&state, &caller, &id, Decision::Reject, body).await
 }
 
@@ -170,7 +170,7 @@ async fn decide(
     id: &str,
     decision: Decision,
     body: DecisionBody,
-) -> Result<Json<Envelope<Value>>, AppError> {
+) -> Result<Json<Envelope<DecisionAnswer>>, AppError> {
     caller.must_be(body.user_id.as_deref())?;
     if body
         .reason
@@ -223,17 +223,62 @@ async fn decide(
             }
             Ok(Json(Envelope::success(
                 format!("Request {verb} successfully"),
-                json!({"requestId": id, "sessionId": session_id, "status": decision.status(), "delivered": delivered}),
+                DecisionAnswer::Now(Outcome {
+                    request_id: id.to_owned(),
+                    session_id,
+                    status: decision.status(),
+                    delivered,
+                }),
             )))
         }
-        Decided::Repeated(mut stored) => {
-            stored.insert("alreadyProcessed".into(), true.into());
+        Decided::Repeated(mut request) => {
+            request.remove("alreadyProcessed");
             Ok(Json(Envelope::success(
                 format!("Request was already {verb}"),
-                Value::Object(stored),
+                DecisionAnswer::Repeated(Repeated {
+                    already_processed: true,
+                    request,
+                }),
             )))
         }
     }
+}
+
+/// What a decision answers: what it did now, or (`alreadyProcessed`) the
+/// stored request the caller had already decided the same way.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum DecisionAnswer {
+    /// Decided by this call.
+    Now(Outcome),
+    /// Decided before, the same way by the same person.
+    Repeated(Repeated),
+}
+
+/// The stored request, decided before by the caller the same way.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Repeated {
+    /// Always true.
+    pub already_processed: bool,
+    /// The stored request's fields (CONTRACT.md section 5).
+    #[serde(flatten)]
+    pub request: Map<String, Value>,
+}
+
+/// A decision made by this call.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Outcome {
+    /// The decided request.
+    pub request_id: String,
+    /// Its session.
+    pub session_id: String,
+    /// `approved` or `rejected`.
+    pub status: &'static str,
+    /// Whether an agent received the signal at once; when not, it is
+    /// published again as soon as one listens.
+    pub delivered: bool,
 }
 
 /// What a decision did.
@@ -368,7 +413,7 @@ fn parse_request(raw: &str) -> Result<Map<String, Value>, AppError> {
 }
 
 #[utoipa::path(get, path = "/aura/hitl/requests/{id}", tag = "hitl", params(("id" = String, Path, description = "The request id (1 to 512 bytes, no control characters)"), ("X-User-ID" = String, Header, description = "The caller; must equal the token's `sub`"), ("X-Tenant-ID" = String, Header, description = "The tenant; must equal the token's `tenant_id`")),
-    responses((status = 200, description = "The stored request", body = Reply)), security(("bearer" = [])))]
+    responses((status = 200, description = "The stored request, as its writer stored it (an agent may add fields or write ids as numbers)", body = Envelope<StoredRequest>)), security(("bearer" = [])))]
 async fn read_request(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -390,7 +435,7 @@ async fn read_request(
 }
 
 #[utoipa::path(get, path = "/aura/hitl/signals/{id}", tag = "hitl", params(("id" = String, Path, description = "The session id"), ("X-User-ID" = String, Header, description = "The caller; must equal the token's `sub`"), ("X-Tenant-ID" = String, Header, description = "The tenant; must equal the token's `tenant_id`")),
-    responses((status = 200, description = "The stored signal, or null", body = Reply), (status = 403, description = "The session is someone else's (E2001)", body = Reply), (status = 404, description = "No such session (E1004)", body = Reply)), security(("bearer" = [])))]
+    responses((status = 200, description = "The stored signal, or null", body = Envelope<Signal>), (status = 403, description = "The session is someone else's (E2001)", body = Reply), (status = 404, description = "No such session (E1004)", body = Reply)), security(("bearer" = [])))]
 async fn read_signal(
     State(state): State<Arc<AppState>>,
     caller: Caller,

@@ -16,15 +16,14 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter,
     QueryOrder, QuerySelect, TransactionTrait,
 };
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use super::lifecycle::{self, Status};
 use crate::auth::{Caller, TokenCaller};
 use crate::body::JsonBody;
 use crate::entity::agent_task::{self, Column, Entity, Model};
 use crate::error::AppError;
-use crate::reply::Reply;
 use crate::state::AppState;
 
 /// Default and largest page size of the list.
@@ -59,31 +58,88 @@ impl<S: Send + Sync> FromRequestParts<S> for TaskId {
     }
 }
 
-/// The task as the API shows it: camelCase, RFC 3339 times, `planSteps` as
-/// an array.
-pub fn view(task: &Model) -> Value {
+/// A task as every task route answers it: RFC 3339 times, `planSteps` as
+/// an array; `inputData` and `resultData` as stored (JSON text, or the
+/// string given).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskView {
+    /// The id the task was created with.
+    pub task_id: String,
+    /// Its owner.
+    pub user_id: String,
+    /// The owner's tenant.
+    pub tenant_id: String,
+    /// What kind of task.
+    pub task_type: String,
+    /// `REQUESTED`, `IN_PROGRESS`, `COMPLETED`, `FAILED` (and what the
+    /// recorder saw: `WAITING_APPROVAL`, `CANCELLED`).
+    pub status: String,
+    /// 0 to 100.
+    pub progress: i32,
+    /// Free text.
+    pub description: Option<String>,
+    /// As given at creation.
+    pub input_data: Option<String>,
+    /// As given at completion.
+    pub result_data: Option<String>,
+    /// The plan, in order.
+    #[schema(value_type = Vec<Object>)]
+    pub plan_steps: Vec<Value>,
+    /// The HITL request the task waits on or waited on last.
+    pub hitl_request_id: Option<String>,
+    /// Why it failed.
+    pub error_message: Option<String>,
+    /// RFC 3339.
+    pub started_at: Option<String>,
+    /// RFC 3339.
+    pub completed_at: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub updated_at: String,
+}
+
+/// The task as the API shows it.
+pub fn view(task: &Model) -> TaskView {
     let time = |t: &sea_orm::prelude::DateTimeWithTimeZone| {
         t.with_timezone(&Utc)
             .to_rfc3339_opts(SecondsFormat::Millis, true)
     };
-    json!({
-        "taskId": task.task_id,
-        "userId": task.user_id,
-        "tenantId": task.tenant_id,
-        "taskType": task.task_type,
-        "status": task.status,
-        "progress": task.progress,
-        "description": task.description,
-        "inputData": task.input_data,
-        "resultData": task.result_data,
-        "planSteps": lifecycle::steps_of(task.plan_steps.as_deref()),
-        "hitlRequestId": task.hitl_request_id,
-        "errorMessage": task.error_message,
-        "startedAt": task.started_at.as_ref().map(time),
-        "completedAt": task.completed_at.as_ref().map(time),
-        "createdAt": time(&task.created_at),
-        "updatedAt": time(&task.updated_at),
-    })
+    TaskView {
+        task_id: task.task_id.clone(),
+        user_id: task.user_id.clone(),
+        tenant_id: task.tenant_id.clone(),
+        task_type: task.task_type.clone(),
+        status: task.status.clone(),
+        progress: task.progress,
+        description: task.description.clone(),
+        input_data: task.input_data.clone(),
+        result_data: task.result_data.clone(),
+        plan_steps: lifecycle::steps_of(task.plan_steps.as_deref()),
+        hitl_request_id: task.hitl_request_id.clone(),
+        error_message: task.error_message.clone(),
+        started_at: task.started_at.as_ref().map(time),
+        completed_at: task.completed_at.as_ref().map(time),
+        created_at: time(&task.created_at),
+        updated_at: time(&task.updated_at),
+    }
+}
+
+/// A page of the caller's tasks, newest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskPage {
+    /// The tasks of this page.
+    pub content: Vec<TaskView>,
+    /// Zero-based.
+    pub page: u64,
+    /// The page size asked for.
+    pub size: u64,
+    /// Tasks in all pages.
+    pub total_elements: u64,
+    /// Pages of this size.
+    pub total_pages: u64,
 }
 
 fn not_found(id: &str) -> AppError {
@@ -124,12 +180,12 @@ fn json_len(value: Option<&Value>) -> usize {
 }
 
 /// Body of `POST /main/agent/tasks`.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NewTask {
-    /// Required, at most 100 characters.
-    #[schema(required = true, nullable = false, value_type = String, min_length = 1, max_length = 100)]
-    pub task_type: Option<String>,
+    /// At most 100 characters, not blank.
+    #[schema(min_length = 1, max_length = 100)]
+    pub task_type: String,
     /// Free text, at most 4 KiB.
     pub description: Option<String>,
     /// Any JSON, at most 16 KiB.
@@ -137,19 +193,18 @@ pub struct NewTask {
 }
 
 #[utoipa::path(post, path = "/main/agent/tasks", tag = "tasks", operation_id = "create_task", request_body = NewTask,
-    responses((status = 201, description = "Created: the task", body = Reply)), security(("bearer" = [])))]
+    responses((status = 201, description = "Created: the task", body = Envelope<TaskView>)), security(("bearer" = [])))]
 async fn create(
     State(state): State<Arc<AppState>>,
     TokenCaller(caller): TokenCaller,
     JsonBody(body): JsonBody<NewTask>,
-) -> Result<(StatusCode, Json<Envelope<Value>>), AppError> {
-    let task_type = body
-        .task_type
-        .map(|t| t.trim().to_owned())
-        .filter(|t| !t.is_empty() && t.chars().count() <= 100)
-        .ok_or_else(|| {
-            AppError::BadRequest("taskType is required (at most 100 characters)".into())
-        })?;
+) -> Result<(StatusCode, Json<Envelope<TaskView>>), AppError> {
+    let task_type = body.task_type.trim().to_owned();
+    if task_type.is_empty() || task_type.chars().count() > 100 {
+        return Err(AppError::BadRequest(
+            "taskType is 1 to 100 characters, not blank".into(),
+        ));
+    }
     if caller.user_id.len() > 50 || caller.tenant_id.len() > 50 {
         return Err(AppError::BadRequest(
             "user and tenant ids are at most 50 characters".into(),
@@ -194,12 +249,12 @@ async fn create(
 }
 
 #[utoipa::path(get, path = "/main/agent/tasks/{task_id}", tag = "tasks", params(("task_id" = String, Path, description = "The task id")),
-    responses((status = 200, description = "The task", body = Reply)), security(("bearer" = [])))]
+    responses((status = 200, description = "The task", body = Envelope<TaskView>)), security(("bearer" = [])))]
 async fn read(
     State(state): State<Arc<AppState>>,
     TokenCaller(caller): TokenCaller,
     TaskId(id): TaskId,
-) -> Result<Json<Envelope<Value>>, AppError> {
+) -> Result<Json<Envelope<TaskView>>, AppError> {
     let task = state
         .db
         .bounded(owned(&caller, &id).one(state.db.conn()?))
@@ -218,12 +273,12 @@ fn owned(caller: &Caller, id: &str) -> sea_orm::Select<Entity> {
 
 #[utoipa::path(get, path = "/main/agent/tasks", tag = "tasks",
     params(("page" = Option<u32>, Query, description = "Zero-based page"), ("size" = Option<u32>, Query, description = "Page size, default 20, at most 100")),
-    responses((status = 200, description = "A page of the caller's tasks, newest first", body = Reply)), security(("bearer" = [])))]
+    responses((status = 200, description = "A page of the caller's tasks, newest first", body = Envelope<TaskPage>)), security(("bearer" = [])))]
 async fn list(
     State(state): State<Arc<AppState>>,
     TokenCaller(caller): TokenCaller,
     Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<Envelope<Value>>, AppError> {
+) -> Result<Json<Envelope<TaskPage>>, AppError> {
     let number = |name: &str, default: u64| match query.get(name) {
         None => Ok(default),
         Some(raw) => raw
@@ -254,13 +309,13 @@ async fn list(
     };
     Ok(Json(Envelope::success(
         "Tasks",
-        json!({
-            "content": tasks.iter().map(view).collect::<Vec<_>>(),
-            "page": page,
-            "size": size,
-            "totalElements": total,
-            "totalPages": total.div_ceil(size),
-        }),
+        TaskPage {
+            content: tasks.iter().map(view).collect(),
+            page,
+            size,
+            total_elements: total,
+            total_pages: total.div_ceil(size),
+        },
     )))
 }
 
@@ -272,7 +327,7 @@ async fn change(
     id: &str,
     what: &str,
     change: impl FnOnce(&mut Model) -> Result<(), AppError> + Send,
-) -> Result<Json<Envelope<Value>>, AppError> {
+) -> Result<Json<Envelope<TaskView>>, AppError> {
     let db = state.db.conn()?;
     let txn: DatabaseTransaction = state.db.bounded(db.begin()).await?;
     let mut task = state
@@ -311,12 +366,12 @@ fn move_to(task: &mut Model, to: Status) -> Result<(), AppError> {
 }
 
 #[utoipa::path(post, path = "/main/agent/tasks/{task_id}/start", tag = "tasks", params(("task_id" = String, Path, description = "The task id")),
-    responses((status = 200, description = "REQUESTED → IN_PROGRESS", body = Reply)), security(("bearer" = [])))]
+    responses((status = 200, description = "REQUESTED → IN_PROGRESS", body = Envelope<TaskView>)), security(("bearer" = [])))]
 async fn start(
     State(state): State<Arc<AppState>>,
     TokenCaller(caller): TokenCaller,
     TaskId(id): TaskId,
-) -> Result<Json<Envelope<Value>>, AppError> {
+) -> Result<Json<Envelope<TaskView>>, AppError> {
     change(&state, &caller, &id, "started", |task| {
         move_to(task, Status::InProgress)
     })
@@ -324,26 +379,24 @@ async fn start(
 }
 
 /// Body of `PATCH .../progress`.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct Progress {
-    /// 0..100 (required).
-    #[schema(required = true, nullable = false, value_type = i64, minimum = 0, maximum = 100)]
-    pub progress: Option<i64>,
+    /// 0..100.
+    #[schema(minimum = 0, maximum = 100)]
+    pub progress: i64,
     /// Replaces the description when given.
     pub description: Option<String>,
 }
 
 #[utoipa::path(patch, path = "/main/agent/tasks/{task_id}/progress", tag = "tasks", params(("task_id" = String, Path, description = "The task id")), request_body = Progress,
-    responses((status = 200, description = "Progress set", body = Reply)), security(("bearer" = [])))]
+    responses((status = 200, description = "Progress set", body = Envelope<TaskView>)), security(("bearer" = [])))]
 async fn progress(
     State(state): State<Arc<AppState>>,
     TokenCaller(caller): TokenCaller,
     TaskId(id): TaskId,
     JsonBody(body): JsonBody<Progress>,
-) -> Result<Json<Envelope<Value>>, AppError> {
-    let progress = body
-        .progress
-        .ok_or_else(|| AppError::BadRequest("progress is required".into()))?;
+) -> Result<Json<Envelope<TaskView>>, AppError> {
+    let progress = body.progress;
     capped(
         "description",
         body.description.as_ref().map_or(0, String::len),
@@ -371,7 +424,7 @@ async fn progress(
 }
 
 /// Body of `POST .../complete`.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Completion {
     /// Any JSON.
@@ -379,13 +432,13 @@ pub struct Completion {
 }
 
 #[utoipa::path(post, path = "/main/agent/tasks/{task_id}/complete", tag = "tasks", params(("task_id" = String, Path, description = "The task id")), request_body = Completion,
-    responses((status = 200, description = "IN_PROGRESS → COMPLETED", body = Reply)), security(("bearer" = [])))]
+    responses((status = 200, description = "IN_PROGRESS → COMPLETED", body = Envelope<TaskView>)), security(("bearer" = [])))]
 async fn complete(
     State(state): State<Arc<AppState>>,
     TokenCaller(caller): TokenCaller,
     TaskId(id): TaskId,
     JsonBody(body): JsonBody<Completion>,
-) -> Result<Json<Envelope<Value>>, AppError> {
+) -> Result<Json<Envelope<TaskView>>, AppError> {
     capped(
         "resultData",
         json_len(body.result_data.as_ref()),
@@ -401,26 +454,26 @@ async fn complete(
 }
 
 /// Body of `POST .../fail`.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Failure {
-    /// Why (required, at most 4 KiB).
-    #[schema(required = true, nullable = false, value_type = String, min_length = 1)]
-    pub error_message: Option<String>,
+    /// Why: not blank, at most 4 KiB.
+    #[schema(min_length = 1)]
+    pub error_message: String,
 }
 
 #[utoipa::path(post, path = "/main/agent/tasks/{task_id}/fail", tag = "tasks", params(("task_id" = String, Path, description = "The task id")), request_body = Failure,
-    responses((status = 200, description = "IN_PROGRESS → FAILED", body = Reply)), security(("bearer" = [])))]
+    responses((status = 200, description = "IN_PROGRESS → FAILED", body = Envelope<TaskView>)), security(("bearer" = [])))]
 async fn fail(
     State(state): State<Arc<AppState>>,
     TokenCaller(caller): TokenCaller,
     TaskId(id): TaskId,
     JsonBody(body): JsonBody<Failure>,
-) -> Result<Json<Envelope<Value>>, AppError> {
-    let message = body
-        .error_message
-        .filter(|m| !m.trim().is_empty())
-        .ok_or_else(|| AppError::BadRequest("errorMessage is required".into()))?;
+) -> Result<Json<Envelope<TaskView>>, AppError> {
+    let message = body.error_message;
+    if message.trim().is_empty() {
+        return Err(AppError::BadRequest("errorMessage may not be blank".into()));
+    }
     capped("errorMessage", message.len(), MAX_TEXT_BYTES)?;
     change(&state, &caller, &id, "failed", move |task| {
         move_to(task, Status::Failed)?;
@@ -431,13 +484,13 @@ async fn fail(
 }
 
 #[utoipa::path(post, path = "/main/agent/tasks/{task_id}/plan-steps", tag = "tasks", params(("task_id" = String, Path, description = "The task id")), request_body = Object,
-    responses((status = 200, description = "Step added, or updated by `stepId`", body = Reply)), security(("bearer" = [])))]
+    responses((status = 200, description = "Step added, or updated by `stepId`", body = Envelope<TaskView>)), security(("bearer" = [])))]
 async fn plan_step(
     State(state): State<Arc<AppState>>,
     TokenCaller(caller): TokenCaller,
     TaskId(id): TaskId,
     JsonBody(step): JsonBody<Map<String, Value>>,
-) -> Result<Json<Envelope<Value>>, AppError> {
+) -> Result<Json<Envelope<TaskView>>, AppError> {
     if step.is_empty() {
         return Err(AppError::BadRequest(
             "A plan step is a non-empty JSON object".into(),
