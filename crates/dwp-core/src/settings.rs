@@ -197,7 +197,9 @@ pub fn parse_flag(value: &str) -> Option<bool> {
 }
 
 /// The Redis URL: `REDIS_URL` when set, else built from `REDIS_HOST`
-/// (default `localhost`), `REDIS_PORT` and `REDIS_PASSWORD`.
+/// (default `localhost`), `REDIS_PORT` and `REDIS_PASSWORD`, the password
+/// percent-encoded so that any character (`/`, `@`, `#`, `:`) may be in it;
+/// the redis crate decodes it again.
 pub fn redis_url(
     url: Option<String>,
     host: Option<String>,
@@ -211,9 +213,22 @@ pub fn redis_url(
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into());
     match password.filter(|p| !p.is_empty()) {
-        Some(password) => format!("redis://:{password}@{host}:{port}"),
+        Some(password) => format!("redis://:{}@{host}:{port}", percent_encode(&password)),
         None => format!("redis://{host}:{port}"),
     }
+}
+
+/// Every byte but RFC 3986's unreserved characters as `%XX`.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// How much of a Redis Stream we write is kept (`STREAM_MAX_LEN`,
@@ -264,6 +279,12 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_redis_password_with_url_characters_is_percent_encoded() {
+        let url = redis_url(None, Some("h".into()), 1, Some("p/@#:w ö%".into()));
+        assert_eq!(url, "redis://:p%2F%40%23%3Aw%20%C3%B6%25@h:1");
+    }
 
     #[test]
     fn redis_url_prefers_the_url_then_the_parts() {

@@ -133,6 +133,11 @@ struct OwnRedis {
 
 impl OwnRedis {
     fn start(port: u16) -> Self {
+        Self::start_with(port, &[])
+    }
+
+    /// Started with `extra` arguments (for example `--requirepass`).
+    fn start_with(port: u16, extra: &[&str]) -> Self {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -144,6 +149,7 @@ impl OwnRedis {
                 "--appendonly",
                 "no",
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -197,6 +203,32 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+#[tokio::test]
+async fn a_redis_password_holding_url_characters_is_accepted_and_used() {
+    let port = free_port();
+    let password = "p/@#:w%d";
+    let _redis = OwnRedis::start_with(port, &["--requirepass", password]);
+    let port = port.to_string();
+    let app = spawn_app_with(config_with(
+        "",
+        &admin_database_url(),
+        &[
+            ("DB_AUTO_MIGRATE", "false"),
+            ("CONSUMERS_ENABLED", "false"),
+            ("REDIS_HOST", "127.0.0.1"),
+            ("REDIS_PORT", &port),
+            ("REDIS_PASSWORD", password),
+        ],
+    ))
+    .await;
+    let res = app.send("GET", "/main/health/ready", &[], "").await;
+    assert_eq!(
+        res.status, 200,
+        "Redis answers with the password: {}",
+        res.text
+    );
 }
 
 #[tokio::test]
