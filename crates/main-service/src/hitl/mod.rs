@@ -435,7 +435,7 @@ async fn read_request(
 }
 
 #[utoipa::path(get, path = "/aura/hitl/signals/{id}", tag = "hitl", params(("id" = String, Path, description = "The session id"), ("X-User-ID" = String, Header, description = "The caller; must equal the token's `sub`"), ("X-Tenant-ID" = String, Header, description = "The tenant; must equal the token's `tenant_id`")),
-    responses((status = 200, description = "The stored signal, or null", body = Envelope<Signal>), (status = 403, description = "The session is someone else's (E2001)", body = Reply), (status = 404, description = "No such session (E1004)", body = Reply)), security(("bearer" = [])))]
+    responses((status = 200, description = "The stored signal, or null", body = Envelope<Option<Signal>>), (status = 403, description = "The session is someone else's (E2001)", body = Reply), (status = 404, description = "No such session (E1004)", body = Reply)), security(("bearer" = [])))]
 async fn read_signal(
     State(state): State<Arc<AppState>>,
     caller: Caller,
