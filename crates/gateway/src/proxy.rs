@@ -14,7 +14,9 @@
 //!    ([`crate::access`]) is written when it ends.
 //!
 //! Each phase either moves the request on or returns a [`GatewayError`],
-//! which [`handle`] turns into the JSON envelope.
+//! which [`handle`] turns into the JSON envelope. Phases 2 to 4 are plain
+//! functions (`prepare`): `send` is the only await before the relay, so
+//! no future carries the client's request across a suspension point.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -55,10 +57,10 @@ pub struct Ctx {
     pub tee: Option<(Recorder, Arc<TaskMeta>)>,
 }
 
-/// What the phases up to [`send`] end in.
-enum Answer {
-    /// The upstream's response, to be relayed.
-    Upstream(Response<UpstreamBody>),
+/// What the phases before [`send`] end in.
+enum Prepared {
+    /// The request for an upstream, to be sent.
+    Upstream(&'static Route, Outgoing),
     /// A response of the gateway's own (`/health`).
     Own(Response<ResponseBody>),
 }
@@ -85,11 +87,15 @@ pub async fn handle(state: &State, req: Request<Incoming>, peer: &Peer) -> Respo
         stream: false,
         tee: None,
     };
-    let answer = proxy(state, &mut ctx, req, peer).await;
     let request_id = ctx.request_id.clone();
-    let mut response = match answer {
-        Ok(Answer::Upstream(response)) => relay(&state.shared, ctx, response),
-        Ok(Answer::Own(response)) => own(ctx, response),
+    // The phases before `send` are synchronous: only the exchange is a
+    // future, so the request is not carried in one across an await.
+    let mut response = match prepare(&state.shared, &mut ctx, req, peer) {
+        Ok(Prepared::Upstream(route, outgoing)) => match send(state, route, peer, outgoing).await {
+            Ok(response) => relay(&state.shared, ctx, response),
+            Err(e) => own(ctx, e.into_response()),
+        },
+        Ok(Prepared::Own(response)) => own(ctx, response),
         Err(e) => own(ctx, e.into_response()),
     };
     cors.apply(origin.as_ref(), response.headers_mut());
@@ -97,22 +103,20 @@ pub async fn handle(state: &State, req: Request<Incoming>, peer: &Peer) -> Respo
     response
 }
 
-/// The phases from routing to the upstream's response head.
-async fn proxy(
-    state: &State,
+/// The phases from routing to the request the upstream gets.
+fn prepare(
+    shared: &Shared,
     ctx: &mut Ctx,
     req: Request<Incoming>,
     peer: &Peer,
-) -> Result<Answer, GatewayError> {
-    admit(&state.shared, peer)?;
-    let Some(route) = route(ctx, &state.shared.config.routes, &req)? else {
-        return Ok(Answer::Own(crate::admin::health()));
+) -> Result<Prepared, GatewayError> {
+    admit(shared, peer)?;
+    let Some(route) = route(ctx, &shared.config.routes, &req)? else {
+        return Ok(Prepared::Own(crate::admin::health()));
     };
-    edge(&state.shared, ctx, route, req.headers())?;
-    let outgoing = upstream_request(&state.shared, ctx, route, peer, req);
-    send(state, route, peer, outgoing)
-        .await
-        .map(Answer::Upstream)
+    edge(shared, ctx, route, req.headers())?;
+    let outgoing = upstream_request(shared, ctx, route, peer, req);
+    Ok(Prepared::Upstream(route, outgoing))
 }
 
 /// The client's `X-Request-ID` when it is usable, else a new one.
