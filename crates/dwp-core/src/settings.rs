@@ -213,23 +213,21 @@ pub fn redis_url(
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into());
     match password.filter(|p| !p.is_empty()) {
-        Some(password) => format!("redis://:{}@{host}:{port}", percent_encode(&password)),
+        Some(password) => format!(
+            "redis://:{}@{host}:{port}",
+            percent_encoding::utf8_percent_encode(&password, NOT_UNRESERVED)
+        ),
         None => format!("redis://{host}:{port}"),
     }
 }
 
-/// Every byte but RFC 3986's unreserved characters as `%XX`.
-fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
+/// Every byte but RFC 3986's unreserved characters (letters, digits,
+/// `-._~`) is written as `%XX`.
+const NOT_UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// How much of a Redis Stream we write is kept (`STREAM_MAX_LEN`,
 /// `STREAM_MAX_AGE_SECS`): every `XADD` trims by count (`MAXLEN ~`) and

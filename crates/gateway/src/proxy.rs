@@ -58,6 +58,10 @@ pub struct Ctx {
 }
 
 /// What the phases before [`send`] end in.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "moved once per request; boxing `Outgoing` would cost an allocation"
+)]
 enum Prepared {
     /// The request for an upstream, to be sent.
     Upstream(&'static Route, Outgoing),
