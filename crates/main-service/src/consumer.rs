@@ -8,7 +8,10 @@
 //!   pending entries (`XREADGROUP ... 0`), so a restarted replica with the
 //!   same `CONSUMER_NAME` finishes what it had read, in order.
 //! - Entries left pending by another, crashed consumer for longer than
-//!   `CONSUMER_CLAIM_IDLE_MS` are claimed (`XAUTOCLAIM`) and applied here.
+//!   `CONSUMER_CLAIM_IDLE_MS` are claimed (`XAUTOCLAIM`) and applied here;
+//!   a consumer that then holds nothing and has not read for that long is
+//!   removed from the group (`XGROUP DELCONSUMER`), so the names of pods
+//!   long gone do not pile up.
 //! - When PostgreSQL or Redis is down the consumer waits and retries; nothing
 //!   is acknowledged, so nothing is lost. An entry that fails on its own while
 //!   the database is up (bad data) is copied to `{stream}:dead` with the
@@ -295,11 +298,47 @@ impl Reader<'_> {
                 "consumer: claimed entries left pending by another consumer"
             );
         }
+        self.forget_dead(&mut conn).await?;
         Ok(reply
             .claimed
             .into_iter()
             .map(|id| entry(id.id, id.map))
             .collect())
+    }
+
+    /// Removes from the group the consumers that hold nothing and have not
+    /// read for longer than the claim time: the replicas that are gone (a
+    /// pod's name changes with every rollout). A live consumer reads at
+    /// least every [`BLOCK`], so it is never idle that long; one removed
+    /// anyway is recreated by its next read.
+    async fn forget_dead(&mut self, conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
+        let reply: redis::streams::StreamInfoConsumersReply = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(self.stream)
+            .arg(&self.config.group)
+            .query_async(conn)
+            .await?;
+        let idle = self.config.claim_idle.as_millis();
+        for dead in reply
+            .consumers
+            .iter()
+            .filter(|c| c.name != self.config.name && c.pending == 0 && c.idle as u128 >= idle)
+        {
+            let _: i64 = redis::cmd("XGROUP")
+                .arg("DELCONSUMER")
+                .arg(self.stream)
+                .arg(&self.config.group)
+                .arg(&dead.name)
+                .query_async(conn)
+                .await?;
+            tracing::info!(
+                stream = self.stream,
+                consumer = %dead.name,
+                idle_ms = dead.idle,
+                "consumer: removed a consumer that is gone"
+            );
+        }
+        Ok(())
     }
 
     /// Dead-letters the rejected entries, then acknowledges the batch.

@@ -305,6 +305,26 @@ async fn entries_read_by_a_consumer_that_died_are_claimed_and_applied_once() {
         assert!(Instant::now() < deadline, "entries still pending");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The dead consumer, holding nothing now, is removed from the group.
+    loop {
+        let info: redis::streams::StreamInfoConsumersReply = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(tasks::EVENTS_STREAM)
+            .arg(&group)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let names: Vec<&str> = info.consumers.iter().map(|c| c.name.as_str()).collect();
+        if !names.contains(&"crashed") {
+            assert!(
+                names.contains(&app.state.config.consumer.name.as_str()),
+                "the live consumer stays: {names:?}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "dead consumer kept: {names:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn read_task(app: &TestApp, task_id: &str) -> Value {
