@@ -4,7 +4,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help run demo test test-faults test-api fuzz soak lint lint-deploy compose-up fmt bench bench-gateway bench-instructions bench-hitl bench-recorder services migrate build release clean
+.PHONY: help run demo test test-faults test-api fuzz soak lint lint-deploy image-check compose-up fmt bench bench-gateway bench-instructions bench-hitl bench-recorder services migrate build release clean
 
 help:
 	@echo "make run      - install/start Redis and PostgreSQL, build, run the local stack"
@@ -14,6 +14,7 @@ help:
 	@echo "make fuzz     - cargo fuzz on the SSE parser, route matching, header rules and upstream HTTP/1.1 parsing (FUZZ_SECONDS=60 each)"
 	@echo "make lint     - cargo fmt --check and clippy -D warnings"
 	@echo "make lint-deploy - offline checks of deploy/ (hadolint, compose schema, kustomize + kubernetes-validate)"
+	@echo "make image-check - build the three images with buildah (offline-made bases), check /health from each"
 	@echo "make compose-up  - the stack in containers (needs a Docker engine)"
 	@echo "make migrate  - apply the database migrations to DATABASE_URL"
 	@echo "make demo     - walk the integration checklist through a running stack (make run first)"
@@ -45,6 +46,7 @@ test: services
 	$(CARGO) test --workspace --all-features --locked
 	@bash scripts/test/schemathesis.sh
 	@bash scripts/deploy/check.sh
+	@bash scripts/deploy/image_check.sh
 
 # schemathesis against main-service's OpenAPI document (make test runs it too).
 test-api: services
@@ -62,6 +64,11 @@ test-faults: services
 
 lint-deploy:
 	@bash scripts/deploy/check.sh
+
+# Builds the three images with buildah from offline-made base images and
+# checks each binary's /health from the built image (make test runs it too).
+image-check: services
+	@bash scripts/deploy/image_check.sh
 
 compose-up:
 	docker compose -f deploy/compose.yaml up --build

@@ -35,7 +35,8 @@ FROM ${RUNTIME_IMAGE} AS runtime
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin dwp
+    && groupadd --gid 10001 dwp \
+    && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin dwp
 COPY --from=build /out/aura-sim /usr/local/bin/aura-sim
 USER 10001
 ENV SERVER_HOST=0.0.0.0 SERVER_PORT=9000 RUST_LOG=info LOG_FORMAT=json

@@ -36,7 +36,8 @@ FROM ${RUNTIME_IMAGE} AS runtime
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin dwp
+    && groupadd --gid 10001 dwp \
+    && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin dwp
 # `migration up`: the migrate init container of the Kubernetes recipe.
 COPY --from=build /out/main-service /usr/local/bin/main-service
 COPY --from=build /out/migration /usr/local/bin/migration
