@@ -16,6 +16,8 @@ ensure_redis() {
   if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
     apt_install redis-server redis-tools
   fi
+  # The TLS Redis tests make a throw-away CA with openssl.
+  command -v openssl >/dev/null 2>&1 || apt_install openssl
   if ! redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1; then
     echo "==> starting Redis on 127.0.0.1:$REDIS_PORT"
     local dir=${TMPDIR:-/tmp}/dwp-redis

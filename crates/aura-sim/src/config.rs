@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use dwp_core::settings::{self, Secret, SettingError, Settings};
+use dwp_core::settings::{Secret, SettingError, Settings};
 
 use crate::approval::{SessionIds, Wait};
 
@@ -16,8 +16,10 @@ pub struct Config {
     pub port: u16,
     /// `JWT_SECRET` (required, at least 32 bytes).
     pub jwt_secret: Secret,
-    /// `REDIS_URL`, or `REDIS_HOST` / `REDIS_PORT` / `REDIS_PASSWORD`.
-    pub redis_url: String,
+    /// Redis ([`dwp_core::redis`]): `REDIS_URL` or its parts
+    /// (`REDIS_HOST`, `REDIS_PORT`, `REDIS_PASSWORD`, `REDIS_TLS`), and
+    /// `REDIS_CA_FILE` for TLS.
+    pub redis: dwp_core::redis::Target,
     /// `AURA_SIM_EVENT_DELAY_MS` (50): pause between events.
     pub event_delay: Duration,
     /// `AURA_SIM_HEADER_READ_TIMEOUT_SECS` (60): longest a client may take
@@ -43,7 +45,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("listen", &format_args!("{}:{}", self.host, self.port))
             .field("jwt_secret", &"<set>")
-            .field("redis_url", &settings::redact_url(&self.redis_url))
+            .field("redis", &self.redis)
             .field("event_delay", &self.event_delay)
             .field("header_read_timeout", &self.header_read_timeout)
             .field("hitl_timeout", &self.hitl_timeout)
@@ -80,12 +82,7 @@ impl Config {
             host: vars.text("SERVER_HOST").unwrap_or_else(|| "0.0.0.0".into()),
             port: vars.number("SERVER_PORT", 9000)?,
             jwt_secret,
-            redis_url: settings::redis_url(
-                vars.text("REDIS_URL"),
-                vars.text("REDIS_HOST"),
-                vars.number("REDIS_PORT", 6379)?,
-                vars.text("REDIS_PASSWORD"),
-            ),
+            redis: vars.redis()?,
             event_delay: Duration::from_millis(vars.number("AURA_SIM_EVENT_DELAY_MS", 50)?),
             header_read_timeout: vars.secs("AURA_SIM_HEADER_READ_TIMEOUT_SECS", 60)?,
             hitl_timeout: Duration::from_secs(vars.number("HITL_TIMEOUT_SECS", 300)?),

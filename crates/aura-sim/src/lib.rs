@@ -40,7 +40,7 @@ pub struct AppState {
 pub fn app(config: Config) -> Result<Router, redis::RedisError> {
     let state = Arc::new(AppState {
         verifier: Verifier::new(config.jwt_secret.as_bytes(), None),
-        redis: redis::Client::open(config.redis_url.as_str())?,
+        redis: config.redis.client()?,
         config,
     });
     Ok(Router::new()

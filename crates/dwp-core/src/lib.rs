@@ -7,6 +7,7 @@
 //!
 //! # Layout
 //! - [`headers`]: the header names of CONTRACT.md section 3.
+//! - `redis` (feature `redis`): the Redis target (URL, TLS CA) and its client.
 //! - [`settings`]: the one settings reader (feature `settings`), `Secret`, the Redis URL, redaction.
 //! - `service` (feature `service`): the start-up every binary shares.
 //! - [`sse`]: an incremental Server-Sent Events parser (WHATWG rules) and encoder.
@@ -21,6 +22,8 @@ pub mod envelope;
 pub mod events;
 pub mod headers;
 pub mod hitl;
+#[cfg(feature = "redis")]
+pub mod redis;
 #[cfg(feature = "service")]
 pub mod service;
 pub mod settings;

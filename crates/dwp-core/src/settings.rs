@@ -158,24 +158,6 @@ impl Settings {
         }
     }
 
-    /// The Redis URL ([`redis_url`] over `REDIS_URL`, `REDIS_HOST`,
-    /// `REDIS_PORT` and `REDIS_PASSWORD`), refused unless `usable` says it is one.
-    pub fn redis_url(&self, usable: impl Fn(&str) -> bool) -> Result<String, SettingError> {
-        let url = redis_url(
-            self.text("REDIS_URL"),
-            self.text("REDIS_HOST"),
-            self.number("REDIS_PORT", 6379)?,
-            self.text("REDIS_PASSWORD"),
-        );
-        if !usable(&url) {
-            return Err(SettingError::new(
-                "REDIS_URL",
-                format!("{:?} is not a Redis URL", redact_url(&url)),
-            ));
-        }
-        Ok(url)
-    }
-
     /// A comma-separated list, items trimmed, empty ones left out.
     pub fn list(&self, var: &str, default: &str) -> Vec<String> {
         self.text(var)

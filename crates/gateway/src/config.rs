@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use dwp_core::settings::{Retention, Secret, SettingError, Settings, parse_flag, redact_url};
+use dwp_core::settings::{Retention, Secret, SettingError, Settings, parse_flag};
 use http::{Method, Uri};
 
 use crate::routes::{RouteSpec, Table};
@@ -85,9 +85,10 @@ pub struct Config {
     /// `GATEWAY_WORKER_THREADS` (default: the number of CPUs): one
     /// single-threaded runtime per worker.
     pub worker_threads: usize,
-    /// `REDIS_URL`, or built from `REDIS_HOST` / `REDIS_PORT` / `REDIS_PASSWORD`:
-    /// where the stream recorder writes.
-    pub redis_url: String,
+    /// Redis ([`dwp_core::redis`]): `REDIS_URL` or its parts
+    /// (`REDIS_HOST`, `REDIS_PORT`, `REDIS_PASSWORD`, `REDIS_TLS`), and
+    /// `REDIS_CA_FILE` for TLS. Where the stream recorder writes.
+    pub redis: dwp_core::redis::Target,
     /// `GATEWAY_RECORDER_ENABLED` (true): tee agent streams into Redis.
     pub recorder_enabled: bool,
     /// `GATEWAY_RECORDER_MAX_EVENT_BYTES` (262144) and the stream's
@@ -134,7 +135,7 @@ impl std::fmt::Debug for Config {
             .field("pool_idle_timeout", &self.pool_idle_timeout)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("worker_threads", &self.worker_threads)
-            .field("redis_url", &redact_url(&self.redis_url))
+            .field("redis", &self.redis)
             .field("recorder_enabled", &self.recorder_enabled)
             .field("recorder", &self.recorder)
             .field("max_requests_per_client", &self.max_requests_per_client)
@@ -182,7 +183,7 @@ impl Config {
                 "GATEWAY_WORKER_THREADS",
                 std::thread::available_parallelism().map_or(1, |n| n.get() as u64),
             )? as usize,
-            redis_url: vars.redis_url(|url| redis::Client::open(url).is_ok())?,
+            redis: vars.redis()?,
             recorder_enabled: vars.flag("GATEWAY_RECORDER_ENABLED", true)?,
             recorder: crate::recorder::Limits {
                 max_event_bytes: vars.positive("GATEWAY_RECORDER_MAX_EVENT_BYTES", 256 * 1024)?

@@ -71,14 +71,14 @@ impl std::fmt::Debug for Recorder {
 impl Recorder {
     /// Starts the recorder on a thread of its own (so its parsing and
     /// writing never hold up a worker's connections), writing to
-    /// `redis_url`. The returned receiver completes once every handle is
+    /// `redis`. The returned receiver completes once every handle is
     /// dropped and the queue is written.
     pub fn start(
-        redis_url: &str,
+        redis: &dwp_core::redis::Target,
         limits: Limits,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<(Self, oneshot::Receiver<()>)> {
-        let client = redis::Client::open(redis_url).map_err(std::io::Error::other)?;
+        let client = redis.client().map_err(std::io::Error::other)?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let (done, finished) = oneshot::channel();
         let runtime = tokio::runtime::Builder::new_current_thread()

@@ -119,7 +119,7 @@ fn start_recorder(shared: &mut Shared) -> Option<tokio::sync::oneshot::Receiver<
         return None;
     }
     match Recorder::start(
-        &shared.config.redis_url,
+        &shared.config.redis,
         shared.config.recorder,
         shared.metrics.clone(),
     ) {

@@ -30,8 +30,10 @@ pub struct Config {
     pub jwt_secret: Secret,
     /// `JWT_AUDIENCE`: when set, tokens must carry it in `aud`.
     pub jwt_audience: Option<String>,
-    /// `REDIS_URL`, or built from `REDIS_HOST` / `REDIS_PORT` / `REDIS_PASSWORD`.
-    pub redis_url: String,
+    /// Redis ([`dwp_core::redis`]): `REDIS_URL` or its parts
+    /// (`REDIS_HOST`, `REDIS_PORT`, `REDIS_PASSWORD`, `REDIS_TLS`), and
+    /// `REDIS_CA_FILE` for TLS.
+    pub redis: dwp_core::redis::Target,
     /// `REDIS_TIMEOUT_MS` (1000): connect and command timeout.
     pub redis_timeout: Duration,
     /// `MAIN_MAX_BODY_BYTES` (1 MiB): larger request bodies are 413.
@@ -134,7 +136,7 @@ impl std::fmt::Debug for Config {
             .field("listen", &format_args!("{}:{}", self.host, self.port))
             .field("jwt_secret", &"<set>")
             .field("jwt_audience", &self.jwt_audience)
-            .field("redis_url", &redact_url(&self.redis_url))
+            .field("redis", &self.redis)
             .field("redis_timeout", &self.redis_timeout)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("request_timeout", &self.request_timeout)
@@ -204,7 +206,7 @@ impl Config {
             port: port(&vars, "SERVER_PORT", 8081)?,
             jwt_secret,
             jwt_audience: vars.text("JWT_AUDIENCE"),
-            redis_url: vars.redis_url(|url| redis::Client::open(url).is_ok())?,
+            redis: vars.redis()?,
             redis_timeout: vars.millis("REDIS_TIMEOUT_MS", 1000)?,
             max_body_bytes: vars.positive("MAIN_MAX_BODY_BYTES", 1024 * 1024)? as usize,
             request_timeout: vars.secs("MAIN_REQUEST_TIMEOUT_SECS", 30)?,
@@ -340,7 +342,7 @@ mod tests {
         );
         let c = load(&[("JWT_SECRET", SECRET)]).unwrap();
         assert_eq!((c.host.as_str(), c.port), ("0.0.0.0", 8081));
-        assert_eq!(c.redis_url, "redis://localhost:6379");
+        assert_eq!(c.redis.url, "redis://localhost:6379");
         assert_eq!(c.redis_timeout, Duration::from_secs(1));
         assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
         assert!(c.db_auto_migrate && c.consumer.enabled);
@@ -357,7 +359,7 @@ mod tests {
             ("REDIS_PASSWORD", "pw-secret"),
         ])
         .unwrap();
-        assert_eq!(c.redis_url, "redis://:pw-secret@cache:6380");
+        assert_eq!(c.redis.url, "redis://:pw-secret@cache:6380");
         let printed = format!("{c:?}");
         assert!(
             !printed.contains("pw-secret") && !printed.contains(SECRET),

@@ -22,8 +22,7 @@ pub fn start(
     state: Arc<AppState>,
     stop: CancellationToken,
 ) -> std::io::Result<oneshot::Receiver<()>> {
-    let client =
-        redis::Client::open(state.config.redis_url.as_str()).map_err(std::io::Error::other)?;
+    let client = state.config.redis.client().map_err(std::io::Error::other)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -18,10 +18,13 @@ pub struct Store {
 }
 
 impl Store {
-    /// A handle for `url`; nothing connects until the first use.
-    pub fn new(url: &str, timeout: Duration) -> Result<Self, redis::RedisError> {
+    /// A handle for `redis`; nothing connects until the first use.
+    pub fn new(
+        redis: &dwp_core::redis::Target,
+        timeout: Duration,
+    ) -> Result<Self, redis::RedisError> {
         Ok(Self {
-            client: redis::Client::open(url)?,
+            client: redis.client()?,
             timeout,
             manager: OnceCell::new(),
         })

@@ -78,7 +78,7 @@ impl Drop for TestApp {
             // Stop the consumers first, or one might create the group again.
             self.state.stop.cancel();
             let (url, group) = (
-                self.state.config.redis_url.clone(),
+                self.state.config.redis.url.clone(),
                 self.state.config.consumer.group.clone(),
             );
             let _ = std::thread::spawn(move || {

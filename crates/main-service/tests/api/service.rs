@@ -231,6 +231,127 @@ async fn a_redis_password_holding_url_characters_is_accepted_and_used() {
     );
 }
 
+/// A throw-away CA in `dir` and a certificate it signed for 127.0.0.1:
+/// returns the CA's PEM path; the server's are `server.pem` and `server.key`.
+fn throwaway_ca(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl is installed by scripts/services.sh");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ca = format!("{name}.pem");
+    let ca_key = format!("{name}.key");
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=dwp test CA",
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca,
+    ]);
+    if !dir.join("server.pem").exists() {
+        std::fs::write(dir.join("ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "ext",
+            "-out",
+            "server.pem",
+        ]);
+    }
+    dir.join(ca)
+}
+
+#[tokio::test]
+async fn a_tls_redis_is_used_with_its_ca_and_refused_with_another() {
+    let dir = std::env::temp_dir().join(format!("dwp-tls-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = throwaway_ca(&dir, "ca");
+    let other_ca = throwaway_ca(&dir, "other-ca");
+    let port = free_port();
+    let (cert, key) = (dir.join("server.pem"), dir.join("server.key"));
+    let port_text = port.to_string();
+    let _redis = OwnRedis::start_with(
+        port,
+        &[
+            "--port",
+            "0",
+            "--tls-port",
+            &port_text,
+            "--tls-cert-file",
+            cert.to_str().unwrap(),
+            "--tls-key-file",
+            key.to_str().unwrap(),
+            "--tls-ca-cert-file",
+            ca.to_str().unwrap(),
+            "--tls-auth-clients",
+            "no",
+        ],
+    );
+    let url = format!("rediss://127.0.0.1:{port}");
+    let ready = |ca_file: std::path::PathBuf| {
+        let url = url.clone();
+        async move {
+            let app = spawn_app_with(config_with(
+                &url,
+                &admin_database_url(),
+                &[
+                    ("DB_AUTO_MIGRATE", "false"),
+                    ("CONSUMERS_ENABLED", "false"),
+                    ("REDIS_CA_FILE", ca_file.to_str().unwrap()),
+                ],
+            ))
+            .await;
+            app.send("GET", "/main/health/ready", &[], "").await
+        }
+    };
+    let res = ready(ca).await;
+    assert_eq!(res.status, 200, "TLS Redis with its CA: {}", res.text);
+    let res = ready(other_ca).await;
+    assert_eq!(
+        res.status, 503,
+        "a server the CA did not sign is not trusted: {}",
+        res.text
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test]
 async fn redis_down_is_a_quick_503_and_back_is_served_without_a_restart() {
     let port = free_port();
