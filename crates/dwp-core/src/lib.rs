@@ -7,6 +7,7 @@
 //!
 //! # Layout
 //! - [`headers`]: the header names of CONTRACT.md section 3.
+//! - `metrics` (feature `metrics`): process and build families, the `/metrics` encoding.
 //! - `redis` (feature `redis`): the Redis target (URL, TLS CA) and its client.
 //! - [`settings`]: the one settings reader (feature `settings`), `Secret`, the Redis URL, redaction.
 //! - `service` (feature `service`): the start-up every binary shares.
@@ -22,6 +23,8 @@ pub mod envelope;
 pub mod events;
 pub mod headers;
 pub mod hitl;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(feature = "service")]

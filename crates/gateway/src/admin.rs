@@ -19,9 +19,6 @@ use crate::ResponseBody;
 use crate::error::{GatewayError, full, json_response};
 use crate::metrics::Metrics;
 
-/// The content type of the Prometheus text exposition.
-pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
 /// Serves the admin endpoints on `listener` for as long as the future runs.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
     loop {
@@ -50,9 +47,10 @@ fn answer(req: &Request<Incoming>, metrics: &Metrics) -> Response<ResponseBody> 
         (&Method::GET, "/health") => health(),
         (&Method::GET, "/metrics") => {
             let mut response = Response::new(full(metrics.render()));
-            response
-                .headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static(METRICS_CONTENT_TYPE));
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(dwp_core::metrics::CONTENT_TYPE),
+            );
             response
         }
         (_, path) => GatewayError::NotFound(path.to_owned()).into_response(),

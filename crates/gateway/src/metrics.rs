@@ -27,6 +27,8 @@ pub struct RouteLabel {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// `process_*` and `dwp_build_info` ([`dwp_core::metrics`]), unprefixed.
+    process: Registry,
     /// Requests by route and status.
     pub requests: Family<RouteStatus, Counter>,
     /// SSE streams being relayed right now.
@@ -107,6 +109,7 @@ impl Default for Metrics {
         );
         Self {
             registry,
+            process: dwp_core::metrics::process_registry("gateway", env!("CARGO_PKG_VERSION")),
             requests,
             open_streams,
             upstream_seconds,
@@ -123,9 +126,6 @@ impl Default for Metrics {
 impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        dwp_core::metrics::render(&[&self.registry, &self.process])
     }
 }

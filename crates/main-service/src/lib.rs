@@ -195,7 +195,7 @@ async fn render_metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse
     (
         [(
             CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            HeaderValue::from_static(dwp_core::metrics::CONTENT_TYPE),
         )],
         state.metrics.render(),
     )

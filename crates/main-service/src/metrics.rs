@@ -36,6 +36,8 @@ pub struct StreamResult {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// `process_*` and `dwp_build_info` ([`dwp_core::metrics`]), unprefixed.
+    process: Registry,
     decisions: Family<Outcome, Counter>,
     latency: Family<RouteStatus, Histogram>,
     consumed: Family<StreamResult, Counter>,
@@ -84,6 +86,7 @@ impl Default for Metrics {
         );
         Self {
             registry,
+            process: dwp_core::metrics::process_registry("main-service", env!("CARGO_PKG_VERSION")),
             decisions,
             latency,
             consumed,
@@ -121,8 +124,6 @@ impl Metrics {
 
     /// The text exposition.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        dwp_core::metrics::render(&[&self.registry, &self.process])
     }
 }

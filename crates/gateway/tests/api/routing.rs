@@ -108,13 +108,28 @@ async fn health_and_metrics_are_served_by_the_gateway_itself_metrics_only_on_the
 
     get(gw.addr, "/api/main/x", &[]).await.text().await;
     let metrics = get(gw.admin, "/metrics", &[]).await;
-    assert!(
-        metrics
-            .header("content-type")
-            .unwrap()
-            .starts_with("text/plain")
+    // The body is OpenMetrics text (`# EOF`, `_total`): so says its type.
+    assert_eq!(
+        metrics.header("content-type").unwrap(),
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
     );
     let text = metrics.text().await;
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    for family in [
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_cpu_seconds",
+        "dwp_build",
+    ] {
+        assert!(
+            text.contains(&format!("# HELP {family} ")),
+            "{family}: {text}"
+        );
+    }
+    assert!(
+        text.contains(r#"dwp_build_info{service="gateway",version=""#),
+        "{text}"
+    );
     assert!(
         text.contains(r#"gateway_requests_total{route="main",status="200"} 1"#),
         "{text}"

@@ -104,6 +104,22 @@ async fn health_readiness_and_metrics() {
         "the metrics are not on the public port"
     );
     let res = app.admin.send("GET", "/metrics", &[], "").await;
+    assert_eq!(
+        res.headers["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert!(res.text.ends_with("# EOF\n"), "{}", res.text);
+    for family in [
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "dwp_build",
+    ] {
+        assert!(
+            res.text.contains(&format!("# HELP {family} ")),
+            "{family}: {}",
+            res.text
+        );
+    }
     assert!(
         res.text
             .contains(r#"main_hitl_decisions_total{outcome="approved"} 1"#),
