@@ -14,6 +14,7 @@
 //! - [`hitl`]: approve, reject, read and create HITL requests.
 //! - [`tasks`]: the AgentTask API, its rules, and the stream recorder.
 //! - [`audit`]: decisions from the outbox stream into `hitl_decision`.
+//! - [`backlog`]: the pool and consumer-backlog gauges, read at each scrape.
 //! - [`consumer`]: the generic Redis Stream consumer-group loop.
 //! - [`consumers`]: its two users (task rows, decision audit) on their thread.
 //! - [`state`](mod@state): [`AppState`], what handlers and background tasks share.
@@ -30,6 +31,7 @@
 pub mod actuator;
 pub mod audit;
 pub mod auth;
+pub mod backlog;
 pub mod body;
 pub mod cli;
 pub mod config;
@@ -192,6 +194,7 @@ pub async fn serve(
 }
 
 async fn render_metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    backlog::read(&state).await;
     (
         [(
             CONTENT_TYPE,

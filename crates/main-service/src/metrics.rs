@@ -4,6 +4,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -42,6 +43,24 @@ pub struct Metrics {
     latency: Family<RouteStatus, Histogram>,
     consumed: Family<StreamResult, Counter>,
     deliveries: Family<Delivery, Counter>,
+    pool: Family<PoolState, Gauge>,
+    backlog: Family<Backlog, Gauge>,
+}
+
+/// Label of the database pool gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolState {
+    /// `idle` or `in_use`.
+    pub state: &'static str,
+}
+
+/// Labels of the consumer-group backlog gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Backlog {
+    /// The stream.
+    pub stream: &'static str,
+    /// `pending` (read, not yet acknowledged) or `lag` (not read yet).
+    pub kind: &'static str,
 }
 
 /// Label of the delivery counter.
@@ -84,6 +103,18 @@ impl Default for Metrics {
             "HITL signals by how they reached a subscriber",
             deliveries.clone(),
         );
+        let pool = Family::<PoolState, Gauge>::default();
+        registry.register(
+            "db_pool_connections",
+            "PostgreSQL pool connections by state, at the scrape",
+            pool.clone(),
+        );
+        let backlog = Family::<Backlog, Gauge>::default();
+        registry.register(
+            "stream_entries",
+            "Entries of this service's consumer group not yet applied, at the scrape: pending (read, not acknowledged) and lag (not read yet)",
+            backlog.clone(),
+        );
         Self {
             registry,
             process: dwp_core::metrics::process_registry("main-service", env!("CARGO_PKG_VERSION")),
@@ -91,6 +122,8 @@ impl Default for Metrics {
             latency,
             consumed,
             deliveries,
+            pool,
+            backlog,
         }
     }
 }
@@ -120,6 +153,22 @@ impl Metrics {
         self.latency
             .get_or_create(&RouteStatus { route, status })
             .observe(seconds);
+    }
+
+    /// Sets the database pool gauge.
+    pub fn pool(&self, in_use: u32, idle: u32) {
+        for (state, n) in [("in_use", in_use), ("idle", idle)] {
+            self.pool
+                .get_or_create(&PoolState { state })
+                .set(i64::from(n));
+        }
+    }
+
+    /// Sets a stream's backlog gauge.
+    pub fn backlog(&self, stream: &'static str, pending: i64, lag: i64) {
+        for (kind, n) in [("pending", pending), ("lag", lag)] {
+            self.backlog.get_or_create(&Backlog { stream, kind }).set(n);
+        }
     }
 
     /// The text exposition.

@@ -109,6 +109,16 @@ async fn health_readiness_and_metrics() {
         "application/openmetrics-text; version=1.0.0; charset=utf-8"
     );
     assert!(res.text.ends_with("# EOF\n"), "{}", res.text);
+    // The gauges read at the scrape: the pool, both streams' backlog.
+    for line in [
+        "main_db_pool_connections{state=\"in_use\"}",
+        "main_db_pool_connections{state=\"idle\"}",
+        "main_stream_entries{stream=\"dwp:hitl-decisions\",kind=\"pending\"}",
+        "main_stream_entries{stream=\"dwp:hitl-decisions\",kind=\"lag\"}",
+        "main_stream_entries{stream=\"dwp:agent-task-events\",kind=\"lag\"}",
+    ] {
+        assert!(res.text.contains(line), "{line}: {}", res.text);
+    }
     for family in [
         "process_resident_memory_bytes",
         "process_open_fds",
