@@ -98,6 +98,10 @@ pub struct Envelope<T> {
     pub error_code: Option<ErrorCode>,
     /// When the response was made, RFC 3339 in UTC.
     pub timestamp: String,
+    /// The W3C trace id of the request, on errors (`traceId`), so that a
+    /// client's report leads to the log lines of every hop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 impl<T> Envelope<T> {
@@ -110,6 +114,7 @@ impl<T> Envelope<T> {
             data: Some(data),
             error_code: None,
             timestamp: now_rfc3339(),
+            trace_id: None,
         }
     }
 
@@ -122,7 +127,15 @@ impl<T> Envelope<T> {
             data,
             error_code: Some(code),
             timestamp: now_rfc3339(),
+            trace_id: None,
         }
+    }
+
+    /// The same envelope carrying the request's trace id.
+    #[must_use]
+    pub fn traced(mut self, trace_id: Option<String>) -> Self {
+        self.trace_id = trace_id;
+        self
     }
 }
 

@@ -43,6 +43,7 @@ pub struct AccessLog {
     method: Method,
     path: String,
     request_id: HeaderValue,
+    trace_id: [u8; 16],
     start: Instant,
     /// The status sent to the client (499 until one is sent).
     pub status: u16,
@@ -57,7 +58,13 @@ pub struct AccessLog {
 impl AccessLog {
     /// Starts the clock for a request. The path is copied only when the
     /// access log is on (it is written nowhere else).
-    pub fn new(metrics: Arc<Metrics>, method: Method, path: &str, request_id: HeaderValue) -> Self {
+    pub fn new(
+        metrics: Arc<Metrics>,
+        method: Method,
+        path: &str,
+        request_id: HeaderValue,
+        trace_id: [u8; 16],
+    ) -> Self {
         let path = if tracing::enabled!(target: "access", tracing::Level::INFO) {
             path.to_owned()
         } else {
@@ -69,6 +76,7 @@ impl AccessLog {
             method,
             path,
             request_id,
+            trace_id,
             start: Instant::now(),
             status: 499,
             bytes: 0,
@@ -105,6 +113,7 @@ impl Drop for AccessLog {
         tracing::info!(
             target: "access",
             request_id = self.request_id.to_str().unwrap_or("-"),
+            trace_id = %TraceId(&self.trace_id),
             route = self.route,
             method = %self.method,
             path = %self.path,
@@ -114,5 +123,14 @@ impl Drop for AccessLog {
             outcome = self.outcome.label(),
             "request"
         );
+    }
+}
+
+/// A trace id written as 32 hex digits, only when the line is written.
+struct TraceId<'a>(&'a [u8; 16]);
+
+impl std::fmt::Display for TraceId<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
     }
 }

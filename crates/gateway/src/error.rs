@@ -74,12 +74,19 @@ impl GatewayError {
 
     /// The response the client gets.
     pub fn into_response(self) -> Response<ResponseBody> {
+        self.into_traced_response(None)
+    }
+
+    /// The error envelope of a request in trace `trace_id` (`traceId`).
+    pub fn into_traced_response(self, trace_id: Option<String>) -> Response<ResponseBody> {
         if let Self::Internal(detail) = &self {
-            tracing::error!(%detail, "internal gateway error");
+            tracing::error!(%detail, trace_id = trace_id.as_deref().unwrap_or("-"), "internal gateway error");
         }
         let mut response = json_response(
             self.status(),
-            Envelope::error(self.code(), self.to_string()).to_json(),
+            Envelope::error(self.code(), self.to_string())
+                .traced(trace_id)
+                .to_json(),
         );
         // After bad framing or a refused body, the bytes that follow on the
         // connection cannot be trusted to start a request: close it.

@@ -5,6 +5,8 @@ use dwp_core::headers::{self, DWP_CALLER_TYPE, DWP_SOURCE, NEVER_HOP_BY_HOP};
 use http::header::{CONNECTION, Entry, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+use crate::trace::{CORRELATION_ID, TRACEPARENT, Trace};
+
 /// Fields the gateway adds to a request that no earlier hop set, kept
 /// beside the request's own map and written after it
 /// ([`crate::h1::RequestHead::added`]): adding them costs no map insert,
@@ -17,6 +19,9 @@ pub struct Added {
     caller_type: bool,
     /// This hop's `X-Forwarded-*`, when no earlier hop set any.
     forwarded: Option<Forwarded>,
+    /// This hop's `traceparent`, and whether `X-Correlation-ID` (the trace
+    /// id) is added too ([`crate::trace`]).
+    trace: Option<(Trace, bool)>,
 }
 
 /// `X-Forwarded-For` (the client), `-Proto` (`http`), `-Host` (the
@@ -31,7 +36,13 @@ struct Forwarded {
 impl Added {
     /// True when nothing is added.
     pub fn is_empty(&self) -> bool {
-        !self.source && !self.caller_type && self.forwarded.is_none()
+        !self.source && !self.caller_type && self.forwarded.is_none() && self.trace.is_none()
+    }
+
+    /// Adds this hop's `traceparent` of `trace`, and `X-Correlation-ID`
+    /// when `correlation`.
+    pub fn trace(&mut self, trace: Trace, correlation: bool) {
+        self.trace = Some((trace, correlation));
     }
 
     /// Calls `field` with each added field's name and value, in order.
@@ -55,6 +66,14 @@ impl Added {
                 headers::FORWARDED_PREFIX.as_str().as_bytes(),
                 f.prefix.as_bytes(),
             );
+        }
+        if let Some((trace, correlation)) = &self.trace {
+            let traceparent = trace.traceparent();
+            field(TRACEPARENT.as_str().as_bytes(), &traceparent);
+            if *correlation {
+                // The trace id's digits, as they are in the traceparent.
+                field(CORRELATION_ID.as_str().as_bytes(), &traceparent[3..35]);
+            }
         }
     }
 }

@@ -46,6 +46,7 @@ pub mod request_body;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod trace;
 pub mod upstream;
 
 pub use config::Config;

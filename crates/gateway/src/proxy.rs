@@ -41,6 +41,7 @@ use crate::relay::{Relay, StreamRules};
 use crate::request_body::RequestBody;
 use crate::routes::{Route, Table};
 use crate::state::{Peer, Shared, State};
+use crate::trace::Trace;
 use crate::upstream::client::{self, Outgoing, Target, UpstreamBody};
 
 /// What the gateway knows of one request as it moves through the phases.
@@ -55,6 +56,8 @@ pub struct Ctx {
     pub stream: bool,
     /// The recorder and the task an agent stream is recorded under.
     pub tee: Option<(Recorder, Arc<TaskMeta>)>,
+    /// Its place in the W3C trace ([`crate::trace`]).
+    pub trace: Trace,
 }
 
 /// What the phases before [`send`] end in.
@@ -79,13 +82,16 @@ pub async fn handle(state: &State, req: Request<Incoming>, peer: &Peer) -> Respo
         return preflight;
     }
     let origin = req.headers().get(ORIGIN).cloned();
+    let trace = Trace::from_headers(req.headers());
     let mut ctx = Ctx {
         log: AccessLog::new(
             state.shared.metrics.clone(),
             req.method().clone(),
             req.uri().path(),
             request_id.clone(),
+            trace.trace_id,
         ),
+        trace,
         request_id,
         claims: None,
         stream: false,
@@ -97,10 +103,10 @@ pub async fn handle(state: &State, req: Request<Incoming>, peer: &Peer) -> Respo
     let mut response = match prepare(&state.shared, &mut ctx, req, peer) {
         Ok(Prepared::Upstream(route, outgoing)) => match send(state, route, peer, outgoing).await {
             Ok(response) => relay(&state.shared, ctx, response),
-            Err(e) => own(ctx, e.into_response()),
+            Err(e) => traced_error(ctx, e),
         },
         Ok(Prepared::Own(response)) => own(ctx, response),
-        Err(e) => own(ctx, e.into_response()),
+        Err(e) => traced_error(ctx, e),
     };
     cors.apply(origin.as_ref(), response.headers_mut());
     response.headers_mut().insert(REQUEST_ID, request_id);
@@ -237,6 +243,7 @@ fn upstream_request(
     let mut headers = parts.headers;
     let mut added = Added::default();
     headers::strip_hop_by_hop(&mut headers);
+    ctx.trace.propagate(&mut headers, &mut added);
     headers::add_caller_defaults(&mut headers, &mut added);
     headers::add_forwarded(&mut headers, &peer.ip, route.stripped, &mut added);
     if (!route.preserve_host || !headers.contains_key(HOST))
@@ -395,6 +402,12 @@ fn relay(
     let tee = ctx.tee.filter(|_| sse); // only event streams are recorded
     let relay = Relay::new(body, rules, sse, ctx.log, tee);
     Response::from_parts(parts, relay.boxed_unsync())
+}
+
+/// The error envelope of `e`, with the request's trace id.
+fn traced_error(ctx: Ctx, e: GatewayError) -> Response<ResponseBody> {
+    let response = e.into_traced_response(Some(ctx.trace.trace_id_hex()));
+    own(ctx, response)
 }
 
 /// A response the gateway made itself (an error, `/health`): logged as

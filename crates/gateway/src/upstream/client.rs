@@ -118,7 +118,9 @@ fn encode_head(req: &Outgoing) -> Vec<u8> {
     };
     let (path, query) = (req.target.path(), req.target.uri.query());
     let target_len = req.target.base.len() + path.len() + query.map_or(0, |q| q.len() + 1);
-    let mut head = Vec::with_capacity(256 + req.headers.len() * 48 + target_len);
+    // 320: the request line and the added fields (X-Forwarded-*,
+    // traceparent, X-Correlation-ID), so the head is written without a regrowth.
+    let mut head = Vec::with_capacity(320 + req.headers.len() * 48 + target_len);
     h1::encode_request_head(
         &mut head,
         &RequestHead {

@@ -122,6 +122,48 @@ async fn a_request_id_is_generated_when_absent_sent_upstream_and_returned() {
 }
 
 #[tokio::test]
+async fn a_trace_is_continued_or_started_sent_upstream_and_named_in_errors() {
+    let up = echo_upstream().await;
+    let gw = spawn_gateway(config(&up.uri(), &[])).await;
+    let client = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    get(
+        gw.addr,
+        "/api/main/x",
+        &[("traceparent", client), ("tracestate", "vendor=1")],
+    )
+    .await;
+    get(gw.addr, "/api/main/x", &[("x-correlation-id", "corr-7")]).await;
+    let seen = up.requests();
+    // The client's trace, continued: same trace id, this hop a new span.
+    let sent = seen[0].headers["traceparent"].to_str().unwrap();
+    assert!(
+        sent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{sent}"
+    );
+    assert!(
+        sent.ends_with("-01") && !sent.contains("00f067aa0ba902b7"),
+        "{sent}"
+    );
+    assert_eq!(seen[0].headers["tracestate"], "vendor=1");
+    assert_eq!(
+        seen[0].headers["x-correlation-id"],
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    // No trace: a new one; the client's correlation id is kept.
+    let started = seen[1].headers["traceparent"].to_str().unwrap();
+    assert_eq!(started.len(), 55, "{started}");
+    assert!(!started.contains("4bf92f3577b34da6a3ce929d0e0e4736"));
+    assert_eq!(seen[1].headers["x-correlation-id"], "corr-7");
+    // An error the gateway answers itself names the trace.
+    let res = get(gw.addr, "/api/nowhere", &[("traceparent", client)]).await;
+    assert_eq!(res.status(), 404);
+    assert_eq!(
+        res.json().await["traceId"],
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+}
+
+#[tokio::test]
 async fn preflights_are_answered_by_the_gateway_without_calling_the_upstream() {
     let up = echo_upstream().await;
     let gw = spawn_gateway(config(&up.uri(), &[])).await;

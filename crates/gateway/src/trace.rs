@@ -1,0 +1,195 @@
+//! W3C Trace Context at the edge: the client's `traceparent` is continued
+//! (its trace id kept, this hop a new span), a missing or malformed one is
+//! replaced by a new trace. The upstream gets this hop's `traceparent` and
+//! an `X-Correlation-ID` (the client's, else the trace id); the trace id is
+//! written in the gateway's log lines and in its error envelopes
+//! (`traceId`). `tracestate` passes through untouched.
+
+use http::HeaderMap;
+#[cfg(test)]
+use http::HeaderValue;
+
+/// `traceparent` (W3C Trace Context).
+pub const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+/// `X-Correlation-ID`.
+pub const CORRELATION_ID: http::HeaderName = http::HeaderName::from_static("x-correlation-id");
+
+/// One request's place in its trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trace {
+    /// The trace id, 16 bytes, never all zero.
+    pub trace_id: [u8; 16],
+    /// This hop's span id, 8 bytes, never all zero.
+    pub span_id: [u8; 8],
+    /// The trace flags (bit 0: sampled).
+    pub flags: u8,
+    /// The client sent a `traceparent` (usable or not).
+    pub client_sent: bool,
+    /// The client's `X-Correlation-ID`: `None` when absent, else whether
+    /// it is usable (not empty, at most 128 bytes).
+    pub correlation: Option<bool>,
+}
+
+impl Trace {
+    /// The client's trace continued, or a new one. One pass over the
+    /// fields finds both of ours (cheaper than two map lookups).
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        let (mut sent, mut correlation) = (None, None);
+        for (name, value) in headers {
+            match name.as_str() {
+                "traceparent" if sent.is_none() => sent = Some(value),
+                "x-correlation-id" if correlation.is_none() => {
+                    correlation = Some(!value.is_empty() && value.len() <= 128);
+                }
+                _ => {}
+            }
+        }
+        let fresh = uuid::Uuid::new_v4().into_bytes();
+        let mut span_id = [0u8; 8];
+        span_id.copy_from_slice(&fresh[..8]);
+        span_id[0] |= 1; // never all zero
+        let (trace_id, flags) = sent
+            .and_then(|v| parse(v.as_bytes()))
+            .unwrap_or_else(|| (uuid::Uuid::new_v4().into_bytes(), 1));
+        Self {
+            trace_id,
+            span_id,
+            flags,
+            client_sent: sent.is_some(),
+            correlation,
+        }
+    }
+
+    /// The trace id as 32 lower-case hex digits.
+    pub fn trace_id_hex(&self) -> String {
+        let digits: [u8; 32] = hex(&self.trace_id);
+        String::from_utf8_lossy(&digits).into_owned()
+    }
+
+    /// This hop's `traceparent`: `00-{trace id}-{span id}-{flags}`.
+    pub fn traceparent(&self) -> [u8; 55] {
+        let mut out = [b'-'; 55];
+        out[..2].copy_from_slice(b"00");
+        out[3..35].copy_from_slice(&hex::<32>(&self.trace_id));
+        out[36..52].copy_from_slice(&hex::<16>(&self.span_id));
+        out[53..55].copy_from_slice(&hex::<2>(&[self.flags]));
+        out
+    }
+
+    /// Sets up the upstream request's trace fields: the client's
+    /// `traceparent` goes (this hop's is written by [`crate::h1`] from
+    /// `added`), and `X-Correlation-ID` is added unless the client sent a
+    /// usable one.
+    pub fn propagate(&self, headers: &mut HeaderMap, added: &mut crate::headers::Added) {
+        if self.client_sent {
+            headers.remove(TRACEPARENT);
+        }
+        if self.correlation == Some(false) {
+            headers.remove(CORRELATION_ID);
+        }
+        added.trace(*self, self.correlation != Some(true));
+    }
+}
+
+/// A `traceparent` of version 00 (or a later one, read as 00 allows):
+/// its trace id and flags; `None` when it is not one.
+fn parse(value: &[u8]) -> Option<([u8; 16], u8)> {
+    // version "-" trace-id(32) "-" parent-id(16) "-" flags(2)
+    if value.len() < 55 || value[2] != b'-' || value[35] != b'-' || value[52] != b'-' {
+        return None;
+    }
+    let version = unhex::<1>(&value[..2])?[0];
+    if version == 0xff
+        || (version == 0 && value.len() != 55)
+        || (value.len() > 55 && value[55] != b'-')
+    {
+        return None;
+    }
+    let trace_id = unhex::<16>(&value[3..35])?;
+    let parent_id = unhex::<8>(&value[36..52])?;
+    let flags = unhex::<1>(&value[53..55])?[0];
+    (trace_id != [0; 16] && parent_id != [0; 8]).then_some((trace_id, flags))
+}
+
+/// `N` bytes from `2N` lower-case hex digits (upper case is invalid in
+/// Trace Context).
+fn unhex<const N: usize>(digits: &[u8]) -> Option<[u8; N]> {
+    let nibble = |d: u8| match d {
+        b'0'..=b'9' => Some(d - b'0'),
+        b'a'..=b'f' => Some(d - b'a' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; N];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = nibble(digits[2 * i])? << 4 | nibble(digits[2 * i + 1])?;
+    }
+    Some(out)
+}
+
+/// `bytes` as lower-case hex digits (`N` = twice its length).
+fn hex<const N: usize>(bytes: &[u8]) -> [u8; N] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; N];
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 15)];
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(TRACEPARENT, HeaderValue::from_str(value).unwrap());
+        h
+    }
+
+    #[test]
+    fn a_client_trace_is_continued_with_a_new_span() {
+        let t = Trace::from_headers(&with(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ));
+        assert_eq!(t.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(t.flags, 1);
+        let sent = t.traceparent();
+        let sent = std::str::from_utf8(&sent).unwrap();
+        assert!(
+            sent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+            "{sent}"
+        );
+        assert!(
+            !sent.contains("00f067aa0ba902b7"),
+            "this hop is a new span: {sent}"
+        );
+        assert_eq!(parse(sent.as_bytes()).map(|(id, _)| id), Some(t.trace_id));
+    }
+
+    #[test]
+    fn malformed_or_missing_traceparents_start_a_new_trace() {
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "0x-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ] {
+            let t = Trace::from_headers(&with(bad));
+            assert_ne!(
+                t.trace_id_hex(),
+                "4bf92f3577b34da6a3ce929d0e0e4736",
+                "{bad:?}"
+            );
+            assert!(parse(&t.traceparent()).is_some(), "{bad:?}");
+        }
+        let t = Trace::from_headers(&HeaderMap::new());
+        assert_ne!(t.trace_id, [0; 16]);
+        // A later version may add fields after a dash.
+        assert!(parse(b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-more").is_some());
+    }
+}
