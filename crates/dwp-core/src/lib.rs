@@ -9,6 +9,7 @@
 //! - [`headers`]: the header names of CONTRACT.md section 3.
 //! - `metrics` (feature `metrics`): process and build families, the `/metrics` encoding.
 //! - `redis` (feature `redis`): the Redis target (URL, TLS CA) and its client.
+//! - [`trace`]: W3C `traceparent` read and written.
 //! - [`settings`]: the one settings reader (feature `settings`), `Secret`, the Redis URL, redaction.
 //! - `service` (feature `service`): the start-up every binary shares.
 //! - [`sse`]: an incremental Server-Sent Events parser (WHATWG rules) and encoder.
@@ -34,5 +35,6 @@ pub mod sse;
 pub mod tasks;
 #[cfg(feature = "jwt")]
 pub mod token;
+pub mod trace;
 
 pub use envelope::{Envelope, ErrorCode};

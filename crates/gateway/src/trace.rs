@@ -5,6 +5,7 @@
 //! written in the gateway's log lines and in its error envelopes
 //! (`traceId`). `tracestate` passes through untouched.
 
+use dwp_core::trace::{hex, parse};
 use http::HeaderMap;
 #[cfg(test)]
 use http::HeaderValue;
@@ -89,52 +90,6 @@ impl Trace {
         }
         added.trace(*self, self.correlation != Some(true));
     }
-}
-
-/// A `traceparent` of version 00 (or a later one, read as 00 allows):
-/// its trace id and flags; `None` when it is not one.
-fn parse(value: &[u8]) -> Option<([u8; 16], u8)> {
-    // version "-" trace-id(32) "-" parent-id(16) "-" flags(2)
-    if value.len() < 55 || value[2] != b'-' || value[35] != b'-' || value[52] != b'-' {
-        return None;
-    }
-    let version = unhex::<1>(&value[..2])?[0];
-    if version == 0xff
-        || (version == 0 && value.len() != 55)
-        || (value.len() > 55 && value[55] != b'-')
-    {
-        return None;
-    }
-    let trace_id = unhex::<16>(&value[3..35])?;
-    let parent_id = unhex::<8>(&value[36..52])?;
-    let flags = unhex::<1>(&value[53..55])?[0];
-    (trace_id != [0; 16] && parent_id != [0; 8]).then_some((trace_id, flags))
-}
-
-/// `N` bytes from `2N` lower-case hex digits (upper case is invalid in
-/// Trace Context).
-fn unhex<const N: usize>(digits: &[u8]) -> Option<[u8; N]> {
-    let nibble = |d: u8| match d {
-        b'0'..=b'9' => Some(d - b'0'),
-        b'a'..=b'f' => Some(d - b'a' + 10),
-        _ => None,
-    };
-    let mut out = [0u8; N];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = nibble(digits[2 * i])? << 4 | nibble(digits[2 * i + 1])?;
-    }
-    Some(out)
-}
-
-/// `bytes` as lower-case hex digits (`N` = twice its length).
-fn hex<const N: usize>(bytes: &[u8]) -> [u8; N] {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = [0u8; N];
-    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = DIGITS[usize::from(b >> 4)];
-        pair[1] = DIGITS[usize::from(b & 15)];
-    }
-    out
 }
 
 #[cfg(test)]

@@ -8,6 +8,12 @@ use dwp_core::{Envelope, ErrorCode};
 use http::StatusCode;
 use serde_json::Value;
 
+tokio::task_local! {
+    /// The trace id of the request this task handles (set by
+    /// [`crate::access`]), for the error envelope's `traceId`.
+    pub static TRACE_ID: String;
+}
+
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -131,8 +137,14 @@ impl IntoResponse for AppError {
             Self::Conflict { data, .. } => Some(data),
             _ => None,
         };
-        let mut response =
-            (status, Json(Envelope::error_with(code, message, data))).into_response();
+        let mut response = (
+            status,
+            Json(
+                Envelope::error_with(code, message, data)
+                    .traced(TRACE_ID.try_with(Clone::clone).ok()),
+            ),
+        )
+            .into_response();
         if let Some(secs) = retry_after {
             response
                 .headers_mut()

@@ -13,6 +13,7 @@
 //! - [`entity`]: sea-orm entities of `agent_task`, `hitl_decision`, `app_user`.
 //! - [`hitl`]: approve, reject, read and create HITL requests.
 //! - [`tasks`]: the AgentTask API, its rules, and the stream recorder.
+//! - [`access`]: the access line, the request's ids on every log line, latency.
 //! - [`audit`]: decisions from the outbox stream into `hitl_decision`.
 //! - [`backlog`]: the pool and consumer-backlog gauges, read at each scrape.
 //! - [`consumer`]: the generic Redis Stream consumer-group loop.
@@ -28,6 +29,7 @@
 //! - [`reply`]: the envelope every route answers with, for the OpenAPI document.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod actuator;
 pub mod audit;
 pub mod auth;
@@ -96,7 +98,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            record_latency,
+            access::record,
         ))
         .layer(layers)
         .with_state(state)
@@ -202,26 +204,6 @@ async fn render_metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse
         )],
         state.metrics.render(),
     )
-}
-
-/// Middleware recording every request's latency under its matched route.
-async fn record_latency(
-    State(state): State<Arc<AppState>>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let route = req
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let started = std::time::Instant::now();
-    let response = next.run(req).await;
-    state.metrics.observe(
-        route,
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
-    response
 }
 
 async fn not_found() -> AppError {

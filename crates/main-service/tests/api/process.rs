@@ -13,6 +13,8 @@ fn main_service() -> Command {
         .env("SERVER_PORT", "0")
         .env("REDIS_URL", redis_url())
         .env("LOG_FORMAT", "json")
+        // Tests run side by side: no fixed admin port.
+        .env("ADMIN_PORT", "off")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     cmd
@@ -63,4 +65,46 @@ fn sigterm_shuts_down_gracefully_with_exit_code_zero() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(exit.code(), Some(0));
+}
+
+#[test]
+fn every_request_has_an_access_line_and_its_errors_name_the_trace() {
+    use std::io::{Read, Write};
+    let mut child = main_service().env("JWT_SECRET", SECRET).spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    let addr = first["fields"]["addr"].as_str().unwrap().to_owned();
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        conn,
+        "GET /main/nowhere HTTP/1.1\r\nHost: t\r\nX-Request-ID: req-access-1\r\n\
+         traceparent: 00-{trace}-00f067aa0ba902b7-01\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    let body: serde_json::Value =
+        serde_json::from_str(answer.split("\r\n\r\n").nth(1).expect(&answer)).unwrap();
+    assert_eq!(body["errorCode"], "E1004", "{answer}");
+    assert_eq!(
+        body["traceId"], trace,
+        "the error names the trace: {answer}"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let access = loop {
+        assert!(Instant::now() < deadline, "no access line");
+        let line: serde_json::Value =
+            serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        if line["target"] == "access" {
+            break line;
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(access["fields"]["status"], 404, "{access}");
+    assert_eq!(access["fields"]["route"], "unmatched", "{access}");
+    assert_eq!(access["span"]["request_id"], "req-access-1", "{access}");
+    assert_eq!(access["span"]["trace_id"], trace, "{access}");
 }
