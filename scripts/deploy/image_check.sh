@@ -72,18 +72,21 @@ if ! buildah inspect --type image "$rust" >/dev/null 2>&1; then
 fi
 echo "== base images ready ($((SECONDS - started)) s): $rust, $runtime"
 
-# The Dockerfiles' crate cache mount (id dwp-cargo-registry), seeded from
-# this machine's registry (hard links: no copy) so that the build needs no
-# download; the build image says CARGO_NET_OFFLINE. buildah keeps cache
-# mounts in $TMPDIR/buildah-cache (1.28, Debian 12) or buildah-cache-$UID.
+# The Dockerfiles' crate cache mount (id dwp-cargo-registry), filled from
+# this machine's registry (after `cargo fetch`, so it holds every crate of
+# Cargo.lock) so that the build needs no download; the build image says
+# CARGO_NET_OFFLINE. Hard links, made afresh each run: an index file the
+# host has rewritten since must not be seen in its old version. buildah
+# keeps cache mounts in $TMPDIR/buildah-cache (1.28, Debian 12) or
+# buildah-cache-$UID.
+cargo fetch --locked --quiet
 registry=${CARGO_HOME:-$HOME/.cargo}/registry
 for parent in buildah-cache "buildah-cache-$(id -u)"; do
   cache=${TMPDIR:-/var/tmp}/$parent/dwp-cargo-registry
-  if [ ! -d "$cache/cache" ] && [ -d "$registry/cache" ]; then
-    mkdir -p "$cache"
-    cp -al "$registry/index" "$registry/cache" "$cache/" 2>/dev/null ||
-      cp -a "$registry/index" "$registry/cache" "$cache/"
-  fi
+  rm -rf "$cache/index" "$cache/cache"
+  mkdir -p "$cache"
+  cp -al "$registry/index" "$registry/cache" "$cache/" 2>/dev/null ||
+    cp -a "$registry/index" "$registry/cache" "$cache/"
 done
 
 port=19480
