@@ -70,8 +70,16 @@ fn sigterm_shuts_down_gracefully_with_exit_code_zero() {
 #[test]
 fn every_request_has_an_access_line_and_its_errors_name_the_trace() {
     use std::io::{Read, Write};
-    let mut child = main_service().env("JWT_SECRET", SECRET).spawn().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    /// Kills the service however the test ends.
+    struct Running(std::process::Child);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Running(main_service().env("JWT_SECRET", SECRET).spawn().unwrap());
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
     let first: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
     let addr = first["fields"]["addr"].as_str().unwrap().to_owned();
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -101,8 +109,7 @@ fn every_request_has_an_access_line_and_its_errors_name_the_trace() {
             break line;
         }
     };
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     assert_eq!(access["fields"]["status"], 404, "{access}");
     assert_eq!(access["fields"]["route"], "unmatched", "{access}");
     assert_eq!(access["span"]["request_id"], "req-access-1", "{access}");
