@@ -12,7 +12,7 @@ help:
 	@echo "make test-faults - only the fault suite (Redis/PostgreSQL restarts, agent killed, 1,000 clients leaving)"
 	@echo "make test-api - schemathesis against main-service's /main/openapi.json (real Redis and PostgreSQL)"
 	@echo "make fuzz     - cargo fuzz on the SSE parser, route matching, header rules and upstream HTTP/1.1 parsing (FUZZ_SECONDS=60 each)"
-	@echo "make lint     - cargo fmt --check and clippy -D warnings"
+	@echo "make lint     - fmt, clippy -D warnings, rustdoc, module cycles, function length, shellcheck, cargo-deny"
 	@echo "make lint-deploy - offline checks of deploy/ (hadolint, compose schema, kustomize + kubernetes-validate)"
 	@echo "make image-check - build the three images with buildah (offline-made bases), check /health from each"
 	@echo "make compose-up  - the stack in containers (needs a Docker engine)"
@@ -79,6 +79,8 @@ lint:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --locked
 	python3 scripts/lint/module_cycles.py crates/*/src
 	python3 scripts/lint/function_length.py 80 crates/gateway/src crates/main-service/src
+	bash scripts/lint/shell.sh
+	bash scripts/lint/deny.sh
 
 fmt:
 	$(CARGO) fmt --all

@@ -25,8 +25,8 @@ curl -fsS "$BASE/health" >/dev/null || { echo "no gateway at $BASE: start the st
 step "1. log in as $USER_ID of $TENANT (POST /api/auth/login)"
 login=$(curl -sS "$BASE/api/auth/login" -H 'content-type: application/json' \
   -d "{\"username\":\"$USER_ID\",\"password\":\"$PASSWORD\",\"tenantId\":\"$TENANT\"}")
-echo "$login" | sed 's/"accessToken":"[^"]*"/"accessToken":"<token>"/'
 TOKEN=$(echo "$login" | json_field accessToken)
+echo "${login//"$TOKEN"/<token>}"
 [ -n "$TOKEN" ] || { echo "login failed" >&2; exit 1; }
 auth=(-H "Authorization: Bearer $TOKEN" -H "X-Tenant-ID: $TENANT" -H "X-User-ID: $USER_ID")
 

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared shell helpers for the project's scripts. Source it; do not run it.
 
 # Runs a command as root (directly when we are root, else through sudo).
@@ -12,6 +13,14 @@ apt_install() {
     as_root apt-get update -q >/dev/null
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null
   }
+}
+
+# The highest version-named entry of directory $1 (empty when none), e.g.
+# the newest PostgreSQL under /usr/lib/postgresql.
+newest_in() {
+  local entries=("$1"/*)
+  [ -e "${entries[0]}" ] || return 0
+  printf '%s\n' "${entries[@]##*/}" | sort -V | tail -n 1
 }
 
 # Waits up to $2 seconds (default 30) for the command in $1 to succeed.
@@ -44,11 +53,11 @@ require_curl() {
 # databases (scripts/services.sh gives dwp_user CREATEDB).
 BENCH_PG_ADMIN=${BENCH_PG_ADMIN:-postgres://dwp_user:dwp_password@127.0.0.1:5432/dwp_main}
 bench_db_create() {
-  psql "$BENCH_PG_ADMIN" -qc "CREATE DATABASE $1" >/dev/null
+  psql -w "$BENCH_PG_ADMIN" -qc "CREATE DATABASE $1" >/dev/null
   echo "${BENCH_PG_ADMIN%/*}/$1"
 }
 bench_db_drop() {
-  psql "$BENCH_PG_ADMIN" -qc "DROP DATABASE IF EXISTS $1 WITH (FORCE)" >/dev/null 2>&1 || true
+  psql -w "$BENCH_PG_ADMIN" -qc "DROP DATABASE IF EXISTS $1 WITH (FORCE)" >/dev/null 2>&1 || true
 }
 # Removes a benchmark's consumer group from both streams main-service reads.
 bench_groups_drop() {

@@ -32,10 +32,10 @@ ensure_redis() {
 # psql as the superuser: over TCP when trust auth allows it, else as the
 # postgres system user over the local socket.
 pg_super() {
-  if psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -tAc 'select 1' >/dev/null 2>&1; then
-    psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -q "$@"
+  if psql -w -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -tAc 'select 1' >/dev/null 2>&1; then
+    psql -w -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -q "$@"
   else
-    as_root runuser -u postgres -- psql -p "$PG_PORT" -d postgres -v ON_ERROR_STOP=1 -q "$@"
+    as_root runuser -u postgres -- psql -w -p "$PG_PORT" -d postgres -v ON_ERROR_STOP=1 -q "$@"
   fi
 }
 
@@ -45,9 +45,9 @@ ensure_postgres() {
   fi
   if ! pg_isready -h 127.0.0.1 -p "$PG_PORT" -q; then
     local version
-    version=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1 || true)
+    version=$(newest_in /etc/postgresql)
     if [ -z "$version" ]; then
-      version=$(ls /usr/lib/postgresql | sort -V | tail -n 1)
+      version=$(newest_in /usr/lib/postgresql)
       as_root pg_createcluster "$version" main --port "$PG_PORT" >/dev/null
     fi
     echo "==> starting PostgreSQL $version on 127.0.0.1:$PG_PORT"

@@ -50,21 +50,21 @@ work=$(mktemp -d)
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  if [ -f "$work/nginx.pid" ]; then kill "$(cat "$work/nginx.pid")" 2>/dev/null || true; fi
   wait 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
 
-target/release/dwp-bench backend $BACKEND_PORT & backend_pid=$!; pids+=($backend_pid)
+target/release/dwp-bench backend $BACKEND_PORT & backend_pid=$!; pids+=("$backend_pid")
 RUST_LOG=warn SERVER_HOST=127.0.0.1 SERVER_PORT=$GATEWAY_PORT ADMIN_PORT=$((GATEWAY_PORT + 1000)) \
   AURA_PLATFORM_URI=http://127.0.0.1:$BACKEND_PORT MAIN_SERVICE_URI=http://127.0.0.1:$BACKEND_PORT \
   GATEWAY_POOL_MAX_CONNECTIONS=$((STREAMS + 1000)) GATEWAY_SSE_HEARTBEAT_SECS=15 \
   GATEWAY_MAX_REQUESTS_PER_CLIENT=$((STREAMS + 1000)) \
-  target/release/gateway & gateway_pid=$!; pids+=($gateway_pid)
+  target/release/gateway & gateway_pid=$!; pids+=("$gateway_pid")
 RUST_LOG=warn SERVER_HOST=127.0.0.1 SERVER_PORT=$NOTEE_PORT ADMIN_PORT=off GATEWAY_RECORDER_ENABLED=false \
   AURA_PLATFORM_URI=http://127.0.0.1:$BACKEND_PORT MAIN_SERVICE_URI=http://127.0.0.1:$BACKEND_PORT \
-  target/release/gateway & pids+=($!)
+  target/release/gateway & pids+=("$!")
 
 cat >"$work/nginx.conf" <<NGINX
 worker_processes $THREADS;
@@ -81,7 +81,7 @@ $(nginx_proxy_location)
   }
 }
 NGINX
-nginx -c "$work/nginx.conf" -p "$work" & nginx_pid=$!; pids+=($nginx_pid)
+nginx -c "$work/nginx.conf" -p "$work" & nginx_pid=$!; pids+=("$nginx_pid")
 
 wait_for "curl -fsS http://127.0.0.1:$BACKEND_PORT/main/bench" 20
 wait_for "curl -fsS http://127.0.0.1:$GATEWAY_PORT/api/main/bench" 20

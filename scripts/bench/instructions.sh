@@ -82,7 +82,7 @@ count() {
   target/release/dwp-bench sequential "127.0.0.1:$PROXY_PORT" /api/main/bench "$requests"
   # SIGINT stops the gateway, SIGQUIT nginx; both exit and callgrind writes its file.
   kill -INT "$pid" 2>/dev/null || true
-  [ "$name" = nginx ] && kill -QUIT "$pid" 2>/dev/null || true
+  if [ "$name" = nginx ]; then kill -QUIT "$pid" 2>/dev/null || true; fi
   wait "$pid" 2>/dev/null || true
   awk '/^(summary|totals):/ {print $2; exit}' "$out"
 }

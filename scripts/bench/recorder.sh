@@ -48,7 +48,8 @@ RUST_LOG=${MAIN_LOG:-warn} SERVER_HOST=127.0.0.1 SERVER_PORT=$MAIN_PORT ADMIN_PO
   DATABASE_URL="$DATABASE_URL" CONSUMER_GROUP="bench-$DB" CONSUMER_GROUP_START='$' \
   target/release/main-service & pids+=($!)
 for port in $TEE_PORT $NOTEE_PORT; do
-  recorder=$([ $port = $TEE_PORT ] && echo true || echo false)
+  recorder=false
+  [ "$port" = "$TEE_PORT" ] && recorder=true
   RUST_LOG=warn SERVER_HOST=127.0.0.1 SERVER_PORT=$port ADMIN_PORT=$((port + 1000)) GATEWAY_RECORDER_ENABLED=$recorder \
     REDIS_URL=$REDIS_URL AURA_PLATFORM_URI=http://127.0.0.1:$BACKEND_PORT \
     MAIN_SERVICE_URI=http://127.0.0.1:$MAIN_PORT target/release/gateway & pids+=($!)
@@ -80,7 +81,7 @@ done_at=$(date +%s.%N)
 got=$(applied)
 written=$(metric $TEE_PORT gateway_recorder_events_total)
 dropped=$(metric $TEE_PORT gateway_recorder_dropped_total)
-rows=$(psql "$DATABASE_URL" -Atc "SELECT status || ' ' || count(*) FROM agent_task GROUP BY status" | tr '\n' ' ')
+rows=$(psql -w "$DATABASE_URL" -Atc "SELECT status || ' ' || count(*) FROM agent_task GROUP BY status" | tr '\n' ' ')
 awk -v s="$start" -v r="$relayed" -v d="$done_at" -v n="$got" -v w="$written" -v x="$dropped" -v rows="$rows" 'BEGIN {
   printf "relayed in %.2f s; all applied %.2f s after the first request\n", r - s, d - s;
   printf "entries written by the tee %d, dropped %d, applied by main-service %d   rows: %s\n", w, x, n, rows;

@@ -57,14 +57,14 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
-fds() { ls "/proc/$1/fd" | wc -l; }
+fds() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 | wc -l; }
 gauge() { curl -fsS "http://127.0.0.1:$((GATEWAY_PORT + 1000))/metrics" | awk '/^gateway_open_streams / {print $2}'; }
 
-target/release/dwp-bench backend $BACKEND_PORT & pids+=($!)
+target/release/dwp-bench backend $BACKEND_PORT & pids+=("$!")
 RUST_LOG=warn SERVER_HOST=127.0.0.1 SERVER_PORT=$GATEWAY_PORT ADMIN_PORT=$((GATEWAY_PORT + 1000)) \
   AURA_PLATFORM_URI=http://127.0.0.1:$BACKEND_PORT MAIN_SERVICE_URI=http://127.0.0.1:$BACKEND_PORT \
   GATEWAY_POOL_MAX_CONNECTIONS=$((STREAMS + 1000)) GATEWAY_RECORDER_ENABLED=false \
-  target/release/gateway & gateway_pid=$!; pids+=($gateway_pid)
+  target/release/gateway & gateway_pid=$!; pids+=("$gateway_pid")
 wait_for "curl -fsS http://127.0.0.1:$GATEWAY_PORT/api/main/bench" 20
 
 echo "== $STREAMS idle streams held for ${SOAK_SECONDS}s while wrk -c$CONNECTIONS drives proxied requests"
@@ -81,7 +81,7 @@ while kill -0 "$wrk_pid" 2>/dev/null; do
 done
 wait "$wrk_pid"
 wait "$streams_pid" || true
-echo "$(cat "$work/streams.out")"
+cat "$work/streams.out"
 grep -E 'Requests/sec|requests in|Non-2xx|Socket errors' "$work/wrk.out"
 wait_for "[ \"\$(gauge)\" = 0 ]" 10
 sleep 15 # jemalloc returns freed pages on its ~10 s decay timer
@@ -100,16 +100,16 @@ echo "== HITL: $HITL_RATE decisions/s for ${HITL_SECONDS}s by $HITL_CLIENTS clie
 DATABASE_URL=$(bench_db_create "$DB")
 RUST_LOG=warn SERVER_HOST=127.0.0.1 SERVER_PORT=$MAIN_PORT ADMIN_PORT=$((MAIN_PORT + 1000)) JWT_SECRET=$SECRET REDIS_URL=$REDIS_URL \
   DATABASE_URL="$DATABASE_URL" CONSUMER_GROUP="soak-$DB" CONSUMER_GROUP_START='$' \
-  target/release/main-service & pids+=($!)
+  target/release/main-service & pids+=("$!")
 wait_for "curl -fsS http://127.0.0.1:$MAIN_PORT/main/health/ready | grep -q postgres.:.UP" 30
 wait_for_group "soak-$DB" dwp:hitl-decisions
 decisions=$((HITL_RATE * HITL_SECONDS))
 out=$(target/release/dwp-bench hitl "127.0.0.1:$MAIN_PORT" "$REDIS_URL" "$SECRET" "$decisions" "$HITL_CLIENTS" "$HITL_RATE")
 echo "$out"
-audited() { psql "$DATABASE_URL" -tAc "SELECT count(*) FROM hitl_decision"; }
+audited() { psql -w "$DATABASE_URL" -tAc "SELECT count(*) FROM hitl_decision"; }
 wait_for "[ \"\$(audited)\" -ge $decisions ]" 120 || true
 rows=$(audited)
-distinct=$(psql "$DATABASE_URL" -tAc "SELECT count(DISTINCT request_id) FROM hitl_decision")
+distinct=$(psql -w "$DATABASE_URL" -tAc "SELECT count(DISTINCT request_id) FROM hitl_decision")
 echo "audit rows: $rows ($distinct distinct requests) for $decisions decisions"
 awk -v o="$out" -v d="$decisions" -v r="$rows" -v u="$distinct" 'BEGIN {
   n = split(o, f, " "); for (i = 1; i < n; i += 2) v[f[i]] = f[i + 1];

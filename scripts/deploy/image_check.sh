@@ -106,7 +106,7 @@ done
 # consumer groups and redeliver its pending signals.
 redis_port=19490
 redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >"$work/redis.log" 2>&1 &
-pids+=($!)
+pids+=("$!")
 wait_for "redis-cli -p $redis_port ping" 10
 secret=$(head -c 48 /dev/urandom | base64 | tr -d '/+=' | head -c 48)
 db=image_check_$RANDOM$RANDOM
@@ -117,35 +117,35 @@ for image in $IMAGES; do
   root=$(buildah mount "$ctr")
   user=$(buildah inspect --format '{{.OCIv1.Config.User}}' "$ctr")
   [ "$user" = 10001 ] || { echo "FAIL $image runs as '$user', not 10001"; exit 1; }
-  env=(PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin SERVER_HOST=127.0.0.1 SERVER_PORT=$port ADMIN_PORT=off JWT_SECRET=$secret RUST_LOG=warn
-       REDIS_URL=redis://127.0.0.1:$redis_port)
+  env=(PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin SERVER_HOST=127.0.0.1 SERVER_PORT="$port" ADMIN_PORT=off JWT_SECRET="$secret" RUST_LOG=warn
+       REDIS_URL="redis://127.0.0.1:$redis_port")
   case $image in
     gateway) env+=(GATEWAY_RECORDER_ENABLED=false) ;;
     main-service)
-      psql -q -h 127.0.0.1 -U postgres -c "CREATE DATABASE $db" >/dev/null
-      env+=(DATABASE_URL=postgres://postgres@127.0.0.1:5432/$db DB_AUTO_MIGRATE=false)
+      psql -w -q -h 127.0.0.1 -U postgres -c "CREATE DATABASE $db" >/dev/null
+      env+=(DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db" DB_AUTO_MIGRATE=false)
       env -i "${env[@]}" chroot --userspec=10001:10001 "$root" /usr/local/bin/migration up
       echo "main-service image: migration up applied the schema to $db"
       ;;
   esac
   env -i "${env[@]}" chroot --userspec=10001:10001 "$root" "/usr/local/bin/$image" >"$work/$image.log" 2>&1 &
-  pids+=($!)
+  pids+=("$!")
   wait_for "curl -fsS http://127.0.0.1:$port$(health_of "$image")" 30 || { cat "$work/$image.log"; exit 1; }
   # The image's own HEALTHCHECK command, run inside it (its port is the
   # image's default; ours is another, so the URL's port is swapped).
   mapfile -t argv < <(buildah inspect "$ctr" | python3 -c '
-import json, sys
+import json, re, sys
 test = json.load(sys.stdin)["Docker"]["config"]["Healthcheck"]["Test"]
 assert test[0] == "CMD", f"HEALTHCHECK not in exec form: {test}"
-print("\n".join(test[1:]))')
-  argv=("${argv[@]/:[0-9][0-9][0-9][0-9]\//:$port/}")
+print("\n".join(re.sub(r":[0-9]{4}/", f":{sys.argv[1]}/", a) for a in test[1:]))' "$port")
   answer=$(env -i "${env[@]}" chroot --userspec=10001:10001 "$root" "${argv[@]}")
   echo "$image image: /usr/local/bin/$image runs as $user; its HEALTHCHECK (${argv[*]}) answers: ${answer:0:100}"
-  kill "${pids[-1]}"
-  wait "${pids[-1]}" 2>/dev/null || true
+  last=${pids[${#pids[@]}-1]}
+  kill "$last"
+  wait "$last" 2>/dev/null || true
   buildah umount "$ctr" >/dev/null
   port=$((port + 1))
 done
-[ -n "$(psql -h 127.0.0.1 -U postgres -Atc "SELECT 1 FROM pg_database WHERE datname = '$db'")" ] &&
-  psql -q -h 127.0.0.1 -U postgres -c "DROP DATABASE $db" >/dev/null
+[ -n "$(psql -w -h 127.0.0.1 -U postgres -Atc "SELECT 1 FROM pg_database WHERE datname = '$db'")" ] &&
+  psql -w -q -h 127.0.0.1 -U postgres -c "DROP DATABASE $db" >/dev/null
 echo "image-check: every image built and answered /health"

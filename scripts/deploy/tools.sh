@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by scripts/deploy/*.sh: the offline deploy tools. The Python ones
 # go into .venv-deploy (from PyPI, pinned); kubectl comes from Debian's
 # kubernetes-client package when missing.

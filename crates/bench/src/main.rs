@@ -41,10 +41,10 @@ fn now_ns() -> u128 {
         .unwrap_or(0)
 }
 
+const USAGE: &str = "usage: dwp-bench backend PORT | streams ADDR PATH COUNT HOLD_SECS | latency ADDR PATH STREAMS | sequential ADDR PATH COUNT | hitl ADDR REDIS_URL SECRET DECISIONS CLIENTS [RATE]";
+
 fn usage() -> ! {
-    eprintln!(
-        "usage: dwp-bench backend PORT | streams ADDR PATH COUNT HOLD_SECS | latency ADDR PATH STREAMS | sequential ADDR PATH COUNT"
-    );
+    eprintln!("{USAGE}");
     std::process::exit(2)
 }
 
@@ -58,6 +58,10 @@ fn arg<T: std::str::FromStr>(args: &[String], i: usize) -> T {
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
+        Some("--help" | "-h") => {
+            println!("{USAGE}\n(the tools behind scripts/bench/; see their scripts)")
+        }
+        Some("--version" | "-V") => println!("dwp-bench {}", env!("CARGO_PKG_VERSION")),
         Some("backend") => backend(arg(&args, 2)).await,
         Some("streams") => {
             streams(

@@ -4,6 +4,7 @@
 //! while the process starts is a graceful shutdown, not the default kill),
 //! the configuration, the listener, the run, and the exit code: 2 for a bad
 //! configuration, 1 when the address cannot be bound, 1 when the run fails.
+//! Before any of it, [`arguments`] answers `--help` and `--version`.
 
 use std::fmt::Display;
 use std::future::Future;
@@ -11,6 +12,58 @@ use std::process::ExitCode;
 
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
+
+/// What a binary says about itself on `--help` and `--version`.
+pub struct About {
+    /// The program name.
+    pub name: &'static str,
+    /// The crate version (`env!("CARGO_PKG_VERSION")` of the binary).
+    pub version: &'static str,
+    /// The `--help` text after the first line: usage, what it does, the
+    /// settings that matter most.
+    pub help: &'static str,
+}
+
+/// The command line before anything starts: `--help` / `-h` prints the
+/// help and `--version` / `-V` the version, both to standard output with
+/// exit code 0, so neither ever starts a server. Otherwise the arguments
+/// after the program name, for the binary's own commands.
+pub fn arguments(
+    about: &About,
+    args: impl IntoIterator<Item = String>,
+) -> Result<Vec<String>, ExitCode> {
+    let args: Vec<String> = args.into_iter().skip(1).collect();
+    let wants = |flags: [&str; 2]| args.iter().any(|a| flags.contains(&a.as_str()));
+    if wants(["--help", "-h"]) {
+        println!(
+            "{} {}\n\n{}",
+            about.name,
+            about.version,
+            about.help.trim_end()
+        );
+        return Err(ExitCode::SUCCESS);
+    }
+    if wants(["--version", "-V"]) {
+        println!("{} {}", about.name, about.version);
+        return Err(ExitCode::SUCCESS);
+    }
+    Ok(args)
+}
+
+/// A server binary takes no arguments: anything left after [`arguments`]
+/// is refused with exit code 2 and a pointer to `--help`.
+pub fn no_arguments(about: &About, args: &[String]) -> Result<(), ExitCode> {
+    match args.first() {
+        None => Ok(()),
+        Some(first) => {
+            eprintln!(
+                "{}: unexpected argument {first:?}; settings come from the environment (see --help)",
+                about.name
+            );
+            Err(ExitCode::from(2))
+        }
+    }
+}
 
 /// Starts tracing as every binary does.
 pub fn init_tracing() {
