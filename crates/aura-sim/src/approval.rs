@@ -106,7 +106,7 @@ pub fn session_id(user: &str, style: SessionIds) -> String {
 /// wait ends after `timeout` or when `gone` completes.
 #[allow(clippy::too_many_arguments)]
 pub async fn pause(
-    client: &redis::Client,
+    redis: &dwp_core::redis::Target,
     pending: &Pending,
     owner: &Owner<'_>,
     action: &str,
@@ -116,6 +116,8 @@ pub async fn pause(
     announce: impl Future<Output = bool>,
     gone: impl Future<Output = ()>,
 ) -> redis::RedisResult<Outcome> {
+    // The primary as it is now (with Sentinel, asked at every run).
+    let client = &redis.primary().await?;
     let mut conn = client.get_multiplexed_async_connection().await?;
     write(&mut conn, pending, owner, action, context).await?;
     let deadline = tokio::time::Instant::now() + timeout;
@@ -137,7 +139,7 @@ pub async fn pause(
                 () = gone => Ok(Outcome::Gone),
             }
         }
-        Wait::Robust => robust_wait(client, conn, pending, deadline, announce, gone).await,
+        Wait::Robust => robust_wait(redis, client, conn, pending, deadline, announce, gone).await,
     }
 }
 
@@ -193,6 +195,7 @@ async fn write(
 /// [`Wait::Robust`]: subscribed before the event, a stored signal of this
 /// request counts, and a lost connection is followed by a new subscription.
 async fn robust_wait(
+    redis: &dwp_core::redis::Target,
     client: &redis::Client,
     mut conn: redis::aio::MultiplexedConnection,
     pending: &Pending,
@@ -224,8 +227,10 @@ async fn robust_wait(
         loop {
             tokio::select! {
                 again = async {
+                    // After a fail-over the primary is another node.
+                    let client = redis.primary().await?;
                     let mut conn = client.get_multiplexed_async_connection().await?;
-                    subscribe(client, &mut conn, pending).await
+                    subscribe(&client, &mut conn, pending).await
                 } => match again {
                     Ok((_, Some(signal))) => return Ok(read_signal(&signal)),
                     Ok((fresh, None)) => {

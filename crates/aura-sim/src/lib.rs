@@ -32,15 +32,15 @@ pub struct AppState {
     pub config: Config,
     /// Token verification with `JWT_SECRET`.
     pub verifier: Verifier,
-    /// Redis (HITL requests, signals, channels).
-    pub redis: redis::Client,
+    /// Redis (HITL requests, signals, channels); connected per run.
+    pub redis: dwp_core::redis::Target,
 }
 
 /// The application.
 pub fn app(config: Config) -> Result<Router, redis::RedisError> {
     let state = Arc::new(AppState {
         verifier: Verifier::new(config.jwt_secret.as_bytes(), None),
-        redis: config.redis.client()?,
+        redis: config.redis.clone(),
         config,
     });
     Ok(Router::new()

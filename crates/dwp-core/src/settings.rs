@@ -9,8 +9,6 @@
 //!
 //! A value that cannot be used is a [`SettingError`] that names the variable.
 
-use std::time::Duration;
-
 /// A configuration value that could not be used; the message names the variable.
 #[derive(Debug, PartialEq, Eq)]
 pub struct SettingError {
@@ -140,13 +138,15 @@ impl Settings {
     }
 
     /// A duration in whole seconds, greater than 0.
-    pub fn secs(&self, var: &str, default: u64) -> Result<Duration, SettingError> {
-        self.positive(var, default).map(Duration::from_secs)
+    pub fn secs(&self, var: &str, default: u64) -> Result<std::time::Duration, SettingError> {
+        self.positive(var, default)
+            .map(std::time::Duration::from_secs)
     }
 
     /// A duration in whole milliseconds, greater than 0.
-    pub fn millis(&self, var: &str, default: u64) -> Result<Duration, SettingError> {
-        self.positive(var, default).map(Duration::from_millis)
+    pub fn millis(&self, var: &str, default: u64) -> Result<std::time::Duration, SettingError> {
+        self.positive(var, default)
+            .map(std::time::Duration::from_millis)
     }
 
     /// A boolean in the one dialect of [`parse_flag`].

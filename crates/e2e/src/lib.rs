@@ -125,6 +125,9 @@ pub struct Options<'a> {
     pub aura_env: &'a [(&'a str, &'a str)],
     /// Another Redis than `TEST_REDIS_URL`.
     pub redis_url: Option<String>,
+    /// How the three processes reach Redis instead of `REDIS_URL`
+    /// (`REDIS_SENTINELS`, ...); `redis_url` stays the test's own view.
+    pub redis_env: &'a [(&'a str, &'a str)],
     /// Another PostgreSQL server (its admin URL) than `TEST_DATABASE_URL`.
     pub admin_url: Option<String>,
 }
@@ -168,6 +171,7 @@ impl Stack {
             gateway_env,
             aura_env,
             redis_url,
+            redis_env,
             admin_url,
             tenant,
         } = options;
@@ -210,8 +214,15 @@ impl Stack {
         let (main, aura, gateway) = (free_port(), free_port(), free_port());
         let (main_admin, gateway_admin) = (free_port(), free_port());
         let common = |cmd: &mut Command| {
+            if redis_env.is_empty() {
+                cmd.env("REDIS_URL", &redis_url);
+            } else {
+                cmd.env_remove("REDIS_URL")
+                    .env_remove("REDIS_HOST")
+                    .env_remove("REDIS_PORT");
+            }
             cmd.env("JWT_SECRET", SECRET)
-                .env("REDIS_URL", &redis_url)
+                .envs(redis_env.iter().copied())
                 .env("SERVER_HOST", "127.0.0.1")
                 .env("RUST_LOG", "warn")
                 .stdout(Stdio::null());

@@ -36,18 +36,31 @@ pub struct PrivateRedis {
     port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// Extra arguments of `redis-server` (`--replicaof`, ...).
+    args: Vec<String>,
 }
 
 impl PrivateRedis {
     /// A fresh server, running.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// [`PrivateRedis::start`] with extra `redis-server` arguments.
+    pub fn start_with(args: &[&str]) -> Self {
         let mut redis = Self {
             port: free_port(),
             dir: scratch_dir("redis"),
             child: None,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
         };
         redis.restart();
         redis
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// Its URL.
@@ -64,6 +77,7 @@ impl PrivateRedis {
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--appendonly", "yes", "--appendfsync", "always"])
             .args(["--save", "", "--daemonize", "no"])
+            .args(&self.args)
             .arg("--dir")
             .arg(&self.dir)
             .arg("--logfile")
@@ -79,6 +93,15 @@ impl PrivateRedis {
                 .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
                 .is_ok()
         });
+    }
+
+    /// SIGKILL, as a crashed or powered-off node: nothing is flushed,
+    /// replicas are not waited for.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// SIGTERM, and waits until the process is gone.
@@ -98,6 +121,114 @@ impl Drop for PrivateRedis {
             let _ = child.kill();
             let _ = child.wait();
         }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Sentinel group: a primary, one replica of it, and one sentinel
+/// (quorum 1) that monitors them as `dwp`, down after 1 s of silence.
+pub struct SentinelGroup {
+    /// The node that starts as the primary.
+    pub primary: PrivateRedis,
+    /// The node that starts as its replica.
+    pub replica: PrivateRedis,
+    sentinel: Child,
+    sentinel_port: u16,
+    dir: PathBuf,
+}
+
+/// The master name the group's sentinel monitors.
+pub const SENTINEL_MASTER: &str = "dwp";
+
+impl SentinelGroup {
+    /// Starts the three and waits until the replica is in sync and the
+    /// sentinel knows both nodes.
+    pub fn start() -> Self {
+        let primary = PrivateRedis::start();
+        let port = primary.port().to_string();
+        let replica = PrivateRedis::start_with(&["--replicaof", "127.0.0.1", &port]);
+        let dir = scratch_dir("sentinel");
+        let sentinel_port = free_port();
+        let config = dir.join("sentinel.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "port {sentinel_port}\nbind 127.0.0.1\ndir {dir}\nlogfile {dir}/sentinel.log\n\
+                 sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {port} 1\n\
+                 sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n\
+                 sentinel failover-timeout {SENTINEL_MASTER} 10000\n\
+                 sentinel parallel-syncs {SENTINEL_MASTER} 1\n",
+                dir = dir.display()
+            ),
+        )
+        .unwrap();
+        let sentinel = Command::new("redis-server")
+            .arg(&config)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (make services)");
+        let group = Self {
+            primary,
+            replica,
+            sentinel,
+            sentinel_port,
+            dir,
+        };
+        let replica_url = group.replica.url();
+        wait_until("the replica's sync", || {
+            info(&replica_url, "replication").contains("master_link_status:up")
+        });
+        let sentinel_url = group.sentinel_url();
+        wait_until("the sentinel's view of the replica", || {
+            redis::Client::open(sentinel_url.as_str())
+                .and_then(|c| c.get_connection())
+                .and_then(|mut c| {
+                    redis::cmd("SENTINEL")
+                        .arg("REPLICAS")
+                        .arg(SENTINEL_MASTER)
+                        .query::<Vec<redis::Value>>(&mut c)
+                })
+                .is_ok_and(|replicas| !replicas.is_empty())
+        });
+        group
+    }
+
+    /// `host:port` of the sentinel (`REDIS_SENTINELS`).
+    pub fn sentinels(&self) -> String {
+        format!("127.0.0.1:{}", self.sentinel_port)
+    }
+
+    fn sentinel_url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.sentinel_port)
+    }
+
+    /// The port the sentinel names as the primary now.
+    pub fn primary_port(&self) -> Option<u16> {
+        let mut conn = redis::Client::open(self.sentinel_url())
+            .and_then(|c| c.get_connection())
+            .ok()?;
+        let (_, port): (String, u16) = redis::cmd("SENTINEL")
+            .arg("GET-MASTER-ADDR-BY-NAME")
+            .arg(SENTINEL_MASTER)
+            .query(&mut conn)
+            .ok()?;
+        Some(port)
+    }
+}
+
+/// `INFO section` of the Redis at `url` (empty when it does not answer).
+pub fn info(url: &str, section: &str) -> String {
+    redis::Client::open(url)
+        .and_then(|c| c.get_connection())
+        .and_then(|mut c| redis::cmd("INFO").arg(section).query::<String>(&mut c))
+        .unwrap_or_default()
+}
+
+impl Drop for SentinelGroup {
+    fn drop(&mut self) {
+        let _ = self.sentinel.kill();
+        let _ = self.sentinel.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

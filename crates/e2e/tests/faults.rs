@@ -7,10 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use e2e::servers::{PrivatePostgres, PrivateRedis};
+use e2e::servers::{PrivatePostgres, PrivateRedis, SENTINEL_MASTER, SentinelGroup};
 use e2e::*;
 use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
-use tokio::sync::Mutex;
 
 fn assert_alive(stack: &mut Stack) {
     for (n, child) in stack.children.iter_mut().enumerate() {
@@ -33,57 +32,20 @@ async fn redis_stops_and_restarts_while_50_streams_wait_and_decisions_are_made()
     .await;
     let fay = stack.user("fay");
     let token = stack.login(&fay).await;
-    let mut streams = Vec::new();
-    for _ in 0..50 {
-        let mut stream = stack
-            .stream(Some(&token), &fay, "delete the old mail")
-            .await;
-        let (_, request_id) = stream.until_hitl().await;
-        streams.push((stream, request_id));
-    }
+    let streams = paused_runs(&stack, &token, &fay, 50, "delete the old mail").await;
     let ids: Vec<String> = streams.iter().map(|(_, id)| id.clone()).collect();
 
     // One decider approves the runs one after another through the gateway,
-    // retrying every 100 ms while the answer is 503.
+    // retrying while the answer is 503 (a retry whose first answer was lost
+    // with the connection finds it made: 200 alreadyProcessed).
     let acknowledged = Arc::new(AtomicUsize::new(0));
-    let refusals = Arc::new(Mutex::new(Vec::<Duration>::new()));
-    let decider = {
-        let (gateway, token, fay) = (stack.gateway, token.clone(), fay.clone());
-        let (acknowledged, refusals) = (acknowledged.clone(), refusals.clone());
-        tokio::spawn(async move {
-            let auth = format!("Bearer {token}");
-            let headers = [
-                ("authorization", auth.as_str()),
-                ("x-tenant-id", "tenant1"),
-                ("x-user-id", fay.as_str()),
-            ];
-            let mut outcomes = Vec::new();
-            for id in ids {
-                loop {
-                    let path = format!("/api/aura/hitl/approve/{id}");
-                    let sent = Instant::now();
-                    let (status, body, _) = call(gateway, "POST", &path, &headers, "").await;
-                    match status {
-                        // A retry whose first answer was lost with the
-                        // connection finds it made: 200 alreadyProcessed.
-                        200 => {
-                            acknowledged.fetch_add(1, Ordering::SeqCst);
-                            outcomes.push((id, 200));
-                            break;
-                        }
-                        503 => {
-                            assert!(body.contains("\"success\":false"), "{body}");
-                            refusals.lock().await.push(sent.elapsed());
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                        other => panic!("{id}: {other} {body}"),
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-            outcomes
-        })
-    };
+    let decider = tokio::spawn(approve_all(
+        stack.gateway,
+        token.clone(),
+        fay.clone(),
+        ids,
+        acknowledged.clone(),
+    ));
 
     while acknowledged.load(Ordering::SeqCst) < 15 {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -105,12 +67,11 @@ async fn redis_stops_and_restarts_while_50_streams_wait_and_decisions_are_made()
     tokio::task::block_in_place(|| redis.restart());
     let outage = stopped.elapsed();
 
-    let outcomes = tokio::time::timeout(Duration::from_secs(30), decider)
+    let refusals = tokio::time::timeout(Duration::from_secs(30), decider)
         .await
         .expect("every decision is made once Redis is back")
         .unwrap();
-    assert_eq!(outcomes.len(), 50);
-    let refusals = refusals.lock().await.clone();
+    assert_eq!(acknowledged.load(Ordering::SeqCst), 50);
     assert!(
         !refusals.is_empty(),
         "no decision was refused: the outage was missed"
@@ -140,6 +101,159 @@ async fn redis_stops_and_restarts_while_50_streams_wait_and_decisions_are_made()
     let (_, request_id) = stream.until_hitl().await;
     let (status, _) = stack.approve(&token, &fay, &request_id).await;
     assert_eq!(status, 200);
+    assert_eq!(kinds(&stream.rest().await), AFTER_APPROVAL);
+}
+
+/// `n` runs of `user` opened through the gateway, each paused at its HITL
+/// request: (stream, request id).
+async fn paused_runs(
+    stack: &Stack,
+    token: &str,
+    user: &str,
+    n: usize,
+    prompt: &str,
+) -> Vec<(Stream, String)> {
+    let mut streams = Vec::new();
+    for _ in 0..n {
+        let mut stream = stack.stream(Some(token), user, prompt).await;
+        let (_, request_id) = stream.until_hitl().await;
+        streams.push((stream, request_id));
+    }
+    streams
+}
+
+/// Approves `ids` one after another through the gateway, retrying every
+/// 100 ms while the answer is 503; returns how long each 503 took.
+async fn approve_all(
+    gateway: std::net::SocketAddr,
+    token: String,
+    user: String,
+    ids: Vec<String>,
+    acknowledged: Arc<AtomicUsize>,
+) -> Vec<Duration> {
+    let auth = format!("Bearer {token}");
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("x-tenant-id", "tenant1"),
+        ("x-user-id", user.as_str()),
+    ];
+    let mut refusals = Vec::new();
+    for id in ids {
+        loop {
+            let path = format!("/api/aura/hitl/approve/{id}");
+            let sent = Instant::now();
+            let (status, body, _) = call(gateway, "POST", &path, &headers, "").await;
+            match status {
+                200 => {
+                    acknowledged.fetch_add(1, Ordering::SeqCst);
+                    break;
+                }
+                503 => {
+                    assert!(body.contains("\"success\":false"), "{body}");
+                    refusals.push(sent.elapsed());
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => panic!("{id}: {other} {body}"),
+            }
+        }
+    }
+    refusals
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_primary_dies_mid_decisions_and_sentinel_fails_over_losing_nothing() {
+    let mut group = SentinelGroup::start();
+    let sentinels = group.sentinels();
+    let first_primary = group.primary.port();
+    let redis_env = [
+        ("REDIS_SENTINELS", sentinels.as_str()),
+        ("REDIS_SENTINEL_MASTER", SENTINEL_MASTER),
+        // An acknowledged decision is on the replica too.
+        ("REDIS_MIN_REPLICAS", "1"),
+    ];
+    let mut stack = Stack::start(Options {
+        users: &["gus"],
+        redis_url: Some(group.primary.url()),
+        redis_env: &redis_env,
+        aura_env: ROBUST_AGENT,
+        ..Options::default()
+    })
+    .await;
+    let gus = stack.user("gus");
+    let token = stack.login(&gus).await;
+    let streams = paused_runs(&stack, &token, &gus, 30, "merge the branch").await;
+    let ids: Vec<String> = streams.iter().map(|(_, id)| id.clone()).collect();
+    let acknowledged = Arc::new(AtomicUsize::new(0));
+    let decider = tokio::spawn(approve_all(
+        stack.gateway,
+        token.clone(),
+        gus.clone(),
+        ids.clone(),
+        acknowledged.clone(),
+    ));
+    while acknowledged.load(Ordering::SeqCst) < 10 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The primary crashes mid-decisions: no shutdown, no last sync.
+    tokio::task::block_in_place(|| group.primary.kill());
+    let killed = Instant::now();
+    let deadline = killed + Duration::from_secs(30);
+    while group.primary_port() == Some(first_primary) {
+        assert!(Instant::now() < deadline, "the sentinel never failed over");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let failover = killed.elapsed();
+    assert_eq!(group.primary_port(), Some(group.replica.port()));
+    // The dead node comes back and the sentinel makes it the new primary's
+    // replica: decisions are acknowledged again once it holds them.
+    tokio::task::block_in_place(|| group.primary.restart());
+    let refusals = tokio::time::timeout(Duration::from_secs(60), decider)
+        .await
+        .expect("every decision is acknowledged after the fail-over")
+        .unwrap();
+    assert!(
+        !refusals.is_empty(),
+        "no decision was refused: the fail-over was missed"
+    );
+    eprintln!(
+        "fail-over after {failover:?}; {} calls refused with 503 meanwhile, slowest {:?}",
+        refusals.len(),
+        refusals.iter().max()
+    );
+
+    // Delivered: every run resumes, once, to its end.
+    for (mut stream, request_id) in streams {
+        let rest = stream.rest().await;
+        assert_eq!(kinds(&rest), AFTER_APPROVAL, "{request_id}");
+    }
+    // Audited once: one row per decision, none missing.
+    let listed = ids
+        .iter()
+        .map(|id| format!("'{id}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let sql = format!(
+        "SELECT count(*) FROM hitl_decision WHERE request_id IN ({listed}) AND decision = 'approved'"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = count(&stack.db.url, &sql).await;
+        if rows == ids.len() as i64 {
+            break;
+        }
+        assert!(rows < ids.len() as i64, "a decision audited twice: {rows}");
+        assert!(Instant::now() < deadline, "{rows} of {} audited", ids.len());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let total = count(&stack.db.url, "SELECT count(*) FROM hitl_decision").await;
+    assert_eq!(total, ids.len() as i64, "one audit row per decision");
+    assert_alive(&mut stack);
+
+    // The services found the new primary by themselves: a new run works.
+    let mut stream = stack.stream(Some(&token), &gus, "merge it too").await;
+    let (_, request_id) = stream.until_hitl().await;
+    let (status, body) = stack.approve(&token, &gus, &request_id).await;
+    assert_eq!(status, 200, "{body}");
     assert_eq!(kinds(&stream.rest().await), AFTER_APPROVAL);
 }
 

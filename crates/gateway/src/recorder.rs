@@ -78,7 +78,7 @@ impl Recorder {
         limits: Limits,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<(Self, oneshot::Receiver<()>)> {
-        let client = redis.client().map_err(std::io::Error::other)?;
+        let redis = redis.clone();
         let (tx, rx) = mpsc::channel(QUEUE);
         let (done, finished) = oneshot::channel();
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -88,7 +88,7 @@ impl Recorder {
         std::thread::Builder::new()
             .name("recorder".into())
             .spawn(move || {
-                runtime.block_on(write_loop(client, rx, limits, writer_metrics));
+                runtime.block_on(write_loop(redis, rx, limits, writer_metrics));
                 let _ = done.send(());
             })?;
         Ok((Self { tx, metrics }, finished))
@@ -125,7 +125,7 @@ pub struct Limits {
 }
 
 async fn write_loop(
-    client: redis::Client,
+    redis: dwp_core::redis::Target,
     mut rx: mpsc::Receiver<Item>,
     limits: Limits,
     metrics: Arc<Metrics>,
@@ -171,7 +171,7 @@ async fn write_loop(
             continue;
         }
         let count = events.len() as u64;
-        match write(&client, &mut conn, &events, &limits.retention).await {
+        match write(&redis, &mut conn, &events, &limits.retention).await {
             Ok(()) => {
                 metrics.recorder_events.inc_by(count);
             }
@@ -189,7 +189,7 @@ async fn write_loop(
 }
 
 async fn write(
-    client: &redis::Client,
+    redis: &dwp_core::redis::Target,
     conn: &mut Option<ConnectionManager>,
     events: &[(Arc<TaskMeta>, Event)],
     retention: &Retention,
@@ -199,13 +199,16 @@ async fn write(
             .set_connection_timeout(Some(WRITE_TIMEOUT))
             .set_response_timeout(Some(WRITE_TIMEOUT))
             .set_number_of_retries(0);
-        let manager = tokio::time::timeout(
-            WRITE_TIMEOUT,
-            client.get_connection_manager_with_config(config),
-        )
-        .await
-        .map_err(|_| "connect timed out".to_owned())?
-        .map_err(|e| e.to_string())?;
+        // Asked for at every reconnection: with Sentinel, the primary
+        // may have moved since the last connection failed.
+        let connect = async {
+            let client = redis.primary().await?;
+            client.get_connection_manager_with_config(config).await
+        };
+        let manager = tokio::time::timeout(WRITE_TIMEOUT, connect)
+            .await
+            .map_err(|_| "connect timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
         *conn = Some(manager);
     }
     let Some(manager) = conn.as_mut() else {

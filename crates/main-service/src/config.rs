@@ -36,6 +36,9 @@ pub struct Config {
     pub redis: dwp_core::redis::Target,
     /// `REDIS_TIMEOUT_MS` (1000): connect and command timeout.
     pub redis_timeout: Duration,
+    /// `REDIS_MIN_REPLICAS` (0): replicas that must hold a decision before
+    /// it is acknowledged (`WAIT`, at most half of `REDIS_TIMEOUT_MS`).
+    pub redis_min_replicas: u32,
     /// `MAIN_MAX_BODY_BYTES` (1 MiB): larger request bodies are 413.
     pub max_body_bytes: usize,
     /// `MAIN_REQUEST_TIMEOUT_SECS` (30): longest a request may take (and
@@ -138,6 +141,7 @@ impl std::fmt::Debug for Config {
             .field("jwt_audience", &self.jwt_audience)
             .field("redis", &self.redis)
             .field("redis_timeout", &self.redis_timeout)
+            .field("redis_min_replicas", &self.redis_min_replicas)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("request_timeout", &self.request_timeout)
             .field("header_read_timeout", &self.header_read_timeout)
@@ -208,6 +212,7 @@ impl Config {
             jwt_audience: vars.text("JWT_AUDIENCE"),
             redis: vars.redis()?,
             redis_timeout: vars.millis("REDIS_TIMEOUT_MS", 1000)?,
+            redis_min_replicas: vars.number("REDIS_MIN_REPLICAS", 0)?,
             max_body_bytes: vars.positive("MAIN_MAX_BODY_BYTES", 1024 * 1024)? as usize,
             request_timeout: vars.secs("MAIN_REQUEST_TIMEOUT_SECS", 30)?,
             header_read_timeout: vars.secs("MAIN_HEADER_READ_TIMEOUT_SECS", 60)?,

@@ -75,7 +75,7 @@ pub trait Apply: Send + Sync + 'static {
 /// Reads `stream` as `config.name` in `config.group` and applies what it
 /// reads with `apply`, until `stop` is cancelled.
 pub async fn run(
-    client: redis::Client,
+    redis: &dwp_core::redis::Target,
     db: &Db,
     metrics: &Metrics,
     config: &ConsumerConfig,
@@ -84,7 +84,7 @@ pub async fn run(
     stop: CancellationToken,
 ) {
     let mut reader = Reader {
-        client,
+        redis,
         conn: None,
         config,
         stream,
@@ -216,7 +216,8 @@ pub async fn pause(stop: &CancellationToken) {
 }
 
 struct Reader<'a> {
-    client: redis::Client,
+    /// Asked for the primary at every (re)connection (Sentinel).
+    redis: &'a dwp_core::redis::Target,
     /// A connection of its own: `XREADGROUP BLOCK` would hold up other
     /// commands on a shared multiplexed connection.
     conn: Option<MultiplexedConnection>,
@@ -232,8 +233,10 @@ impl Reader<'_> {
         let settings = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_response_timeout(Some(BLOCK + Duration::from_secs(2)));
-        let mut conn = self
-            .client
+        let primary = tokio::time::timeout(Duration::from_secs(2), self.redis.primary())
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+        let mut conn = primary
             .get_multiplexed_async_connection_with_config(&settings)
             .await?;
         let created: redis::RedisResult<()> = redis::cmd("XGROUP")

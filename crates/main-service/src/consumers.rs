@@ -22,7 +22,6 @@ pub fn start(
     state: Arc<AppState>,
     stop: CancellationToken,
 ) -> std::io::Result<oneshot::Receiver<()>> {
-    let client = state.config.redis.client().map_err(std::io::Error::other)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -30,13 +29,14 @@ pub fn start(
     std::thread::Builder::new()
         .name("consumers".into())
         .spawn(move || {
-            runtime.block_on(consume_all(&state, client, stop));
+            runtime.block_on(consume_all(&state, stop));
             let _ = done.send(());
         })?;
     Ok(finished)
 }
 
-async fn consume_all(state: &AppState, client: redis::Client, stop: CancellationToken) {
+async fn consume_all(state: &AppState, stop: CancellationToken) {
+    let redis = &state.config.redis;
     while !state.db.is_ready() {
         if stop.is_cancelled() {
             return;
@@ -55,7 +55,7 @@ async fn consume_all(state: &AppState, client: redis::Client, stop: Cancellation
     };
     let consumer = &state.config.consumer;
     let events = run(
-        client.clone(),
+        redis,
         &db,
         &state.metrics,
         consumer,
@@ -64,7 +64,7 @@ async fn consume_all(state: &AppState, client: redis::Client, stop: Cancellation
         stop.clone(),
     );
     let decisions = run(
-        client,
+        redis,
         &db,
         &state.metrics,
         consumer,

@@ -37,7 +37,11 @@ pub async fn state(config: Config) -> std::io::Result<Arc<AppState>> {
     Ok(Arc::new(AppState {
         verifier: Verifier::new(config.jwt_secret.as_bytes(), config.jwt_audience.as_deref())
             .with_max_lifetime(config.jwt_max_lifetime),
-        store: Store::new(&config.redis, config.redis_timeout).map_err(std::io::Error::other)?,
+        store: Store::new(
+            &config.redis,
+            config.redis_timeout,
+            config.redis_min_replicas,
+        ),
         db: Db::new(&config).await.map_err(std::io::Error::other)?,
         metrics: Metrics::default(),
         login_slots: Arc::new(tokio::sync::Semaphore::new(config.login.hash_slots)),

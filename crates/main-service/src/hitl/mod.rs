@@ -296,16 +296,19 @@ async fn decide_once(
     decision: Decision,
     reason: Option<String>,
 ) -> Result<Decided, AppError> {
-    let mut conn = state.store.conn().await?;
+    let mut conn = state.store.durable_conn().await?;
     let key = hitl::request_key(id);
     for _ in 0..ATTEMPTS {
-        let raw: Option<String> = conn.get(&key).await?;
+        let raw: Option<String> = state.store.bounded(conn.get(&key)).await?;
         let raw = raw
             .ok_or_else(|| AppError::NotFound(format!("HITL request {id} not found or expired")))?;
         let mut stored = parse_request(&raw)?;
         let owner = Owner::of(&stored);
         owner.admits(caller)?;
         if let Some(done) = already_decided(&stored, caller, id, decision)? {
+            // A repeat after a 503 from `replicated` is acknowledged only
+            // once the replicas hold what this connection wrote.
+            state.store.replicated(&mut conn).await?;
             return Ok(done);
         }
         let session_id = session_of(&stored, id)?;
@@ -356,8 +359,9 @@ async fn decide_once(
         for (name, value) in record.fields() {
             script.arg(name).arg(value);
         }
-        let applied: i64 = script.invoke_async(&mut conn).await?;
+        let applied: i64 = state.store.bounded(script.invoke_async(&mut conn)).await?;
         if applied > 0 {
+            state.store.replicated(&mut conn).await?;
             return Ok(Decided::Now {
                 session_id,
                 delivered: applied == 1,
