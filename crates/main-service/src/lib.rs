@@ -15,7 +15,7 @@
 //! - [`tasks`]: the AgentTask API, its rules, and the stream recorder.
 //! - [`access`]: the access line, the request's ids on every log line, latency.
 //! - [`audit`]: decisions from the outbox stream into `hitl_decision`.
-//! - [`backlog`]: the pool and consumer-backlog gauges, read at each scrape.
+//! - [`backlog`]: the pool, consumer-backlog and pending-request gauges, read at each scrape.
 //! - [`consumer`]: the generic Redis Stream consumer-group loop.
 //! - [`consumers`]: its two users (task rows, decision audit) on their thread.
 //! - [`state`](mod@state): [`AppState`], what handlers and background tasks share.

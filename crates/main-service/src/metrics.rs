@@ -45,6 +45,7 @@ pub struct Metrics {
     deliveries: Family<Delivery, Counter>,
     pool: Family<PoolState, Gauge>,
     backlog: Family<Backlog, Gauge>,
+    pending: Gauge,
 }
 
 /// Label of the database pool gauge.
@@ -115,6 +116,12 @@ impl Default for Metrics {
             "Entries of this service's consumer group not yet applied, at the scrape: pending (read, not acknowledged) and lag (not read yet)",
             backlog.clone(),
         );
+        let pending = Gauge::default();
+        registry.register(
+            "hitl_pending_requests",
+            "HITL requests waiting for a decision (status pending in hitl:request:*), counted at the scrape",
+            pending.clone(),
+        );
         Self {
             registry,
             process: dwp_core::metrics::process_registry("main-service", env!("CARGO_PKG_VERSION")),
@@ -124,6 +131,7 @@ impl Default for Metrics {
             deliveries,
             pool,
             backlog,
+            pending,
         }
     }
 }
@@ -169,6 +177,11 @@ impl Metrics {
         for (kind, n) in [("pending", pending), ("lag", lag)] {
             self.backlog.get_or_create(&Backlog { stream, kind }).set(n);
         }
+    }
+
+    /// Sets the pending HITL requests gauge.
+    pub fn pending_requests(&self, n: i64) {
+        self.pending.set(n);
     }
 
     /// The text exposition.

@@ -582,3 +582,56 @@ async fn idle_kept_alive_connections_and_dripped_heads_are_closed_at_the_header_
     }
     assert!(started.elapsed() < Duration::from_secs(4));
 }
+
+#[tokio::test]
+async fn pending_hitl_requests_are_counted_at_the_scrape_whoever_wrote_them() {
+    let port = free_port();
+    let _redis = OwnRedis::start(port);
+    let url = format!("redis://127.0.0.1:{port}");
+    let app = spawn_app_with(config(&url)).await;
+    let scrape = || async {
+        let res = app.admin.send("GET", "/metrics", &[], "").await;
+        res.text
+            .lines()
+            .find_map(|l| l.strip_prefix("main_hitl_pending_requests "))
+            .map(str::to_owned)
+    };
+    assert_eq!(scrape().await.as_deref(), Some("0"));
+    // Three written as the agent writes them, one of them with numeric
+    // owners (as the Java backend's agent did); a key that holds no request
+    // counts for nothing and breaks nothing.
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        ids.push(agent_request_in(&url).await.0);
+    }
+    let numeric = unique("req");
+    agent_writes(
+        &url,
+        &numeric,
+        &unique("session"),
+        serde_json::json!(7),
+        serde_json::json!(1),
+    )
+    .await;
+    let mut conn = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let () = redis::cmd("SET")
+        .arg("hitl:request:junk")
+        .arg("not json")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(scrape().await.as_deref(), Some("3"));
+    let res = app
+        .decide("approve", &ids[0], "user123", "tenant1", "")
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(
+        scrape().await.as_deref(),
+        Some("2"),
+        "a decided one waits no more"
+    );
+}
