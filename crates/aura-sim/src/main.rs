@@ -32,6 +32,7 @@ async fn main() -> std::process::ExitCode {
     service::init_tracing();
     let binary = Binary {
         name: ABOUT.name,
+        version: ABOUT.version,
         config: aura_sim::Config::load(),
         listen: |c| format!("{}:{}", c.host, c.port),
     };

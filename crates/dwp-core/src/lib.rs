@@ -8,6 +8,7 @@
 //! # Layout
 //! - [`headers`]: the header names of CONTRACT.md section 3.
 //! - `metrics` (feature `metrics`): process and build families, the `/metrics` encoding.
+//! - `otel` (feature `otel`): one span per request exported over OTLP/HTTP when configured.
 //! - `redis` (feature `redis`): the Redis target (URL, TLS CA) and its client.
 //! - [`trace`]: W3C `traceparent` read and written.
 //! - [`settings`]: the one settings reader (feature `settings`), `Secret`, the Redis URL, redaction.
@@ -26,6 +27,8 @@ pub mod headers;
 pub mod hitl;
 #[cfg(feature = "metrics")]
 pub mod metrics;
+#[cfg(feature = "otel")]
+pub mod otel;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(feature = "service")]

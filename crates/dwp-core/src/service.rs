@@ -95,8 +95,10 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
 /// What a binary gives [`main`]: its name, its configuration (or why it
 /// cannot be used), and where it listens.
 pub struct Binary<C, E> {
-    /// The name in messages.
+    /// The name in messages (and `service.name` of exported spans).
     pub name: &'static str,
+    /// The version (`service.version` of exported spans).
+    pub version: &'static str,
     /// The loaded configuration.
     pub config: Result<C, E>,
     /// `host:port` to listen on.
@@ -121,6 +123,26 @@ where
             return ExitCode::from(2);
         }
     };
+    // OTLP export (crate::otel) when the standard variables ask for it.
+    match crate::otel::Endpoint::from_vars(|var| std::env::var(var).ok()) {
+        Err(e) => {
+            eprintln!("{name}: bad configuration: {e}");
+            return ExitCode::from(2);
+        }
+        Ok(Some(endpoint)) => {
+            if let Err(e) = crate::otel::start(name, binary.version, endpoint.clone()) {
+                eprintln!("{name}: cannot start the trace exporter: {e}");
+                return ExitCode::from(1);
+            }
+            tracing::info!(
+                host = endpoint.host,
+                port = endpoint.port,
+                path = endpoint.path,
+                "exporting traces over OTLP/HTTP"
+            );
+        }
+        Ok(None) => {}
+    }
     let addr = (binary.listen)(&config);
     let listener = match TcpListener::bind(&addr).await {
         Ok(listener) => listener,
@@ -129,7 +151,9 @@ where
             return ExitCode::from(1);
         }
     };
-    match run(listener, config, shutdown).await {
+    let ran = run(listener, config, shutdown).await;
+    crate::otel::flush(std::time::Duration::from_secs(2));
+    match ran {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{name}: {e}");

@@ -1,17 +1,16 @@
 //! W3C Trace Context (`traceparent`), read and written by hand: a trace id
-//! and flags out of a header, hex digits into one. The gateway continues or
-//! starts a trace per request; main-service logs the trace id it is given.
-
-/// The trace id of a `traceparent` as 32 hex digits, or a new random one
-/// when there is no usable header (`fresh` gives 16 random bytes).
-pub fn trace_id_or(traceparent: Option<&[u8]>, fresh: impl FnOnce() -> [u8; 16]) -> String {
-    let id = traceparent.and_then(parse).map_or_else(fresh, |(id, _)| id);
-    String::from_utf8_lossy(&hex::<32>(&id)).into_owned()
-}
+//! (and the caller's span) out of a header, hex digits into one. The gateway
+//! continues or starts a trace per request; main-service logs the trace id
+//! it is given and makes its span a child of the gateway's.
 
 /// A `traceparent` of version 00 (or a later one, read as 00 allows):
 /// its trace id and flags; `None` when it is not one.
 pub fn parse(value: &[u8]) -> Option<([u8; 16], u8)> {
+    parse_parent(value).map(|(trace_id, _, flags)| (trace_id, flags))
+}
+
+/// [`parse`] with the caller's span id: (trace id, parent span id, flags).
+pub fn parse_parent(value: &[u8]) -> Option<([u8; 16], [u8; 8], u8)> {
     // version "-" trace-id(32) "-" parent-id(16) "-" flags(2)
     if value.len() < 55 || value[2] != b'-' || value[35] != b'-' || value[52] != b'-' {
         return None;
@@ -26,7 +25,7 @@ pub fn parse(value: &[u8]) -> Option<([u8; 16], u8)> {
     let trace_id = unhex::<16>(&value[3..35])?;
     let parent_id = unhex::<8>(&value[36..52])?;
     let flags = unhex::<1>(&value[53..55])?[0];
-    (trace_id != [0; 16] && parent_id != [0; 8]).then_some((trace_id, flags))
+    (trace_id != [0; 16] && parent_id != [0; 8]).then_some((trace_id, parent_id, flags))
 }
 
 /// `N` bytes from `2N` lower-case hex digits (upper case is invalid in
@@ -60,13 +59,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_trace_id_of_a_header_or_a_new_one() {
+    fn the_ids_of_a_header_and_none_of_junk() {
         let header = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        assert_eq!(
-            trace_id_or(Some(header), || [7; 16]),
-            "4bf92f3577b34da6a3ce929d0e0e4736"
-        );
-        assert_eq!(trace_id_or(Some(b"junk"), || [0xab; 16]), "ab".repeat(16));
-        assert_eq!(trace_id_or(None, || [1; 16]), "01".repeat(16));
+        let (trace, parent, flags) = parse_parent(header).unwrap();
+        assert_eq!(&hex::<32>(&trace), b"4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(&hex::<16>(&parent), b"00f067aa0ba902b7");
+        assert_eq!(flags, 1);
+        assert_eq!(parse(b"junk"), None);
     }
 }

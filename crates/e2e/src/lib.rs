@@ -123,6 +123,8 @@ pub struct Options<'a> {
     pub gateway_env: &'a [(&'a str, &'a str)],
     /// Extra environment of aura-sim.
     pub aura_env: &'a [(&'a str, &'a str)],
+    /// Extra environment of main-service.
+    pub main_env: &'a [(&'a str, &'a str)],
     /// Another Redis than `TEST_REDIS_URL`.
     pub redis_url: Option<String>,
     /// How the three processes reach Redis instead of `REDIS_URL`
@@ -170,6 +172,7 @@ impl Stack {
             users,
             gateway_env,
             aura_env,
+            main_env,
             redis_url,
             redis_env,
             admin_url,
@@ -234,7 +237,8 @@ impl Stack {
             .env("ADMIN_PORT", main_admin.to_string())
             .env("DATABASE_URL", &db_url)
             .env("CONSUMER_GROUP", format!("e2e-{db_name}"))
-            .env("CONSUMER_GROUP_START", "$");
+            .env("CONSUMER_GROUP_START", "$")
+            .envs(main_env.iter().copied());
         children.push(cmd.spawn().unwrap());
         let mut cmd = Command::new(binary("aura-sim"));
         common(&mut cmd);

@@ -1,6 +1,8 @@
 //! One access-log line and one request count per request, written when the
 //! response is over: complete, cut by the upstream, ended by the idle
 //! timeout, or abandoned by the client (the guard is dropped unfinished).
+//! With OTLP export on ([`dwp_core::otel`]) the request's span is recorded
+//! at the same moment, with the ids of its `traceparent`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -8,6 +10,7 @@ use std::time::Instant;
 use http::{HeaderValue, Method};
 
 use crate::metrics::{Metrics, RouteStatus};
+use crate::trace::Trace;
 
 /// How a response ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +46,7 @@ pub struct AccessLog {
     method: Method,
     path: String,
     request_id: HeaderValue,
-    trace_id: [u8; 16],
+    trace: Trace,
     start: Instant,
     /// The status sent to the client (499 until one is sent).
     pub status: u16,
@@ -57,15 +60,17 @@ pub struct AccessLog {
 
 impl AccessLog {
     /// Starts the clock for a request. The path is copied only when the
-    /// access log is on (it is written nowhere else).
+    /// access log or the span export is on (it is written nowhere else).
     pub fn new(
         metrics: Arc<Metrics>,
         method: Method,
         path: &str,
         request_id: HeaderValue,
-        trace_id: [u8; 16],
+        trace: Trace,
     ) -> Self {
-        let path = if tracing::enabled!(target: "access", tracing::Level::INFO) {
+        let path = if tracing::enabled!(target: "access", tracing::Level::INFO)
+            || dwp_core::otel::enabled()
+        {
             path.to_owned()
         } else {
             String::new()
@@ -76,7 +81,7 @@ impl AccessLog {
             method,
             path,
             request_id,
-            trace_id,
+            trace,
             start: Instant::now(),
             status: 499,
             bytes: 0,
@@ -113,7 +118,7 @@ impl Drop for AccessLog {
         tracing::info!(
             target: "access",
             request_id = self.request_id.to_str().unwrap_or("-"),
-            trace_id = %TraceId(&self.trace_id),
+            trace_id = %TraceId(&self.trace.trace_id),
             route = self.route,
             method = %self.method,
             path = %self.path,
@@ -123,6 +128,44 @@ impl Drop for AccessLog {
             outcome = self.outcome.label(),
             "request"
         );
+        if dwp_core::otel::enabled() {
+            self.export();
+        }
+    }
+}
+
+impl AccessLog {
+    /// The request's span, to the OTLP exporter.
+    fn export(&self) {
+        use dwp_core::otel::{Attribute, Span};
+        let end = std::time::SystemTime::now();
+        let request_id = self.request_id.to_str().unwrap_or("-").to_owned();
+        dwp_core::otel::record(Span {
+            name: format!("{} {}", self.method, self.route),
+            trace_id: self.trace.trace_id,
+            span_id: self.trace.span_id,
+            parent: self.trace.parent,
+            start: end - self.start.elapsed(),
+            end,
+            attributes: vec![
+                (
+                    "http.request.method",
+                    Attribute::Text(self.method.to_string()),
+                ),
+                ("url.path", Attribute::Text(self.path.clone())),
+                (
+                    "http.response.status_code",
+                    Attribute::Int(i64::from(self.status)),
+                ),
+                ("dwp.route", Attribute::Text(self.route.to_owned())),
+                (
+                    "dwp.outcome",
+                    Attribute::Text(self.outcome.label().to_owned()),
+                ),
+                ("dwp.request_id", Attribute::Text(request_id)),
+            ],
+            error: self.status >= 500,
+        });
     }
 }
 

@@ -53,6 +53,7 @@ async fn main() -> std::process::ExitCode {
     }
     let binary = Binary {
         name: ABOUT.name,
+        version: ABOUT.version,
         config: gateway::Config::load(),
         listen: |c| format!("{}:{}", c.host, c.port),
     };

@@ -89,7 +89,7 @@ pub async fn handle(state: &State, req: Request<Incoming>, peer: &Peer) -> Respo
             req.method().clone(),
             req.uri().path(),
             request_id.clone(),
-            trace.trace_id,
+            trace,
         ),
         trace,
         request_id,

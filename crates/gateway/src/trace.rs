@@ -5,7 +5,7 @@
 //! written in the gateway's log lines and in its error envelopes
 //! (`traceId`). `tracestate` passes through untouched.
 
-use dwp_core::trace::{hex, parse};
+use dwp_core::trace::{hex, parse_parent};
 use http::HeaderMap;
 #[cfg(test)]
 use http::HeaderValue;
@@ -24,6 +24,8 @@ pub struct Trace {
     pub span_id: [u8; 8],
     /// The trace flags (bit 0: sampled).
     pub flags: u8,
+    /// The client's span (of its usable `traceparent`).
+    pub parent: Option<[u8; 8]>,
     /// The client sent a `traceparent` (usable or not).
     pub client_sent: bool,
     /// The client's `X-Correlation-ID`: `None` when absent, else whether
@@ -49,13 +51,15 @@ impl Trace {
         let mut span_id = [0u8; 8];
         span_id.copy_from_slice(&fresh[..8]);
         span_id[0] |= 1; // never all zero
-        let (trace_id, flags) = sent
-            .and_then(|v| parse(v.as_bytes()))
-            .unwrap_or_else(|| (uuid::Uuid::new_v4().into_bytes(), 1));
+        let (trace_id, parent, flags) = match sent.and_then(|v| parse_parent(v.as_bytes())) {
+            Some((trace_id, parent, flags)) => (trace_id, Some(parent), flags),
+            None => (uuid::Uuid::new_v4().into_bytes(), None, 1),
+        };
         Self {
             trace_id,
             span_id,
             flags,
+            parent,
             client_sent: sent.is_some(),
             correlation,
         }
@@ -95,6 +99,7 @@ impl Trace {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dwp_core::trace::parse;
 
     fn with(value: &str) -> HeaderMap {
         let mut h = HeaderMap::new();

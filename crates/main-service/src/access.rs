@@ -4,7 +4,9 @@
 //! gateway's `traceparent`, or a new one for a direct call). The trace id
 //! also goes into the request's error envelope (`traceId`,
 //! [`crate::error::TRACE_ID`]).
-//! The latency histogram is recorded here too.
+//! The latency histogram is recorded here too, and, with OTLP export on
+//! ([`dwp_core::otel`]), the request's span: a child of the gateway's span
+//! named in `traceparent`.
 
 use std::sync::Arc;
 
@@ -31,10 +33,11 @@ pub async fn record(
         .filter(|v| !v.is_empty() && v.len() <= 128)
         .unwrap_or("-")
         .to_owned();
-    let trace_id =
-        dwp_core::trace::trace_id_or(headers.get("traceparent").map(|v| v.as_bytes()), || {
-            uuid::Uuid::new_v4().into_bytes()
-        });
+    let parent = headers
+        .get("traceparent")
+        .and_then(|v| dwp_core::trace::parse_parent(v.as_bytes()));
+    let trace = parent.map_or_else(|| uuid::Uuid::new_v4().into_bytes(), |(id, _, _)| id);
+    let trace_id = String::from_utf8_lossy(&dwp_core::trace::hex::<32>(&trace)).into_owned();
     let method = req.method().clone();
     let span = tracing::info_span!("request", %request_id, %trace_id);
     let started = std::time::Instant::now();
@@ -53,6 +56,49 @@ pub async fn record(
             "request"
         );
     });
+    if dwp_core::otel::enabled() {
+        export(
+            &method,
+            &route,
+            status,
+            started,
+            trace,
+            parent.map(|(_, span, _)| span),
+        );
+    }
     state.metrics.observe(route, status, seconds);
     response
+}
+
+/// The request's span, to the OTLP exporter.
+fn export(
+    method: &http::Method,
+    route: &str,
+    status: u16,
+    started: std::time::Instant,
+    trace_id: [u8; 16],
+    parent: Option<[u8; 8]>,
+) {
+    use dwp_core::otel::{Attribute, Span};
+    let mut span_id = [0u8; 8];
+    span_id.copy_from_slice(&uuid::Uuid::new_v4().into_bytes()[..8]);
+    span_id[0] |= 1; // never all zero
+    let end = std::time::SystemTime::now();
+    dwp_core::otel::record(Span {
+        name: format!("{method} {route}"),
+        trace_id,
+        span_id,
+        parent,
+        start: end - started.elapsed(),
+        end,
+        attributes: vec![
+            ("http.request.method", Attribute::Text(method.to_string())),
+            ("http.route", Attribute::Text(route.to_owned())),
+            (
+                "http.response.status_code",
+                Attribute::Int(i64::from(status)),
+            ),
+        ],
+        error: status >= 500,
+    });
 }

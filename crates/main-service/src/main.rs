@@ -38,6 +38,7 @@ async fn main() -> std::process::ExitCode {
     service::init_tracing();
     let binary = Binary {
         name: ABOUT.name,
+        version: ABOUT.version,
         config: main_service::Config::load(),
         listen: |c| format!("{}:{}", c.host, c.port),
     };

@@ -36,6 +36,7 @@ use dwp_core::envelope::{rfc3339, unix_now};
 use dwp_core::hitl::{self, Decision, DecisionRecord, Signal, StoredRequest};
 use http::request::Parts;
 use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -299,30 +300,24 @@ async fn decide_once(
     let mut conn = state.store.durable_conn().await?;
     let key = hitl::request_key(id);
     for _ in 0..ATTEMPTS {
-        let raw: Option<String> = state.store.bounded(conn.get(&key)).await?;
-        let raw = raw
-            .ok_or_else(|| AppError::NotFound(format!("HITL request {id} not found or expired")))?;
-        let mut stored = parse_request(&raw)?;
-        let owner = Owner::of(&stored);
-        owner.admits(caller)?;
-        if let Some(done) = already_decided(&stored, caller, id, decision)? {
-            // A repeat after a 503 from `replicated` is acknowledged only
-            // once the replicas hold what this connection wrote.
-            state.store.replicated(&mut conn).await?;
-            return Ok(done);
-        }
+        let (raw, mut stored, owner) =
+            match read_pending(state, &mut conn, id, caller, decision).await? {
+                Read::Pending(raw, stored, owner) => (raw, stored, owner),
+                Read::Done(done) => return Ok(done),
+            };
         let session_id = session_of(&stored, id)?;
         let session = session::read(&state.store, &mut conn, &session_id).await?;
         session::check(session.as_ref(), &owner, caller)?;
         let timestamp = unix_now();
         let signal = Signal::new(decision, id, &session_id, reason.clone(), timestamp);
         let decided_at = rfc3339(timestamp);
-        stored.insert("status".into(), decision.status().into());
-        stored.insert("decidedBy".into(), caller.user_id.clone().into());
-        stored.insert("decidedAt".into(), decided_at.clone().into());
-        if let Some(reason) = &signal.reason {
-            stored.insert("reason".into(), reason.clone().into());
-        }
+        mark_decided(
+            &mut stored,
+            decision,
+            caller,
+            &decided_at,
+            signal.reason.as_deref(),
+        );
         let updated = to_json(&stored)?;
         let record = DecisionRecord {
             request_id: id,
@@ -370,6 +365,54 @@ async fn decide_once(
         // Changed between our read and the script: read again.
     }
     Err(AppError::Unavailable("Redis"))
+}
+
+/// What [`read_pending`] found.
+enum Read {
+    /// Still pending: the stored text, its fields, its owner.
+    Pending(String, Map<String, Value>, Owner),
+    /// Decided before, the same way by the caller.
+    Done(Decided),
+}
+
+/// Reads the request and checks the caller may decide it; a repeat of
+/// the caller's own decision is [`Read::Done`].
+async fn read_pending(
+    state: &AppState,
+    conn: &mut ConnectionManager,
+    id: &str,
+    caller: &Caller,
+    decision: Decision,
+) -> Result<Read, AppError> {
+    let raw: Option<String> = state.store.bounded(conn.get(hitl::request_key(id))).await?;
+    let raw =
+        raw.ok_or_else(|| AppError::NotFound(format!("HITL request {id} not found or expired")))?;
+    let stored = parse_request(&raw)?;
+    let owner = Owner::of(&stored);
+    owner.admits(caller)?;
+    if let Some(done) = already_decided(&stored, caller, id, decision)? {
+        // A repeat after a 503 from `replicated` is acknowledged only once
+        // the replicas hold what this connection wrote.
+        state.store.replicated(conn).await?;
+        return Ok(Read::Done(done));
+    }
+    Ok(Read::Pending(raw, stored, owner))
+}
+
+/// The stored request's fields a decision sets.
+fn mark_decided(
+    stored: &mut Map<String, Value>,
+    decision: Decision,
+    caller: &Caller,
+    decided_at: &str,
+    reason: Option<&str>,
+) {
+    stored.insert("status".into(), decision.status().into());
+    stored.insert("decidedBy".into(), caller.user_id.clone().into());
+    stored.insert("decidedAt".into(), decided_at.into());
+    if let Some(reason) = reason {
+        stored.insert("reason".into(), reason.into());
+    }
 }
 
 /// The stored request's session id, when it is one that can be used.
