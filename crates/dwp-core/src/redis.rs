@@ -358,6 +358,16 @@ mod tests {
             .unwrap_err();
             assert!(e.to_string().contains(var), "{e}");
         }
+        // Emptied (as a Kubernetes overlay does over the base's values): unset.
+        assert!(
+            redis(&[
+                ("REDIS_SENTINELS", "s1"),
+                ("REDIS_SENTINEL_MASTER", "dwp"),
+                ("REDIS_HOST", ""),
+                ("REDIS_PORT", ""),
+            ])
+            .is_ok()
+        );
         let e = redis(&[("REDIS_SENTINELS", "s1")]).unwrap_err();
         assert!(e.to_string().contains("REDIS_SENTINEL_MASTER"), "{e}");
         let e = redis(&[("REDIS_SENTINELS", "s1:x"), ("REDIS_SENTINEL_MASTER", "m")]).unwrap_err();
