@@ -37,16 +37,16 @@ pub struct AppState {
 }
 
 /// The application.
-pub fn app(config: Config) -> Result<Router, redis::RedisError> {
+pub fn app(config: Config) -> Router {
     let state = Arc::new(AppState {
         verifier: Verifier::new(config.jwt_secret.as_bytes(), None),
         redis: config.redis.clone(),
         config,
     });
-    Ok(Router::new()
+    Router::new()
         .route("/health", get(health))
         .route("/aura/test/stream", post(stream::stream))
-        .with_state(state))
+        .with_state(state)
 }
 
 /// Serves on `listener` until `shutdown` completes.
@@ -59,7 +59,7 @@ pub async fn run(
         header_read_timeout: config.header_read_timeout,
         grace: std::time::Duration::from_secs(30),
     };
-    let app = app(config).map_err(std::io::Error::other)?;
+    let app = app(config);
     tracing::info!(addr = %listener.local_addr()?, "aura-sim listening");
     http_serve::serve(listener, app, limits, shutdown).await
 }
