@@ -19,6 +19,10 @@ if [ "$(cargo deny --version 2>/dev/null)" != "cargo-deny $version" ]; then
   cargo install --locked --quiet cargo-deny --version "$version"
 fi
 
+# cargo-deny reads the metadata of every platform's crates (windows-sys
+# and the like), which a build here never downloads; --offline would then
+# fail on a machine whose registry has only this platform's.
+cargo fetch --locked --quiet
 checks=(bans licenses sources)
 cargo deny --offline check "${checks[@]}"
 
