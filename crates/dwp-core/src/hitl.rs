@@ -21,6 +21,38 @@ pub const DECISIONS_STREAM: &str = "dwp:hitl-decisions";
 /// publish again once the channel has a subscriber).
 pub const UNDELIVERED_KEY: &str = "hitl:undelivered";
 
+/// `hitl:owners:{sessionId}`: every owner seen on a session during its
+/// lifetime (a hash of [`owner_field`] to the request id it was seen with).
+/// Session ids carry no tenant, so two tenants' users of one name can share
+/// one; more than one owner here means a decision could reach a run it was
+/// not made for, and none is published. The gateway adds the owner of
+/// every `hitl` event it relays, main-service the owner of every session it
+/// decides on or claims.
+pub fn owners_key(session_id: &str) -> String {
+    format!("hitl:owners:{session_id}")
+}
+
+/// The field of an owner in [`owners_key`]: the tenant's length first, so
+/// that no (tenant, user) pair shares a field with another.
+pub fn owner_field(tenant: &str, user: &str) -> String {
+    format!("{}:{tenant}:{user}", tenant.len())
+}
+
+/// Records the owner of a relayed `hitl` event under its session.
+/// KEYS: the request. ARGV: the owner field, the owners TTL, the request
+/// id. Reads the session id from the stored request (the event does not
+/// carry it); returns 1 recorded, 0 no such request or no session in it.
+pub const RECORD_OWNER_SCRIPT: &str = r"
+local raw = redis.call('GET', KEYS[1])
+if not raw then return 0 end
+local ok, request = pcall(cjson.decode, raw)
+if not ok or type(request) ~= 'table' or type(request.sessionId) ~= 'string' then return 0 end
+local owners = 'hitl:owners:' .. request.sessionId
+redis.call('HSET', owners, ARGV[1], ARGV[3])
+redis.call('EXPIRE', owners, ARGV[2])
+return 1
+";
+
 /// `hitl:request:{requestId}`.
 pub fn request_key(request_id: &str) -> String {
     format!("hitl:request:{request_id}")
@@ -348,5 +380,7 @@ mod tests {
         assert_eq!(session_key("s1"), "hitl:session:s1");
         assert_eq!(signal_key("s1"), "hitl:signal:s1");
         assert_eq!(channel("s1"), "hitl:channel:s1");
+        assert_eq!(owners_key("s1"), "hitl:owners:s1");
+        assert_ne!(owner_field("1:a", "b"), owner_field("1", "a:b"));
     }
 }

@@ -67,6 +67,26 @@ pub struct Stack {
     pub db: TestDb,
     /// main-service, aura-sim, gateway, in that order.
     pub children: Vec<Child>,
+    /// An operator's `PSUBSCRIBE hitl:channel:*`, attached for the stack's
+    /// life as the old HITL test guide (step 5) and monitoring tools do:
+    /// `PUBLISH` counts it as a receiver, so every suite runs with it.
+    pub watcher: tokio::task::JoinHandle<()>,
+}
+
+/// Attaches a pattern listener to every HITL channel and reads what it
+/// hears until aborted.
+async fn watch_channels(redis_url: &str) -> tokio::task::JoinHandle<()> {
+    let mut pubsub = redis::Client::open(redis_url)
+        .unwrap()
+        .get_async_pubsub()
+        .await
+        .unwrap();
+    pubsub.psubscribe("hitl:channel:*").await.unwrap();
+    tokio::spawn(async move {
+        use futures_util::StreamExt;
+        let mut messages = pubsub.on_message();
+        while messages.next().await.is_some() {}
+    })
 }
 
 /// Index of each process in [`Stack::children`].
@@ -136,6 +156,7 @@ pub struct Options<'a> {
 
 impl Drop for Stack {
     fn drop(&mut self) {
+        self.watcher.abort();
         for child in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
@@ -191,28 +212,7 @@ impl Stack {
         let db = TestDb::create_on(&admin_url, "e2e").await;
         let (db_name, db_url) = (db.name.clone(), db.url.clone());
         for (_, user) in &users {
-            let mut add = Command::new(binary("main-service"))
-                .args([
-                    "user",
-                    "add",
-                    "--tenant",
-                    &tenant,
-                    "--username",
-                    user,
-                    "--password-stdin",
-                ])
-                .env("DATABASE_URL", &db_url)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap();
-            use std::io::Write;
-            add.stdin
-                .take()
-                .unwrap()
-                .write_all(PASSWORD.as_bytes())
-                .unwrap();
-            assert!(add.wait().unwrap().success(), "user add {user}");
+            add_account(&db_url, &tenant, user);
         }
         let (main, aura, gateway) = (free_port(), free_port(), free_port());
         let (main_admin, gateway_admin) = (free_port(), free_port());
@@ -259,7 +259,9 @@ impl Stack {
             .env("AURA_PLATFORM_URI", format!("http://127.0.0.1:{aura}"))
             .env("MAIN_SERVICE_URI", format!("http://127.0.0.1:{main}"));
         children.push(cmd.spawn().unwrap());
+        let watcher = watch_channels(&redis_url).await;
         let stack = Stack {
+            watcher,
             gateway: ([127, 0, 0, 1], gateway).into(),
             gateway_admin: ([127, 0, 0, 1], gateway_admin).into(),
             main: ([127, 0, 0, 1], main).into(),
@@ -315,6 +317,33 @@ impl Stack {
         }
         stack
     }
+}
+
+/// Creates the account `user` of `tenant` (password [`PASSWORD`]) with
+/// `main-service user add`, in the database at `db_url`.
+pub fn add_account(db_url: &str, tenant: &str, user: &str) {
+    let mut add = Command::new(binary("main-service"))
+        .args([
+            "user",
+            "add",
+            "--tenant",
+            tenant,
+            "--username",
+            user,
+            "--password-stdin",
+        ])
+        .env("DATABASE_URL", db_url)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    add.stdin
+        .take()
+        .unwrap()
+        .write_all(PASSWORD.as_bytes())
+        .unwrap();
+    assert!(add.wait().unwrap().success(), "user add {user}");
 }
 
 /// A gateway process alone, in front of an agent the test brings itself;
@@ -440,8 +469,12 @@ impl Stack {
     /// client, it waits out a 503 (every password-check slot busy) for the
     /// `Retry-After` it is given, a few times.
     pub async fn login(&self, user: &str) -> String {
-        let body =
-            json!({"username": user, "password": PASSWORD, "tenantId": self.tenant}).to_string();
+        self.login_in(&self.tenant, user).await
+    }
+
+    /// [`Stack::login`] to an account of `tenant`.
+    pub async fn login_in(&self, tenant: &str, user: &str) -> String {
+        let body = json!({"username": user, "password": PASSWORD, "tenantId": tenant}).to_string();
         let mut tries = 0;
         let (status, text) = loop {
             let (status, text, headers) = call(
@@ -477,10 +510,24 @@ impl Stack {
         path: &str,
         body: &str,
     ) -> (u16, Value) {
+        self.in_tenant(&self.tenant, token, user, method, path, body)
+            .await
+    }
+
+    /// [`Stack::as_user`] for a user of `tenant`.
+    pub async fn in_tenant(
+        &self,
+        tenant: &str,
+        token: &str,
+        user: &str,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> (u16, Value) {
         let auth = format!("Bearer {token}");
         let headers = [
             ("authorization", auth.as_str()),
-            ("x-tenant-id", self.tenant.as_str()),
+            ("x-tenant-id", tenant),
             ("x-user-id", user),
             ("content-type", "application/json"),
         ];

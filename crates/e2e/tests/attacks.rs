@@ -110,6 +110,10 @@ async fn nobody_but_the_owner_can_create_on_or_decide_for_an_agent_session() {
         "nothing was published on the victim's channel"
     );
     drop(messages);
+    // This listener is not the agent: with two on the channel no decision
+    // would be published at all.
+    drop(pubsub);
+    tokio::time::sleep(Duration::from_millis(200)).await;
 
     // The victim decides; the run goes on.
     let (status, reply) = stack.approve(&victim, &victim_id, &request_id).await;
@@ -120,4 +124,106 @@ async fn nobody_but_the_owner_can_create_on_or_decide_for_an_agent_session() {
         Some("[DONE]"),
         "{rest:?}"
     );
+}
+
+/// The session id of a stored request.
+async fn session_of(stack: &Stack, request_id: &str) -> String {
+    let mut conn = redis::Client::open(stack.redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let raw: String = redis::cmd("GET")
+        .arg(dwp_core::hitl::request_key(request_id))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    serde_json::from_str::<Value>(&raw).unwrap()["sessionId"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_user_of_another_tenant_with_the_same_name_cannot_approve_the_victims_action() {
+    // One user name in two tenants; aura-sim names sessions as the real
+    // agent does, `session_{sub}_{second}`, with no tenant in it.
+    let stack = Stack::start(Options {
+        users: &["admin"],
+        aura_env: &[("HITL_TIMEOUT_SECS", "3")],
+        ..Options::default()
+    })
+    .await;
+    let admin = stack.user("admin");
+    add_account(&stack.db.url, "tenant2", &admin);
+    let one = stack.login_in("tenant1", &admin).await;
+    let two = stack.login_in("tenant2", &admin).await;
+    // Both runs start in the same second (tried until they do).
+    let (mut a, mut b, a_id, b_id, session) = loop {
+        let (mut a, mut b) = tokio::join!(
+            Stream::open_in(
+                stack.gateway,
+                "tenant1",
+                Some(&one),
+                &admin,
+                "delete my mail"
+            ),
+            Stream::open_in(
+                stack.gateway,
+                "tenant2",
+                Some(&two),
+                &admin,
+                "delete my mail"
+            ),
+        );
+        let ((_, a_id), (_, b_id)) = tokio::join!(a.until_hitl(), b.until_hitl());
+        let (sa, sb) = (
+            session_of(&stack, &a_id).await,
+            session_of(&stack, &b_id).await,
+        );
+        if sa == sb {
+            break (a, b, a_id, b_id, sa);
+        }
+    };
+    wait_for_listeners(&stack.redis_url, &session, 2).await;
+    // Whoever wrote the session record last is the one whose own request
+    // matches it: that tenant is the attacker, approving its own action.
+    let mut conn = redis::Client::open(stack.redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let record: String = redis::cmd("GET")
+        .arg(dwp_core::hitl::session_key(&session))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let owner_tenant = serde_json::from_str::<Value>(&record).unwrap()["tenantId"].clone();
+    let (attacker_tenant, attacker_token, attacker_req, victim_tenant, victim_token, victim_req) =
+        if owner_tenant == "tenant2" {
+            ("tenant2", &two, &b_id, "tenant1", &one, &a_id)
+        } else {
+            ("tenant1", &one, &a_id, "tenant2", &two, &b_id)
+        };
+    let path = format!("/api/aura/hitl/approve/{attacker_req}");
+    let (status, reply) = stack
+        .in_tenant(attacker_tenant, attacker_token, &admin, "POST", &path, "")
+        .await;
+    assert_eq!(status, 409, "the shared session is refused: {reply}");
+    assert_eq!(reply["errorCode"], "E3001");
+    // The victim cannot be decided for either (its session names another owner).
+    let path = format!("/api/aura/hitl/approve/{victim_req}");
+    let (status, reply) = stack
+        .in_tenant(victim_tenant, victim_token, &admin, "POST", &path, "")
+        .await;
+    assert!(status == 403 || status == 409, "{status} {reply}");
+    // Neither run executes its risky tool: both wait out their time.
+    for stream in [&mut a, &mut b] {
+        let rest = stream.rest().await;
+        assert!(
+            !kinds(&rest).iter().any(|k| k == "tool_execution"),
+            "no run went ahead: {rest:?}"
+        );
+        assert!(kinds(&rest).iter().any(|k| k == "failed"), "{rest:?}");
+    }
 }

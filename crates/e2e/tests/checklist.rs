@@ -81,8 +81,10 @@ async fn approval_through_the_gateway_signals_the_agent_and_the_run_is_recorded(
         .get_async_pubsub()
         .await
         .unwrap();
+    // As an operator watches (a pattern): a second SUBSCRIBE would be a
+    // second run on the channel, to which nothing is published.
     watcher
-        .subscribe(format!("hitl:channel:{session_id}"))
+        .psubscribe(format!("hitl:channel:{session_id}"))
         .await
         .unwrap();
 
@@ -486,4 +488,32 @@ async fn sigterm_to_the_gateway_refuses_new_connections_and_lets_100_open_stream
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(exit.code(), Some(0));
+}
+
+#[tokio::test]
+async fn an_approval_made_before_the_agent_subscribes_arrives_with_a_pattern_watcher_attached() {
+    // The stack's own `PSUBSCRIBE hitl:channel:*` watcher is attached (as
+    // the old test guide's step 5 has operators do); the agent subscribes
+    // 300 ms after its `hitl` event, and the person is faster.
+    let stack = Stack::start(Options {
+        users: &["erin"],
+        aura_env: &[
+            ("AURA_SIM_SUBSCRIBE_DELAY_MS", "300"),
+            ("HITL_TIMEOUT_SECS", "5"),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let erin = stack.user("erin");
+    let token = stack.login(&erin).await;
+    let mut stream = stack.stream(Some(&token), &erin, "delete my mail").await;
+    let (_, request_id) = stream.until_hitl().await;
+    let (status, reply) = stack.approve(&token, &erin, &request_id).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(
+        reply["data"]["delivered"], false,
+        "a watcher is not the agent: {reply}"
+    );
+    let rest = stream.rest().await;
+    assert_eq!(kinds(&rest), AFTER_APPROVAL, "{rest:?}");
 }

@@ -10,6 +10,12 @@
 //! `GATEWAY_RECORDER_MAX_EVENT_BYTES` is skipped without being held and
 //! counted (`gateway_recorder_oversized_total`); the stream is trimmed by
 //! `STREAM_MAX_LEN` and `STREAM_MAX_AGE_SECS` on every write.
+//!
+//! A `hitl` event also records its stream's owner (tenant, user) under the
+//! request's session in `hitl:owners:{sessionId}`, in the same pipeline:
+//! session ids carry no tenant, and main-service refuses to decide on a
+//! session more than one owner has waited on
+//! ([`dwp_core::hitl::owners_key`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,7 +24,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use dwp_core::settings::Retention;
 use dwp_core::sse::{Event, Parser};
-use dwp_core::tasks;
+use dwp_core::{hitl, tasks};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{mpsc, oneshot};
 
@@ -188,6 +194,21 @@ async fn write_loop(
     }
 }
 
+/// The `requestId` of a `hitl` event (`data.data.requestId`, or a flat
+/// `data.requestId`), when it is one main-service could decide.
+fn hitl_request_id(event: &Event) -> Option<String> {
+    if event.event_type() != "hitl" {
+        return None;
+    }
+    let data: serde_json::Value = serde_json::from_str(&event.data).ok()?;
+    let id = data
+        .get("data")
+        .and_then(|d| d.get("requestId"))
+        .or_else(|| data.get("requestId"))?
+        .as_str()?;
+    hitl::storable_id(id).then(|| id.to_owned())
+}
+
 async fn write(
     redis: &dwp_core::redis::Target,
     conn: &mut Option<ConnectionManager>,
@@ -238,6 +259,20 @@ async fn write(
             .arg(&event.data)
             .ignore();
     }
+    for (task, event) in events {
+        if let Some(request_id) = hitl_request_id(event)
+            && !task.user_id.is_empty()
+        {
+            pipe.cmd("EVAL")
+                .arg(hitl::RECORD_OWNER_SCRIPT)
+                .arg(1)
+                .arg(hitl::request_key(&request_id))
+                .arg(hitl::owner_field(&task.tenant_id, &task.user_id))
+                .arg(hitl::SESSION_TTL_SECS)
+                .arg(&request_id)
+                .ignore();
+        }
+    }
     pipe.cmd("XTRIM")
         .arg(tasks::EVENTS_STREAM)
         .arg("MINID")
@@ -248,4 +283,37 @@ async fn write(
         .await
         .map_err(|_| "write timed out".to_owned())?
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: &str, data: &str) -> Event {
+        Event {
+            event: Some(kind.into()),
+            data: data.into(),
+            ..Event::default()
+        }
+    }
+
+    #[test]
+    fn only_hitl_events_with_a_usable_request_id_name_one() {
+        let wrapped = r#"{"type":"hitl","data":{"requestId":"req_142b79eadced"}}"#;
+        assert_eq!(
+            hitl_request_id(&event("hitl", wrapped)).as_deref(),
+            Some("req_142b79eadced")
+        );
+        let flat = r#"{"type":"hitl","requestId":"req_1"}"#;
+        assert_eq!(
+            hitl_request_id(&event("hitl", flat)).as_deref(),
+            Some("req_1")
+        );
+        assert_eq!(hitl_request_id(&event("content", wrapped)), None);
+        assert_eq!(hitl_request_id(&event("hitl", "not json")), None);
+        assert_eq!(
+            hitl_request_id(&event("hitl", r#"{"data":{"requestId":"a\nb"}}"#)),
+            None
+        );
+    }
 }

@@ -80,6 +80,10 @@ pub struct Config {
     /// `HITL_MAX_PENDING_PER_USER` (100): requests one user may have pending
     /// through `POST /aura/hitl/requests`; more is 429.
     pub hitl_max_pending_per_user: u64,
+    /// `HITL_MAX_UNDELIVERED_PER_USER` (32): decisions of one user that may
+    /// wait at once for their agent to subscribe (the real agent subscribes
+    /// some milliseconds after its `hitl` event); more is 429.
+    pub hitl_max_undelivered_per_user: u64,
 }
 
 /// Login's protection against memory exhaustion and password guessing.
@@ -157,6 +161,10 @@ impl std::fmt::Debug for Config {
             .field("admin", &self.admin)
             .field("streams", &self.streams)
             .field("hitl_max_pending_per_user", &self.hitl_max_pending_per_user)
+            .field(
+                "hitl_max_undelivered_per_user",
+                &self.hitl_max_undelivered_per_user,
+            )
             .finish()
     }
 }
@@ -205,6 +213,7 @@ impl Config {
             admin: admin(&vars)?,
             streams,
             hitl_max_pending_per_user: vars.positive("HITL_MAX_PENDING_PER_USER", 100)?,
+            hitl_max_undelivered_per_user: vars.positive("HITL_MAX_UNDELIVERED_PER_USER", 32)?,
             host: vars.text("SERVER_HOST").unwrap_or_else(|| "0.0.0.0".into()),
             // 0 is allowed: the system picks a free port (tests use it).
             port: port(&vars, "SERVER_PORT", 8081)?,

@@ -265,3 +265,63 @@ async fn a_recorded_stream_carries_the_tokens_user_not_a_header() {
     assert_eq!(mine[0]["userId"], "alice");
     assert_eq!(mine[0]["tenantId"], "tenant7");
 }
+
+#[tokio::test]
+async fn a_relayed_hitl_event_records_its_streams_owner_under_the_session() {
+    let (_up, mut feeds, gw) = recording_gateway(&redis_url()).await;
+    let mut conn = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let (request_id, session_id) = (format!("req_{suffix}"), format!("session_user123_{suffix}"));
+    // What the agent writes before it sends its `hitl` event.
+    let () = redis::cmd("SET")
+        .arg(dwp_core::hitl::request_key(&request_id))
+        .arg(serde_json::json!({"requestId": request_id, "sessionId": session_id, "userId": "user123", "tenantId": "tenant1", "status": "pending"}).to_string())
+        .arg("EX")
+        .arg(60)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let req = request("POST", gw.addr, "/api/aura/test/stream")
+        .header("x-tenant-id", "tenant1")
+        .header("x-user-id", "user123")
+        .body(full(r#"{"prompt":"merge it","context":{}}"#))
+        .unwrap();
+    let mut res = send(gw.addr, req).await;
+    let feed = feeds.recv().await.unwrap();
+    let hitl = format!(
+        "id: 8\nevent: hitl\ndata: {{\"type\": \"hitl\", \"data\": {{\"requestId\": \"{request_id}\"}}}}\n\n"
+    );
+    feed.send(Bytes::from(hitl)).await.unwrap();
+    assert!(res.chunk(Duration::from_secs(5)).await.is_some());
+    let owners_key = dwp_core::hitl::owners_key(&session_id);
+    let mut owners: std::collections::HashMap<String, String> = Default::default();
+    for _ in 0..50 {
+        owners = redis::cmd("HGETALL")
+            .arg(&owners_key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if !owners.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        owners,
+        std::collections::HashMap::from([(
+            dwp_core::hitl::owner_field("tenant1", "user123"),
+            request_id.clone()
+        )])
+    );
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&owners_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(ttl > 3000, "lives as long as the session: {ttl}");
+    drop(feed);
+}

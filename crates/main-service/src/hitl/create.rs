@@ -28,7 +28,8 @@ use crate::error::AppError;
 use crate::reply::Reply;
 use crate::state::AppState;
 
-/// Claims (or refreshes) the session, checks the pending cap, stores the request.
+/// Claims (or refreshes) the session, checks the pending cap, stores the
+/// request, and records the caller among the session's owners.
 /// Returns 1 stored, 0 the request id is taken, -1 the session changed
 /// under us (read again), -2 too many pending.
 static CLAIM: LazyLock<redis::Script> = LazyLock::new(|| {
@@ -47,6 +48,8 @@ if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 en
 redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4])
 redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), ARGV[9])
 redis.call('EXPIRE', KEYS[3], ARGV[2])
+redis.call('HSET', KEYS[4], ARGV[10], ARGV[9])
+redis.call('EXPIRE', KEYS[4], ARGV[4])
 return 1
 ",
     )
@@ -200,6 +203,8 @@ async fn claim(state: &AppState, caller: &Caller, request: StoredRequest) -> Res
                     .arg(state.config.hitl_max_pending_per_user)
                     .arg(unix_now())
                     .arg(request_id)
+                    .key(hitl::owners_key(session_id))
+                    .arg(me.field())
                     .invoke_async(&mut conn),
             )
             .await?;

@@ -13,7 +13,15 @@
 //! channel has a subscriber: the first publish that reaches someone is the
 //! only one, across every replica. A session that moved on to another
 //! request (its record names another `requestId`) or whose signal expired
-//! is dropped, never delivered to a later wait.
+//! is dropped, never delivered to a later wait; so is one whose channel
+//! has more than one subscriber (two runs share the session id) or whose
+//! session has had more than one owner ([`hitl::owners_key`]).
+//!
+//! "A subscriber" is the channel's own (`PUBSUB NUMSUB`): an operator's
+//! `PSUBSCRIBE hitl:channel:*` is not an agent, though `PUBLISH` counts it.
+//! Each round looks at every waiting session, [`BATCH`] at a time, so no
+//! number of others' entries delays one; each owner has at most
+//! `HITL_MAX_UNDELIVERED_PER_USER` waiting (the decision script's cap).
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -32,14 +40,15 @@ pub const RETRY_EVERY: Duration = Duration::from_millis(10);
 /// waiting (another replica may have queued something and stopped).
 const IDLE_SCAN_EVERY: Duration = Duration::from_secs(1);
 
-/// Sessions looked at per round.
-const BATCH: isize = 500;
+/// Sessions looked at per `PUBSUB NUMSUB`.
+pub const BATCH: usize = 500;
 
 /// Publishes the stored signal if the entry is still due, and removes the
 /// entry when it reached someone, expired or was superseded.
-/// KEYS: the undelivered set, the signal, the session. ARGV: the session
-/// id, the channel, now. Returns 1 delivered, 0 nobody listening yet,
-/// -1 gone already, -2 expired, -3 superseded.
+/// KEYS: the undelivered set, the signal, the session, the session's
+/// owners. ARGV: the session id, the channel, now. Returns 1 delivered,
+/// 0 nobody listening yet, -1 gone already, -2 expired, -3 superseded,
+/// -4 shared (several subscribers or owners).
 static DELIVER: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
@@ -60,11 +69,16 @@ if session then
     return -3
   end
 end
-if redis.call('PUBLISH', ARGV[2], signal) > 0 then
+if redis.call('HLEN', KEYS[4]) > 1 then
   redis.call('ZREM', KEYS[1], ARGV[1])
-  return 1
+  return -4
 end
-return 0
+local listeners = redis.call('PUBSUB', 'NUMSUB', ARGV[2])[2]
+if listeners == 0 then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+if listeners > 1 then return -4 end
+redis.call('PUBLISH', ARGV[2], signal)
+return 1
 ",
     )
 });
@@ -94,31 +108,53 @@ pub async fn run(state: Arc<AppState>, stop: CancellationToken) {
     }
 }
 
-/// One look at every waiting session; returns how many still wait.
+/// One look at every waiting session, [`BATCH`] at a time; returns how
+/// many still wait.
 async fn round(state: &AppState) -> Result<usize, AppError> {
     let mut conn = state.store.conn().await?;
     let now = unix_now();
-    let sessions: Vec<(String, f64)> = state
-        .store
-        .bounded(
-            redis::cmd("ZRANGE")
-                .arg(hitl::UNDELIVERED_KEY)
-                .arg(0)
-                .arg(BATCH - 1)
-                .arg("WITHSCORES")
-                .query_async(&mut conn),
-        )
-        .await?;
+    let (mut offset, mut left) = (0, 0);
+    loop {
+        let sessions: Vec<(String, f64)> = state
+            .store
+            .bounded(
+                redis::cmd("ZRANGE")
+                    .arg(hitl::UNDELIVERED_KEY)
+                    .arg(offset)
+                    .arg(offset + BATCH - 1)
+                    .arg("WITHSCORES")
+                    .query_async(&mut conn),
+            )
+            .await?;
+        let seen = sessions.len();
+        // Entries removed in this batch shift the rest down: the next
+        // batch starts after the ones that stay.
+        let waiting = batch(state, &mut conn, &sessions, now).await?;
+        left += waiting;
+        offset += waiting;
+        if seen < BATCH {
+            return Ok(left);
+        }
+    }
+}
+
+/// Looks at one batch of waiting sessions; returns how many still wait.
+async fn batch(
+    state: &AppState,
+    conn: &mut redis::aio::ConnectionManager,
+    sessions: &[(String, f64)],
+    now: u64,
+) -> Result<usize, AppError> {
     if sessions.is_empty() {
         return Ok(0);
     }
     let mut numsub = redis::cmd("PUBSUB");
     numsub.arg("NUMSUB");
-    for (session, _) in &sessions {
+    for (session, _) in sessions {
         numsub.arg(hitl::channel(session));
     }
     // Channel, count, channel, count, ...
-    let counts: Vec<redis::Value> = state.store.bounded(numsub.query_async(&mut conn)).await?;
+    let counts: Vec<redis::Value> = state.store.bounded(numsub.query_async(conn)).await?;
     let mut left = 0;
     for ((session, due), count) in sessions.iter().zip(counts.chunks(2)) {
         let listened = matches!(count.get(1), Some(redis::Value::Int(n)) if *n > 0);
@@ -134,10 +170,11 @@ async fn round(state: &AppState) -> Result<usize, AppError> {
                     .key(hitl::UNDELIVERED_KEY)
                     .key(hitl::signal_key(session))
                     .key(hitl::session_key(session))
+                    .key(hitl::owners_key(session))
                     .arg(session)
                     .arg(hitl::channel(session))
                     .arg(now)
-                    .invoke_async(&mut conn),
+                    .invoke_async(conn),
             )
             .await?;
         match result {
@@ -154,6 +191,13 @@ async fn round(state: &AppState) -> Result<usize, AppError> {
                 );
             }
             -3 => state.metrics.delivery("superseded"),
+            -4 => {
+                state.metrics.delivery("shared");
+                tracing::warn!(
+                    session_id = session,
+                    "HITL signal not delivered: more than one run or owner on the session"
+                );
+            }
             _ => {}
         }
     }

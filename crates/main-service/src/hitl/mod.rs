@@ -49,35 +49,66 @@ use session::Owner;
 
 /// Compare-and-set of the request, signal store and publish, atomically.
 /// KEYS: request, signal, decision stream, session, pending set,
-/// undelivered set. ARGV: the request as read, the decided request, the
-/// signal, the channel, the signal TTL, the stream's length cap, the
-/// session as read, the request id, the stream's oldest id kept, now, the
-/// session id, then the audit entry's fields. Returns 0 changed under us,
-/// 1 decided and received, 2 decided and queued for delivery ([`delivery`]).
+/// undelivered set, the session's owners, the owner's parked set.
+/// ARGV: the request as read, the decided request, the signal, the
+/// channel, the signal TTL, the stream's length cap, the session as read,
+/// the request id, the stream's oldest id kept, now, the session id, the
+/// owner's field, the owners' TTL, the parked cap, then the audit entry's
+/// fields. Returns 0 changed under us, 1 decided and received, 2 decided
+/// and queued for delivery ([`delivery`]); and without deciding: -1 more
+/// than one run waits on the channel, -2 the session has had more than one
+/// owner, -3 the owner has too many decisions parked.
+///
+/// "Received" is the channel's own subscribers (`PUBSUB NUMSUB`), never
+/// `PUBLISH`'s count, which includes pattern listeners such as an
+/// operator's `PSUBSCRIBE hitl:channel:*`.
 static DECIDE: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if redis.call('GET', KEYS[4]) ~= ARGV[7] then return 0 end
+redis.call('HSET', KEYS[7], ARGV[12], ARGV[8])
+redis.call('EXPIRE', KEYS[7], ARGV[13])
+if redis.call('HLEN', KEYS[7]) > 1 then return -2 end
+local listeners = redis.call('PUBSUB', 'NUMSUB', ARGV[4])[2]
+if listeners > 1 then return -1 end
+local now = tonumber(ARGV[10])
+if listeners == 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', now)
+  for _, s in ipairs(redis.call('ZRANGE', KEYS[8], 0, -1)) do
+    if not redis.call('ZSCORE', KEYS[6], s) then redis.call('ZREM', KEYS[8], s) end
+  end
+  if redis.call('ZCARD', KEYS[8]) >= tonumber(ARGV[14]) then return -3 end
+end
 redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
 redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[5])
 local result = 1
-if redis.call('PUBLISH', ARGV[4], ARGV[3]) > 0 then
+if listeners == 1 then
+  redis.call('PUBLISH', ARGV[4], ARGV[3])
   redis.call('ZREM', KEYS[6], ARGV[11])
 else
   local window = tonumber(ARGV[5])
   local left = redis.call('TTL', KEYS[1])
   if left > 0 and left < window then window = left end
-  redis.call('ZADD', KEYS[6], tonumber(ARGV[10]) + window, ARGV[11])
+  redis.call('ZADD', KEYS[6], now + window, ARGV[11])
+  redis.call('ZADD', KEYS[8], now + window, ARGV[11])
+  redis.call('EXPIRE', KEYS[8], window)
   result = 2
 end
 redis.call('ZREM', KEYS[5], ARGV[8])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', unpack(ARGV, 12))
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', unpack(ARGV, 15))
 redis.call('XTRIM', KEYS[3], 'MINID', '~', ARGV[9])
 return result
 ",
     )
 });
+
+/// The sorted set of sessions whose decision by one owner waits for its
+/// agent to listen (scored by when delivery stops): capped per owner by
+/// `HITL_MAX_UNDELIVERED_PER_USER`, so no one can fill the delivery loop.
+pub fn parked_key(tenant: &str, user: &str) -> String {
+    format!("hitl:parked:{}", hitl::owner_field(tenant, user))
+}
 
 /// Longest `actionType` accepted (the `task_type` column's width).
 pub const MAX_ACTION_TYPE_BYTES: usize = 100;
@@ -308,6 +339,7 @@ async fn decide_once(
         let session_id = session_of(&stored, id)?;
         let session = session::read(&state.store, &mut conn, &session_id).await?;
         session::check(session.as_ref(), &owner, caller)?;
+        superseded(session.as_ref(), id)?;
         let timestamp = unix_now();
         let signal = Signal::new(decision, id, &session_id, reason.clone(), timestamp);
         let decided_at = rfc3339(timestamp);
@@ -350,19 +382,50 @@ async fn decide_once(
             .arg(id)
             .arg(state.config.streams.min_id())
             .arg(timestamp)
-            .arg(&session_id);
+            .arg(&session_id)
+            .key(hitl::owners_key(&session_id))
+            .arg(owner.field())
+            .arg(hitl::SESSION_TTL_SECS)
+            .key(parked_key(
+                owner.tenant.as_deref().unwrap_or(""),
+                owner.user.as_deref().unwrap_or(""),
+            ))
+            .arg(state.config.hitl_max_undelivered_per_user);
         for (name, value) in record.fields() {
             script.arg(name).arg(value);
         }
         let applied: i64 = state.store.bounded(script.invoke_async(&mut conn)).await?;
-        if applied > 0 {
-            state.store.replicated(&mut conn).await?;
-            return Ok(Decided::Now {
-                session_id,
-                delivered: applied == 1,
-            });
+        match applied {
+            1 | 2 => {
+                state.store.replicated(&mut conn).await?;
+                return Ok(Decided::Now {
+                    session_id,
+                    delivered: applied == 1,
+                });
+            }
+            -1 => {
+                return Err(undeliverable(
+                    id,
+                    &session_id,
+                    "more than one run waits on it",
+                ));
+            }
+            -2 => {
+                return Err(undeliverable(
+                    id,
+                    &session_id,
+                    "more than one user (or tenant) has had a run on it",
+                ));
+            }
+            -3 => {
+                return Err(AppError::TooManyRequests {
+                    message: "Too many of this user's decisions wait for their agents to listen",
+                    retry_after: 5,
+                });
+            }
+            // Changed between our read and the script: read again.
+            _ => {}
         }
-        // Changed between our read and the script: read again.
     }
     Err(AppError::Unavailable("Redis"))
 }
@@ -397,6 +460,33 @@ async fn read_pending(
         return Ok(Read::Done(done));
     }
     Ok(Read::Pending(raw, stored, owner))
+}
+
+/// 409 when the session already waits on a newer request: the agent takes
+/// the first message on the channel whatever its `requestId`, so a decision
+/// on the older one would answer the newer wait.
+fn superseded(session: Option<&session::Session>, id: &str) -> Result<(), AppError> {
+    match session.and_then(|s| s.request_id.as_deref()) {
+        Some(newer) if newer != id => Err(AppError::Conflict {
+            message: format!(
+                "HITL request {id} is no longer awaited: its session now waits on {newer}"
+            ),
+            data: Value::Null,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// 409 for a decision no publish could deliver to its own run only; the
+/// request stays pending and nothing is published.
+fn undeliverable(id: &str, session_id: &str, why: &str) -> AppError {
+    AppError::Conflict {
+        message: format!(
+            "HITL request {id} cannot be decided safely: its session {session_id} is shared ({why}), \
+             so a decision could reach another run; nothing was published"
+        ),
+        data: Value::Null,
+    }
 }
 
 /// The stored request's fields a decision sets.

@@ -5,9 +5,15 @@
 //! Ids are compared by their canonical text: a JSON number `1` is the
 //! string `"1"` (the Java backend's agents wrote numbers); `null` or absent
 //! means "not recorded". A decision is made only when the request's owner
-//! and the session's owner are the same and the caller is that owner
-//! wherever it is recorded, so a request someone planted on another
-//! person's session can never reach that person's agent.
+//! and the session's owner are the same and the caller is that owner, so a
+//! request someone planted on another person's session can never reach that
+//! person's agent.
+//!
+//! An owner part that is not recorded is never a wildcard: a request or
+//! session whose agent wrote a null (or no) `userId` or `tenantId` belongs
+//! to no one anyone can prove, so nobody reads or decides it (403). Through
+//! the gateway the real agent always records both (the token's `sub` and
+//! `tenant_id`, which the edge check ties to `X-User-ID`/`X-Tenant-ID`).
 
 use dwp_core::hitl;
 use redis::aio::ConnectionManager;
@@ -43,8 +49,13 @@ impl Owner {
         }
     }
 
-    /// 403 unless every recorded part is the caller's.
+    /// 403 unless both parts are recorded and are the caller's.
     pub fn admits(&self, caller: &Caller) -> Result<(), AppError> {
+        if self.user.is_none() || self.tenant.is_none() {
+            return Err(AppError::Forbidden(
+                "This request has no recorded owner (userId and tenantId)",
+            ));
+        }
         if self
             .tenant
             .as_deref()
@@ -58,6 +69,14 @@ impl Owner {
             return Err(AppError::Forbidden("This request belongs to another user"));
         }
         Ok(())
+    }
+
+    /// Its field in `hitl:owners:{sessionId}` ([`hitl::owner_field`]).
+    pub fn field(&self) -> String {
+        hitl::owner_field(
+            self.tenant.as_deref().unwrap_or(""),
+            self.user.as_deref().unwrap_or(""),
+        )
     }
 }
 
@@ -78,6 +97,8 @@ pub struct Session {
     pub raw: String,
     /// Its recorded owner.
     pub owner: Owner,
+    /// The request it names (the agent's latest wait on it), when recorded.
+    pub request_id: Option<String>,
 }
 
 /// Reads `hitl:session:{sessionId}`. A value that is not a JSON object has
@@ -101,6 +122,10 @@ pub async fn read(
         .map_err(|_| AppError::Forbidden("The session's owner cannot be read"))?;
     Ok(Some(Session {
         owner: Owner::of(&record),
+        request_id: record
+            .get("requestId")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
         raw,
     }))
 }
@@ -141,7 +166,13 @@ mod tests {
             owner(json!({"userId": 7, "tenantId": "1"}))
         );
         let unrecorded = owner(json!({"userId": null}));
-        assert_eq!((unrecorded.user, unrecorded.tenant), (None, None));
+        assert_eq!((&unrecorded.user, &unrecorded.tenant), (&None, &None));
+        assert!(
+            unrecorded.admits(&caller("alice", "1")).is_err(),
+            "an unrecorded owner is nobody's, not everybody's"
+        );
+        let no_tenant = owner(json!({"userId": "alice", "tenantId": null}));
+        assert!(no_tenant.admits(&caller("alice", "1")).is_err());
         let numeric = owner(json!({"userId": "alice", "tenantId": 999}));
         assert!(numeric.admits(&caller("alice", "999")).is_ok());
         assert!(
@@ -157,6 +188,7 @@ mod tests {
         let session = |o: &Owner| Session {
             raw: String::new(),
             owner: o.clone(),
+            request_id: None,
         };
         assert!(check(Some(&session(&alice)), &alice, &caller("alice", "t1")).is_ok());
         // Eve's request planted on Alice's session, decided by Eve.

@@ -287,9 +287,9 @@ pub async fn agent_request(user: Option<&str>, tenant: Option<&str>) -> (String,
     agent_request_at(&redis_url(), user, tenant).await
 }
 
-/// [`agent_request`] for anyone, in the Redis at `url`.
+/// [`agent_request`] for `user123` of `tenant1`, in the Redis at `url`.
 pub async fn agent_request_in(url: &str) -> (String, String) {
-    agent_request_at(url, None, None).await
+    agent_request_at(url, Some("user123"), Some("tenant1")).await
 }
 
 async fn agent_request_at(url: &str, user: Option<&str>, tenant: Option<&str>) -> (String, String) {

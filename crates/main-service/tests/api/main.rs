@@ -12,6 +12,7 @@ mod ownership;
 mod process;
 mod recorder;
 mod requests;
+mod seams;
 mod security;
 mod service;
 mod signin;

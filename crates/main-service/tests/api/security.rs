@@ -2,6 +2,7 @@
 //! ownership of the stored request.
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use redis::AsyncCommands;
 use serde_json::json;
 
 use crate::helpers::*;
@@ -188,7 +189,7 @@ async fn every_broken_caller_is_refused_with_the_right_code() {
 #[tokio::test]
 async fn a_body_user_id_that_is_not_the_caller_is_403() {
     let app = spawn_app().await;
-    let (request_id, _) = agent_request(None, None).await;
+    let (request_id, _) = agent_request(Some("user123"), Some("tenant1")).await;
     let res = app
         .decide(
             "approve",
@@ -215,15 +216,32 @@ async fn nobody_decides_for_another_users_or_tenants_agent() {
         .decide("approve", &other_tenant, "user123", "tenant1", "")
         .await;
     assert_eq!(res.status, 403, "{}", res.text);
-    let (anyone, _) = agent_request(None, None).await;
-    let res = app
-        .decide("approve", &anyone, "user123", "tenant1", "")
-        .await;
-    assert_eq!(
-        res.status, 200,
-        "null userId and tenantId restrict nothing: {}",
-        res.text
-    );
+    // An owner the agent did not record is nobody's, in any tenant: the
+    // request is neither decided nor read by anyone.
+    for (user, tenant) in [
+        (None, None),
+        (Some("user123"), None),
+        (None, Some("tenant1")),
+    ] {
+        let (unowned, _) = agent_request(user, tenant).await;
+        for caller_tenant in ["tenant1", "tenant2"] {
+            let res = app
+                .decide("approve", &unowned, "user123", caller_tenant, "")
+                .await;
+            assert_eq!(
+                (res.status, res.body["errorCode"].as_str()),
+                (403, Some("E2001")),
+                "{user:?}/{tenant:?} by user123@{caller_tenant}: {}",
+                res.text
+            );
+        }
+        let stored: String = redis()
+            .await
+            .get(dwp_core::hitl::request_key(&unowned))
+            .await
+            .unwrap();
+        assert!(stored.contains(r#""status":"pending""#), "{stored}");
+    }
 }
 
 #[tokio::test]

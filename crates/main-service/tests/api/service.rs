@@ -9,7 +9,7 @@ use crate::helpers::*;
 #[tokio::test]
 async fn bad_input_is_answered_in_the_envelope() {
     let app = spawn_app().await;
-    let (request_id, _) = agent_request(None, None).await;
+    let (request_id, _) = agent_request(Some("user123"), Some("tenant1")).await;
     let auth = bearer("user123", "tenant1");
     let ok = [
         ("authorization", auth.as_str()),
@@ -91,7 +91,7 @@ async fn health_readiness_and_metrics() {
     let res = app.send("GET", "/main/health/ready", &[], "").await;
     assert_eq!(res.status, 200, "{}", res.text);
 
-    let (request_id, _) = agent_request(None, None).await;
+    let (request_id, _) = agent_request(Some("user123"), Some("tenant1")).await;
     app.decide("approve", &request_id, "user123", "tenant1", "")
         .await;
     app.decide("reject", &request_id, "user123", "tenant1", "")
