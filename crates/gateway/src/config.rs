@@ -105,6 +105,26 @@ pub struct Config {
     /// `ADMIN_HOST` (`0.0.0.0`) and `ADMIN_PORT` (8090; `off` for none):
     /// the listener of `/metrics` (and `/health`), apart from the public port.
     pub admin: Option<(String, u16)>,
+    /// `GATEWAY_FORWARDED_HOPS` (0): trusted proxies in front of the gateway
+    /// (an Ingress: 1). When above 0, a client's address is the
+    /// `X-Forwarded-For` entry they appended (not the connection's, which
+    /// every client behind them shares), the per-address cap counts requests
+    /// by it, and their `X-Forwarded-Host`/`-Proto` are kept.
+    pub forwarded_hops: usize,
+    /// `GATEWAY_BODY_MIN_BYTES_PER_SEC` (32768; 0 = none): once an upstream
+    /// connection is taken for a body larger than the first 64 KiB, the rest
+    /// must keep this pace (after a second's grace), else 408 and the
+    /// connection is freed.
+    pub body_min_rate: u64,
+    /// `GATEWAY_WRITE_IDLE_TIMEOUT_SECS` (30): longest a client may leave a
+    /// response frame unread; then its connection is closed and the upstream
+    /// connection freed.
+    pub write_idle_timeout: Duration,
+    /// `GATEWAY_ROUTE_MAX_POOL_PERCENT` (50): the share of an upstream's pool
+    /// one route's open requests may hold when other routes share that
+    /// pool (100: no cap), so one route's clients never take the connections
+    /// another needs.
+    pub route_max_pool_percent: usize,
 }
 
 impl std::fmt::Debug for Config {
@@ -142,6 +162,10 @@ impl std::fmt::Debug for Config {
             .field("max_requests_per_user", &self.max_requests_per_user)
             .field("max_streams_per_user", &self.max_streams_per_user)
             .field("admin", &self.admin)
+            .field("forwarded_hops", &self.forwarded_hops)
+            .field("body_min_rate", &self.body_min_rate)
+            .field("write_idle_timeout", &self.write_idle_timeout)
+            .field("route_max_pool_percent", &self.route_max_pool_percent)
             .finish()
     }
 }
@@ -198,6 +222,18 @@ impl Config {
             max_requests_per_user: vars.number("GATEWAY_MAX_REQUESTS_PER_USER", 256)?,
             max_streams_per_user: vars.number("GATEWAY_MAX_STREAMS_PER_USER", 32)?,
             admin: admin(&vars)?,
+            forwarded_hops: vars.number("GATEWAY_FORWARDED_HOPS", 0)?,
+            body_min_rate: vars.number("GATEWAY_BODY_MIN_BYTES_PER_SEC", 32 * 1024)?,
+            write_idle_timeout: vars.secs("GATEWAY_WRITE_IDLE_TIMEOUT_SECS", 30)?,
+            route_max_pool_percent: match vars.positive("GATEWAY_ROUTE_MAX_POOL_PERCENT", 50)? {
+                p @ 1..=100 => p as usize,
+                _ => {
+                    return Err(SettingError::new(
+                        "GATEWAY_ROUTE_MAX_POOL_PERCENT",
+                        "must be 1 to 100",
+                    ));
+                }
+            },
         })
     }
 }

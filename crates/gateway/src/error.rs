@@ -34,6 +34,10 @@ pub enum GatewayError {
     /// 429 E1001: this client or user has too many requests or streams open.
     #[error("{0}")]
     TooManyRequests(&'static str),
+    /// 503 E5000: this route's share of its upstream's connections is all
+    /// in use (`GATEWAY_ROUTE_MAX_POOL_PERCENT`); retry in a second.
+    #[error("Route {0} is busy: retry shortly")]
+    RouteBusy(&'static str),
     /// 502 E5000: the upstream refused or dropped the connection.
     #[error("Upstream {0} is unavailable")]
     UpstreamUnavailable(&'static str),
@@ -52,6 +56,7 @@ impl GatewayError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::RouteBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
             other => other.code().status(),
         }
     }
@@ -66,7 +71,7 @@ impl GatewayError {
             | Self::TooManyRequests(_) => ErrorCode::E1001,
             Self::Token(e) => e.code(),
             Self::Forbidden(_) => ErrorCode::E2001,
-            Self::UpstreamUnavailable(_) => ErrorCode::E5000,
+            Self::UpstreamUnavailable(_) | Self::RouteBusy(_) => ErrorCode::E5000,
             Self::UpstreamTimeout(_) => ErrorCode::E5001,
             Self::Internal(_) => ErrorCode::E1000,
         }
@@ -98,7 +103,7 @@ impl GatewayError {
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        if matches!(self, Self::TooManyRequests(_)) {
+        if matches!(self, Self::TooManyRequests(_) | Self::RouteBusy(_)) {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -633,6 +633,7 @@ mod tests {
             &mut h.clone(),
             &HeaderValue::from_static("10.0.0.1"),
             "/api",
+            0,
             &mut added,
         );
         let encode = |framing| {

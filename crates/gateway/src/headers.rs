@@ -149,22 +149,22 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
-/// Adds this hop's `X-Forwarded-For` (the client's address), `-Proto`,
-/// `-Host` (the request's `Host`) and `-Prefix`. When no earlier proxy set
-/// any of them (nearly every request), they go to `added`, with no map
-/// lookups; otherwise they are joined to the earlier values in the map by
-/// [`append_forwarded`]. The upstream gets the same fields either way.
+/// Adds this hop's `X-Forwarded-*`: `-For` is appended to what came (the
+/// client's address); `-Proto`, `-Host` and `-Prefix` are the gateway's
+/// own, one value each, whatever a client sent. Behind `hops` trusted
+/// proxies, the last `-Proto`/`-Host` they set is kept (one value).
 pub fn add_forwarded(
     headers: &mut HeaderMap,
     client: &HeaderValue,
     prefix: &'static str,
+    hops: usize,
     added: &mut Added,
 ) {
     if headers
         .keys()
         .any(|name| name.as_str().starts_with("x-forwarded-"))
     {
-        append_forwarded(headers, client, prefix);
+        append_forwarded(headers, client, prefix, hops);
         return;
     }
     added.forwarded = Some(Forwarded {
@@ -174,23 +174,57 @@ pub fn add_forwarded(
     });
 }
 
-/// Appends `X-Forwarded-For` (the client's address), `-Proto`, `-Host` (the
-/// request's `Host`) and `-Prefix` to what earlier proxies wrote.
-pub fn append_forwarded(headers: &mut HeaderMap, client: &HeaderValue, prefix: &'static str) {
+/// Appends the client's address to `X-Forwarded-For` and sets `-Proto`,
+/// `-Host` and `-Prefix` to one value each: the last one trusted proxies
+/// set (`hops` above 0), else the gateway's own.
+pub fn append_forwarded(
+    headers: &mut HeaderMap,
+    client: &HeaderValue,
+    prefix: &'static str,
+    hops: usize,
+) {
     append(headers, headers::FORWARDED_FOR, client.clone());
-    append(
-        headers,
-        headers::FORWARDED_PROTO,
-        HeaderValue::from_static("http"),
-    );
-    if let Some(host) = headers.get(HOST).cloned() {
-        append(headers, headers::FORWARDED_HOST, host);
+    let trusted = |headers: &HeaderMap, name: &HeaderName| {
+        (hops > 0)
+            .then(|| headers.get_all(name).iter().last().cloned())
+            .flatten()
+            .and_then(|v| {
+                let text = v.to_str().ok()?;
+                let last = text.rsplit(',').next()?.trim();
+                (!last.is_empty()).then(|| HeaderValue::from_str(last).ok())?
+            })
+    };
+    let proto =
+        trusted(headers, &headers::FORWARDED_PROTO).unwrap_or(HeaderValue::from_static("http"));
+    headers.insert(headers::FORWARDED_PROTO, proto);
+    match trusted(headers, &headers::FORWARDED_HOST).or_else(|| headers.get(HOST).cloned()) {
+        Some(host) => {
+            headers.insert(headers::FORWARDED_HOST, host);
+        }
+        None => {
+            headers.remove(headers::FORWARDED_HOST);
+        }
     }
-    append(
-        headers,
-        headers::FORWARDED_PREFIX,
-        HeaderValue::from_static(prefix),
-    );
+    headers.insert(headers::FORWARDED_PREFIX, HeaderValue::from_static(prefix));
+}
+
+/// The client's address behind `hops` trusted proxies: the
+/// `X-Forwarded-For` entry the outermost of them appended (the first entry
+/// when fewer came); `None` without the field.
+pub fn forwarded_client(headers: &HeaderMap, hops: usize) -> Option<String> {
+    let entries: Vec<&str> = headers
+        .get_all(headers::FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    let at = entries
+        .len()
+        .checked_sub(1)?
+        .saturating_sub(hops.saturating_sub(1));
+    entries.get(at).map(|s| (*s).to_owned())
 }
 
 /// Sets `name` to `value`, or to `existing, value` when earlier proxies set it.
@@ -280,11 +314,61 @@ mod tests {
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2"));
         h.insert("host", HeaderValue::from_static("dwp.example:8080"));
-        append_forwarded(&mut h, &HeaderValue::from_static("127.0.0.1"), "/api");
+        append_forwarded(&mut h, &HeaderValue::from_static("127.0.0.1"), "/api", 0);
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "dwp.example:8080");
         assert_eq!(h["x-forwarded-prefix"], "/api");
+    }
+
+    #[test]
+    fn a_clients_forwarded_host_proto_and_prefix_never_reach_upstreams() {
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("dwp.example"));
+        for (name, value) in [
+            ("x-forwarded-host", "evil.example"),
+            ("x-forwarded-prefix", "/admin"),
+            ("x-forwarded-proto", "https"),
+        ] {
+            h.append(name, HeaderValue::from_static(value));
+            h.append(name, HeaderValue::from_static("second"));
+        }
+        append_forwarded(&mut h, &HeaderValue::from_static("10.0.0.9"), "/api", 0);
+        for (name, want) in [
+            ("x-forwarded-host", "dwp.example"),
+            ("x-forwarded-prefix", "/api"),
+            ("x-forwarded-proto", "http"),
+        ] {
+            let got: Vec<_> = h.get_all(name).iter().collect();
+            assert_eq!(got, [want], "{name}");
+        }
+        // Behind one trusted proxy, what it set last is kept (one value).
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("gateway:8080"));
+        h.append(
+            "x-forwarded-host",
+            HeaderValue::from_static("forged.example"),
+        );
+        h.append("x-forwarded-host", HeaderValue::from_static("dwp.example"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        append_forwarded(&mut h, &HeaderValue::from_static("10.0.0.9"), "/api", 1);
+        let hosts: Vec<_> = h.get_all("x-forwarded-host").iter().collect();
+        assert_eq!(hosts, ["dwp.example"]);
+        assert_eq!(h["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn the_client_behind_trusted_proxies_is_the_entry_they_appended() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("1.1.1.1, 2.2.2.2"),
+        );
+        h.append("x-forwarded-for", HeaderValue::from_static("3.3.3.3"));
+        assert_eq!(forwarded_client(&h, 1).as_deref(), Some("3.3.3.3"));
+        assert_eq!(forwarded_client(&h, 2).as_deref(), Some("2.2.2.2"));
+        assert_eq!(forwarded_client(&h, 9).as_deref(), Some("1.1.1.1"));
+        assert_eq!(forwarded_client(&HeaderMap::new(), 1), None);
     }
 }

@@ -4,8 +4,19 @@
 //! counted when a connection is accepted: an HTTP/1.1 connection carries one
 //! request at a time, so this caps the address's open requests and streams
 //! too), `GATEWAY_MAX_REQUESTS_PER_USER` and
-//! `GATEWAY_MAX_STREAMS_PER_USER` (per token `sub`). Past a cap the request
+//! `GATEWAY_MAX_STREAMS_PER_USER` (per token `tenant_id` and `sub`: the
+//! same name in another tenant is another user). Past a cap the request
 //! is 429 E1001 before any upstream is called. A cap of 0 is no cap.
+//!
+//! Behind trusted proxies (`GATEWAY_FORWARDED_HOPS` above 0) every client
+//! comes on the proxies' connections, so the per-address cap counts open
+//! requests by the address the proxies appended to `X-Forwarded-For`
+//! instead ([`Limits::forwarded`]).
+//!
+//! Each route whose upstream pool other routes share may hold at most
+//! `GATEWAY_ROUTE_MAX_POOL_PERCENT` of that pool in open requests (503
+//! E5000 past it, [`Limits::route`]): anonymous sign-in traffic can never
+//! take the connections approvals need.
 //!
 //! A [`Slot`] is held for the connection's or the request's whole life (for
 //! a stream, until it ends) and given back when it is dropped.
@@ -13,6 +24,7 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::GatewayError;
@@ -58,14 +70,19 @@ impl<K: Hash + Eq + Clone> Counts<K> {
 #[derive(Debug)]
 pub struct Limits {
     clients: Counts<IpAddr>,
+    forwarded: Counts<Arc<str>>,
     users: Counts<Arc<str>>,
     streams: Counts<Arc<str>>,
+    /// Per route in table order: its cap (0: none) and its open requests.
+    routes: Vec<(usize, AtomicUsize)>,
 }
 
 /// Which count a slot was taken from.
 #[derive(Debug)]
 enum Key {
     Client(IpAddr),
+    Forwarded(Arc<str>),
+    Route(usize),
     User(Arc<str>),
     Stream(Arc<str>),
 }
@@ -81,6 +98,12 @@ impl Drop for Slot {
     fn drop(&mut self) {
         match &self.key {
             Key::Client(ip) => self.limits.clients.give_back(ip),
+            Key::Forwarded(ip) => self.limits.forwarded.give_back(ip),
+            Key::Route(index) => {
+                if let Some((_, open)) = self.limits.routes.get(*index) {
+                    open.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
             Key::User(user) => self.limits.users.give_back(user),
             Key::Stream(user) => self.limits.streams.give_back(user),
         }
@@ -90,6 +113,10 @@ impl Drop for Slot {
 /// The slots one request holds.
 #[derive(Debug, Default)]
 pub struct Held {
+    /// Its client address's, behind trusted proxies.
+    pub client: Option<Slot>,
+    /// Its route's share of the upstream pool.
+    pub route: Option<Slot>,
     /// Its user's.
     pub user: Option<Slot>,
     /// Its user's streams'.
@@ -101,9 +128,55 @@ impl Limits {
     pub fn new(per_client: usize, per_user: usize, streams_per_user: usize) -> Self {
         Self {
             clients: Counts::new(per_client),
+            forwarded: Counts::new(per_client),
             users: Counts::new(per_user),
             streams: Counts::new(streams_per_user),
+            routes: Vec::new(),
         }
+    }
+
+    /// With a cap of open requests per route, in table order (0: none).
+    #[must_use]
+    pub fn with_route_caps(mut self, caps: impl IntoIterator<Item = usize>) -> Self {
+        self.routes = caps
+            .into_iter()
+            .map(|cap| (cap, AtomicUsize::new(0)))
+            .collect();
+        self
+    }
+
+    /// A slot of route `index`'s share of its pool (none without a cap).
+    pub fn route(
+        self: &Arc<Self>,
+        index: usize,
+        name: &'static str,
+        held: &mut Held,
+    ) -> Result<(), GatewayError> {
+        let Some((cap, open)) = self.routes.get(index).filter(|(cap, _)| *cap > 0) else {
+            return Ok(());
+        };
+        if open.fetch_add(1, Ordering::Relaxed) >= *cap {
+            open.fetch_sub(1, Ordering::Relaxed);
+            return Err(GatewayError::RouteBusy(name));
+        }
+        held.route = Some(self.slot(Key::Route(index)));
+        Ok(())
+    }
+
+    /// A slot for a request from `client`, the address trusted proxies
+    /// appended (none when there is no cap).
+    pub fn forwarded(self: &Arc<Self>, client: &str, held: &mut Held) -> Result<(), GatewayError> {
+        if self.forwarded.cap == 0 {
+            return Ok(());
+        }
+        let client: Arc<str> = Arc::from(client);
+        if !self.forwarded.take(&client) {
+            return Err(GatewayError::TooManyRequests(
+                "Too many open requests from this address",
+            ));
+        }
+        held.client = Some(self.slot(Key::Forwarded(client)));
+        Ok(())
     }
 
     /// A slot for a connection from `ip` (none when there is no cap).
@@ -177,6 +250,29 @@ mod tests {
         assert!(
             limits.clients.open.lock().unwrap().is_empty(),
             "nothing left behind"
+        );
+        let routes = Arc::new(Limits::new(0, 0, 0).with_route_caps([2, 0]));
+        let (mut a, mut b) = (Held::default(), Held::default());
+        routes.route(0, "auth", &mut a).unwrap();
+        routes.route(0, "auth", &mut b).unwrap();
+        assert!(routes.route(0, "auth", &mut Held::default()).is_err());
+        for _ in 0..10 {
+            routes.route(1, "main", &mut Held::default()).unwrap();
+        }
+        drop(a);
+        assert!(routes.route(0, "auth", &mut Held::default()).is_ok());
+        let mut by_address = Held::default();
+        let proxied = Arc::new(Limits::new(1, 0, 0));
+        proxied.forwarded("203.0.113.9", &mut by_address).unwrap();
+        assert!(
+            proxied
+                .forwarded("203.0.113.9", &mut Held::default())
+                .is_err()
+        );
+        assert!(
+            proxied
+                .forwarded("203.0.113.10", &mut Held::default())
+                .is_ok()
         );
         let none = Arc::new(Limits::new(0, 0, 0));
         for _ in 0..100 {

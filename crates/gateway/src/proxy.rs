@@ -120,7 +120,7 @@ fn prepare(
     req: Request<Incoming>,
     peer: &Peer,
 ) -> Result<Prepared, GatewayError> {
-    admit(shared, peer)?;
+    admit(shared, peer, req.headers(), &mut ctx.log.held)?;
     let Some(route) = route(ctx, &shared.config.routes, &req)? else {
         return Ok(Prepared::Own(crate::admin::health()));
     };
@@ -185,13 +185,28 @@ pub fn is_stream(headers: &HeaderMap, path: &str) -> bool {
 }
 
 /// Phase 1, after the preflight: 429 on a connection its client address
-/// had no room for, whatever it asks.
-fn admit(shared: &Shared, peer: &Peer) -> Result<(), GatewayError> {
+/// had no room for, whatever it asks; behind trusted proxies, 429 when the
+/// address they appended has too many requests open.
+fn admit(
+    shared: &Shared,
+    peer: &Peer,
+    headers: &HeaderMap,
+    held: &mut crate::limits::Held,
+) -> Result<(), GatewayError> {
     if peer.over_limit {
         shared.metrics.limited.inc();
         return Err(GatewayError::TooManyRequests(
             "Too many open connections from this address",
         ));
+    }
+    let hops = shared.config.forwarded_hops;
+    if hops > 0 {
+        let client = headers::forwarded_client(headers, hops)
+            .unwrap_or_else(|| String::from_utf8_lossy(peer.ip.as_bytes()).into_owned());
+        if let Err(e) = shared.limits.forwarded(&client, held) {
+            shared.metrics.limited.inc();
+            return Err(e);
+        }
     }
     Ok(())
 }
@@ -215,11 +230,20 @@ fn edge(
         }
     }
     ctx.claims = crate::edge::check(route, headers, shared.verifier.as_ref())?;
+    if let Err(e) = shared
+        .limits
+        .route(route.index, route.name, &mut ctx.log.held)
+    {
+        shared.metrics.limited.inc();
+        return Err(e);
+    }
+    // Keyed on (tenant, user): the same name in another tenant is another user.
     if let Some(claims) = &ctx.claims
-        && let Err(e) =
-            shared
-                .limits
-                .user(&claims.sub, ctx.stream && route.agent, &mut ctx.log.held)
+        && let Err(e) = shared.limits.user(
+            &dwp_core::hitl::owner_field(claims.tenant_id.as_deref().unwrap_or(""), &claims.sub),
+            ctx.stream && route.agent,
+            &mut ctx.log.held,
+        )
     {
         shared.metrics.limited.inc();
         return Err(e);
@@ -245,7 +269,13 @@ fn upstream_request(
     headers::strip_hop_by_hop(&mut headers);
     ctx.trace.propagate(&mut headers, &mut added);
     headers::add_caller_defaults(&mut headers, &mut added);
-    headers::add_forwarded(&mut headers, &peer.ip, route.stripped, &mut added);
+    headers::add_forwarded(
+        &mut headers,
+        &peer.ip,
+        route.stripped,
+        shared.config.forwarded_hops,
+        &mut added,
+    );
     if (!route.preserve_host || !headers.contains_key(HOST))
         && let Some(host) = shared.pool(route.upstream).host()
     {
@@ -265,7 +295,8 @@ fn upstream_request(
             shared.config.max_body_bytes,
             preview,
             shared.config.body_read_timeout,
-        ),
+        )
+        .with_min_rate(shared.config.body_min_rate),
         method: parts.method,
         target: Target {
             base: base.trim_end_matches('/'),

@@ -4,6 +4,10 @@
 //! [`PREFETCH_BYTES`] are read before an upstream connection is taken
 //! ([`RequestBody::prefetch`]), so a client that sends nothing holds no
 //! upstream connection, and a body that fits is sent with its exact length.
+//! Past the prefetch, while an upstream connection waits on it, the body
+//! must keep `GATEWAY_BODY_MIN_BYTES_PER_SEC` after [`PACE_GRACE`] (else
+//! [`BodyTimeout`], 408): a client that sends 64 KiB at once and trickles
+//! the rest holds no upstream connection for long.
 //! For POSTs to Aura-Platform it also keeps a bounded copy, to log a preview
 //! at DEBUG and warn when the JSON lacks `prompt` or `context` once the body
 //! has gone through.
@@ -28,7 +32,12 @@ const CHECK_MAX_BYTES: usize = 256 * 1024;
 /// Body bytes read from the client before an upstream connection is taken.
 pub const PREFETCH_BYTES: usize = 64 * 1024;
 
-/// The body did not arrive within `GATEWAY_BODY_READ_TIMEOUT_SECS`.
+/// How long a body streaming upstream may lag behind the minimum pace
+/// before it is cut off.
+pub const PACE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The body did not arrive within `GATEWAY_BODY_READ_TIMEOUT_SECS`, or
+/// fell below `GATEWAY_BODY_MIN_BYTES_PER_SEC` while streaming upstream.
 #[derive(Debug, thiserror::Error)]
 #[error("request body not received in time")]
 pub struct BodyTimeout;
@@ -56,6 +65,14 @@ pub struct RequestBody {
     timeout: std::time::Duration,
     /// The timer for `timeout`, armed only when the client keeps us waiting.
     timer: Option<Pin<Box<Sleep>>>,
+    /// `GATEWAY_BODY_MIN_BYTES_PER_SEC` (0: none).
+    min_rate: u64,
+    /// When the body began streaming upstream (past the prefetch), and the
+    /// bytes read from the client since.
+    streaming: Option<(tokio::time::Instant, u64)>,
+    /// The timer of the minimum pace, armed only when the client keeps an
+    /// upstream connection waiting.
+    pace: Option<Pin<Box<Sleep>>>,
 }
 
 impl RequestBody {
@@ -73,7 +90,17 @@ impl RequestBody {
             ended,
             timeout,
             timer: None,
+            min_rate: 0,
+            streaming: None,
+            pace: None,
         }
+    }
+
+    /// Holds the body to `bytes_per_sec` once it streams upstream (0: no pace).
+    #[must_use]
+    pub fn with_min_rate(mut self, bytes_per_sec: u64) -> Self {
+        self.min_rate = bytes_per_sec;
+        self
     }
 
     /// Reads the body until it ends or at least `max` bytes wait in memory.
@@ -122,6 +149,9 @@ impl RequestBody {
                         continue;
                     };
                     self.seen += data.len() as u64;
+                    if let Some((_, streamed)) = &mut self.streaming {
+                        *streamed += data.len() as u64;
+                    }
                     if self.seen > self.limit {
                         self.preview = None;
                         return Poll::Ready(Some(Err(Box::new(BodyTooLarge(self.limit)))));
@@ -147,7 +177,7 @@ impl RequestBody {
                     let timer = self
                         .timer
                         .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-                    if timer.as_mut().poll(cx).is_ready() {
+                    if timer.as_mut().poll(cx).is_ready() || self.too_slow(cx) {
                         self.preview = None;
                         return Poll::Ready(Some(Err(Box::new(BodyTimeout))));
                     }
@@ -155,6 +185,26 @@ impl RequestBody {
                 }
             }
         }
+    }
+
+    /// True when a body streaming upstream is behind the minimum pace; else
+    /// the pace timer is set for when it would be.
+    fn too_slow(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some((since, streamed)) = self.streaming else {
+            return false;
+        };
+        if self.min_rate == 0 {
+            return false;
+        }
+        let allowed = std::time::Duration::from_secs_f64(streamed as f64 / self.min_rate as f64);
+        let due = since + PACE_GRACE + allowed;
+        let pace = self
+            .pace
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+        if pace.deadline() != due {
+            pace.as_mut().reset(due);
+        }
+        pace.as_mut().poll(cx).is_ready()
     }
 
     fn log_preview(&mut self) {
@@ -201,6 +251,11 @@ impl Body for RequestBody {
         if let Some(data) = this.front.pop_front() {
             this.front_len -= data.len() as u64;
             return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        if this.streaming.is_none() && !this.ended && this.min_rate > 0 {
+            // An upstream connection now waits on the client (one clock
+            // read, only for bodies larger than the prefetch).
+            this.streaming = Some((tokio::time::Instant::now(), 0));
         }
         this.poll_client(cx)
             .map(|next| next.map(|r| r.map(Frame::data)))

@@ -314,11 +314,21 @@ impl Connections {
         let config = &state.shared.config;
         let ip = HeaderValue::from_str(&remote.ip().to_string())
             .unwrap_or(HeaderValue::from_static("unknown"));
-        let deadlines = Deadlines::new(config.header_read_timeout, config.response_timeout);
+        let deadlines = Deadlines::with_write(
+            config.header_read_timeout,
+            config.response_timeout,
+            config.write_idle_timeout,
+        );
         // Counted per connection, not per request: an HTTP/1.1 connection
         // carries one request at a time, so this caps the address's open
         // requests too, at no cost per request on a kept-alive connection.
-        let client = state.shared.limits.client(remote.ip());
+        // Behind trusted proxies every client shares their address: the cap
+        // then counts requests by the address they appended (proxy::admit).
+        let client = if config.forwarded_hops > 0 {
+            Ok(None)
+        } else {
+            state.shared.limits.client(remote.ip())
+        };
         let peer = Arc::new(Peer {
             ip,
             deadlines: deadlines.clone(),
@@ -385,9 +395,13 @@ impl Connections {
     }
 }
 
-/// A response body on its way to the client: when hyper is done with it
-/// (sent, or the connection went away), the connection waits for its next
-/// request head, and the head-read deadline is armed again.
+/// A response body on its way to the client: each frame handed to the
+/// connection arms the write deadline, and the connection asking for the
+/// next one disarms it, so a client that stops reading is cut off after
+/// `GATEWAY_WRITE_IDLE_TIMEOUT_SECS` (waiting for the upstream is not
+/// counted). When hyper is done with it (sent, or the connection went
+/// away), the connection waits for its next request head, and the
+/// head-read deadline is armed again.
 pub struct Sent {
     body: ResponseBody,
     peer: Arc<Peer>,
@@ -401,7 +415,12 @@ impl http_body::Body for Sent {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+        self.peer.deadlines.write.disarm();
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if matches!(polled, std::task::Poll::Ready(Some(Ok(_)))) {
+            self.peer.deadlines.write.arm();
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -415,6 +434,7 @@ impl http_body::Body for Sent {
 
 impl Drop for Sent {
     fn drop(&mut self) {
+        self.peer.deadlines.write.disarm();
         self.peer.deadlines.head.arm();
     }
 }

@@ -57,6 +57,27 @@ pub struct Peer {
     pub deadlines: Arc<Deadlines>,
 }
 
+/// Each route's cap of open requests: `GATEWAY_ROUTE_MAX_POOL_PERCENT` of
+/// its pool when another route shares that pool (of at least two), else
+/// none (0).
+fn route_caps(config: &Config, pools: &[Arc<Pool>]) -> Vec<usize> {
+    let routes = config.routes.routes;
+    let pool_of = |r: &crate::routes::Route| &pools[r.upstream.0];
+    routes
+        .iter()
+        .map(|route| {
+            let shared = routes.iter().any(|other| {
+                other.index != route.index && Arc::ptr_eq(pool_of(other), pool_of(route))
+            });
+            // A pool of one cannot be shared out.
+            if !shared || config.route_max_pool_percent >= 100 || config.pool_max_connections < 2 {
+                return 0;
+            }
+            (config.pool_max_connections * config.route_max_pool_percent / 100).max(1)
+        })
+        .collect()
+}
+
 impl Shared {
     /// Builds the pools and the token verifier.
     pub fn new(config: Config) -> Self {
@@ -100,11 +121,14 @@ impl Shared {
                     .clone()
             })
             .collect();
-        let limits = Arc::new(Limits::new(
-            config.max_requests_per_client,
-            config.max_requests_per_user,
-            config.max_streams_per_user,
-        ));
+        let limits = Arc::new(
+            Limits::new(
+                config.max_requests_per_client,
+                config.max_requests_per_user,
+                config.max_streams_per_user,
+            )
+            .with_route_caps(route_caps(&config, &pools)),
+        );
         Self {
             config,
             metrics,

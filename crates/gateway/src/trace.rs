@@ -29,21 +29,25 @@ pub struct Trace {
     /// The client sent a `traceparent` (usable or not).
     pub client_sent: bool,
     /// The client's `X-Correlation-ID`: `None` when absent, else whether
-    /// it is usable (not empty, at most 128 bytes).
+    /// it is usable (not empty, at most 128 bytes). Only the first value
+    /// counts: more than one is cut down to it (`correlation_repeated`).
     pub correlation: Option<bool>,
+    /// The client sent more than one `X-Correlation-ID`.
+    pub correlation_repeated: bool,
 }
 
 impl Trace {
     /// The client's trace continued, or a new one. One pass over the
     /// fields finds both of ours (cheaper than two map lookups).
     pub fn from_headers(headers: &HeaderMap) -> Self {
-        let (mut sent, mut correlation) = (None, None);
+        let (mut sent, mut correlation, mut correlation_repeated) = (None, None, false);
         for (name, value) in headers {
             match name.as_str() {
                 "traceparent" if sent.is_none() => sent = Some(value),
                 "x-correlation-id" if correlation.is_none() => {
                     correlation = Some(!value.is_empty() && value.len() <= 128);
                 }
+                "x-correlation-id" => correlation_repeated = true,
                 _ => {}
             }
         }
@@ -62,6 +66,7 @@ impl Trace {
             parent,
             client_sent: sent.is_some(),
             correlation,
+            correlation_repeated,
         }
     }
 
@@ -91,6 +96,11 @@ impl Trace {
         }
         if self.correlation == Some(false) {
             headers.remove(CORRELATION_ID);
+        } else if self.correlation_repeated
+            && let Some(first) = headers.get(CORRELATION_ID).cloned()
+        {
+            // One value goes upstream: the first, which was checked.
+            headers.insert(CORRELATION_ID, first);
         }
         added.trace(*self, self.correlation != Some(true));
     }
@@ -151,5 +161,30 @@ mod tests {
         assert_ne!(t.trace_id, [0; 16]);
         // A later version may add fields after a dash.
         assert!(parse(b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-more").is_some());
+    }
+
+    #[test]
+    fn only_the_first_correlation_id_is_checked_and_sent() {
+        let mut h = HeaderMap::new();
+        h.append(CORRELATION_ID, HeaderValue::from_static("corr-1"));
+        h.append(
+            CORRELATION_ID,
+            HeaderValue::from_str(&"x".repeat(4096)).unwrap(),
+        );
+        let t = Trace::from_headers(&h);
+        let mut added = crate::headers::Added::default();
+        t.propagate(&mut h, &mut added);
+        let sent: Vec<_> = h.get_all(CORRELATION_ID).iter().collect();
+        assert_eq!(sent, ["corr-1"], "one bounded value");
+        // A first value over the cap: none of the client's goes.
+        let mut h = HeaderMap::new();
+        h.append(
+            CORRELATION_ID,
+            HeaderValue::from_str(&"x".repeat(129)).unwrap(),
+        );
+        h.append(CORRELATION_ID, HeaderValue::from_static("corr-2"));
+        let t = Trace::from_headers(&h);
+        t.propagate(&mut h, &mut crate::headers::Added::default());
+        assert!(h.get(CORRELATION_ID).is_none());
     }
 }

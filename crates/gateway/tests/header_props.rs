@@ -132,7 +132,7 @@ proptest! {
         if let Some(host) = &host {
             map.insert(http::header::HOST, HeaderValue::from_str(host).unwrap());
         }
-        append_forwarded(&mut map, &HeaderValue::from_str(&client).unwrap(), "/api");
+        append_forwarded(&mut map, &HeaderValue::from_str(&client).unwrap(), "/api", 0);
         let mut want = earlier.clone();
         want.push(client.clone());
         let forwarded_for: Vec<_> = map.get_all("x-forwarded-for").iter().collect();
@@ -166,12 +166,12 @@ proptest! {
         let client = HeaderValue::from_str(&client).unwrap();
         // The reference: every field in the map, then encoded.
         let mut by_map = map.clone();
-        append_forwarded(&mut by_map, &client, "/api");
+        append_forwarded(&mut by_map, &client, "/api", 0);
         let mut want = Vec::new();
         gateway::h1::encode_fields(&mut want, &by_map);
         // The fast path: fields added beside the map, then both encoded.
         let mut added = gateway::headers::Added::default();
-        add_forwarded(&mut map, &client, "/api", &mut added);
+        add_forwarded(&mut map, &client, "/api", 0, &mut added);
         prop_assert_eq!(added.is_empty(), earlier.is_some(), "added only when no earlier hop");
         let mut got = Vec::new();
         added.each(|name, value| gateway::h1::encode_field(&mut got, name, value));

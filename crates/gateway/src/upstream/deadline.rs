@@ -148,24 +148,41 @@ pub struct Deadlines {
     /// When the upstream's response head must have arrived
     /// (`GATEWAY_RESPONSE_TIMEOUT_SECS`).
     pub response: Deadline,
+    /// When the client must have taken the response frame last handed to
+    /// the connection (`GATEWAY_WRITE_IDLE_TIMEOUT_SECS`): armed with each
+    /// frame, disarmed when the connection asks for the next one; when it
+    /// passes, the sweeper closes the connection, which frees the upstream
+    /// connection its response holds.
+    pub write: Deadline,
 }
 
 impl Deadlines {
     /// The deadlines of a new connection, armed for its first request head.
     pub fn new(head_timeout: Duration, response_timeout: Duration) -> Arc<Self> {
+        Self::with_write(head_timeout, response_timeout, Duration::MAX)
+    }
+
+    /// [`Deadlines::new`] with a write idle timeout.
+    pub fn with_write(
+        head_timeout: Duration,
+        response_timeout: Duration,
+        write_timeout: Duration,
+    ) -> Arc<Self> {
         let deadlines = Arc::new(Self {
             head: Deadline::new(head_timeout),
             response: Deadline::new(response_timeout),
+            write: Deadline::new(write_timeout),
         });
         deadlines.head.arm();
         deadlines
     }
 
-    /// One sweep at `now`: true when the head deadline passed (the
-    /// connection is to be closed).
+    /// One sweep at `now`: true when the head or the write deadline passed
+    /// (the connection is to be closed).
     fn sweep(&self, now: u64) -> bool {
         self.response.sweep(now);
-        self.head.sweep(now)
+        let stalled = self.write.sweep(now);
+        self.head.sweep(now) || stalled
     }
 }
 
@@ -203,7 +220,9 @@ impl Sweeper {
                 return false; // the connection and its requests are gone
             }
             if deadlines.sweep(now) {
-                tracing::debug!("request head not complete in time: connection closed");
+                tracing::debug!(
+                    "request head not complete, or response not read, in time: connection closed"
+                );
                 close.abort();
                 return false;
             }
@@ -236,6 +255,19 @@ mod tests {
         assert!(!d.sweep(2_000_000), "re-armed: dated again");
         assert!(!d.sweep(2_000_999));
         assert!(d.sweep(2_001_000));
+    }
+
+    #[test]
+    fn a_response_frame_left_unread_closes_the_connection() {
+        let d = Deadlines::with_write(LONG, LONG, Duration::from_secs(1));
+        d.head.disarm();
+        d.write.arm();
+        assert!(!d.sweep(0), "dated 1,000");
+        d.write.disarm(); // the client took it; the next frame is handed over
+        d.write.arm();
+        assert!(!d.sweep(900), "re-armed: dated 1,900");
+        assert!(!d.sweep(1_899));
+        assert!(d.sweep(1_900), "the client stopped reading");
     }
 
     #[test]

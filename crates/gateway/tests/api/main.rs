@@ -11,6 +11,7 @@ mod logging;
 mod process;
 mod recorder;
 mod routing;
+mod seams;
 mod security;
 mod streaming;
 mod upstream;

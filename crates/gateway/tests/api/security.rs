@@ -72,10 +72,15 @@ async fn a_chunked_body_that_fits_is_sent_with_its_exact_length() {
 
 /// Opens an agent stream as `user` and waits for its head.
 async fn open_stream(addr: std::net::SocketAddr, user: &str) -> Sent {
-    let token = format!("Bearer {}", token(user, "tenant1", 600));
+    open_stream_in(addr, "tenant1", user).await
+}
+
+/// [`open_stream`] as `user` of `tenant`.
+async fn open_stream_in(addr: std::net::SocketAddr, tenant: &str, user: &str) -> Sent {
+    let token = format!("Bearer {}", token(user, tenant, 600));
     let req = request("POST", addr, "/api/aura/test/stream")
         .header("authorization", token)
-        .header("x-tenant-id", "tenant1")
+        .header("x-tenant-id", tenant)
         .header("x-user-id", user)
         .header("accept", "text/event-stream")
         .body(full("{}"))
@@ -115,6 +120,14 @@ async fn one_user_cannot_hold_more_streams_than_the_cap_and_others_are_not_block
     );
     let bob = open_stream(gw.addr, "bob").await;
     assert_eq!(bob.status(), 200, "another user is not blocked");
+    let _feed3 = feeds.recv().await.unwrap();
+    let namesake = open_stream_in(gw.addr, "tenant2", "alice").await;
+    assert_eq!(
+        namesake.status(),
+        200,
+        "alice of another tenant is another user"
+    );
+    let _feed4 = feeds.recv().await.unwrap();
     // A stream that ends gives its slot back.
     drop(first);
     let mut again = None;
