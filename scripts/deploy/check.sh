@@ -26,6 +26,21 @@ echo "== hadolint"
 "$venv/bin/hadolint" deploy/docker/*.Dockerfile && echo "Dockerfiles: no findings"
 echo "== compose.yaml against the compose specification"
 "$venv/bin/check-jsonschema" --schemafile "$schema" deploy/compose.yaml
+# main-service trusts the X-Forwarded-For the gateway appends: reachable
+# only through the gateway, never on a published port.
+"$venv/bin/python" - <<'PY'
+import sys, yaml
+services = yaml.safe_load(open("deploy/compose.yaml"))["services"]
+main = services["main-service"]
+problems = []
+if main.get("ports"):
+    problems.append("main-service publishes a port: clients could forge X-Forwarded-For")
+if str(main.get("environment", {}).get("FORWARDED_HOPS")) != "1":
+    problems.append("main-service FORWARDED_HOPS is not 1 (the gateway)")
+if problems:
+    sys.exit("FAIL compose: " + "; ".join(problems))
+print("compose: main-service behind the gateway only")
+PY
 echo "== kustomize overlays, kubernetes-validate --strict (1.30)"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT

@@ -129,6 +129,14 @@ def check_edges(path, by_kind, config):
             value = int(notes.get(f"nginx.ingress.kubernetes.io/{timeout}", 60))
             check(value > idle, f"{path}: Ingress {timeout} {value} s cuts streams the gateway keeps {idle} s")
         check(bool(ingress["spec"].get("tls")), f"{path}: Ingress without TLS (no HTTP/2 for browsers)")
+    # Client addresses behind the Ingress: each service counts the hops in
+    # front of it, so login failures and the per-address cap are keyed on
+    # the client, not on the Ingress every client shares.
+    main = by_kind["Deployment"]["main-service"]["spec"]["template"]["spec"]["containers"][0]
+    check(env_value(gateway, "GATEWAY_FORWARDED_HOPS") == "1",
+          f"{path}: gateway GATEWAY_FORWARDED_HOPS is not 1 (the Ingress)")
+    check(env_value(main, "FORWARDED_HOPS") == "2",
+          f"{path}: main-service FORWARDED_HOPS is not 2 (the Ingress and the gateway)")
     # Prometheus: the pods say where /metrics is, and it is their admin port.
     for name, dep in by_kind["Deployment"].items():
         if name not in ("gateway", "main-service"):

@@ -227,3 +227,77 @@ async fn a_user_of_another_tenant_with_the_same_name_cannot_approve_the_victims_
         assert!(kinds(&rest).iter().any(|k| k == "failed"), "{rest:?}");
     }
 }
+
+/// A login through the gateway as a client behind the Ingress at `client`.
+async fn login_from(stack: &Stack, client: &str, user: &str, password: &str) -> u16 {
+    let body =
+        json!({"username": user, "password": password, "tenantId": stack.tenant}).to_string();
+    let (status, _, _) = call(
+        stack.gateway,
+        "POST",
+        "/api/auth/login",
+        &[
+            ("content-type", "application/json"),
+            ("x-forwarded-for", client),
+        ],
+        &body,
+    )
+    .await;
+    status
+}
+
+#[tokio::test]
+async fn behind_an_ingress_one_address_guessing_passwords_locks_out_only_itself() {
+    // As deploy/k8s sets them: the Ingress appends the client's address,
+    // the gateway trusts one hop, main-service two.
+    let stack = Stack::start(Options {
+        users: &["alice"],
+        gateway_env: &[
+            ("GATEWAY_FORWARDED_HOPS", "1"),
+            ("GATEWAY_MAX_REQUESTS_PER_CLIENT", "1"),
+        ],
+        main_env: &[("FORWARDED_HOPS", "2")],
+        ..Options::default()
+    })
+    .await;
+    let alice = stack.user("alice");
+    let token = stack.login(&alice).await;
+    // One client behind the Ingress holds a paused agent stream: with one
+    // open request allowed per address, it is its own address that is full,
+    // not the Ingress's, which every client shares.
+    let auth = format!("Bearer {token}");
+    let body = json!({"prompt": "delete my mail", "context": {}}).to_string();
+    let paused = testkit::send(
+        stack.gateway,
+        "POST",
+        "/api/aura/test/stream",
+        &[
+            ("authorization", auth.as_str()),
+            ("x-tenant-id", stack.tenant.as_str()),
+            ("x-user-id", alice.as_str()),
+            ("content-type", "application/json"),
+            ("accept", "text/event-stream"),
+            ("x-forwarded-for", "192.0.2.1"),
+        ],
+        body,
+    )
+    .await
+    .unwrap();
+    assert_eq!(paused.status(), 200);
+    // 21 wrong passwords from one address, each for another account.
+    for i in 0..21 {
+        let status = login_from(&stack, "203.0.113.66", &format!("nobody{i}"), "wrong").await;
+        assert!(status == 401 || status == 429, "{status}");
+    }
+    assert_eq!(
+        login_from(&stack, "203.0.113.66", &alice, PASSWORD).await,
+        429,
+        "the guessing address is locked"
+    );
+    assert_eq!(
+        login_from(&stack, "198.51.100.20", &alice, PASSWORD).await,
+        200,
+        "everyone else behind the same Ingress signs in"
+    );
+    drop(paused);
+}

@@ -66,7 +66,17 @@ async fn user(args: &[String]) -> Result<String, (u8, String)> {
                 format!("cannot read the password from standard input: {e}"),
             )
         })?;
-    let password = password.trim_end_matches(['\r', '\n']);
+    // One line: the password is what comes before its line break; a second
+    // line is a mistake (a pasted file, two passwords), never part of it.
+    let password = password
+        .strip_suffix('\n')
+        .map_or(password.as_str(), |p| p.strip_suffix('\r').unwrap_or(p));
+    if password.contains(['\r', '\n']) {
+        return Err((
+            2,
+            "the password is one line on standard input: more than one was given".into(),
+        ));
+    }
 
     let url = config::database_url(
         Some(Path::new(config::DEFAULT_FILE)),

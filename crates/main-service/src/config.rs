@@ -91,8 +91,14 @@ pub struct Config {
 pub struct LoginLimits {
     /// `LOGIN_HASH_MEMORY_MIB` (64): memory all concurrent password checks
     /// may use; each argon2id check takes 19 MiB, so 64 MiB allows 3 at
-    /// once. A login finding every slot busy is 503 with `Retry-After`.
+    /// once. A login finding every slot busy waits in a queue.
     pub hash_slots: usize,
+    /// `LOGIN_QUEUE_MAX` (256): logins that may wait for a slot at once;
+    /// past it, 503 with `Retry-After` at once (0: no waiting at all).
+    pub queue_max: usize,
+    /// `LOGIN_QUEUE_WAIT_SECS` (10): the longest a login waits for a slot
+    /// before it is 503 with `Retry-After`.
+    pub queue_wait: Duration,
     /// `LOGIN_MAX_FAILURES` (5): failed logins of one account within the
     /// window before it is locked.
     pub max_failures: u64,
@@ -244,6 +250,8 @@ fn port(vars: &Settings, var: &str, default: u16) -> Result<u16, ConfigError> {
 fn login(vars: &Settings) -> Result<LoginLimits, ConfigError> {
     Ok(LoginLimits {
         hash_slots: (vars.positive("LOGIN_HASH_MEMORY_MIB", 64)? / 19).max(1) as usize,
+        queue_max: vars.number("LOGIN_QUEUE_MAX", 256)?,
+        queue_wait: vars.secs("LOGIN_QUEUE_WAIT_SECS", 10)?,
         max_failures: vars.positive("LOGIN_MAX_FAILURES", 5)?,
         max_failures_per_client: vars.positive("LOGIN_MAX_FAILURES_PER_CLIENT", 20)?,
         lockout: vars.secs("LOGIN_LOCKOUT_SECS", 30)?,

@@ -5,8 +5,10 @@
 //! the same 401 after the same work, so neither reveals which it was.
 //!
 //! Each check holds one of `LOGIN_HASH_MEMORY_MIB / 19` slots (argon2id
-//! takes 19 MiB): a login finding none free is 503 with `Retry-After` at
-//! once, so concurrent logins cannot exhaust memory. Passwords are at most
+//! takes 19 MiB), so concurrent logins cannot exhaust memory. A login
+//! finding none free waits its turn ([`Slots`]: at most `LOGIN_QUEUE_MAX`
+//! waiting, each at most `LOGIN_QUEUE_WAIT_SECS`), so a Monday-morning rush
+//! signs everyone in; past either bound it is 503 with `Retry-After`. Passwords are at most
 //! [`MAX_PASSWORD_BYTES`]. Repeated failures lock the account and the
 //! client address ([`crate::throttle`]).
 
@@ -41,6 +43,47 @@ pub const MAX_PASSWORD_BYTES: usize = 1024;
 /// Verified against when the user does not exist, so both failures cost the same.
 static DUMMY_HASH: LazyLock<String> =
     LazyLock::new(|| hash("not-a-real-password").unwrap_or_default());
+
+/// The password-check slots and the bounded queue in front of them.
+#[derive(Debug)]
+pub struct Slots {
+    slots: Arc<tokio::sync::Semaphore>,
+    waiting: std::sync::atomic::AtomicUsize,
+    queue_max: usize,
+    wait: std::time::Duration,
+}
+
+impl Slots {
+    /// The slots and queue `limits` describe.
+    pub fn new(limits: &crate::config::LoginLimits) -> Self {
+        Self {
+            slots: Arc::new(tokio::sync::Semaphore::new(limits.hash_slots)),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
+            queue_max: limits.queue_max,
+            wait: limits.queue_wait,
+        }
+    }
+
+    /// A slot: at once when one is free, else after waiting in the queue;
+    /// 503 when the queue is full or the wait is over.
+    pub async fn take(&self) -> Result<tokio::sync::OwnedSemaphorePermit, AppError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if let Ok(slot) = self.slots.clone().try_acquire_owned() {
+            return Ok(slot);
+        }
+        let busy = || AppError::Busy("Too many logins at once: retry in a second");
+        if self.waiting.fetch_add(1, Relaxed) >= self.queue_max {
+            self.waiting.fetch_sub(1, Relaxed);
+            return Err(busy());
+        }
+        let slot = tokio::time::timeout(self.wait, self.slots.clone().acquire_owned()).await;
+        self.waiting.fetch_sub(1, Relaxed);
+        match slot {
+            Ok(Ok(slot)) => Ok(slot),
+            _ => Err(busy()),
+        }
+    }
+}
 
 /// The route.
 pub fn routes() -> Router<Arc<AppState>> {
@@ -154,12 +197,8 @@ async fn password_matches(
     username: &str,
     password: String,
 ) -> Result<bool, AppError> {
-    // A slot for the hash, or 503 at once: never a queue without end.
-    let slot = state
-        .login_slots
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| AppError::Busy("Too many logins at once: retry in a second"))?;
+    // A slot for the hash, after a bounded wait: never a queue without end.
+    let slot = state.login_slots.take().await?;
     let user = if username.len() <= 50 && tenant.len() <= 50 {
         state
             .db
@@ -222,6 +261,36 @@ pub enum AddUserError {
     Db(#[from] sea_orm::DbErr),
 }
 
+/// What a new username must be, beyond its length: login compares names
+/// exactly, so a name no one can type back is refused here. No space at
+/// either end, no glob characters (`*?[]`, which key patterns and the
+/// admin's tools read), no backslash, and no letters of two scripts (Latin
+/// and Cyrillic `а` look alike; Hangul, Latin and the rest are each fine
+/// alone). Digits, spaces inside, and `.`, `_`, `-`, `@`, `+` go with any.
+pub fn username_rule(username: &str) -> Result<(), &'static str> {
+    if username.trim() != username {
+        return Err("the username may not start or end with a space");
+    }
+    if username.contains(['*', '?', '[', ']', '\\']) {
+        return Err("the username may not hold *, ?, [, ] or \\");
+    }
+    let script = |c: char| match c {
+        'a'..='z' | 'A'..='Z' => Some(0),
+        '\u{AC00}'..='\u{D7A3}' | '\u{1100}'..='\u{11FF}' | '\u{3130}'..='\u{318F}' => Some(1),
+        '\u{0400}'..='\u{04FF}' => Some(2),
+        '\u{0370}'..='\u{03FF}' => Some(3),
+        c if c.is_alphabetic() => Some(4),
+        _ => None,
+    };
+    let mut scripts = username.chars().filter_map(script);
+    if let Some(first) = scripts.next()
+        && scripts.any(|s| s != first)
+    {
+        return Err("the username mixes letters of different scripts");
+    }
+    Ok(())
+}
+
 /// Creates a user with an argon2id hash of `password`.
 pub async fn add_user(
     db: &DatabaseConnection,
@@ -235,9 +304,15 @@ pub async fn add_user(
             "tenant and username are 1 to 50 characters without control characters",
         ));
     }
+    username_rule(username).map_err(AddUserError::Invalid)?;
     if password.chars().count() < 8 {
         return Err(AddUserError::Invalid(
             "the password needs at least 8 characters",
+        ));
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(AddUserError::Invalid(
+            "the password is longer than 1024 bytes, which login refuses",
         ));
     }
     let exists = Entity::find()
@@ -273,6 +348,24 @@ pub async fn add_user(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usernames_login_could_not_match_are_refused() {
+        for good in [
+            "admin",
+            "alice kim@corp.example",
+            "김철수",
+            "a.b_c-d+e@x",
+            "user123",
+        ] {
+            assert_eq!(username_rule(good), Ok(()), "{good:?}");
+        }
+        for bad in [
+            "admin ", " admin", "adm*n", "a?", "[a]", "a\\b", "pаypal", "admin김",
+        ] {
+            assert!(username_rule(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn hashes_are_argon2id_salted_and_verify() {

@@ -44,6 +44,9 @@ return math.max(bump(KEYS[1], KEYS[2], tonumber(ARGV[2])), bump(KEYS[3], KEYS[4]
 
 /// The client address of a request: the entry the trusted proxies
 /// (`FORWARDED_HOPS`) appended to `X-Forwarded-For`, else the connection's.
+/// Set the hops to the proxies actually in front (the gateway: 1; an
+/// Ingress and the gateway: 2): too few and every client shares the
+/// proxy's address, too many and a client's own entry is believed.
 #[derive(Debug, Clone)]
 pub struct ClientAddr(pub String);
 
@@ -64,8 +67,12 @@ impl FromRequestParts<Arc<AppState>> for ClientAddr {
             .map(str::trim)
             .filter(|v| !v.is_empty())
             .collect();
-        if hops > 0 && forwarded.len() >= hops {
-            return Ok(Self(forwarded[forwarded.len() - hops].to_owned()));
+        // The entry the outermost trusted proxy appended; when fewer came
+        // (a request that skipped the outer proxies), the first one, which
+        // a trusted proxy still appended.
+        if hops > 0 && !forwarded.is_empty() {
+            let at = forwarded.len().saturating_sub(hops);
+            return Ok(Self(forwarded[at].to_owned()));
         }
         let peer = parts
             .extensions

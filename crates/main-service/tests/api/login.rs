@@ -95,8 +95,35 @@ fn rand_octet() -> u8 {
 }
 
 #[tokio::test]
-async fn concurrent_logins_past_the_hash_slots_are_503_at_once_and_long_passwords_400() {
-    let (app, tenant) = app_with_user("right-password", &[("LOGIN_HASH_MEMORY_MIB", "19")]).await;
+async fn a_login_rush_waits_its_turn_and_every_user_signs_in() {
+    // Three slots (the default), nineteen users at once; the wait is long
+    // enough for a loaded test machine.
+    let (app, tenant) = app_with_user("right-password", &[("LOGIN_QUEUE_WAIT_SECS", "60")]).await;
+    let tries = (0..19).map(|i| {
+        let (app, tenant) = (&app, &tenant);
+        async move {
+            attempt(
+                app,
+                tenant,
+                "alice",
+                "right-password",
+                &format!("192.0.2.{i}"),
+            )
+            .await
+        }
+    });
+    let replies = futures_util::future::join_all(tries).await;
+    let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+}
+
+#[tokio::test]
+async fn logins_past_the_queue_or_its_wait_are_503_and_long_passwords_400() {
+    let (app, tenant) = app_with_user(
+        "right-password",
+        &[("LOGIN_HASH_MEMORY_MIB", "19"), ("LOGIN_QUEUE_MAX", "0")],
+    )
+    .await;
     let tries = (0..12).map(|i| {
         let (app, tenant) = (&app, &tenant);
         async move { attempt(app, tenant, &format!("nobody{i}"), "x", "192.0.2.50").await }
@@ -167,6 +194,17 @@ async fn a_user_added_on_the_command_line_logs_in() {
     assert!(!again && out.contains("already exists"), "{out}");
     let (short, out) = user_add(&db, "tenant1", "shorty", "short");
     assert!(!short && out.contains("at least 8"), "{out}");
+    // What login could never take back is refused, not stored.
+    for (name, password, why) in [
+        ("twolines", "first-line\nsecond-line", "one line"),
+        ("toolong", &"p".repeat(1025), "1024 bytes"),
+        ("alice ", "s3cret-pass", "start or end"),
+        ("al*ce", "s3cret-pass", "may not hold"),
+        ("pаypal", "s3cret-pass", "scripts"),
+    ] {
+        let (added, out) = user_add(&db, "tenant1", name, password);
+        assert!(!added && out.contains(why), "{name:?}: {out}");
+    }
 
     let conn = db.connect().await;
     let row = conn
