@@ -73,18 +73,26 @@ async fn readers_that_stop_reading_a_large_task_list_are_cut_off_and_free_the_po
     .await;
     let bob = stack.user("bob");
     let token = stack.login(&bob).await;
-    // A page of 100 tasks of about 20 KiB each: 2 MiB of JSON.
+    // A page of 100 tasks of about 36 KiB each: 3.6 MiB of JSON, more than
+    // the sockets on the way hold.
     let body = json!({
         "taskType": "report",
         "description": "d".repeat(4000),
         "inputData": {"text": "i".repeat(16_000)},
     })
     .to_string();
+    let result = json!({"resultData": {"text": "r".repeat(16_000)}}).to_string();
     for _ in 0..100 {
         let (status, reply) = stack
             .as_user(&token, &bob, "POST", "/api/main/agent/tasks", &body)
             .await;
         assert_eq!(status, 201, "{reply}");
+        let task = reply["data"]["taskId"].as_str().unwrap().to_owned();
+        for (step, body) in [("start", "{}"), ("complete", result.as_str())] {
+            let path = format!("/api/main/agent/tasks/{task}/{step}");
+            let (status, reply) = stack.as_user(&token, &bob, "POST", &path, body).await;
+            assert_eq!(status, 200, "{reply}");
+        }
     }
     // Four readers ask for the page and never read it, with a small window.
     let request = format!(

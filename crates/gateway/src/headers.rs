@@ -186,7 +186,7 @@ pub fn append_forwarded(
     append(headers, headers::FORWARDED_FOR, client.clone());
     let trusted = |headers: &HeaderMap, name: &HeaderName| {
         (hops > 0)
-            .then(|| headers.get_all(name).iter().last().cloned())
+            .then(|| headers.get_all(name).iter().next_back().cloned())
             .flatten()
             .and_then(|v| {
                 let text = v.to_str().ok()?;

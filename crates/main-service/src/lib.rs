@@ -20,6 +20,7 @@
 //! - [`consumers`]: its two users (task rows, decision audit) on their thread.
 //! - [`state`](mod@state): [`AppState`], what handlers and background tasks share.
 //! - [`login`]: `POST /auth/login` and accounts.
+//! - [`hashing`]: the password-check slots and the bounded queue before them.
 //! - [`signin`]: what the web frontend reads around sign-in (policy, me, menus).
 //! - [`throttle`]: login failures counted and locked out in Redis.
 //! - [`cli`]: the `main-service user add` command.
@@ -42,6 +43,7 @@ pub mod consumers;
 pub mod db;
 pub mod entity;
 pub mod error;
+pub mod hashing;
 pub mod health;
 pub mod hitl;
 pub mod login;

@@ -6,7 +6,7 @@
 //!
 //! Each check holds one of `LOGIN_HASH_MEMORY_MIB / 19` slots (argon2id
 //! takes 19 MiB), so concurrent logins cannot exhaust memory. A login
-//! finding none free waits its turn ([`Slots`]: at most `LOGIN_QUEUE_MAX`
+//! finding none free waits its turn ([`crate::hashing`]: at most `LOGIN_QUEUE_MAX`
 //! waiting, each at most `LOGIN_QUEUE_WAIT_SECS`), so a Monday-morning rush
 //! signs everyone in; past either bound it is 503 with `Retry-After`. Passwords are at most
 //! [`MAX_PASSWORD_BYTES`]. Repeated failures lock the account and the
@@ -43,47 +43,6 @@ pub const MAX_PASSWORD_BYTES: usize = 1024;
 /// Verified against when the user does not exist, so both failures cost the same.
 static DUMMY_HASH: LazyLock<String> =
     LazyLock::new(|| hash("not-a-real-password").unwrap_or_default());
-
-/// The password-check slots and the bounded queue in front of them.
-#[derive(Debug)]
-pub struct Slots {
-    slots: Arc<tokio::sync::Semaphore>,
-    waiting: std::sync::atomic::AtomicUsize,
-    queue_max: usize,
-    wait: std::time::Duration,
-}
-
-impl Slots {
-    /// The slots and queue `limits` describe.
-    pub fn new(limits: &crate::config::LoginLimits) -> Self {
-        Self {
-            slots: Arc::new(tokio::sync::Semaphore::new(limits.hash_slots)),
-            waiting: std::sync::atomic::AtomicUsize::new(0),
-            queue_max: limits.queue_max,
-            wait: limits.queue_wait,
-        }
-    }
-
-    /// A slot: at once when one is free, else after waiting in the queue;
-    /// 503 when the queue is full or the wait is over.
-    pub async fn take(&self) -> Result<tokio::sync::OwnedSemaphorePermit, AppError> {
-        use std::sync::atomic::Ordering::Relaxed;
-        if let Ok(slot) = self.slots.clone().try_acquire_owned() {
-            return Ok(slot);
-        }
-        let busy = || AppError::Busy("Too many logins at once: retry in a second");
-        if self.waiting.fetch_add(1, Relaxed) >= self.queue_max {
-            self.waiting.fetch_sub(1, Relaxed);
-            return Err(busy());
-        }
-        let slot = tokio::time::timeout(self.wait, self.slots.clone().acquire_owned()).await;
-        self.waiting.fetch_sub(1, Relaxed);
-        match slot {
-            Ok(Ok(slot)) => Ok(slot),
-            _ => Err(busy()),
-        }
-    }
-}
 
 /// The route.
 pub fn routes() -> Router<Arc<AppState>> {

@@ -26,7 +26,7 @@ pub struct AppState {
     /// Woken when a decision found nobody listening ([`crate::hitl::delivery`]).
     pub undelivered: tokio::sync::Notify,
     /// The password-check slots (`LOGIN_HASH_MEMORY_MIB`) and their queue.
-    pub login_slots: crate::login::Slots,
+    pub login_slots: crate::hashing::Slots,
     /// Cancelled when the service stops (also when [`crate::serve`] is dropped):
     /// ends the background work, migrations and consumers.
     pub stop: CancellationToken,
@@ -44,7 +44,7 @@ pub async fn state(config: Config) -> std::io::Result<Arc<AppState>> {
         ),
         db: Db::new(&config).await.map_err(std::io::Error::other)?,
         metrics: Metrics::default(),
-        login_slots: crate::login::Slots::new(&config.login),
+        login_slots: crate::hashing::Slots::new(&config.login),
         undelivered: tokio::sync::Notify::new(),
         stop: CancellationToken::new(),
         config,

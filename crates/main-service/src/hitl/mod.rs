@@ -329,7 +329,6 @@ async fn decide_once(
     reason: Option<String>,
 ) -> Result<Decided, AppError> {
     let mut conn = state.store.durable_conn().await?;
-    let key = hitl::request_key(id);
     for _ in 0..ATTEMPTS {
         let (raw, mut stored, owner) =
             match read_pending(state, &mut conn, id, caller, decision).await? {
@@ -361,73 +360,103 @@ async fn decide_once(
             decided_at: &decided_at,
             request: &updated,
         };
-        let mut script = DECIDE.prepare_invoke();
-        script
-            .key(&key)
-            .key(hitl::signal_key(&session_id))
-            .arg(&raw)
-            .arg(&updated)
-            .arg(to_json(&signal)?)
-            .arg(hitl::channel(&session_id))
-            .arg(hitl::SIGNAL_TTL_SECS)
-            .key(hitl::DECISIONS_STREAM)
-            .key(hitl::session_key(&session_id))
-            .key(pending_key(
-                owner.tenant.as_deref().unwrap_or(""),
-                owner.user.as_deref().unwrap_or(""),
-            ))
-            .key(hitl::UNDELIVERED_KEY)
-            .arg(state.config.streams.max_len)
-            .arg(session.as_ref().map_or("", |s| s.raw.as_str()))
-            .arg(id)
-            .arg(state.config.streams.min_id())
-            .arg(timestamp)
-            .arg(&session_id)
-            .key(hitl::owners_key(&session_id))
-            .arg(owner.field())
-            .arg(hitl::SESSION_TTL_SECS)
-            .key(parked_key(
-                owner.tenant.as_deref().unwrap_or(""),
-                owner.user.as_deref().unwrap_or(""),
-            ))
-            .arg(state.config.hitl_max_undelivered_per_user);
-        for (name, value) in record.fields() {
-            script.arg(name).arg(value);
-        }
+        let script = decide_script(
+            state,
+            id,
+            &Applying {
+                raw: &raw,
+                updated: &updated,
+                signal: &to_json(&signal)?,
+                session_id: &session_id,
+                session: session.as_ref(),
+                owner: &owner,
+                timestamp,
+                record: &record,
+            },
+        );
         let applied: i64 = state.store.bounded(script.invoke_async(&mut conn)).await?;
-        match applied {
-            1 | 2 => {
-                state.store.replicated(&mut conn).await?;
-                return Ok(Decided::Now {
-                    session_id,
-                    delivered: applied == 1,
-                });
-            }
-            -1 => {
-                return Err(undeliverable(
-                    id,
-                    &session_id,
-                    "more than one run waits on it",
-                ));
-            }
-            -2 => {
-                return Err(undeliverable(
-                    id,
-                    &session_id,
-                    "more than one user (or tenant) has had a run on it",
-                ));
-            }
-            -3 => {
-                return Err(AppError::TooManyRequests {
-                    message: "Too many of this user's decisions wait for their agents to listen",
-                    retry_after: 5,
-                });
-            }
-            // Changed between our read and the script: read again.
-            _ => {}
+        if let Some(delivered) = applied_outcome(applied, id, &session_id)? {
+            state.store.replicated(&mut conn).await?;
+            return Ok(Decided::Now {
+                session_id,
+                delivered,
+            });
         }
+        // Changed between our read and the script: read again.
     }
     Err(AppError::Unavailable("Redis"))
+}
+
+/// What the [`DECIDE`] script's answer means: `Some(delivered)` decided,
+/// `None` read again, or the refusal.
+fn applied_outcome(applied: i64, id: &str, session_id: &str) -> Result<Option<bool>, AppError> {
+    match applied {
+        1 | 2 => Ok(Some(applied == 1)),
+        -1 => Err(undeliverable(
+            id,
+            session_id,
+            "more than one run waits on it",
+        )),
+        -2 => Err(undeliverable(
+            id,
+            session_id,
+            "more than one user (or tenant) has had a run on it",
+        )),
+        -3 => Err(AppError::TooManyRequests {
+            message: "Too many of this user's decisions wait for their agents to listen",
+            retry_after: 5,
+        }),
+        _ => Ok(None),
+    }
+}
+
+/// What one decision writes, for [`decide_script`].
+struct Applying<'a> {
+    raw: &'a str,
+    updated: &'a str,
+    signal: &'a str,
+    session_id: &'a str,
+    session: Option<&'a session::Session>,
+    owner: &'a Owner,
+    timestamp: u64,
+    record: &'a DecisionRecord<'a>,
+}
+
+/// The [`DECIDE`] invocation of one decision, its keys and arguments in
+/// the script's order.
+fn decide_script(state: &AppState, id: &str, a: &Applying<'_>) -> redis::ScriptInvocation<'static> {
+    let (tenant, user) = (
+        a.owner.tenant.as_deref().unwrap_or(""),
+        a.owner.user.as_deref().unwrap_or(""),
+    );
+    let mut script = DECIDE.prepare_invoke();
+    script
+        .key(hitl::request_key(id))
+        .key(hitl::signal_key(a.session_id))
+        .arg(a.raw)
+        .arg(a.updated)
+        .arg(a.signal)
+        .arg(hitl::channel(a.session_id))
+        .arg(hitl::SIGNAL_TTL_SECS)
+        .key(hitl::DECISIONS_STREAM)
+        .key(hitl::session_key(a.session_id))
+        .key(pending_key(tenant, user))
+        .key(hitl::UNDELIVERED_KEY)
+        .arg(state.config.streams.max_len)
+        .arg(a.session.map_or("", |s| s.raw.as_str()))
+        .arg(id)
+        .arg(state.config.streams.min_id())
+        .arg(a.timestamp)
+        .arg(a.session_id)
+        .key(hitl::owners_key(a.session_id))
+        .arg(a.owner.field())
+        .arg(hitl::SESSION_TTL_SECS)
+        .key(parked_key(tenant, user))
+        .arg(state.config.hitl_max_undelivered_per_user);
+    for (name, value) in a.record.fields() {
+        script.arg(name).arg(value);
+    }
+    script
 }
 
 /// What [`read_pending`] found.
