@@ -5,6 +5,7 @@
 //! - [`m20260101_000002_hitl_decision`]: `hitl_decision`, the durable audit of HITL decisions.
 //! - [`m20260101_000003_app_user`]: `app_user`, login accounts (argon2id hashes only).
 //! - [`m20261202_000004_hitl_decision_ids`]: `hitl_decision`'s ids as wide as an agent's (512).
+//! - [`m20261206_000005_plan_step_merge`]: a plan step merged inside PostgreSQL.
 #![forbid(unsafe_code)]
 
 use std::time::Duration;
@@ -18,6 +19,7 @@ pub mod m20260101_000001_agent_task;
 pub mod m20260101_000002_hitl_decision;
 pub mod m20260101_000003_app_user;
 pub mod m20261202_000004_hitl_decision_ids;
+pub mod m20261206_000005_plan_step_merge;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -30,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20260101_000002_hitl_decision::Migration),
             Box::new(m20260101_000003_app_user::Migration),
             Box::new(m20261202_000004_hitl_decision_ids::Migration),
+            Box::new(m20261206_000005_plan_step_merge::Migration),
         ]
     }
 }

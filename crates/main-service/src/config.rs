@@ -84,6 +84,15 @@ pub struct Config {
     /// wait at once for their agent to subscribe (the real agent subscribes
     /// some milliseconds after its `hitl` event); more is 429.
     pub hitl_max_undelivered_per_user: u64,
+    /// `HITL_MAX_CREATES_PER_MINUTE` (120): requests one user may create
+    /// through `POST /aura/hitl/requests` per minute; more is 429.
+    pub hitl_max_creates_per_minute: u64,
+    /// `TASKS_MAX_CREATES_PER_MINUTE` (120): tasks one user may create
+    /// through `POST /main/agent/tasks` per minute; more is 429.
+    pub tasks_max_creates_per_minute: u64,
+    /// `TASKS_MAX_PER_USER` (10000): task rows one user may hold; creating
+    /// more through the API is 429.
+    pub tasks_max_per_user: u64,
 }
 
 /// Login's protection against memory exhaustion and password guessing.
@@ -171,6 +180,15 @@ impl std::fmt::Debug for Config {
                 "hitl_max_undelivered_per_user",
                 &self.hitl_max_undelivered_per_user,
             )
+            .field(
+                "hitl_max_creates_per_minute",
+                &self.hitl_max_creates_per_minute,
+            )
+            .field(
+                "tasks_max_creates_per_minute",
+                &self.tasks_max_creates_per_minute,
+            )
+            .field("tasks_max_per_user", &self.tasks_max_per_user)
             .finish()
     }
 }
@@ -220,6 +238,9 @@ impl Config {
             streams,
             hitl_max_pending_per_user: vars.positive("HITL_MAX_PENDING_PER_USER", 100)?,
             hitl_max_undelivered_per_user: vars.positive("HITL_MAX_UNDELIVERED_PER_USER", 32)?,
+            hitl_max_creates_per_minute: vars.positive("HITL_MAX_CREATES_PER_MINUTE", 120)?,
+            tasks_max_creates_per_minute: vars.positive("TASKS_MAX_CREATES_PER_MINUTE", 120)?,
+            tasks_max_per_user: vars.positive("TASKS_MAX_PER_USER", 10_000)?,
             host: vars.text("SERVER_HOST").unwrap_or_else(|| "0.0.0.0".into()),
             // 0 is allowed: the system picks a free port (tests use it).
             port: port(&vars, "SERVER_PORT", 8081)?,

@@ -23,6 +23,7 @@
 //! - [`hashing`]: the password-check slots and the bounded queue before them.
 //! - [`signin`]: what the web frontend reads around sign-in (policy, me, menus).
 //! - [`throttle`]: login failures counted and locked out in Redis.
+//! - [`quota`]: what one user may create per minute (HITL requests, tasks).
 //! - [`cli`]: the `main-service user add` command.
 //! - [`metrics`]: Prometheus metrics and the latency middleware.
 //! - [`health`]: the contract's liveness and readiness (`/main/health`).
@@ -49,6 +50,7 @@ pub mod hitl;
 pub mod login;
 pub mod metrics;
 pub mod openapi;
+pub mod quota;
 pub mod reply;
 pub mod signin;
 pub mod state;

@@ -96,6 +96,13 @@ pub(super) async fn create(
     JsonBody(body): JsonBody<NewRequest>,
 ) -> Result<(StatusCode, Json<Envelope<Created>>), AppError> {
     let request = checked(&caller, body)?;
+    crate::quota::spend(
+        &state.store,
+        &caller,
+        crate::quota::Kind::HitlRequests,
+        state.config.hitl_max_creates_per_minute,
+    )
+    .await?;
     let (request_id, session_id) = (request.request_id.clone(), request.session_id.clone());
     match claim(&state, &caller, request).await? {
         1 => Ok((

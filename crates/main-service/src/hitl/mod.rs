@@ -54,7 +54,8 @@ use session::Owner;
 /// channel, the signal TTL, the stream's length cap, the session as read,
 /// the request id, the stream's oldest id kept, now, the session id, the
 /// owner's field, the owners' TTL, the parked cap, then the audit entry's
-/// fields. Returns 0 changed under us, 1 decided and received, 2 decided
+/// fields. A decided request is kept as long as its signal (5 min, for
+/// repeats and conflicts), no longer. Returns 0 changed under us, 1 decided and received, 2 decided
 /// and queued for delivery ([`delivery`]); and without deciding: -1 more
 /// than one run waits on the channel, -2 the session has had more than one
 /// owner, -3 the owner has too many decisions parked.
@@ -81,6 +82,8 @@ if listeners == 0 then
   if redis.call('ZCARD', KEYS[8]) >= tonumber(ARGV[14]) then return -3 end
 end
 redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+local kept = redis.call('TTL', KEYS[1])
+if kept < 0 or kept > tonumber(ARGV[5]) then redis.call('EXPIRE', KEYS[1], ARGV[5]) end
 redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[5])
 local result = 1
 if listeners == 1 then
@@ -350,6 +353,7 @@ async fn decide_once(
             signal.reason.as_deref(),
         );
         let updated = to_json(&stored)?;
+        let audited = to_json(&audited(&stored))?;
         let record = DecisionRecord {
             request_id: id,
             session_id: &session_id,
@@ -358,7 +362,7 @@ async fn decide_once(
             decision: decision.status(),
             reason: signal.reason.as_deref().unwrap_or(""),
             decided_at: &decided_at,
-            request: &updated,
+            request: &audited,
         };
         let script = decide_script(
             state,
@@ -516,6 +520,17 @@ fn undeliverable(id: &str, session_id: &str, why: &str) -> AppError {
         ),
         data: Value::Null,
     }
+}
+
+/// What the audit keeps of a decided request: everything but its
+/// `context` (the tool's arguments, up to 16 KiB, which the agent holds),
+/// so a decision appends a bounded entry to the outbox.
+fn audited(stored: &Map<String, Value>) -> Map<String, Value> {
+    stored
+        .iter()
+        .filter(|(k, _)| k.as_str() != "context")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// The stored request's fields a decision sets.

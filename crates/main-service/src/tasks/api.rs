@@ -12,9 +12,11 @@ use chrono::{SecondsFormat, Utc};
 use dwp_core::Envelope;
 use http::StatusCode;
 use http::request::Parts;
+use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
+    IntoActiveModel, Iterable, ModelTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    Statement, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -83,9 +85,11 @@ pub struct TaskView {
     pub input_data: Option<String>,
     /// As given at completion.
     pub result_data: Option<String>,
-    /// The plan, in order.
-    #[schema(value_type = Vec<Object>)]
-    pub plan_steps: Vec<Value>,
+    /// The plan, in order (one task's answers; a page of the list leaves it
+    /// out, so a page stays bounded: read the task for its plan).
+    #[schema(value_type = Option<Vec<Object>>)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan_steps: Option<Vec<Value>>,
     /// The HITL request the task waits on or waited on last.
     pub hitl_request_id: Option<String>,
     /// Why it failed.
@@ -116,7 +120,7 @@ pub fn view(task: &Model) -> TaskView {
         description: task.description.clone(),
         input_data: task.input_data.clone(),
         result_data: task.result_data.clone(),
-        plan_steps: lifecycle::steps_of(task.plan_steps.as_deref()),
+        plan_steps: Some(lifecycle::steps_of(task.plan_steps.as_deref())),
         hitl_request_id: task.hitl_request_id.clone(),
         error_message: task.error_message.clone(),
         started_at: task.started_at.as_ref().map(time),
@@ -223,8 +227,8 @@ async fn create(
     let now = Utc::now().fixed_offset();
     let task = agent_task::ActiveModel {
         task_id: sea_orm::Set(uuid::Uuid::new_v4().to_string()),
-        user_id: sea_orm::Set(caller.user_id),
-        tenant_id: sea_orm::Set(caller.tenant_id),
+        user_id: sea_orm::Set(caller.user_id.clone()),
+        tenant_id: sea_orm::Set(caller.tenant_id.clone()),
         task_type: sea_orm::Set(task_type),
         status: sea_orm::Set(Status::Requested.as_str().into()),
         progress: sea_orm::Set(0),
@@ -235,7 +239,29 @@ async fn create(
         updated_at: sea_orm::Set(now),
         ..Default::default()
     };
+    crate::quota::spend(
+        &state.store,
+        &caller,
+        crate::quota::Kind::Tasks,
+        state.config.tasks_max_creates_per_minute,
+    )
+    .await?;
     let db = state.db.conn()?;
+    let held = state
+        .db
+        .bounded(
+            Entity::find()
+                .filter(Column::TenantId.eq(&caller.tenant_id))
+                .filter(Column::UserId.eq(&caller.user_id))
+                .count(db),
+        )
+        .await?;
+    if held >= state.config.tasks_max_per_user {
+        return Err(AppError::TooManyRequests {
+            message: "This user holds as many tasks as one may (TASKS_MAX_PER_USER)",
+            retry_after: 3600,
+        });
+    }
     let task = state.db.bounded(task.insert(db)).await?;
     tracing::info!(
         task_id = task.task_id,
@@ -291,7 +317,12 @@ async fn list(
     if size == 0 {
         return Err(AppError::BadRequest("size must be at least 1".into()));
     }
+    // Without the plans (up to 800 KiB each): a page holds at most
+    // size x (4 + 16 + 16 + 4 KiB) of task fields.
     let pages = Entity::find()
+        .select_only()
+        .columns(Column::iter().filter(|c| !matches!(c, Column::PlanSteps)))
+        .column_as(Expr::cust("NULL::text"), "plan_steps")
         .filter(Column::UserId.eq(&caller.user_id))
         .filter(Column::TenantId.eq(&caller.tenant_id))
         .order_by_desc(Column::CreatedAt)
@@ -310,7 +341,13 @@ async fn list(
     Ok(Json(Envelope::success(
         "Tasks",
         TaskPage {
-            content: tasks.iter().map(view).collect(),
+            content: tasks
+                .iter()
+                .map(|task| TaskView {
+                    plan_steps: None,
+                    ..view(task)
+                })
+                .collect(),
             page,
             size,
             total_elements: total,
@@ -335,12 +372,19 @@ async fn change(
         .bounded(owned(caller, id).lock_exclusive().one(&txn))
         .await?
         .ok_or_else(|| not_found(id))?;
+    let before = task.clone();
     change(&mut task)?;
     task.updated_at = Utc::now().fixed_offset();
-    let task = state
-        .db
-        .bounded(agent_task::full_update(task).update(&txn))
-        .await?;
+    // Only the columns that changed are written: a progress update never
+    // rewrites the plan.
+    let mut changed = before.clone().into_active_model();
+    for column in Column::iter() {
+        let value = task.get(column);
+        if before.get(column) != value {
+            changed.set(column, value);
+        }
+    }
+    let task = state.db.bounded(changed.update(&txn)).await?;
     state.db.bounded(txn.commit()).await?;
     tracing::info!(task_id = id, status = task.status, "task {what}");
     Ok(Json(Envelope::success(format!("Task {what}"), view(&task))))
@@ -483,14 +527,29 @@ async fn fail(
     .await
 }
 
+/// What saving a plan step answers: the step as saved and the plan's
+/// length, never the whole plan (a 4 KiB step of a 200-step plan would
+/// answer 800 KiB).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanStepSaved {
+    /// The task.
+    pub task_id: String,
+    /// The step as sent, with its `stepId` (generated when it had none).
+    #[schema(value_type = Object)]
+    pub step: Map<String, Value>,
+    /// Steps in the plan now.
+    pub plan_step_count: i64,
+}
+
 #[utoipa::path(post, path = "/main/agent/tasks/{task_id}/plan-steps", tag = "tasks", params(("task_id" = String, Path, description = "The task id")), request_body = Object,
-    responses((status = 200, description = "Step added, or updated by `stepId`", body = Envelope<TaskView>)), security(("bearer" = [])))]
+    responses((status = 200, description = "Step added, or updated by `stepId`: the step and the plan's length", body = Envelope<PlanStepSaved>)), security(("bearer" = [])))]
 async fn plan_step(
     State(state): State<Arc<AppState>>,
     TokenCaller(caller): TokenCaller,
     TaskId(id): TaskId,
     JsonBody(step): JsonBody<Map<String, Value>>,
-) -> Result<Json<Envelope<TaskView>>, AppError> {
+) -> Result<Json<Envelope<PlanStepSaved>>, AppError> {
     if step.is_empty() {
         return Err(AppError::BadRequest(
             "A plan step is a non-empty JSON object".into(),
@@ -507,22 +566,75 @@ async fn plan_step(
     let mut step = step;
     step.entry("stepId")
         .or_insert_with(|| uuid::Uuid::new_v4().to_string().into());
-    change(&state, &caller, &id, "plan step saved", move |task| {
-        if Status::parse(&task.status).is_terminal() {
-            return Err(AppError::InvalidTransition(format!(
-                "The plan of a {} task cannot change",
-                task.status
-            )));
-        }
-        let mut steps = lifecycle::steps_of(task.plan_steps.as_deref());
-        lifecycle::merge_step(&mut steps, step, false);
-        if steps.len() > MAX_STEPS {
+    let count = merge_plan_step(&state, &caller, &id, &step).await?;
+    tracing::info!(task_id = id, steps = count, "task plan step saved");
+    Ok(Json(Envelope::success(
+        "Task plan step saved",
+        PlanStepSaved {
+            task_id: id,
+            step,
+            plan_step_count: count,
+        },
+    )))
+}
+
+/// Merges `step` into the caller's task `id` inside PostgreSQL
+/// (`dwp_merge_plan_step`, migration 5): only the step travels. Returns
+/// the plan's length; 404 someone else's or no task, 400 E3002 a finished
+/// one, 413 a plan already at [`MAX_STEPS`].
+async fn merge_plan_step(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    step: &Map<String, Value>,
+) -> Result<i64, AppError> {
+    let db = state.db.conn()?;
+    let txn: DatabaseTransaction = state.db.bounded(db.begin()).await?;
+    let status: Option<String> = state
+        .db
+        .bounded(
+            owned(caller, id)
+                .select_only()
+                .column(Column::Status)
+                .lock_exclusive()
+                .into_tuple()
+                .one(&txn),
+        )
+        .await?;
+    let status = status.ok_or_else(|| not_found(id))?;
+    if Status::parse(&status).is_terminal() {
+        return Err(AppError::InvalidTransition(format!(
+            "The plan of a {status} task cannot change"
+        )));
+    }
+    let merged = txn
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "UPDATE agent_task SET plan_steps = dwp_merge_plan_step(plan_steps, $1::jsonb, $2), \
+             updated_at = $3 WHERE task_id = $4 AND user_id = $5 AND tenant_id = $6 \
+             RETURNING jsonb_array_length(plan_steps::jsonb)::bigint AS steps",
+            [
+                Value::Object(step.clone()).to_string().into(),
+                i32::try_from(MAX_STEPS).unwrap_or(i32::MAX).into(),
+                Utc::now().fixed_offset().into(),
+                id.into(),
+                caller.user_id.clone().into(),
+                caller.tenant_id.clone().into(),
+            ],
+        ))
+        .await;
+    let row = match merged {
+        Err(e) if e.to_string().contains("plan_steps_full") => {
             return Err(AppError::TooLarge(format!(
                 "A plan holds at most {MAX_STEPS} steps"
             )));
         }
-        task.plan_steps = Some(Value::Array(steps).to_string());
-        Ok(())
-    })
-    .await
+        other => state.db.bounded(async { other }).await?,
+    };
+    let count: i64 = row
+        .ok_or_else(|| not_found(id))?
+        .try_get("", "steps")
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+    state.db.bounded(txn.commit()).await?;
+    Ok(count)
 }

@@ -246,3 +246,146 @@ async fn one_users_parked_decisions_are_capped() {
     let res = app.decide("approve", &fourth, &user, "1", "").await;
     assert_eq!(res.status, 200, "{}", res.text);
 }
+
+#[tokio::test]
+async fn a_decision_keeps_what_the_audit_needs_and_no_longer_than_its_signal() {
+    let app = spawn_app().await;
+    let (request_id, session_id) = agent_request(Some("user123"), Some("tenant1")).await;
+    let mut agent = subscribe(&session_id).await;
+    let res = app
+        .decide("reject", &request_id, "user123", "tenant1", "")
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert!(first(&mut agent, Duration::from_secs(2)).await.is_some());
+    let ttl: i64 = redis()
+        .await
+        .ttl(dwp_core::hitl::request_key(&request_id))
+        .await
+        .unwrap();
+    assert!(
+        (1..=300).contains(&ttl),
+        "a decided request stays as long as its signal, not 30 min: {ttl}"
+    );
+    // The outbox entry: the decision and the request without its context.
+    let entries: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+        .arg(dwp_core::hitl::DECISIONS_STREAM)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(200)
+        .query_async(&mut redis().await)
+        .await
+        .unwrap();
+    let entry = entries
+        .ids
+        .iter()
+        .find(|e| {
+            e.map
+                .get("requestId")
+                .map(|v| redis::from_redis_value::<String>(v.clone()).unwrap())
+                == Some(request_id.clone())
+        })
+        .expect("the decision is in the outbox");
+    let request: String = redis::from_redis_value(entry.map["request"].clone()).unwrap();
+    let request: Value = serde_json::from_str(&request).unwrap();
+    assert_eq!(request["status"], "rejected");
+    assert_eq!(request["actionType"], "git_merge");
+    assert!(request.get("context").is_none(), "{request}");
+}
+
+#[tokio::test]
+async fn one_user_creates_at_most_so_many_requests_and_tasks_a_minute() {
+    let app = spawn_app_in(
+        TestDb::create().await,
+        &[
+            ("HITL_MAX_CREATES_PER_MINUTE", "3"),
+            ("TASKS_MAX_CREATES_PER_MINUTE", "2"),
+        ],
+    )
+    .await;
+    let user = unique("erin");
+    let create = |session: String| {
+        serde_json::json!({"sessionId": session, "actionType": "email_send"}).to_string()
+    };
+    // The window is the clock's minute: start well inside one.
+    let into_minute = now() % 60;
+    if into_minute > 50 {
+        tokio::time::sleep(Duration::from_secs(61 - into_minute)).await;
+    }
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let res = app
+            .as_user(
+                "POST",
+                "/aura/hitl/requests",
+                &user,
+                "1",
+                &create(unique("s")),
+            )
+            .await;
+        statuses.push(res.status);
+        if res.status == 429 {
+            assert!(res.headers.contains_key("retry-after"));
+            assert_eq!(res.body["errorCode"], "E1001");
+        }
+    }
+    // A minute's edge may fall between the calls: at most one more.
+    assert!(
+        statuses.iter().filter(|s| **s == 429).count() >= 1 || statuses == [201; 4],
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().filter(|s| **s == 201).count() <= 6,
+        "{statuses:?}"
+    );
+    let other = app
+        .as_user(
+            "POST",
+            "/aura/hitl/requests",
+            &user,
+            "2",
+            &create(unique("s")),
+        )
+        .await;
+    assert_eq!(
+        other.status, 201,
+        "the same name in another tenant: {}",
+        other.text
+    );
+    let task = r#"{"taskType":"report"}"#;
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        tasks.push(
+            app.as_user("POST", "/main/agent/tasks", &user, "1", task)
+                .await
+                .status,
+        );
+    }
+    assert_eq!(tasks, [201, 201, 429]);
+}
+
+#[tokio::test]
+async fn one_user_holds_at_most_so_many_tasks() {
+    let app = spawn_app_in(TestDb::create().await, &[("TASKS_MAX_PER_USER", "2")]).await;
+    let user = unique("frank");
+    let task = r#"{"taskType":"report"}"#;
+    for _ in 0..2 {
+        let res = app
+            .as_user("POST", "/main/agent/tasks", &user, "1", task)
+            .await;
+        assert_eq!(res.status, 201, "{}", res.text);
+    }
+    let res = app
+        .as_user("POST", "/main/agent/tasks", &user, "1", task)
+        .await;
+    assert_eq!(
+        (res.status, res.body["errorCode"].as_str()),
+        (429, Some("E1001")),
+        "{}",
+        res.text
+    );
+    let res = app
+        .as_user("POST", "/main/agent/tasks", &user, "2", task)
+        .await;
+    assert_eq!(res.status, 201, "another tenant's namesake: {}", res.text);
+}

@@ -214,7 +214,8 @@ async fn plan_steps_are_added_and_updated_by_step_id() {
     let second = app
         .as_user("POST", &path, "u1", "t1", r#"{"description":"2. answer"}"#)
         .await;
-    let generated = second.body["data"]["planSteps"][1]["stepId"]
+    assert_eq!(second.body["data"]["planStepCount"], 2, "{}", second.text);
+    let generated = second.body["data"]["step"]["stepId"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -227,8 +228,17 @@ async fn plan_steps_are_added_and_updated_by_step_id() {
             r#"{"stepId":"s1","status":"completed"}"#,
         )
         .await;
+    assert_eq!(updated.body["data"]["planStepCount"], 2, "{}", updated.text);
     assert_eq!(
-        updated.body["data"]["planSteps"],
+        updated.body["data"]["step"],
+        json!({"stepId": "s1", "status": "completed"}),
+        "the step as sent, not the plan"
+    );
+    let task = app
+        .as_user("GET", &format!("{BASE}/{id}"), "u1", "t1", "")
+        .await;
+    assert_eq!(
+        task.body["data"]["planSteps"],
         json!([
             {"stepId": "s1", "description": "1. read", "status": "completed"},
             {"stepId": generated, "description": "2. answer"}
@@ -483,4 +493,63 @@ async fn task_fields_past_their_caps_are_413_before_anything_is_stored() {
         )
         .await;
     assert_eq!(res.status, 413, "{}", res.text);
+}
+
+#[tokio::test]
+async fn a_step_of_a_long_plan_answers_the_step_and_a_page_leaves_plans_out() {
+    let app = spawn_app().await;
+    let user = "planner";
+    let id = create(&app, user, "t1", json!({"taskType": "PLAN"})).await["taskId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("{BASE}/{id}/plan-steps");
+    let step =
+        |n: usize| json!({"stepId": format!("s{n}"), "description": "x".repeat(3900)}).to_string();
+    for n in 0..200 {
+        let res = app.as_user("POST", &path, user, "t1", &step(n)).await;
+        assert_eq!(res.status, 200, "{n}: {}", res.text);
+        assert!(
+            res.text.len() < 8 * 1024,
+            "step {n} answered {} bytes",
+            res.text.len()
+        );
+        assert_eq!(res.body["data"]["planStepCount"], n as u64 + 1);
+    }
+    // A full plan takes no new step, but its steps still change.
+    let res = app.as_user("POST", &path, user, "t1", &step(200)).await;
+    assert_eq!(res.status, 413, "{}", res.text);
+    let res = app
+        .as_user(
+            "POST",
+            &path,
+            user,
+            "t1",
+            r#"{"stepId":"s7","status":"done"}"#,
+        )
+        .await;
+    assert_eq!(res.body["data"]["planStepCount"], 200, "{}", res.text);
+    // The task holds its plan; a page of the list does not.
+    let task = app
+        .as_user("GET", &format!("{BASE}/{id}"), user, "t1", "")
+        .await;
+    let steps = task.body["data"]["planSteps"].as_array().unwrap();
+    assert_eq!(steps.len(), 200);
+    assert_eq!(steps[7]["status"], "done");
+    assert_eq!(steps[7]["description"], "x".repeat(3900));
+    let page = app.as_user("GET", BASE, user, "t1", "").await;
+    assert_eq!(page.body["data"]["content"][0]["taskId"], id.as_str());
+    assert!(page.body["data"]["content"][0].get("planSteps").is_none());
+    assert!(page.text.len() < 8 * 1024, "{} bytes", page.text.len());
+    // A plan stored as text that is no JSON array counts as empty.
+    use sea_orm::ConnectionTrait;
+    let conn = app.db.as_ref().unwrap().connect().await;
+    conn.execute_unprepared(&format!(
+        "UPDATE agent_task SET plan_steps = 'not json' WHERE task_id = '{id}'"
+    ))
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    let res = app.as_user("POST", &path, user, "t1", &step(0)).await;
+    assert_eq!(res.body["data"]["planStepCount"], 1, "{}", res.text);
 }
