@@ -21,7 +21,10 @@ cd "$(dirname "$0")/../.."
 # or per-user caps (every load client shares 127.0.0.1 and no user); the
 # measured gateway keeps its per-address cap on, above the stream count, so
 # that its cost is in the figures.
+# Every route goes to the one backend here, so the routes share its pool:
+# a route's share of it is not capped (deployed, the agent has a pool of its own).
 export GATEWAY_AUTH=off GATEWAY_MAX_REQUESTS_PER_CLIENT=0 GATEWAY_MAX_REQUESTS_PER_USER=0 GATEWAY_MAX_STREAMS_PER_USER=0
+export GATEWAY_ROUTE_MAX_POOL_PERCENT=100
 
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-64}

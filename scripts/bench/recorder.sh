@@ -17,6 +17,8 @@ cd "$(dirname "$0")/../.."
 # The benchmarks measure the proxy: no edge token check and no per-client
 # or per-user caps (every load client shares 127.0.0.1 and no user).
 export GATEWAY_AUTH=off GATEWAY_MAX_REQUESTS_PER_CLIENT=0 GATEWAY_MAX_REQUESTS_PER_USER=0 GATEWAY_MAX_STREAMS_PER_USER=0
+# One backend behind every route: no per-route share of its pool.
+export GATEWAY_ROUTE_MAX_POOL_PERCENT=100
 
 STREAMS=${STREAMS:-100}
 EVENTS=${EVENTS:-1000}
