@@ -92,6 +92,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes));
     Router::new()
         .merge(health::routes())
+        .merge(health::info_routes())
         .route("/main/openapi.json", get(openapi::document))
         .merge(hitl::routes())
         .merge(actuator::routes())

@@ -19,6 +19,7 @@ use utoipa::{Modify, OpenApi};
     paths(
         crate::health::health,
         crate::health::ready,
+        crate::health::info,
         crate::actuator::health,
         crate::actuator::readiness,
         crate::actuator::liveness,

@@ -83,11 +83,21 @@ async fn bad_input_is_answered_in_the_envelope() {
 #[tokio::test]
 async fn health_readiness_and_metrics() {
     let app = spawn_app().await;
+    // The web frontend's dashboard renders `data` as text: a string, as
+    // the old main-service answered, never an object.
     let res = app.send("GET", "/main/health", &[], "").await;
     assert_eq!(
-        (res.status, res.body["data"]["status"].as_str()),
-        (200, Some("UP"))
+        (res.status, &res.body["data"]),
+        (200, &serde_json::json!("Main Service is running"))
     );
+    let res = app.send("GET", "/main/info", &[], "").await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    let info = res.body["data"].as_object().unwrap();
+    let mut keys: Vec<&str> = info.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["description", "port", "service"]);
+    assert_eq!(info["service"], "dwp-main-service");
+    assert!(info.values().all(serde_json::Value::is_string), "{info:?}");
     let res = app.send("GET", "/main/health/ready", &[], "").await;
     assert_eq!(res.status, 200, "{}", res.text);
 
@@ -528,6 +538,7 @@ async fn the_openapi_document_describes_every_route_and_its_errors() {
         "/main/agent/tasks/{task_id}/plan-steps",
         "/main/health",
         "/main/health/ready",
+        "/main/info",
     ] {
         assert!(paths.contains(&route), "{route} missing from {paths:?}");
     }
