@@ -43,6 +43,13 @@ require_rust() {
 }
 
 # Installs curl when missing (the scripts use it for health checks).
+# Where cargo puts what it builds: CARGO_TARGET_DIR, build.target-dir in a
+# cargo configuration, or ./target (cargo itself says which).
+target_dir() {
+  cargo metadata --format-version 1 --no-deps --locked |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])'
+}
+
 require_curl() {
   command -v curl >/dev/null 2>&1 || apt_install curl ca-certificates
 }

@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 require_rust
+TARGET=$(target_dir)
 require_curl
 
 cargo build --release --locked -p gateway -p main-service -p aura-sim
@@ -38,7 +39,7 @@ trap stop EXIT
 # "1" (a constant in the frontend) and the sign-in form's pre-filled
 # admin / admin1234!. For a local stack only; never deploy it.
 DEMO_TENANT=${DEMO_TENANT:-1} DEMO_USER=${DEMO_USER:-admin} DEMO_PASSWORD=${DEMO_PASSWORD:-admin1234!}
-if ! out=$(printf '%s\n' "$DEMO_PASSWORD" | target/release/main-service user add \
+if ! out=$(printf '%s\n' "$DEMO_PASSWORD" | "$TARGET"/release/main-service user add \
     --tenant "$DEMO_TENANT" --username "$DEMO_USER" --password-stdin 2>&1); then
   case "$out" in *"already exists"*) ;; *) echo "$out" >&2; exit 1 ;; esac
 fi
@@ -46,12 +47,12 @@ fi
 MAIN_PORT=${MAIN_PORT:-8081}
 GATEWAY_PORT=${GATEWAY_PORT:-8080}
 AURA_PORT=${AURA_PORT:-9000}
-SERVER_PORT=$MAIN_PORT target/release/main-service &
+SERVER_PORT=$MAIN_PORT "$TARGET"/release/main-service &
 pids+=($!)
-SERVER_PORT=$AURA_PORT target/release/aura-sim &
+SERVER_PORT=$AURA_PORT "$TARGET"/release/aura-sim &
 pids+=($!)
 SERVER_PORT=$GATEWAY_PORT MAIN_SERVICE_URI=http://127.0.0.1:$MAIN_PORT \
-  AURA_PLATFORM_URI=http://127.0.0.1:$AURA_PORT target/release/gateway &
+  AURA_PLATFORM_URI=http://127.0.0.1:$AURA_PORT "$TARGET"/release/gateway &
 pids+=($!)
 wait_for "curl -fsS http://127.0.0.1:$MAIN_PORT/main/health/ready" 30
 wait_for "curl -fsS http://127.0.0.1:$AURA_PORT/health" 30

@@ -39,6 +39,7 @@ BACKEND_PORT=19000 GATEWAY_PORT=18080 NGINX_PORT=18081 NOTEE_PORT=18082
 command -v wrk >/dev/null 2>&1 || apt_install wrk
 command -v nginx >/dev/null 2>&1 || apt_install nginx-light
 require_rust
+TARGET=$(target_dir)
 require_curl
 cargo build --release --locked -p gateway -p bench >/dev/null 2>&1 || cargo build --release --locked -p gateway -p bench
 
@@ -59,15 +60,15 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-target/release/dwp-bench backend $BACKEND_PORT & backend_pid=$!; pids+=("$backend_pid")
+"$TARGET"/release/dwp-bench backend $BACKEND_PORT & backend_pid=$!; pids+=("$backend_pid")
 RUST_LOG=warn SERVER_HOST=127.0.0.1 SERVER_PORT=$GATEWAY_PORT ADMIN_PORT=$((GATEWAY_PORT + 1000)) \
   AURA_PLATFORM_URI=http://127.0.0.1:$BACKEND_PORT MAIN_SERVICE_URI=http://127.0.0.1:$BACKEND_PORT \
   GATEWAY_POOL_MAX_CONNECTIONS=$((STREAMS + 1000)) GATEWAY_SSE_HEARTBEAT_SECS=15 \
   GATEWAY_MAX_REQUESTS_PER_CLIENT=$((STREAMS + 1000)) \
-  target/release/gateway & gateway_pid=$!; pids+=("$gateway_pid")
+  "$TARGET"/release/gateway & gateway_pid=$!; pids+=("$gateway_pid")
 RUST_LOG=warn SERVER_HOST=127.0.0.1 SERVER_PORT=$NOTEE_PORT ADMIN_PORT=off GATEWAY_RECORDER_ENABLED=false \
   AURA_PLATFORM_URI=http://127.0.0.1:$BACKEND_PORT MAIN_SERVICE_URI=http://127.0.0.1:$BACKEND_PORT \
-  target/release/gateway & pids+=("$!")
+  "$TARGET"/release/gateway & pids+=("$!")
 
 cat >"$work/nginx.conf" <<NGINX
 worker_processes $THREADS;
@@ -144,11 +145,11 @@ awk -v g="$gateway_rps" -v n="$nginx_rps" -v d="$direct" -v gc="$gateway_cpu" -v
 
 echo "== SSE per-event latency: $LATENCY_STREAMS streams each direct, through the gateway (recorder on) and through a gateway with the recorder off, all at the same time, $LATENCY_EVENTS events every ${LATENCY_INTERVAL_MS} ms each"
 path="/aura/test/stream?events=$LATENCY_EVENTS&interval_ms=$LATENCY_INTERVAL_MS"
-target/release/dwp-bench latency "127.0.0.1:$BACKEND_PORT" "$path" "$LATENCY_STREAMS" >"$work/direct.lat" &
+"$TARGET"/release/dwp-bench latency "127.0.0.1:$BACKEND_PORT" "$path" "$LATENCY_STREAMS" >"$work/direct.lat" &
 direct_job=$!
-target/release/dwp-bench latency "127.0.0.1:$NOTEE_PORT" "/api$path" "$LATENCY_STREAMS" >"$work/notee.lat" &
+"$TARGET"/release/dwp-bench latency "127.0.0.1:$NOTEE_PORT" "/api$path" "$LATENCY_STREAMS" >"$work/notee.lat" &
 notee_job=$!
-target/release/dwp-bench latency "127.0.0.1:$GATEWAY_PORT" "/api$path" "$LATENCY_STREAMS" >"$work/gateway.lat"
+"$TARGET"/release/dwp-bench latency "127.0.0.1:$GATEWAY_PORT" "/api$path" "$LATENCY_STREAMS" >"$work/gateway.lat"
 wait $direct_job $notee_job
 direct_lat=$(cat "$work/direct.lat")
 gateway_lat=$(cat "$work/gateway.lat")
@@ -166,7 +167,7 @@ awk -v d="$direct_lat" -v g="$gateway_lat" -v n="$notee_lat" 'BEGIN {
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 echo "== SSE memory: $STREAMS concurrent idle streams held through the gateway"
 before=$(rss_kib $gateway_pid)
-target/release/dwp-bench streams "127.0.0.1:$GATEWAY_PORT" "/api/aura/test/stream?events=0" "$STREAMS" 8 >"$work/streams.out" &
+"$TARGET"/release/dwp-bench streams "127.0.0.1:$GATEWAY_PORT" "/api/aura/test/stream?events=0" "$STREAMS" 8 >"$work/streams.out" &
 streams_pid=$!
 wait_for "grep -q '^open' $work/streams.out" 120
 sleep 2

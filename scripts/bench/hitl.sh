@@ -24,6 +24,7 @@ REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 SECRET="bench-secret-bench-secret-bench-secret"
 
 require_rust
+TARGET=$(target_dir)
 require_curl
 bash scripts/services.sh >/dev/null
 cargo build --release --locked -p main-service -p bench >/dev/null 2>&1 || cargo build --release --locked -p main-service -p bench
@@ -37,7 +38,7 @@ trap cleanup EXIT INT TERM
 # The decision audit consumer runs too (as in production), in its own group.
 RUST_LOG=${MAIN_LOG:-warn} SERVER_HOST=127.0.0.1 SERVER_PORT=$PORT ADMIN_PORT=$((PORT + 1000)) JWT_SECRET=$SECRET REDIS_URL=$REDIS_URL \
   DATABASE_URL="$DATABASE_URL" CONSUMER_GROUP="bench-$DB" CONSUMER_GROUP_START='$' CONSUMERS_ENABLED=${CONSUMERS_ENABLED:-true} CONSUMER_BATCH=${CONSUMER_BATCH:-200} \
-  "${MAIN_SERVICE_BIN:-target/release/main-service}" & pid=$!
+  "${MAIN_SERVICE_BIN:-"$TARGET"/release/main-service}" & pid=$!
 wait_for "curl -fsS http://127.0.0.1:$PORT/main/health/ready" 20
 [ "${CONSUMERS_ENABLED:-true}" = true ] && wait_for_group "bench-$DB" dwp:hitl-decisions
 
@@ -50,7 +51,7 @@ echo "SET      $set_rps req/s"
 echo "PUBLISH  $pub_rps req/s"
 
 echo "== main-service: $DECISIONS approvals by $CLIENTS clients as fast as they can, each on its own pending request"
-out=$(target/release/dwp-bench hitl "127.0.0.1:$PORT" "$REDIS_URL" "$SECRET" "$DECISIONS" "$CLIENTS")
+out=$("$TARGET"/release/dwp-bench hitl "127.0.0.1:$PORT" "$REDIS_URL" "$SECRET" "$DECISIONS" "$CLIENTS")
 echo "$out"
 if [ "${CONSUMERS_ENABLED:-true}" = true ]; then
   # The paced run measures the steady state: let the audit consumer finish
@@ -59,7 +60,7 @@ if [ "${CONSUMERS_ENABLED:-true}" = true ]; then
   wait_for "[ \"\$(audited)\" -ge $DECISIONS ]" 60
 fi
 echo "== main-service: $RATE_DECISIONS approvals at $RATE per second (the target load), $CLIENTS clients"
-paced=$(target/release/dwp-bench hitl "127.0.0.1:$PORT" "$REDIS_URL" "$SECRET" "$RATE_DECISIONS" "$CLIENTS" "$RATE")
+paced=$("$TARGET"/release/dwp-bench hitl "127.0.0.1:$PORT" "$REDIS_URL" "$SECRET" "$RATE_DECISIONS" "$CLIENTS" "$RATE")
 echo "$paced"
 awk -v o="$out" -v q="$paced" -v s="$set_rps" -v p="$pub_rps" 'BEGIN {
   n = split(o, f, " "); for (i = 1; i < n; i += 2) v[f[i]] = f[i + 1];

@@ -28,6 +28,7 @@ BACKEND_PORT=19200 PROXY_PORT=18200
 command -v valgrind >/dev/null 2>&1 || apt_install valgrind
 command -v nginx >/dev/null 2>&1 || apt_install nginx-light
 require_rust
+TARGET=$(target_dir)
 require_curl
 cargo build --release --locked -p gateway -p bench >/dev/null 2>&1 || cargo build --release --locked -p gateway -p bench
 
@@ -40,7 +41,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-target/release/dwp-bench backend $BACKEND_PORT & pids+=($!)
+"$TARGET"/release/dwp-bench backend $BACKEND_PORT & pids+=($!)
 wait_for "curl -fsS http://127.0.0.1:$BACKEND_PORT/main/bench" 20
 
 cat >"$work/nginx.conf" <<NGINX
@@ -70,7 +71,7 @@ count() {
       RUST_LOG=warn SERVER_HOST=127.0.0.1 SERVER_PORT=$PROXY_PORT ADMIN_PORT=off GATEWAY_WORKER_THREADS=1 \
         GATEWAY_RECORDER_ENABLED=false \
         AURA_PLATFORM_URI=http://127.0.0.1:$BACKEND_PORT MAIN_SERVICE_URI=http://127.0.0.1:$BACKEND_PORT \
-        valgrind --tool=callgrind --callgrind-out-file="$out" target/release/gateway >/dev/null 2>&1 &
+        valgrind --tool=callgrind --callgrind-out-file="$out" "$TARGET"/release/gateway >/dev/null 2>&1 &
       ;;
     nginx)
       valgrind --tool=callgrind --callgrind-out-file="$out" \
@@ -79,7 +80,7 @@ count() {
   esac
   pid=$!
   wait_for "curl -fsS http://127.0.0.1:$PROXY_PORT/api/main/bench" 60
-  target/release/dwp-bench sequential "127.0.0.1:$PROXY_PORT" /api/main/bench "$requests"
+  "$TARGET"/release/dwp-bench sequential "127.0.0.1:$PROXY_PORT" /api/main/bench "$requests"
   # SIGINT stops the gateway, SIGQUIT nginx; both exit and callgrind writes its file.
   kill -INT "$pid" 2>/dev/null || true
   if [ "$name" = nginx ]; then kill -QUIT "$pid" 2>/dev/null || true; fi

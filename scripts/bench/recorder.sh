@@ -31,6 +31,7 @@ SECRET="bench-secret-bench-secret-bench-secret"
 DB="bench_recorder_$(date +%s)_$$"
 
 require_rust
+TARGET=$(target_dir)
 require_curl
 bash scripts/services.sh >/dev/null
 cargo build --release --locked -p gateway -p main-service -p bench >/dev/null 2>&1 \
@@ -45,16 +46,16 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-target/release/dwp-bench backend $BACKEND_PORT & pids+=($!)
+"$TARGET"/release/dwp-bench backend $BACKEND_PORT & pids+=($!)
 RUST_LOG=${MAIN_LOG:-warn} SERVER_HOST=127.0.0.1 SERVER_PORT=$MAIN_PORT ADMIN_PORT=$((MAIN_PORT + 1000)) JWT_SECRET=$SECRET REDIS_URL=$REDIS_URL \
   DATABASE_URL="$DATABASE_URL" CONSUMER_GROUP="bench-$DB" CONSUMER_GROUP_START='$' \
-  target/release/main-service & pids+=($!)
+  "$TARGET"/release/main-service & pids+=($!)
 for port in $TEE_PORT $NOTEE_PORT; do
   recorder=false
   [ "$port" = "$TEE_PORT" ] && recorder=true
   RUST_LOG=warn SERVER_HOST=127.0.0.1 SERVER_PORT=$port ADMIN_PORT=$((port + 1000)) GATEWAY_RECORDER_ENABLED=$recorder \
     REDIS_URL=$REDIS_URL AURA_PLATFORM_URI=http://127.0.0.1:$BACKEND_PORT \
-    MAIN_SERVICE_URI=http://127.0.0.1:$MAIN_PORT target/release/gateway & pids+=($!)
+    MAIN_SERVICE_URI=http://127.0.0.1:$MAIN_PORT "$TARGET"/release/gateway & pids+=($!)
 done
 wait_for "curl -fsS http://127.0.0.1:$MAIN_PORT/main/health/ready | grep -q '\"postgres\":\"UP\"'" 30
 wait_for "curl -fsS http://127.0.0.1:$TEE_PORT/health" 10
@@ -74,7 +75,7 @@ applied() {
 expected=$(( STREAMS * (EVENTS + 1) ))
 echo "== recorder end to end: $STREAMS streams x $EVENTS events ($expected entries) through the gateway into agent_task"
 start=$(date +%s.%N)
-target/release/dwp-bench latency "127.0.0.1:$TEE_PORT" "/api/aura/test/stream?events=$EVENTS&interval_ms=0" "$STREAMS" >/dev/null
+"$TARGET"/release/dwp-bench latency "127.0.0.1:$TEE_PORT" "/api/aura/test/stream?events=$EVENTS&interval_ms=0" "$STREAMS" >/dev/null
 relayed=$(date +%s.%N)
 # Done when every entry the tee wrote is applied (dropped ones never arrive).
 caught_up() { [ $(( $(applied) + $(metric $TEE_PORT gateway_recorder_dropped_total) )) -ge $expected ]; }
@@ -93,9 +94,9 @@ echo "== relay latency with the tee on vs off: $STREAMS streams through each gat
 path="/api/aura/test/stream?events=$LATENCY_EVENTS&interval_ms=$LATENCY_INTERVAL_MS"
 work=$(mktemp -d)
 for round in $(seq "$ROUNDS"); do
-  target/release/dwp-bench latency "127.0.0.1:$NOTEE_PORT" "$path" "$STREAMS" >>"$work/off" &
+  "$TARGET"/release/dwp-bench latency "127.0.0.1:$NOTEE_PORT" "$path" "$STREAMS" >>"$work/off" &
   off_job=$!
-  target/release/dwp-bench latency "127.0.0.1:$TEE_PORT" "$path" "$STREAMS" >>"$work/on"
+  "$TARGET"/release/dwp-bench latency "127.0.0.1:$TEE_PORT" "$path" "$STREAMS" >>"$work/on"
   wait $off_job
   echo "round $round: tee on  $(tail -n 1 "$work/on")"
   echo "round $round: tee off $(tail -n 1 "$work/off")"

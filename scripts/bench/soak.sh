@@ -35,6 +35,7 @@ SECRET="soak-secret-soak-secret-soak-secret!"
 
 command -v wrk >/dev/null 2>&1 || apt_install wrk
 require_rust
+TARGET=$(target_dir)
 require_curl
 bash scripts/services.sh >/dev/null
 cargo build --release --locked -p gateway -p main-service -p bench >/dev/null 2>&1 ||
@@ -62,15 +63,15 @@ rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 fds() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 | wc -l; }
 gauge() { curl -fsS "http://127.0.0.1:$((GATEWAY_PORT + 1000))/metrics" | awk '/^gateway_open_streams / {print $2}'; }
 
-target/release/dwp-bench backend $BACKEND_PORT & pids+=("$!")
+"$TARGET"/release/dwp-bench backend $BACKEND_PORT & pids+=("$!")
 RUST_LOG=warn SERVER_HOST=127.0.0.1 SERVER_PORT=$GATEWAY_PORT ADMIN_PORT=$((GATEWAY_PORT + 1000)) \
   AURA_PLATFORM_URI=http://127.0.0.1:$BACKEND_PORT MAIN_SERVICE_URI=http://127.0.0.1:$BACKEND_PORT \
   GATEWAY_POOL_MAX_CONNECTIONS=$((STREAMS + 1000)) GATEWAY_RECORDER_ENABLED=false \
-  target/release/gateway & gateway_pid=$!; pids+=("$gateway_pid")
+  "$TARGET"/release/gateway & gateway_pid=$!; pids+=("$gateway_pid")
 wait_for "curl -fsS http://127.0.0.1:$GATEWAY_PORT/api/main/bench" 20
 
 echo "== $STREAMS idle streams held for ${SOAK_SECONDS}s while wrk -c$CONNECTIONS drives proxied requests"
-target/release/dwp-bench streams "127.0.0.1:$GATEWAY_PORT" "/api/aura/test/stream?events=0" "$STREAMS" "$SOAK_SECONDS" >"$work/streams.out" &
+"$TARGET"/release/dwp-bench streams "127.0.0.1:$GATEWAY_PORT" "/api/aura/test/stream?events=0" "$STREAMS" "$SOAK_SECONDS" >"$work/streams.out" &
 streams_pid=$!
 wait_for "grep -q '^open' $work/streams.out" 120
 wrk -t2 -c"$CONNECTIONS" -d"${SOAK_SECONDS}s" "http://127.0.0.1:$GATEWAY_PORT/api/main/bench" >"$work/wrk.out" &
@@ -102,11 +103,11 @@ echo "== HITL: $HITL_RATE decisions/s for ${HITL_SECONDS}s by $HITL_CLIENTS clie
 DATABASE_URL=$(bench_db_create "$DB")
 RUST_LOG=warn SERVER_HOST=127.0.0.1 SERVER_PORT=$MAIN_PORT ADMIN_PORT=$((MAIN_PORT + 1000)) JWT_SECRET=$SECRET REDIS_URL=$REDIS_URL \
   DATABASE_URL="$DATABASE_URL" CONSUMER_GROUP="soak-$DB" CONSUMER_GROUP_START='$' \
-  target/release/main-service & pids+=("$!")
+  "$TARGET"/release/main-service & pids+=("$!")
 wait_for "curl -fsS http://127.0.0.1:$MAIN_PORT/main/health/ready | grep -q postgres.:.UP" 30
 wait_for_group "soak-$DB" dwp:hitl-decisions
 decisions=$((HITL_RATE * HITL_SECONDS))
-out=$(target/release/dwp-bench hitl "127.0.0.1:$MAIN_PORT" "$REDIS_URL" "$SECRET" "$decisions" "$HITL_CLIENTS" "$HITL_RATE")
+out=$("$TARGET"/release/dwp-bench hitl "127.0.0.1:$MAIN_PORT" "$REDIS_URL" "$SECRET" "$decisions" "$HITL_CLIENTS" "$HITL_RATE")
 echo "$out"
 audited() { psql -w "$DATABASE_URL" -tAc "SELECT count(*) FROM hitl_decision"; }
 wait_for "[ \"\$(audited)\" -ge $decisions ]" 120 || true

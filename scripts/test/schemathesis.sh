@@ -17,8 +17,9 @@ if [ ! -x "$venv/bin/schemathesis" ]; then
   "$venv/bin/pip" install -q --disable-pip-version-check schemathesis==4.32.5
 fi
 require_rust
+TARGET=$(target_dir)
 require_curl
-bin=${MAIN_SERVICE_BIN:-target/debug/main-service}
+bin=${MAIN_SERVICE_BIN:-"$TARGET"/debug/main-service}
 [ -x "$bin" ] || cargo build --locked -p main-service
 
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
