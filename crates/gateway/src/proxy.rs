@@ -78,6 +78,18 @@ pub async fn handle(state: &State, req: Request<Incoming>, peer: &Peer) -> Respo
     let request_id = request_id(req.headers());
     let cors = &state.shared.config.cors;
     if let Some(mut preflight) = cors.preflight(&req) {
+        // Logged like every request (route `preflight`): 200 allowed, 403
+        // a refused origin or method, so an operator sees why a browser
+        // call never left the browser.
+        let mut log = AccessLog::new(
+            state.shared.metrics.clone(),
+            req.method().clone(),
+            req.uri().path(),
+            request_id.clone(),
+            Trace::from_headers(req.headers()),
+        );
+        log.route = "preflight";
+        log.finish(preflight.status().as_u16(), 0);
         preflight.headers_mut().insert(REQUEST_ID, request_id);
         return preflight;
     }

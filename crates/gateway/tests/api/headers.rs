@@ -210,6 +210,14 @@ async fn preflights_are_answered_by_the_gateway_without_calling_the_upstream() {
     let res = send(gw.addr, evil.body(full("")).unwrap()).await;
     assert_eq!(res.status(), 403);
     assert!(up.requests().is_empty(), "the upstream was never called");
+    // Both are in the access log and the request counts, with their outcome.
+    let metrics = get(gw.admin, "/metrics", &[]).await.text().await;
+    for line in [
+        r#"gateway_requests_total{route="preflight",status="200"} 1"#,
+        r#"gateway_requests_total{route="preflight",status="403"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line}: {metrics}");
+    }
 }
 
 #[tokio::test]
