@@ -178,7 +178,7 @@ pub struct DecisionBody {
 }
 
 #[utoipa::path(post, path = "/aura/hitl/approve/{id}", tag = "hitl", params(("id" = String, Path, description = "The request id (1 to 512 bytes, no control characters)"), ("X-User-ID" = String, Header, description = "The caller; must equal the token's `sub`"), ("X-Tenant-ID" = String, Header, description = "The tenant; must equal the token's `tenant_id`")), request_body(content = Option<DecisionBody>, description = "Optional"),
-    responses((status = 200, description = "Approved: the signal is stored and published", body = Envelope<DecisionAnswer>), (status = 409, description = "Already decided (E3001)", body = Reply)), security(("bearer" = [])))]
+    responses((status = 200, description = "Approved: the signal is stored and published", body = Envelope<DecisionAnswer>), (status = 409, description = "Already decided (E3001), or no decision can reach only its own run (a shared session or channel, or a newer request awaited)", body = Reply), (status = 429, description = "Too many of this user's decisions wait for their agents (E1001)", body = Reply)), security(("bearer" = [])))]
 async fn approve(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -189,7 +189,7 @@ async fn approve(
 }
 
 #[utoipa::path(post, path = "/aura/hitl/reject/{id}", tag = "hitl", params(("id" = String, Path, description = "The request id (1 to 512 bytes, no control characters)"), ("X-User-ID" = String, Header, description = "The caller; must equal the token's `sub`"), ("X-Tenant-ID" = String, Header, description = "The tenant; must equal the token's `tenant_id`")), request_body(content = Option<DecisionBody>, description = "Optional"),
-    responses((status = 200, description = "Rejected: the signal is stored and published", body = Envelope<DecisionAnswer>), (status = 409, description = "Already decided (E3001)", body = Reply)), security(("bearer" = [])))]
+    responses((status = 200, description = "Rejected: the signal is stored and published", body = Envelope<DecisionAnswer>), (status = 409, description = "Already decided (E3001), or no decision can reach only its own run (a shared session or channel, or a newer request awaited)", body = Reply), (status = 429, description = "Too many of this user's decisions wait for their agents (E1001)", body = Reply)), security(("bearer" = [])))]
 async fn reject(
     State(state): State<Arc<AppState>>,
     caller: Caller,

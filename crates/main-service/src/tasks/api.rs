@@ -26,6 +26,7 @@ use crate::auth::{Caller, TokenCaller};
 use crate::body::JsonBody;
 use crate::entity::agent_task::{self, Column, Entity, Model};
 use crate::error::AppError;
+use crate::reply::Reply;
 use crate::state::AppState;
 
 /// Default and largest page size of the list.
@@ -197,7 +198,7 @@ pub struct NewTask {
 }
 
 #[utoipa::path(post, path = "/main/agent/tasks", tag = "tasks", operation_id = "create_task", request_body = NewTask,
-    responses((status = 201, description = "Created: the task", body = Envelope<TaskView>)), security(("bearer" = [])))]
+    responses((status = 201, description = "Created: the task", body = Envelope<TaskView>), (status = 429, description = "Too many tasks created this minute, or held, by this user (E1001); `Retry-After` says when", body = Reply)), security(("bearer" = [])))]
 async fn create(
     State(state): State<Arc<AppState>>,
     TokenCaller(caller): TokenCaller,

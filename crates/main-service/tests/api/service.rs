@@ -543,7 +543,9 @@ async fn the_openapi_document_describes_every_route_and_its_errors() {
         assert!(paths.contains(&route), "{route} missing from {paths:?}");
     }
     let approve = &doc["paths"]["/aura/hitl/approve/{id}"]["post"];
-    for status in ["200", "400", "401", "403", "404", "409", "413", "503"] {
+    for status in [
+        "200", "400", "401", "403", "404", "409", "413", "429", "503",
+    ] {
         assert!(
             approve["responses"][status].is_object(),
             "approve documents {status}"
