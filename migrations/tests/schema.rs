@@ -1,5 +1,12 @@
 //! The migrations against a real PostgreSQL, in a fresh database per test.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    reason = "test code: a failed unwrap is a failed test, and a scenario reads top to bottom"
+)]
+
 use migration::{Migrator, MigratorTrait};
 use sea_orm_migration::sea_orm::{
     ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement,

@@ -164,6 +164,46 @@ fn wrapped(kind: EventType, mut fields: Value) -> AgentEvent {
     AgentEvent::wrapped(kind, payload)
 }
 
+/// What every run sends first: start, a thought and two plan steps.
+fn opening(run: &Run, action: Option<&str>) -> [AgentEvent; 4] {
+    let steps = [
+        "1. Understand what is asked".to_owned(),
+        match action {
+            Some(a) => format!("2. Run {a} after approval"),
+            None => "2. Answer".to_owned(),
+        },
+    ];
+    let start = json!({"message": "Agent started", "timestamp": now(), "received": run.received});
+    let step = |description: &str| {
+        wrapped(
+            EventType::PlanStep,
+            json!({"stepId": uuid::Uuid::new_v4().to_string(), "description": description, "status": "pending", "confidence": 0.8}),
+        )
+    };
+    [
+        AgentEvent::flat(EventType::Start, start),
+        wrapped(
+            EventType::Thought,
+            json!({"thoughtType": "analysis", "content": format!("Analysing: {}", run.prompt), "sources": []}),
+        ),
+        step(&steps[0]),
+        step(&steps[1]),
+    ]
+}
+
+/// The approved tool's `running` or `success` event, made when it is sent.
+fn tool_event(action: &str, status: &str) -> AgentEvent {
+    let result = if status == "success" {
+        json!(format!("{action} done"))
+    } else {
+        Value::Null
+    };
+    wrapped(
+        EventType::ToolExecution,
+        json!({"toolName": action, "toolArgs": {}, "status": status, "result": result, "error": null, "requiresApproval": true}),
+    )
+}
+
 async fn run(state: Arc<AppState>, run: Run, tx: mpsc::Sender<String>) {
     let mut out = Sender {
         tx,
@@ -181,30 +221,7 @@ async fn run(state: Arc<AppState>, run: Run, tx: mpsc::Sender<String>) {
         return;
     }
     let action = risky_action(&run.prompt);
-    let steps = [
-        "1. Understand what is asked".to_owned(),
-        match action {
-            Some(a) => format!("2. Run {a} after approval"),
-            None => "2. Answer".to_owned(),
-        },
-    ];
-    let start = json!({"message": "Agent started", "timestamp": now(), "received": run.received});
-    let step = |description: &str| {
-        wrapped(
-            EventType::PlanStep,
-            json!({"stepId": uuid::Uuid::new_v4().to_string(), "description": description, "status": "pending", "confidence": 0.8}),
-        )
-    };
-    let script = [
-        AgentEvent::flat(EventType::Start, start),
-        wrapped(
-            EventType::Thought,
-            json!({"thoughtType": "analysis", "content": format!("Analysing: {}", run.prompt), "sources": []}),
-        ),
-        step(&steps[0]),
-        step(&steps[1]),
-    ];
-    for event in script {
+    for event in opening(&run, action) {
         if !out.send(event).await {
             return;
         }
@@ -219,16 +236,7 @@ async fn run(state: Arc<AppState>, run: Run, tx: mpsc::Sender<String>) {
             return;
         }
         for status in ["running", "success"] {
-            let result = if status == "success" {
-                json!(format!("{action} done"))
-            } else {
-                Value::Null
-            };
-            let event = wrapped(
-                EventType::ToolExecution,
-                json!({"toolName": action, "toolArgs": {}, "status": status, "result": result, "error": null, "requiresApproval": true}),
-            );
-            if !out.send(event).await {
+            if !out.send(tool_event(action, status)).await {
                 return;
             }
         }

@@ -24,26 +24,113 @@ fn pct(sorted: &[u64], p: f64) -> u64 {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
 
+type Times = Arc<Mutex<HashMap<String, Instant>>>;
+
+/// What one benchmark run needs: where, who, how many.
+pub(crate) struct Bench {
+    /// main-service's address.
+    pub addr: SocketAddr,
+    /// Redis, where the requests are written and the signals heard.
+    pub redis_url: String,
+    /// The token secret.
+    pub secret: String,
+    /// How many decisions.
+    pub decisions: usize,
+    /// How many clients send them.
+    pub clients: usize,
+    /// Decisions per second overall (0: as fast as they can).
+    pub rate: u64,
+}
+
+/// The agent side: when each request's first signal arrived, and how many
+/// signals each got (exactly one is right).
+#[derive(Default, Clone)]
+struct Heard {
+    received: Times,
+    deliveries: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+impl Heard {
+    fn note(&self, id: &str, at: Instant) {
+        self.received
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id.to_owned())
+            .or_insert(at);
+        *self
+            .deliveries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id.to_owned())
+            .or_default() += 1;
+    }
+}
+
 /// Runs the benchmark and prints one summary line.
-pub async fn run(
-    addr: SocketAddr,
-    redis_url: &str,
-    secret: &str,
-    decisions: usize,
-    clients: usize,
-    rate: u64,
-) {
+pub(crate) async fn run(bench: Bench) -> Result<(), String> {
     let run_id = format!(
         "{:x}",
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos())
     );
-    let client = redis::Client::open(redis_url).expect("a Redis URL");
+    let client =
+        redis::Client::open(bench.redis_url.as_str()).map_err(|e| format!("Redis URL: {e}"))?;
     let mut conn = client
         .get_multiplexed_async_connection()
         .await
-        .expect("Redis is up");
+        .map_err(|e| format!("Redis: {e}"))?;
+    write_requests(&mut conn, &run_id, bench.decisions).await?;
+    let heard = Heard::default();
+    let (stop_listening, stopped) = tokio::sync::oneshot::channel::<()>();
+    let listener = listen(&client, &run_id, heard.clone(), stopped).await?;
+    let sent: Times = Arc::default();
+    let (ok, mut http, elapsed) = approve_all(&bench, &run_id, &sent).await;
+    // Signals still on their way, and any second delivery, arrive by then.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _ = stop_listening.send(());
+    let _ = listener.await;
+    let deliveries = heard.deliveries.lock().unwrap_or_else(|p| p.into_inner());
+    let twice = deliveries.values().filter(|n| **n > 1).count();
+    let missing = (0..bench.decisions)
+        .filter(|i| !deliveries.contains_key(&format!("req_b{run_id}_{i}")))
+        .count();
+
+    let sent = sent.lock().unwrap_or_else(|p| p.into_inner());
+    let received = heard.received.lock().unwrap_or_else(|p| p.into_inner());
+    let mut to_signal: Vec<u64> = sent
+        .iter()
+        .filter_map(|(id, t0)| {
+            received
+                .get(id)
+                .map(|t1| t1.duration_since(*t0).as_micros() as u64)
+        })
+        .collect();
+    to_signal.sort_unstable();
+    http.sort_unstable();
+    if to_signal.is_empty() || http.is_empty() {
+        println!("decisions_ok {ok} signals 0 missing {missing} delivered_twice {twice}");
+        return Ok(());
+    }
+    println!(
+        "decisions_ok {ok} signals {} missing {missing} delivered_twice {twice} decisions_per_s {:.0} approve_to_signal_p50_us {} p99_us {} http_p50_us {} http_p99_us {}",
+        to_signal.len(),
+        ok as f64 / elapsed.as_secs_f64(),
+        pct(&to_signal, 0.50),
+        pct(&to_signal, 0.99),
+        pct(&http, 0.50),
+        pct(&http, 0.99),
+    );
+    Ok(())
+}
+
+/// Writes the pending requests the way Aura-Platform does, each in its own
+/// session.
+async fn write_requests(
+    conn: &mut redis::aio::MultiplexedConnection,
+    run_id: &str,
+    decisions: usize,
+) -> Result<(), String> {
     let mut pipe = redis::pipe();
     for i in 0..decisions {
         let (request_id, session_id) =
@@ -60,47 +147,48 @@ pub async fn run(
             .arg(600)
             .ignore();
     }
-    let () = pipe.query_async(&mut conn).await.expect("requests written");
+    pipe.query_async::<()>(conn)
+        .await
+        .map_err(|e| format!("writing the requests: {e}"))
+}
 
-    // The agent side: one pattern subscription, receive time per request and
-    // how many signals each request got (exactly one is right).
-    let received: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let deliveries: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
-    let (stop_listening, mut stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut pubsub = client.get_async_pubsub().await.expect("subscriber");
+/// The agent side: one pattern subscription on the run's channels.
+async fn listen(
+    client: &redis::Client,
+    run_id: &str,
+    heard: Heard,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    let mut pubsub = client
+        .get_async_pubsub()
+        .await
+        .map_err(|e| format!("subscriber: {e}"))?;
     pubsub
         .psubscribe(format!("hitl:channel:bench_{run_id}_*"))
         .await
-        .expect("psubscribe");
-    let listener = {
-        let (received, deliveries) = (received.clone(), deliveries.clone());
-        tokio::spawn(async move {
-            let mut messages = pubsub.on_message();
-            loop {
-                let msg = tokio::select! {
-                    msg = messages.next() => msg,
-                    _ = &mut stopped => return,
-                };
-                let Some(msg) = msg else { return };
-                let now = Instant::now();
-                let payload: String = msg.get_payload().unwrap_or_default();
-                let signal: serde_json::Value = serde_json::from_str(&payload).unwrap_or_default();
-                if let Some(id) = signal["requestId"].as_str() {
-                    received
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .entry(id.to_owned())
-                        .or_insert(now);
-                    *deliveries
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .entry(id.to_owned())
-                        .or_default() += 1;
-                }
+        .map_err(|e| format!("psubscribe: {e}"))?;
+    Ok(tokio::spawn(async move {
+        let mut messages = pubsub.on_message();
+        loop {
+            let msg = tokio::select! {
+                msg = messages.next() => msg,
+                _ = &mut stopped => return,
+            };
+            let Some(msg) = msg else { return };
+            let now = Instant::now();
+            let payload: String = msg.get_payload().unwrap_or_default();
+            let signal: serde_json::Value = serde_json::from_str(&payload).unwrap_or_default();
+            if let Some(id) = signal["requestId"].as_str() {
+                heard.note(id, now);
             }
-        })
-    };
+        }
+    }))
+}
 
+/// Every client connects, then approves its own share of the requests.
+/// Answers the approvals that succeeded, every call's time (microseconds)
+/// and how long the whole took.
+async fn approve_all(bench: &Bench, run_id: &str, sent: &Times) -> (usize, Vec<u64>, Duration) {
     let now_secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -112,25 +200,26 @@ pub async fn run(
     };
     let token = format!(
         "Bearer {}",
-        dwp_core::token::issue(&claims, secret.as_bytes())
+        dwp_core::token::issue(&claims, bench.secret.as_bytes())
     );
-    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     // Every client connects first; the clock starts when all are connected,
     // so that a thousand handshakes are not counted as decision latency.
-    let connected = Arc::new(tokio::sync::Barrier::new(clients + 1));
+    let connected = Arc::new(tokio::sync::Barrier::new(bench.clients + 1));
     let mut workers = tokio::task::JoinSet::new();
-    for worker in 0..clients {
-        let (token, sent, run_id) = (token.clone(), sent.clone(), run_id.clone());
+    for worker in 0..bench.clients {
+        let client = Client {
+            addr: bench.addr,
+            token: token.clone(),
+            run_id: run_id.to_owned(),
+            sent: sent.clone(),
+        };
         let connected = connected.clone();
+        let (decisions, clients, rate) = (bench.decisions, bench.clients, bench.rate);
         workers.spawn(async move {
-            let stream = tokio::net::TcpStream::connect(addr)
-                .await
-                .expect("main-service is up");
-            let _ = stream.set_nodelay(true);
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .expect("handshake");
-            tokio::spawn(conn);
+            let Some(mut sender) = client.connect().await else {
+                connected.wait().await;
+                return (0, Vec::new());
+            };
             connected.wait().await;
             let started = Instant::now();
             let (mut ok, mut http) = (0usize, Vec::new());
@@ -139,27 +228,11 @@ pub async fn run(
                     let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
                     tokio::time::sleep_until(due.into()).await;
                 }
-                let request_id = format!("req_b{run_id}_{i}");
-                let req = Request::post(format!("/aura/hitl/approve/{request_id}"))
-                    .header("host", addr.to_string())
-                    .header("authorization", &token)
-                    .header("x-tenant-id", "bench-tenant")
-                    .header("x-user-id", "bench-user")
-                    .body(Empty::<Bytes>::new())
-                    .expect("request");
-                let t0 = Instant::now();
-                sent.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(request_id, t0);
-                let Ok(res) = sender.send_request(req).await else {
+                let Some((success, micros)) = client.approve(&mut sender, i).await else {
                     break;
                 };
-                let status = res.status();
-                let _ = res.into_body().collect().await;
-                http.push(t0.elapsed().as_micros() as u64);
-                if status.is_success() {
-                    ok += 1;
-                }
+                http.push(micros);
+                ok += usize::from(success);
             }
             (ok, http)
         });
@@ -171,40 +244,54 @@ pub async fn run(
         ok += n;
         http.extend(samples);
     }
-    let elapsed = started.elapsed();
-    // Signals still on their way, and any second delivery, arrive by then.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let _ = stop_listening.send(());
-    let _ = listener.await;
-    let deliveries = deliveries.lock().unwrap_or_else(|p| p.into_inner());
-    let twice = deliveries.values().filter(|n| **n > 1).count();
-    let missing = (0..decisions)
-        .filter(|i| !deliveries.contains_key(&format!("req_b{run_id}_{i}")))
-        .count();
+    (ok, http, started.elapsed())
+}
 
-    let sent = sent.lock().unwrap_or_else(|p| p.into_inner());
-    let received = received.lock().unwrap_or_else(|p| p.into_inner());
-    let mut to_signal: Vec<u64> = sent
-        .iter()
-        .filter_map(|(id, t0)| {
-            received
-                .get(id)
-                .map(|t1| t1.duration_since(*t0).as_micros() as u64)
-        })
-        .collect();
-    to_signal.sort_unstable();
-    http.sort_unstable();
-    if to_signal.is_empty() || http.is_empty() {
-        println!("decisions_ok {ok} signals 0 missing {missing} delivered_twice {twice}");
-        return;
+/// One approving client.
+struct Client {
+    addr: SocketAddr,
+    token: String,
+    run_id: String,
+    sent: Times,
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+
+impl Client {
+    async fn connect(&self) -> Option<Sender> {
+        let stream = match tokio::net::TcpStream::connect(self.addr).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                eprintln!("main-service at {}: {e}", self.addr);
+                return None;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .ok()?;
+        tokio::spawn(conn);
+        Some(sender)
     }
-    println!(
-        "decisions_ok {ok} signals {} missing {missing} delivered_twice {twice} decisions_per_s {:.0} approve_to_signal_p50_us {} p99_us {} http_p50_us {} http_p99_us {}",
-        to_signal.len(),
-        ok as f64 / elapsed.as_secs_f64(),
-        pct(&to_signal, 0.50),
-        pct(&to_signal, 0.99),
-        pct(&http, 0.50),
-        pct(&http, 0.99),
-    );
+
+    /// Approves request `i`: whether it succeeded and how long it took.
+    async fn approve(&self, sender: &mut Sender, i: usize) -> Option<(bool, u64)> {
+        let request_id = format!("req_b{}_{i}", self.run_id);
+        let req = Request::post(format!("/aura/hitl/approve/{request_id}"))
+            .header("host", self.addr.to_string())
+            .header("authorization", &self.token)
+            .header("x-tenant-id", "bench-tenant")
+            .header("x-user-id", "bench-user")
+            .body(Empty::<Bytes>::new())
+            .ok()?;
+        let t0 = Instant::now();
+        self.sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(request_id, t0);
+        let res = sender.send_request(req).await.ok()?;
+        let status = res.status();
+        let _ = res.into_body().collect().await;
+        Some((status.is_success(), t0.elapsed().as_micros() as u64))
+    }
 }

@@ -81,15 +81,18 @@ async fn main() {
             }
         }
         Some("hitl") => {
-            hitl::run(
-                arg(&args, 2),
-                &arg::<String>(&args, 3),
-                &arg::<String>(&args, 4),
-                arg(&args, 5),
-                arg(&args, 6),
-                args.get(7).and_then(|r| r.parse().ok()).unwrap_or(0),
-            )
-            .await
+            let bench = hitl::Bench {
+                addr: arg(&args, 2),
+                redis_url: arg(&args, 3),
+                secret: arg(&args, 4),
+                decisions: arg(&args, 5),
+                clients: arg(&args, 6),
+                rate: args.get(7).and_then(|r| r.parse().ok()).unwrap_or(0),
+            };
+            if let Err(e) = hitl::run(bench).await {
+                eprintln!("hitl: {e}");
+                std::process::exit(1);
+            }
         }
         _ => usage(),
     }

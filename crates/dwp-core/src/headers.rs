@@ -31,6 +31,11 @@ pub const FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-pr
 /// `X-Accel-Buffering`: `no` on streams, so that nginx-like proxies in front do not buffer.
 pub const ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 
+/// `traceparent` (W3C Trace Context).
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// `X-Correlation-ID`: the client's, else the trace id.
+pub const CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
+
 /// The headers every upstream receives unchanged (CONTRACT.md section 3).
 pub const PROPAGATED: [HeaderName; 7] = [
     AUTHORIZATION,

@@ -305,7 +305,7 @@ mod tests {
 
     mod base64_free {
         /// Unpadded base64url, enough to forge test tokens.
-        pub fn url_b64(bytes: &[u8]) -> String {
+        pub(super) fn url_b64(bytes: &[u8]) -> String {
             const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
             let mut out = String::new();
             for chunk in bytes.chunks(3) {

@@ -2,6 +2,13 @@
 //! parser sees the same events; the boundary tracker agrees with the parser
 //! after every byte; what the encoder writes parses back to the same event.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    reason = "test code: a failed unwrap is a failed test, and a scenario reads top to bottom"
+)]
+
 use dwp_core::sse::{Boundary, Event, Parser, encode};
 use proptest::prelude::*;
 

@@ -5,6 +5,13 @@
 //! Redis and a fresh PostgreSQL database, and clients that go through the
 //! gateway the way the frontend does. `servers` starts private Redis and
 //! PostgreSQL instances for the tests that stop and restart them.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    reason = "test code: a failed unwrap is a failed test, and a scenario reads top to bottom"
+)]
 #![forbid(unsafe_code)]
 
 pub mod servers;

@@ -4,6 +4,13 @@
 //! only after the `hitl` event, the first message taken whatever it says,
 //! and (asked for here) the second approval the real agent asks for.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    reason = "test code: a failed unwrap is a failed test, and a scenario reads top to bottom"
+)]
+
 use std::time::Duration;
 
 use e2e::*;

@@ -3,6 +3,13 @@
 //! read another user's login answer, and a user approving an action on
 //! someone else's agent session.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    reason = "test code: a failed unwrap is a failed test, and a scenario reads top to bottom"
+)]
+
 use std::time::Duration;
 
 use e2e::*;

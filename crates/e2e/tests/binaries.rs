@@ -2,6 +2,13 @@
 //! without starting anything, a server refuses arguments it does not
 //! take, and aura-sim writes JSON lines under `LOG_FORMAT=json`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    reason = "test code: a failed unwrap is a failed test, and a scenario reads top to bottom"
+)]
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

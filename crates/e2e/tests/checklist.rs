@@ -3,6 +3,13 @@
 //! Redis, a fresh PostgreSQL database per test, and clients that go through
 //! the gateway the way the frontend does.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    reason = "test code: a failed unwrap is a failed test, and a scenario reads top to bottom"
+)]
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 

@@ -2,6 +2,13 @@
 //! the running processes. Each test starts private servers of its own
 //! ([`e2e::servers`]), so stopping them disturbs no other test.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    reason = "test code: a failed unwrap is a failed test, and a scenario reads top to bottom"
+)]
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -4,6 +4,13 @@
 //! the public calls too), no `X-User-ID` on the auth calls; then the AI
 //! workspace's stream and approval with the user id it read from the token.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    reason = "test code: a failed unwrap is a failed test, and a scenario reads top to bottom"
+)]
+
 use base64::Engine;
 use e2e::*;
 use serde_json::{Value, json};

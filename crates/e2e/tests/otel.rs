@@ -2,6 +2,13 @@
 //! gateway and main-service post their spans over OTLP/HTTP (JSON) to a
 //! receiver the test runs, one trace across both hops.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    reason = "test code: a failed unwrap is a failed test, and a scenario reads top to bottom"
+)]
+
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

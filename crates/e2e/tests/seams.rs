@@ -2,6 +2,13 @@
 //! anonymous logins that send a fast start and trickle the rest, and
 //! readers that never read a large task list, against a small pool.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    reason = "test code: a failed unwrap is a failed test, and a scenario reads top to bottom"
+)]
+
 use std::time::{Duration, Instant};
 
 use e2e::*;

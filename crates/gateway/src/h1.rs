@@ -470,84 +470,88 @@ mod tests {
         }
     }
 
+    /// A response head, whether it answers a HEAD request, the length it
+    /// gives and whether the connection is kept.
+    const LENGTH_CASES: &[(&str, bool, Length, bool)] = &[
+        (
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+            false,
+            Length::Exact(5),
+            true,
+        ),
+        (
+            "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+            false,
+            Length::Empty,
+            true,
+        ),
+        (
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+            true,
+            Length::Empty,
+            true,
+        ),
+        (
+            "HTTP/1.1 204 No Content\r\n\r\n",
+            false,
+            Length::Empty,
+            true,
+        ),
+        (
+            "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+            false,
+            Length::Empty,
+            true,
+        ),
+        (
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false,
+            Length::Chunked,
+            true,
+        ),
+        (
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n",
+            false,
+            Length::Chunked,
+            true,
+        ),
+        (
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            false,
+            Length::UntilClose,
+            false,
+        ),
+        // Both: chunked wins, and the connection is not reused.
+        (
+            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false,
+            Length::Chunked,
+            false,
+        ),
+        ("HTTP/1.1 200 OK\r\n\r\n", false, Length::UntilClose, false),
+        (
+            "HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\nContent-Length: 7\r\n\r\n",
+            false,
+            Length::Exact(7),
+            true,
+        ),
+        (
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\nContent-Length: 1\r\n\r\n",
+            false,
+            Length::Exact(1),
+            false,
+        ),
+        (
+            "HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n",
+            false,
+            Length::Exact(1),
+            false,
+        ),
+    ];
+
     #[test]
     fn lengths_follow_rfc_9112_section_6_3() {
-        let cases: &[(&str, bool, Length, bool)] = &[
-            (
-                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
-                false,
-                Length::Exact(5),
-                true,
-            ),
-            (
-                "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
-                false,
-                Length::Empty,
-                true,
-            ),
-            (
-                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
-                true,
-                Length::Empty,
-                true,
-            ),
-            (
-                "HTTP/1.1 204 No Content\r\n\r\n",
-                false,
-                Length::Empty,
-                true,
-            ),
-            (
-                "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
-                false,
-                Length::Empty,
-                true,
-            ),
-            (
-                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
-                false,
-                Length::Chunked,
-                true,
-            ),
-            (
-                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n",
-                false,
-                Length::Chunked,
-                true,
-            ),
-            (
-                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
-                false,
-                Length::UntilClose,
-                false,
-            ),
-            // Both: chunked wins, and the connection is not reused.
-            (
-                "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
-                false,
-                Length::Chunked,
-                false,
-            ),
-            ("HTTP/1.1 200 OK\r\n\r\n", false, Length::UntilClose, false),
-            (
-                "HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\nContent-Length: 7\r\n\r\n",
-                false,
-                Length::Exact(7),
-                true,
-            ),
-            (
-                "HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\nContent-Length: 1\r\n\r\n",
-                false,
-                Length::Exact(1),
-                false,
-            ),
-            (
-                "HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n",
-                false,
-                Length::Exact(1),
-                false,
-            ),
-        ];
+        let cases = LENGTH_CASES;
         for (raw, head_request, length, keep_alive) in cases {
             let h = head(raw, *head_request).unwrap_or_else(|e| panic!("{raw:?}: {e}"));
             assert_eq!(h.length, *length, "{raw:?}");

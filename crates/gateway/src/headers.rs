@@ -1,11 +1,13 @@
 //! Header rules for both directions of the proxy (CONTRACT.md section 3),
 //! as edits of typed header maps; [`crate::h1`] writes them on the wire.
 
-use dwp_core::headers::{self, DWP_CALLER_TYPE, DWP_SOURCE, NEVER_HOP_BY_HOP};
+use dwp_core::headers::{
+    self, CORRELATION_ID, DWP_CALLER_TYPE, DWP_SOURCE, NEVER_HOP_BY_HOP, TRACEPARENT,
+};
 use http::header::{CONNECTION, Entry, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::trace::{CORRELATION_ID, TRACEPARENT, Trace};
+use crate::trace::Trace;
 
 /// Fields the gateway adds to a request that no earlier hop set, kept
 /// beside the request's own map and written after it

@@ -279,7 +279,8 @@ fn upstream_request(
     let mut headers = parts.headers;
     let mut added = Added::default();
     headers::strip_hop_by_hop(&mut headers);
-    ctx.trace.propagate(&mut headers, &mut added);
+    let correlation = ctx.trace.propagate(&mut headers);
+    added.trace(ctx.trace, correlation);
     headers::add_caller_defaults(&mut headers, &mut added);
     headers::add_forwarded(
         &mut headers,

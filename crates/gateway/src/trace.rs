@@ -5,15 +5,11 @@
 //! written in the gateway's log lines and in its error envelopes
 //! (`traceId`). `tracestate` passes through untouched.
 
+use dwp_core::headers::{CORRELATION_ID, TRACEPARENT};
 use dwp_core::trace::{hex, parse_parent};
 use http::HeaderMap;
 #[cfg(test)]
 use http::HeaderValue;
-
-/// `traceparent` (W3C Trace Context).
-pub const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
-/// `X-Correlation-ID`.
-pub const CORRELATION_ID: http::HeaderName = http::HeaderName::from_static("x-correlation-id");
 
 /// One request's place in its trace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,10 +83,9 @@ impl Trace {
     }
 
     /// Sets up the upstream request's trace fields: the client's
-    /// `traceparent` goes (this hop's is written by [`crate::h1`] from
-    /// `added`), and `X-Correlation-ID` is added unless the client sent a
-    /// usable one.
-    pub fn propagate(&self, headers: &mut HeaderMap, added: &mut crate::headers::Added) {
+    /// `traceparent` goes (this hop's is added by the caller). True when
+    /// `X-Correlation-ID` is to be added too: the client sent no usable one.
+    pub fn propagate(&self, headers: &mut HeaderMap) -> bool {
         if self.client_sent {
             headers.remove(TRACEPARENT);
         }
@@ -102,7 +97,7 @@ impl Trace {
             // One value goes upstream: the first, which was checked.
             headers.insert(CORRELATION_ID, first);
         }
-        added.trace(*self, self.correlation != Some(true));
+        self.correlation != Some(true)
     }
 }
 
@@ -172,8 +167,7 @@ mod tests {
             HeaderValue::from_str(&"x".repeat(4096)).unwrap(),
         );
         let t = Trace::from_headers(&h);
-        let mut added = crate::headers::Added::default();
-        t.propagate(&mut h, &mut added);
+        assert!(!t.propagate(&mut h), "the client's correlation id is kept");
         let sent: Vec<_> = h.get_all(CORRELATION_ID).iter().collect();
         assert_eq!(sent, ["corr-1"], "one bounded value");
         // A first value over the cap: none of the client's goes.
@@ -184,7 +178,7 @@ mod tests {
         );
         h.append(CORRELATION_ID, HeaderValue::from_static("corr-2"));
         let t = Trace::from_headers(&h);
-        t.propagate(&mut h, &mut crate::headers::Added::default());
+        assert!(t.propagate(&mut h), "the trace id is the correlation id");
         assert!(h.get(CORRELATION_ID).is_none());
     }
 }

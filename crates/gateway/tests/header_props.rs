@@ -7,6 +7,13 @@
 //! fields; the edge check
 //! answers every header value, however broken, without a panic.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    reason = "test code: a failed unwrap is a failed test, and a scenario reads top to bottom"
+)]
+
 use dwp_core::headers::{HOP_BY_HOP, NEVER_HOP_BY_HOP, PROPAGATED};
 use gateway::headers::{add_forwarded, append_forwarded, strip_hop_by_hop};
 use http::{HeaderMap, HeaderName, HeaderValue};

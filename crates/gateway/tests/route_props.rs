@@ -2,6 +2,13 @@
 //! refused, unknown, or routed by the first matching prefix with exactly
 //! `/api` stripped; a dot segment, plain or encoded, is never routed.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    reason = "test code: a failed unwrap is a failed test, and a scenario reads top to bottom"
+)]
+
 use gateway::routes::{PathError, contract_default, find};
 use proptest::prelude::*;
 

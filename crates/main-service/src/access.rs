@@ -34,7 +34,7 @@ pub async fn record(
         .unwrap_or("-")
         .to_owned();
     let parent = headers
-        .get("traceparent")
+        .get(dwp_core::headers::TRACEPARENT)
         .and_then(|v| dwp_core::trace::parse_parent(v.as_bytes()));
     let trace = parent.map_or_else(|| uuid::Uuid::new_v4().into_bytes(), |(id, _, _)| id);
     let trace_id = String::from_utf8_lossy(&dwp_core::trace::hex::<32>(&trace)).into_owned();

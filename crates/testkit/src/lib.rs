@@ -3,6 +3,13 @@
 //! its handle), clean-up of a test's consumer groups, one HTTP/1.1 request
 //! on a fresh connection, and an SSE response read event block by event
 //! block.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    reason = "test code: a failed unwrap is a failed test, and a scenario reads top to bottom"
+)]
 #![forbid(unsafe_code)]
 
 use std::time::Duration;

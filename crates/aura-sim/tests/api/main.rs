@@ -1,6 +1,13 @@
 //! aura-sim against the real Redis: framing, the token check, and the HITL
 //! pause with approval, rejection, timeout and many sessions at once.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    reason = "test code: a failed unwrap is a failed test, and a scenario reads top to bottom"
+)]
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;

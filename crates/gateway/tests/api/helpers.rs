@@ -22,15 +22,15 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-pub type TestBody = UnsyncBoxBody<Bytes, Infallible>;
-pub const SECRET: &str = "test-secret-test-secret-test-secret-42";
+pub(crate) type TestBody = UnsyncBoxBody<Bytes, Infallible>;
+pub(crate) const SECRET: &str = "test-secret-test-secret-test-secret-42";
 
-pub fn full(bytes: impl Into<Bytes>) -> TestBody {
+pub(crate) fn full(bytes: impl Into<Bytes>) -> TestBody {
     Full::new(bytes.into()).boxed_unsync()
 }
 
 /// A body fed from a channel: the test decides when each chunk goes out.
-pub struct ChanBody(pub mpsc::Receiver<Bytes>);
+pub(crate) struct ChanBody(pub mpsc::Receiver<Bytes>);
 
 impl Body for ChanBody {
     type Data = Bytes;
@@ -46,14 +46,14 @@ impl Body for ChanBody {
 }
 
 /// A streamed body and the sender that feeds it.
-pub fn channel_body() -> (mpsc::Sender<Bytes>, TestBody) {
+pub(crate) fn channel_body() -> (mpsc::Sender<Bytes>, TestBody) {
     let (tx, rx) = mpsc::channel(16);
     (tx, ChanBody(rx).boxed_unsync())
 }
 
 /// What an upstream saw of one request.
 #[derive(Debug, Clone)]
-pub struct Seen {
+pub(crate) struct Seen {
     pub uri: http::Uri,
     pub headers: HeaderMap,
     pub body: Bytes,
@@ -61,7 +61,7 @@ pub struct Seen {
 }
 
 /// A real HTTP/1.1 upstream on port 0.
-pub struct Upstream {
+pub(crate) struct Upstream {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
     pub closed: Arc<Mutex<Vec<SocketAddr>>>,
@@ -75,10 +75,10 @@ impl Drop for Upstream {
 }
 
 impl Upstream {
-    pub fn uri(&self) -> String {
+    pub(crate) fn uri(&self) -> String {
         format!("http://{}", self.addr)
     }
-    pub fn requests(&self) -> Vec<Seen> {
+    pub(crate) fn requests(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
 }
@@ -87,7 +87,7 @@ type Handler =
     Arc<dyn Fn(Seen) -> Pin<Box<dyn Future<Output = Response<TestBody>> + Send>> + Send + Sync>;
 
 /// An upstream whose handler gets the whole request (body read first).
-pub async fn upstream<F, Fut>(handler: F) -> Upstream
+pub(crate) async fn upstream<F, Fut>(handler: F) -> Upstream
 where
     F: Fn(Seen) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Response<TestBody>> + Send + 'static,
@@ -140,7 +140,7 @@ where
 }
 
 /// An upstream answering 200 with a JSON echo of the path.
-pub async fn echo_upstream() -> Upstream {
+pub(crate) async fn echo_upstream() -> Upstream {
     upstream(|seen: Seen| async move {
         let body = serde_json::json!({"path": seen.uri.to_string()}).to_string();
         Response::builder()
@@ -152,7 +152,7 @@ pub async fn echo_upstream() -> Upstream {
 }
 
 /// A running gateway; dropping it shuts it down.
-pub struct TestGateway {
+pub(crate) struct TestGateway {
     pub addr: SocketAddr,
     /// The admin listener (`/metrics`).
     pub admin: SocketAddr,
@@ -162,7 +162,7 @@ pub struct TestGateway {
 
 impl TestGateway {
     /// Starts the graceful shutdown; the task ends when the drain is over.
-    pub fn shutdown(&mut self) -> JoinHandle<std::io::Result<()>> {
+    pub(crate) fn shutdown(&mut self) -> JoinHandle<std::io::Result<()>> {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -181,7 +181,7 @@ impl Drop for TestGateway {
 /// The configuration the tests start from: every upstream at `upstream`,
 /// one worker (on the test's runtime), no stream recorder, and no edge
 /// token check unless `extra` sets `JWT_SECRET`.
-pub fn config(upstream: &str, extra: &[(&str, &str)]) -> Config {
+pub(crate) fn config(upstream: &str, extra: &[(&str, &str)]) -> Config {
     let mut env: HashMap<String, String> = HashMap::from([
         ("AURA_PLATFORM_URI".into(), upstream.into()),
         ("MAIN_SERVICE_URI".into(), upstream.into()),
@@ -197,7 +197,7 @@ pub fn config(upstream: &str, extra: &[(&str, &str)]) -> Config {
     Config::from_sources(None, env).unwrap()
 }
 
-pub async fn spawn_gateway(config: Config) -> TestGateway {
+pub(crate) async fn spawn_gateway(config: Config) -> TestGateway {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -220,7 +220,7 @@ pub async fn spawn_gateway(config: Config) -> TestGateway {
 }
 
 /// A response on its own client connection; dropping it closes the connection.
-pub struct Sent {
+pub(crate) struct Sent {
     pub response: Response<Incoming>,
     conn: JoinHandle<()>,
 }
@@ -232,17 +232,17 @@ impl Drop for Sent {
 }
 
 impl Sent {
-    pub fn status(&self) -> u16 {
+    pub(crate) fn status(&self) -> u16 {
         self.response.status().as_u16()
     }
-    pub fn header(&self, name: &str) -> Option<String> {
+    pub(crate) fn header(&self, name: &str) -> Option<String> {
         self.response
             .headers()
             .get(name)
             .map(|v| v.to_str().unwrap().to_owned())
     }
     /// The next body chunk, within `wait`.
-    pub async fn chunk(&mut self, wait: Duration) -> Option<Bytes> {
+    pub(crate) async fn chunk(&mut self, wait: Duration) -> Option<Bytes> {
         loop {
             let frame = tokio::time::timeout(wait, self.response.body_mut().frame())
                 .await
@@ -253,17 +253,17 @@ impl Sent {
             }
         }
     }
-    pub async fn text(mut self) -> String {
+    pub(crate) async fn text(mut self) -> String {
         let body = self.response.body_mut().collect().await.unwrap().to_bytes();
         String::from_utf8(body.to_vec()).unwrap()
     }
-    pub async fn json(self) -> serde_json::Value {
+    pub(crate) async fn json(self) -> serde_json::Value {
         serde_json::from_str(&self.text().await).unwrap()
     }
 }
 
 /// Sends one request on a fresh connection.
-pub async fn send(addr: SocketAddr, mut req: Request<TestBody>) -> Sent {
+pub(crate) async fn send(addr: SocketAddr, mut req: Request<TestBody>) -> Sent {
     if !req.headers().contains_key("host") {
         req.headers_mut()
             .insert("host", addr.to_string().parse().unwrap());
@@ -280,13 +280,13 @@ pub async fn send(addr: SocketAddr, mut req: Request<TestBody>) -> Sent {
 }
 
 /// A request builder with the URI pointed at `addr` (`send` adds a Host header when none is set).
-pub fn request(method: &str, addr: SocketAddr, path: &str) -> http::request::Builder {
+pub(crate) fn request(method: &str, addr: SocketAddr, path: &str) -> http::request::Builder {
     Request::builder()
         .method(method)
         .uri(format!("http://{addr}{path}"))
 }
 
-pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Sent {
+pub(crate) async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Sent {
     let mut req = request("GET", addr, path);
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -295,7 +295,7 @@ pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Sent
 }
 
 /// A token for `sub` in `tenant`, expiring `ttl` seconds from now (negative: expired).
-pub fn token(sub: &str, tenant: &str, ttl: i64) -> String {
+pub(crate) fn token(sub: &str, tenant: &str, ttl: i64) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -310,7 +310,7 @@ pub fn token(sub: &str, tenant: &str, ttl: i64) -> String {
 }
 
 /// Waits until `check` holds, up to `limit`.
-pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+pub(crate) async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + limit;
     while tokio::time::Instant::now() < deadline {
         if check() {
@@ -322,7 +322,7 @@ pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> boo
 }
 
 /// An upstream whose stream responses are fed by the test through the returned receiver.
-pub async fn feeding_upstream(
+pub(crate) async fn feeding_upstream(
     content_type: Option<&'static str>,
 ) -> (Upstream, mpsc::Receiver<mpsc::Sender<Bytes>>) {
     let (feeds_tx, feeds_rx) = mpsc::channel(64);

@@ -1,6 +1,13 @@
 //! Integration tests: a real gateway in front of real upstreams, all on
 //! port 0, driven by a real HTTP client.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::too_many_lines,
+    reason = "test code: a failed unwrap is a failed test, and a scenario reads top to bottom"
+)]
+
 mod helpers;
 
 mod edge;

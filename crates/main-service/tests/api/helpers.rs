@@ -11,14 +11,14 @@ use main_service::{AppState, Config};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-pub const SECRET: &str = "main-service-test-secret-0123456789";
+pub(crate) const SECRET: &str = "main-service-test-secret-0123456789";
 
-pub use testkit::{TestDb, admin_database_url, redis_url};
+pub(crate) use testkit::{TestDb, admin_database_url, redis_url};
 
 /// The test configuration: a consumer group of its own that starts at the
 /// stream's end, so parallel tests never take each other's entries.
 /// For tests of the Redis side only: no migrations, no consumers.
-pub fn config(redis_url: &str) -> Config {
+pub(crate) fn config(redis_url: &str) -> Config {
     config_with(
         redis_url,
         &admin_database_url(),
@@ -26,7 +26,7 @@ pub fn config(redis_url: &str) -> Config {
     )
 }
 
-pub fn config_with(redis_url: &str, database_url: &str, extra: &[(&str, &str)]) -> Config {
+pub(crate) fn config_with(redis_url: &str, database_url: &str, extra: &[(&str, &str)]) -> Config {
     let mut env = HashMap::from([
         ("JWT_SECRET".to_string(), SECRET.to_string()),
         ("REDIS_URL".to_string(), redis_url.to_string()),
@@ -50,11 +50,11 @@ pub fn config_with(redis_url: &str, database_url: &str, extra: &[(&str, &str)]) 
 }
 
 /// An HTTP client of one address.
-pub struct Client {
+pub(crate) struct Client {
     pub addr: SocketAddr,
 }
 
-pub struct TestApp {
+pub(crate) struct TestApp {
     pub client: Client,
     /// The admin listener (`/metrics`).
     pub admin: Client,
@@ -91,12 +91,12 @@ impl Drop for TestApp {
 }
 
 /// The service against the real Redis and a fresh, migrated database.
-pub async fn spawn_app() -> TestApp {
+pub(crate) async fn spawn_app() -> TestApp {
     spawn_app_in(TestDb::create().await, &[]).await
 }
 
 /// The service on `db` with extra variables; waits until it is migrated.
-pub async fn spawn_app_in(db: TestDb, extra: &[(&str, &str)]) -> TestApp {
+pub(crate) async fn spawn_app_in(db: TestDb, extra: &[(&str, &str)]) -> TestApp {
     let mut app = spawn_app_with(config_with(&redis_url(), &db.url, extra)).await;
     app.db = Some(db);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -135,7 +135,7 @@ pub async fn spawn_app_in(db: TestDb, extra: &[(&str, &str)]) -> TestApp {
     app
 }
 
-pub async fn spawn_app_with(config: Config) -> TestApp {
+pub(crate) async fn spawn_app_with(config: Config) -> TestApp {
     static LOGS: std::sync::Once = std::sync::Once::new();
     LOGS.call_once(|| {
         // RUST_LOG=debug cargo test ... shows the service's logs.
@@ -169,7 +169,7 @@ pub async fn spawn_app_with(config: Config) -> TestApp {
 
 impl TestApp {
     /// Stops the service and waits for it (consumers stopped, pool closed).
-    pub async fn stop(mut self) -> Option<TestDb> {
+    pub(crate) async fn stop(mut self) -> Option<TestDb> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -179,7 +179,7 @@ impl TestApp {
     }
 }
 
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: u16,
     pub headers: http::HeaderMap,
     pub body: Value,
@@ -195,7 +195,7 @@ impl std::ops::Deref for TestApp {
 }
 
 impl Client {
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         method: &str,
         path: &str,
@@ -218,7 +218,7 @@ impl Client {
     }
 
     /// A call by `user` of `tenant` with a good token and JSON body.
-    pub async fn as_user(
+    pub(crate) async fn as_user(
         &self,
         method: &str,
         path: &str,
@@ -237,7 +237,7 @@ impl Client {
     }
 
     /// A decision by `user` of `tenant` with a good token.
-    pub async fn decide(
+    pub(crate) async fn decide(
         &self,
         action: &str,
         request_id: &str,
@@ -250,14 +250,14 @@ impl Client {
     }
 }
 
-pub fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs()
 }
 
-pub fn bearer(user: &str, tenant: &str) -> String {
+pub(crate) fn bearer(user: &str, tenant: &str) -> String {
     let claims = dwp_core::token::Claims {
         sub: user.into(),
         tenant_id: Some(tenant.into()),
@@ -270,11 +270,11 @@ pub fn bearer(user: &str, tenant: &str) -> String {
     )
 }
 
-pub fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
 }
 
-pub async fn redis() -> redis::aio::MultiplexedConnection {
+pub(crate) async fn redis() -> redis::aio::MultiplexedConnection {
     redis::Client::open(redis_url())
         .unwrap()
         .get_multiplexed_async_connection()
@@ -283,12 +283,12 @@ pub async fn redis() -> redis::aio::MultiplexedConnection {
 }
 
 /// Writes a pending request the way Aura-Platform does; returns (requestId, sessionId).
-pub async fn agent_request(user: Option<&str>, tenant: Option<&str>) -> (String, String) {
+pub(crate) async fn agent_request(user: Option<&str>, tenant: Option<&str>) -> (String, String) {
     agent_request_at(&redis_url(), user, tenant).await
 }
 
 /// [`agent_request`] for `user123` of `tenant1`, in the Redis at `url`.
-pub async fn agent_request_in(url: &str) -> (String, String) {
+pub(crate) async fn agent_request_in(url: &str) -> (String, String) {
     agent_request_at(url, Some("user123"), Some("tenant1")).await
 }
 
@@ -301,7 +301,7 @@ async fn agent_request_at(url: &str, user: Option<&str>, tenant: Option<&str>) -
 
 /// Writes `hitl:request:{request_id}` and `hitl:session:{session_id}` as
 /// the real agent does, owners as given (strings, numbers or null).
-pub async fn agent_writes(
+pub(crate) async fn agent_writes(
     url: &str,
     request_id: &str,
     session_id: &str,
@@ -345,7 +345,7 @@ pub async fn agent_writes(
 }
 
 /// Subscribes to the session's channel like the agent; returns the message stream.
-pub async fn subscribe(session_id: &str) -> redis::aio::PubSub {
+pub(crate) async fn subscribe(session_id: &str) -> redis::aio::PubSub {
     let mut pubsub = redis::Client::open(redis_url())
         .unwrap()
         .get_async_pubsub()

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-pub struct Link {
+pub(crate) struct Link {
     pub addr: SocketAddr,
     up: Arc<AtomicBool>,
     generation: watch::Sender<u64>,
@@ -17,7 +17,7 @@ pub struct Link {
 }
 
 impl Link {
-    pub async fn start(target: SocketAddr) -> Self {
+    pub(crate) async fn start(target: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let up = Arc::new(AtomicBool::new(true));
@@ -54,18 +54,18 @@ impl Link {
     }
 
     /// Closes every connection and refuses new ones.
-    pub fn cut(&self) {
+    pub(crate) fn cut(&self) {
         self.up.store(false, Ordering::SeqCst);
         self.generation.send_modify(|g| *g += 1);
     }
 
     /// Lets connections through again.
-    pub fn restore(&self) {
+    pub(crate) fn restore(&self) {
         self.up.store(true, Ordering::SeqCst);
     }
 
     /// `url` (a postgres:// URL to 127.0.0.1:5432) rewritten to go through the link.
-    pub fn url(&self, url: &str) -> String {
+    pub(crate) fn url(&self, url: &str) -> String {
         let (scheme_auth, rest) = url.split_once('@').expect("URL with user@host");
         let (_, path) = rest.split_once('/').expect("URL with a database");
         format!("{scheme_auth}@{}/{path}", self.addr)
@@ -80,7 +80,7 @@ impl Drop for Link {
 }
 
 /// Where the test PostgreSQL listens.
-pub fn postgres_addr() -> SocketAddr {
+pub(crate) fn postgres_addr() -> SocketAddr {
     let url = super::helpers::admin_database_url();
     let host_port = url
         .split_once('@')
