@@ -6,6 +6,7 @@
 //! - [`m20260101_000003_app_user`]: `app_user`, login accounts (argon2id hashes only).
 //! - [`m20261202_000004_hitl_decision_ids`]: `hitl_decision`'s ids as wide as an agent's (512).
 //! - [`m20261206_000005_plan_step_merge`]: a plan step merged inside PostgreSQL.
+//! - [`m20261206_000006_adopt_agent_tasks`]: the old service's `agent_tasks` rows adopted, once.
 #![forbid(unsafe_code)]
 
 use std::time::Duration;
@@ -20,6 +21,7 @@ pub mod m20260101_000002_hitl_decision;
 pub mod m20260101_000003_app_user;
 pub mod m20261202_000004_hitl_decision_ids;
 pub mod m20261206_000005_plan_step_merge;
+pub mod m20261206_000006_adopt_agent_tasks;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -33,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20260101_000003_app_user::Migration),
             Box::new(m20261202_000004_hitl_decision_ids::Migration),
             Box::new(m20261206_000005_plan_step_merge::Migration),
+            Box::new(m20261206_000006_adopt_agent_tasks::Migration),
         ]
     }
 }

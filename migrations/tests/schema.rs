@@ -177,3 +177,67 @@ async fn eight_migrators_at_once_on_an_empty_database_all_succeed() {
     assert_eq!(applied as usize, Migrator::migrations().len());
     db.close().await.unwrap();
 }
+
+/// Two rows of the old service's `agent_tasks` as its Flyway `V2` left it
+/// (no `created_by`/`updated_by` yet).
+const OLD_V2_ROWS: &str = r"
+INSERT INTO agent_tasks (task_id, user_id, tenant_id, task_type, status, description)
+  VALUES ('shared-id', 'old', '1', 'x', 'COMPLETED', 'the old one'),
+         ('only-old', 'old', '1', 'x', 'FAILED', 'old only');
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v2_database_is_adopted_once_by_eight_migrators_and_our_rows_win() {
+    let fresh = fresh_db().await;
+    // Ours first (the migrations before the adoption), with a task whose
+    // id the old table also has.
+    Migrator::up(&fresh.db, Some(5)).await.unwrap();
+    fresh
+        .db
+        .execute_unprepared("INSERT INTO agent_task (task_id, user_id, tenant_id, task_type, description) VALUES ('shared-id', 'new', '1', 'x', 'ours')")
+        .await
+        .unwrap();
+    fresh
+        .db
+        .execute_unprepared(testkit::OLD_AGENT_TASKS_V2)
+        .await
+        .unwrap();
+    fresh.db.execute_unprepared(OLD_V2_ROWS).await.unwrap();
+    let url = fresh._handle.url.clone();
+    let runs = (0..8).map(|_| {
+        let url = url.clone();
+        tokio::spawn(
+            async move { migration::up_locked(&url, std::time::Duration::from_secs(10)).await },
+        )
+    });
+    for run in futures_util::future::join_all(runs).await {
+        run.unwrap().expect("every migrator succeeds");
+    }
+    let rows = fresh
+        .rows("SELECT task_id::text, user_id::text, description FROM agent_task ORDER BY task_id")
+        .await;
+    assert_eq!(
+        rows,
+        [
+            ["only-old", "old", "old only"],
+            ["shared-id", "new", "ours"]
+        ],
+        "adopted once; a task id we have keeps our row"
+    );
+    let origin = fresh
+        .rows("SELECT task_id::text, COALESCE(created_by::text, 'none') FROM agent_task_origin")
+        .await;
+    assert_eq!(origin, [["only-old", "none"]]);
+    fresh.drop().await;
+}
+
+#[tokio::test]
+async fn without_an_old_table_the_adoption_only_makes_its_provenance_table() {
+    let fresh = fresh_db().await;
+    Migrator::up(&fresh.db, None).await.unwrap();
+    let tables = fresh
+        .rows("SELECT count(*)::text FROM agent_task_origin UNION ALL SELECT count(*)::text FROM agent_task")
+        .await;
+    assert_eq!(tables, [["0"], ["0"]]);
+    fresh.drop().await;
+}

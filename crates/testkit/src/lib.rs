@@ -219,3 +219,16 @@ impl SseBody {
         out
     }
 }
+
+/// The old main-service's `agent_tasks` as its Flyway `V2` creates it
+/// (timestamps without a zone, no checks; `V3` then adds `created_by` and
+/// `updated_by` bigint): the tests of the take-over build it.
+pub const OLD_AGENT_TASKS_V2: &str = r"
+CREATE TABLE agent_tasks (
+  id bigserial PRIMARY KEY, task_id varchar(36) UNIQUE NOT NULL, user_id varchar(50) NOT NULL,
+  tenant_id varchar(50) NOT NULL, task_type varchar(100) NOT NULL, status varchar(20) NOT NULL,
+  progress integer NOT NULL DEFAULT 0, description text, input_data text, result_data text,
+  plan_steps text, hitl_request_id varchar(100), error_message text, started_at timestamp,
+  completed_at timestamp, created_at timestamp NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  updated_at timestamp NOT NULL DEFAULT CURRENT_TIMESTAMP);
+";

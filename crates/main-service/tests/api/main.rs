@@ -23,4 +23,5 @@ mod seams;
 mod security;
 mod service;
 mod signin;
+mod takeover;
 mod tasks;
