@@ -134,5 +134,49 @@ async fn the_frontend_signs_in_reaches_the_ai_workspace_and_approves() {
         )
         .await;
     assert_eq!(status, 200, "{reply}");
+    // hitl-api.ts: `result.status === 'SUCCESS' || result.success`, then
+    // `data` as HitlApprovalResponse.
+    assert_eq!(
+        (&reply["status"], &reply["success"]),
+        (&json!("SUCCESS"), &json!(true))
+    );
+    assert_eq!(reply["data"]["requestId"], request_id.as_str(), "{reply}");
+    assert_eq!(reply["data"]["status"], "approved", "{reply}");
+    assert!(reply["data"]["sessionId"].is_string(), "{reply}");
     assert_eq!(kinds(&stream.rest().await), AFTER_APPROVAL);
+}
+
+/// What the first page after sign-in and the other pages call, in the
+/// shapes the frontend's types (`libs/shared-utils/src/api/`) read, and
+/// the calls answered 404 on purpose (docs/ARCHITECTURE.md, "What the
+/// frontend calls").
+#[tokio::test]
+async fn the_pages_calls_get_the_shapes_they_read_or_a_deliberate_404() {
+    let stack = Stack::start(Options {
+        users: &["admin"],
+        tenant: Some("1"),
+        ..Options::default()
+    })
+    .await;
+    let token = stack.login(&stack.user("admin")).await;
+
+    // main-api.ts: MainHealthPayload = string, rendered as text by the
+    // dashboard's health widget.
+    let (status, health, _) = fetch(&stack, "GET", "/api/main/health", Some(&token), "").await;
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["data"], "Main Service is running", "{health}");
+    let (status, info, _) = fetch(&stack, "GET", "/api/main/info", Some(&token), "").await;
+    assert_eq!(status, 200, "{info}");
+    assert!(info["data"]["service"].is_string(), "{info}");
+
+    // The old auth server's admin console, and a hook no page uses.
+    for path in [
+        "/api/admin/users?page=1&size=10",
+        "/api/admin/monitoring/summary",
+        "/api/agent/chat-stream",
+    ] {
+        let (status, body, _) = fetch(&stack, "GET", path, Some(&token), "").await;
+        assert_eq!(status, 404, "{path}: {body}");
+        assert_eq!(body["errorCode"], "E1004", "{path}: the envelope: {body}");
+    }
 }
