@@ -7,6 +7,7 @@
 //! - [`m20261202_000004_hitl_decision_ids`]: `hitl_decision`'s ids as wide as an agent's (512).
 //! - [`m20261206_000005_plan_step_merge`]: a plan step merged inside PostgreSQL.
 //! - [`m20261206_000006_adopt_agent_tasks`]: the old service's `agent_tasks` rows adopted, once.
+//! - [`m20261206_000007_monitoring`]: page views and events the frontend reports, and daily counts.
 #![forbid(unsafe_code)]
 
 use std::time::Duration;
@@ -22,6 +23,7 @@ pub mod m20260101_000003_app_user;
 pub mod m20261202_000004_hitl_decision_ids;
 pub mod m20261206_000005_plan_step_merge;
 pub mod m20261206_000006_adopt_agent_tasks;
+pub mod m20261206_000007_monitoring;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -36,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000004_hitl_decision_ids::Migration),
             Box::new(m20261206_000005_plan_step_merge::Migration),
             Box::new(m20261206_000006_adopt_agent_tasks::Migration),
+            Box::new(m20261206_000007_monitoring::Migration),
         ]
     }
 }

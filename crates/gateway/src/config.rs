@@ -396,7 +396,13 @@ mod tests {
         let prefixes: Vec<_> = c.routes.routes.iter().map(|r| r.prefix).collect();
         assert_eq!(
             prefixes,
-            ["/api/aura/hitl", "/api/aura", "/api/main", "/api/auth"]
+            [
+                "/api/monitoring",
+                "/api/aura/hitl",
+                "/api/aura",
+                "/api/main",
+                "/api/auth"
+            ]
         );
         assert_eq!(c.cors.allowed_origins, ["http://localhost:4200"]);
         assert_eq!(c.cors.allowed_methods.len(), 6);

@@ -115,7 +115,7 @@ pub const STRIPPED_PREFIX: &str = "/api";
 pub struct RouteError(pub String);
 
 impl Table {
-    /// The contract's four routes to these three services.
+    /// The contract's routes to these three services.
     pub fn contract(aura: Uri, main: Uri, auth: Uri) -> Self {
         Self::build(aura, main, auth, &[])
             .unwrap_or_else(|_| unreachable!("the contract's routes are valid"))
@@ -159,6 +159,15 @@ impl Table {
             contract("aura", "/api/aura", Upstream::AURA, Edge::Agent, true),
             contract("main", "/api/main", Upstream::MAIN, Edge::Token, false),
             contract("auth", "/api/auth", Upstream::AUTH, Edge::Open, false),
+            // The pages' analytics, public as in the old system (main-service
+            // checks a token when one comes).
+            contract(
+                "monitoring",
+                "/api/monitoring",
+                Upstream::AUTH,
+                Edge::Open,
+                false,
+            ),
         ];
         for spec in extra {
             let route = operator_route(spec, &mut services)?;

@@ -93,6 +93,25 @@ pub struct Config {
     /// `TASKS_MAX_PER_USER` (10000): task rows one user may hold; creating
     /// more through the API is 429.
     pub tasks_max_per_user: u64,
+    /// What the frontend's monitoring calls may send and how long it is kept.
+    pub monitoring: MonitoringLimits,
+}
+
+/// Bounds of `POST /monitoring/page-view` and `/monitoring/event`.
+#[derive(Debug, Clone)]
+pub struct MonitoringLimits {
+    /// `MONITORING_MAX_PER_MINUTE_PER_USER` (120): reports one user (or,
+    /// without a valid token, one address) may send a minute; more is 429.
+    pub per_user: u64,
+    /// `MONITORING_MAX_PER_MINUTE_PER_ADDRESS` (1200): reports one client
+    /// address may send a minute, whoever sends them (an office behind one
+    /// address); more is 429.
+    pub per_address: u64,
+    /// `MONITORING_RETENTION_DAYS` (90): rows and daily counts older than
+    /// this are removed.
+    pub retention_days: u64,
+    /// `MONITORING_SWEEP_SECS` (3600): how often old rows are looked for.
+    pub sweep_every: Duration,
 }
 
 /// Login's protection against memory exhaustion and password guessing.
@@ -189,6 +208,7 @@ impl std::fmt::Debug for Config {
                 &self.tasks_max_creates_per_minute,
             )
             .field("tasks_max_per_user", &self.tasks_max_per_user)
+            .field("monitoring", &self.monitoring)
             .finish()
     }
 }
@@ -241,6 +261,7 @@ impl Config {
             hitl_max_creates_per_minute: vars.positive("HITL_MAX_CREATES_PER_MINUTE", 120)?,
             tasks_max_creates_per_minute: vars.positive("TASKS_MAX_CREATES_PER_MINUTE", 120)?,
             tasks_max_per_user: vars.positive("TASKS_MAX_PER_USER", 10_000)?,
+            monitoring: monitoring(&vars)?,
             host: vars.text("SERVER_HOST").unwrap_or_else(|| "0.0.0.0".into()),
             // 0 is allowed: the system picks a free port (tests use it).
             port: port(&vars, "SERVER_PORT", 8081)?,
@@ -279,6 +300,17 @@ fn login(vars: &Settings) -> Result<LoginLimits, ConfigError> {
         lockout_max: vars.secs("LOGIN_LOCKOUT_MAX_SECS", 900)?,
         failure_window: vars.secs("LOGIN_FAILURE_WINDOW_SECS", 900)?,
         forwarded_hops: vars.number("FORWARDED_HOPS", 1)?,
+    })
+}
+
+/// The monitoring calls' bounds.
+fn monitoring(vars: &Settings) -> Result<MonitoringLimits, ConfigError> {
+    Ok(MonitoringLimits {
+        per_user: vars.positive("MONITORING_MAX_PER_MINUTE_PER_USER", 120)?,
+        per_address: vars.positive("MONITORING_MAX_PER_MINUTE_PER_ADDRESS", 1200)?,
+        // Days as a PostgreSQL interval: at most a century.
+        retention_days: vars.positive("MONITORING_RETENTION_DAYS", 90)?.min(36_500),
+        sweep_every: vars.secs("MONITORING_SWEEP_SECS", 3600)?,
     })
 }
 

@@ -25,6 +25,7 @@
 //! - [`throttle`]: login failures counted and locked out in Redis.
 //! - [`quota`]: what one user may create per minute (HITL requests, tasks).
 //! - [`cli`]: the `main-service user add` command.
+//! - [`monitoring`]: page views and events the frontend reports, kept for a while.
 //! - [`metrics`]: Prometheus metrics and the latency middleware.
 //! - [`health`]: the contract's liveness and readiness (`/main/health`).
 //! - [`actuator`]: Spring Boot Actuator's health endpoints for the old probes.
@@ -49,6 +50,7 @@ pub mod health;
 pub mod hitl;
 pub mod login;
 pub mod metrics;
+pub mod monitoring;
 pub mod openapi;
 pub mod quota;
 pub mod reply;
@@ -99,6 +101,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .merge(tasks::routes())
         .merge(login::routes())
         .merge(signin::routes())
+        .merge(monitoring::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -174,6 +177,7 @@ pub async fn serve(
         });
     }
     background.spawn(hitl::delivery::run(state.clone(), stop.clone()));
+    background.spawn(monitoring::store::run_sweeper(state.clone(), stop.clone()));
     let consumers = if state.config.consumer.enabled {
         Some(consumers::start(state.clone(), stop.clone())?)
     } else {

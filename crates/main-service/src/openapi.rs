@@ -29,6 +29,8 @@ use utoipa::{Modify, OpenApi};
         crate::signin::me,
         crate::signin::permissions,
         crate::signin::menus,
+        crate::monitoring::page_view,
+        crate::monitoring::event,
         crate::hitl::approve,
         crate::hitl::reject,
         crate::hitl::create::create,

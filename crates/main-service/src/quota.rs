@@ -1,6 +1,7 @@
 //! What one user (tenant and name) may make per minute: HITL requests
-//! through `POST /aura/hitl/requests` (`HITL_MAX_CREATES_PER_MINUTE`) and
-//! tasks through `POST /main/agent/tasks` (`TASKS_MAX_CREATES_PER_MINUTE`).
+//! through `POST /aura/hitl/requests` (`HITL_MAX_CREATES_PER_MINUTE`),
+//! tasks through `POST /main/agent/tasks` (`TASKS_MAX_CREATES_PER_MINUTE`),
+//! and monitoring reports (per user or address, and per address).
 //! A fixed window per minute in Redis (`quota:{kind}:{owner}:{minute}`,
 //! one `INCR` and an expiry); past it, 429 E1001 with `Retry-After` until
 //! the next minute. Caps on what is held at once (pending requests, rows)
@@ -20,6 +21,10 @@ pub enum Kind {
     HitlRequests,
     /// Tasks created over HTTP.
     Tasks,
+    /// Monitoring reports of one user (or one address without a token).
+    Monitoring,
+    /// Monitoring reports of one address, whoever sends them.
+    MonitoringAddress,
 }
 
 impl Kind {
@@ -27,6 +32,8 @@ impl Kind {
         match self {
             Self::HitlRequests => "hitl-requests",
             Self::Tasks => "tasks",
+            Self::Monitoring => "monitoring",
+            Self::MonitoringAddress => "monitoring-address",
         }
     }
 
@@ -34,6 +41,7 @@ impl Kind {
         match self {
             Self::HitlRequests => "Too many HITL requests created this minute",
             Self::Tasks => "Too many tasks created this minute",
+            Self::Monitoring | Self::MonitoringAddress => "Too many monitoring reports this minute",
         }
     }
 }
@@ -45,13 +53,19 @@ pub async fn spend(
     kind: Kind,
     per_minute: u64,
 ) -> Result<(), AppError> {
+    let owner = owner_field(&caller.tenant_id, &caller.user_id);
+    spend_as(store, &owner, kind, per_minute).await
+}
+
+/// [`spend`] for whoever `who` names (an owner field, an address).
+pub async fn spend_as(
+    store: &Store,
+    who: &str,
+    kind: Kind,
+    per_minute: u64,
+) -> Result<(), AppError> {
     let now = unix_now();
-    let key = format!(
-        "quota:{}:{}:{}",
-        kind.name(),
-        owner_field(&caller.tenant_id, &caller.user_id),
-        now / 60
-    );
+    let key = format!("quota:{}:{who}:{}", kind.name(), now / 60);
     let mut conn = store.conn().await?;
     let (used, _): (u64, i64) = store
         .bounded(

@@ -15,6 +15,7 @@ mod audit;
 mod decisions;
 mod delivery;
 mod login;
+mod monitoring;
 mod ownership;
 mod process;
 mod recorder;
