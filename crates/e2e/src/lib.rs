@@ -173,6 +173,30 @@ impl Drop for Stack {
     }
 }
 
+/// Processes started by [`Stack::start`] before the stack holds them.
+struct Started(Vec<Child>);
+
+impl Started {
+    fn spawn(&mut self, cmd: &mut Command) {
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!(
+                "{:?}: {e} (build it first: cargo build --workspace --bins)",
+                cmd.get_program()
+            )
+        });
+        self.0.push(child);
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// The stack with accounts for `users`.
 pub async fn start(users: &[&str]) -> Stack {
     Stack::start(Options {
@@ -237,7 +261,9 @@ impl Stack {
                 .env("RUST_LOG", "warn")
                 .stdout(Stdio::null());
         };
-        let mut children = Vec::new();
+        // Killed if start-up fails half-way (a binary missing): a panic
+        // here must not leave the processes already started running.
+        let mut children = Started(Vec::new());
         let mut cmd = Command::new(binary("main-service"));
         common(&mut cmd);
         cmd.env("SERVER_PORT", main.to_string())
@@ -246,13 +272,13 @@ impl Stack {
             .env("CONSUMER_GROUP", format!("e2e-{db_name}"))
             .env("CONSUMER_GROUP_START", "$")
             .envs(main_env.iter().copied());
-        children.push(cmd.spawn().unwrap());
+        children.spawn(&mut cmd);
         let mut cmd = Command::new(binary("aura-sim"));
         common(&mut cmd);
         cmd.env("SERVER_PORT", aura.to_string())
             .env("AURA_SIM_EVENT_DELAY_MS", "10")
             .envs(aura_env.iter().copied());
-        children.push(cmd.spawn().unwrap());
+        children.spawn(&mut cmd);
         let mut cmd = Command::new(binary("gateway"));
         common(&mut cmd);
         // The suites open many streams as one user from one address; the
@@ -265,7 +291,7 @@ impl Stack {
             .env("SERVER_PORT", gateway.to_string())
             .env("AURA_PLATFORM_URI", format!("http://127.0.0.1:{aura}"))
             .env("MAIN_SERVICE_URI", format!("http://127.0.0.1:{main}"));
-        children.push(cmd.spawn().unwrap());
+        children.spawn(&mut cmd);
         let watcher = watch_channels(&redis_url).await;
         let stack = Stack {
             watcher,
@@ -277,7 +303,7 @@ impl Stack {
             tenant,
             users,
             db,
-            children,
+            children: std::mem::take(&mut children.0),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         for (port, path, expect) in [

@@ -169,6 +169,37 @@ async fn the_pages_calls_get_the_shapes_they_read_or_a_deliberate_404() {
     assert_eq!(status, 200, "{info}");
     assert!(info["data"]["service"].is_string(), "{info}");
 
+    // monitoring-api.ts, on every page: before sign-in (no token) and
+    // after; the user is the token's, whatever the body says.
+    let user_id = stack.user("admin");
+    let view =
+        json!({"path": "/ai-workspace", "menuKey": "menu.ai-workspace", "userId": "mallory"});
+    let event = json!({"resourceKey": "menu.ai-workspace", "action": "click", "label": "AI"});
+    for (path, body, token) in [
+        ("/api/monitoring/page-view", &view, None),
+        ("/api/monitoring/page-view", &view, Some(token.as_str())),
+        ("/api/monitoring/event", &event, Some(token.as_str())),
+    ] {
+        let (status, reply, _) = fetch(&stack, "POST", path, token, &body.to_string()).await;
+        assert_eq!(status, 200, "{path}: {reply}");
+        assert_eq!(reply["data"]["success"], true, "{path}: {reply}");
+    }
+    let conn = stack.db.connect().await;
+    let stored = sea_orm::ConnectionTrait::query_one_raw(
+        &conn,
+        sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT (SELECT string_agg(coalesce(user_id, '-') || '@' || client_addr, ',' ORDER BY id)              FROM monitoring_page_view) AS views,              (SELECT views FROM monitoring_page_daily WHERE page_key = 'menu.ai-workspace') AS daily,              (SELECT action FROM monitoring_event) AS action",
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let views: String = stored.try_get("", "views").unwrap();
+    assert_eq!(views, format!("-@127.0.0.1,{user_id}@127.0.0.1"));
+    assert_eq!(stored.try_get::<i64>("", "daily").unwrap(), 2);
+    assert_eq!(stored.try_get::<String>("", "action").unwrap(), "CLICK");
+
     // The old auth server's admin console, and a hook no page uses.
     for path in [
         "/api/admin/users?page=1&size=10",

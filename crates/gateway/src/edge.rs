@@ -5,8 +5,8 @@
 //! - `/api/aura/**`, `/api/main/**` and an operator's routes unless they
 //!   say `token_check = false` need a valid HS256 Bearer token
 //!   (401) whose `sub` equals `X-User-ID` and whose `tenant_id` equals
-//!   `X-Tenant-ID` when those headers are sent (403). `/api/auth/**` and the
-//!   gateway's own endpoints are exempt. Only `GATEWAY_AUTH=off` (local
+//!   `X-Tenant-ID` when those headers are sent (403). `/api/auth/**`, `/api/monitoring/**`
+//!   and the gateway's own endpoints are exempt. Only `GATEWAY_AUTH=off` (local
 //!   development) turns this off; the gateway does not start without
 //!   `JWT_SECRET` otherwise.
 //!
@@ -107,10 +107,11 @@ mod tests {
             .collect()
     }
 
-    fn status(route: usize, h: &HeaderMap, secret: bool) -> u16 {
+    fn status(route: &str, h: &HeaderMap, secret: bool) -> u16 {
         let verifier = Verifier::new(SECRET.as_bytes(), None);
+        let routes = contract_default().routes;
         match check(
-            &contract_default().routes[route],
+            routes.iter().find(|r| r.name == route).unwrap(),
             h,
             secret.then_some(&verifier),
         ) {
@@ -122,10 +123,11 @@ mod tests {
     #[test]
     fn tenant_is_required_on_aura_routes_only() {
         let none = HeaderMap::new();
-        assert_eq!(status(0, &none, false), 400, "aura-hitl");
-        assert_eq!(status(1, &none, false), 400, "aura");
-        assert_eq!(status(2, &none, false), 200, "main");
-        assert_eq!(status(3, &none, false), 200, "auth");
+        assert_eq!(status("aura-hitl", &none, false), 400, "aura-hitl");
+        assert_eq!(status("aura", &none, false), 400, "aura");
+        assert_eq!(status("main", &none, false), 200, "main");
+        assert_eq!(status("auth", &none, false), 200, "auth");
+        assert_eq!(status("monitoring", &none, false), 200, "monitoring");
     }
 
     #[test]
@@ -136,27 +138,36 @@ mod tests {
             ("x-tenant-id", "tenant1"),
             ("x-user-id", "user123"),
         ]);
-        assert_eq!(status(1, &ok, true), 200);
+        assert_eq!(status("aura", &ok, true), 200);
         let missing = headers(&[("x-tenant-id", "tenant1")]);
-        assert_eq!(status(1, &missing, true), 401);
+        assert_eq!(status("aura", &missing, true), 401);
         assert_eq!(
-            status(2, &HeaderMap::new(), true),
+            status("main", &HeaderMap::new(), true),
             401,
             "main needs a token"
         );
-        assert_eq!(status(3, &HeaderMap::new(), true), 200, "auth is exempt");
+        assert_eq!(
+            status("auth", &HeaderMap::new(), true),
+            200,
+            "auth is exempt"
+        );
+        assert_eq!(
+            status("monitoring", &HeaderMap::new(), true),
+            200,
+            "the pages' reports are exempt"
+        );
         let other_user = headers(&[
             ("authorization", &good),
             ("x-tenant-id", "tenant1"),
             ("x-user-id", "eve"),
         ]);
-        assert_eq!(status(1, &other_user, true), 403);
+        assert_eq!(status("aura", &other_user, true), 403);
         let other_tenant = headers(&[("authorization", &good), ("x-tenant-id", "tenant2")]);
-        assert_eq!(status(1, &other_tenant, true), 403);
+        assert_eq!(status("aura", &other_tenant, true), 403);
         let garbage = headers(&[
             ("authorization", "Bearer a.b.c"),
             ("x-tenant-id", "tenant1"),
         ]);
-        assert_eq!(status(1, &garbage, true), 401);
+        assert_eq!(status("aura", &garbage, true), 401);
     }
 }

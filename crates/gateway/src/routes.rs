@@ -1,5 +1,7 @@
-//! The route table: CONTRACT.md section 2's four routes by default, and
-//! those an operator adds in the configuration file ([`RouteSpec`]).
+//! The route table: CONTRACT.md section 2's four routes and the old
+//! gateway's `/api/monitoring/**` (the web frontend's page views, public)
+//! by default, and those an operator adds in the configuration file
+//! ([`RouteSpec`]).
 //!
 //! The most specific prefix wins (the contract's order, where
 //! `/api/aura/hitl` comes before `/api/aura`, is exactly that); a prefix
