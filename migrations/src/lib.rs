@@ -8,6 +8,7 @@
 //! - [`m20261206_000005_plan_step_merge`]: a plan step merged inside PostgreSQL.
 //! - [`m20261206_000006_adopt_agent_tasks`]: the old service's `agent_tasks` rows adopted, once.
 //! - [`m20261206_000007_monitoring`]: page views and events the frontend reports, and daily counts.
+//! - [`m20261206_000008_hitl_request`]: every HITL request heard of, for the inbox.
 #![forbid(unsafe_code)]
 
 use std::time::Duration;
@@ -24,6 +25,7 @@ pub mod m20261202_000004_hitl_decision_ids;
 pub mod m20261206_000005_plan_step_merge;
 pub mod m20261206_000006_adopt_agent_tasks;
 pub mod m20261206_000007_monitoring;
+pub mod m20261206_000008_hitl_request;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -39,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000005_plan_step_merge::Migration),
             Box::new(m20261206_000006_adopt_agent_tasks::Migration),
             Box::new(m20261206_000007_monitoring::Migration),
+            Box::new(m20261206_000008_hitl_request::Migration),
         ]
     }
 }

@@ -11,9 +11,11 @@ pub const SIGNAL_TTL_SECS: u64 = 5 * 60;
 /// The reason sent with a rejection that gives none.
 pub const DEFAULT_REJECT_REASON: &str = "User rejected";
 
-/// The Redis Stream every decision is appended to in the same atomic step
-/// as the decision itself (the audit outbox main-service's consumer moves
-/// into PostgreSQL).
+/// The Redis Stream every change of a HITL request is appended to in the
+/// same atomic step as the change itself (an outbox): created over HTTP
+/// ([`RECORD_PENDING`]), decided, expired ([`RECORD_EXPIRED`]).
+/// main-service's consumer keeps the `hitl_request` rows (the inbox) and
+/// the `hitl_decision` audit from it.
 pub const DECISIONS_STREAM: &str = "dwp:hitl-decisions";
 
 /// The sorted set of sessions whose signal nobody has received yet, scored
@@ -278,6 +280,10 @@ pub struct Signal {
     pub reason: Option<String>,
     /// Unix seconds.
     pub timestamp: u64,
+    /// [`context_digest`] of the request's `context` as it was decided, so
+    /// an agent can check that what it runs is what was approved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_digest: Option<String>,
 }
 
 impl Signal {
@@ -300,13 +306,90 @@ impl Signal {
                 Decision::Reject => Some(reason.unwrap_or_else(|| DEFAULT_REJECT_REASON.into())),
             },
             timestamp,
+            context_digest: None,
         }
     }
 }
 
+/// The SHA-256, as 64 lower-case hex digits, of `context` in canonical
+/// JSON: no whitespace, object keys sorted by their UTF-8 bytes at every
+/// depth, strings and numbers written as serde_json writes them. Two
+/// contexts with the same content and another key order or spacing have
+/// the same digest; an absent context digests as `null`.
+pub fn context_digest(context: Option<&serde_json::Value>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut text = String::new();
+    canonical(context.unwrap_or(&serde_json::Value::Null), &mut text);
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Appends the canonical JSON of `value` to `out`.
+fn canonical(value: &serde_json::Value, out: &mut String) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push(':');
+                canonical(&map[key], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+/// The `decision` of a lifecycle entry that records a new request.
+pub const RECORD_PENDING: &str = "pending";
+/// The `decision` of a lifecycle entry that records an expiry.
+pub const RECORD_EXPIRED: &str = "expired";
+/// The `decidedBy` of an expiry: no person decided.
+pub const EXPIRED_BY: &str = "system";
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_context_digest_ignores_key_order_and_spacing_only() {
+        let a: serde_json::Value =
+            serde_json::from_str(r#"{"to":"a@x","n":[1,{"b":2,"a":"é"}]}"#).unwrap();
+        let b: serde_json::Value =
+            serde_json::from_str(r#"{ "n" : [1, {"a":"é","b":2}], "to":"a@x" }"#).unwrap();
+        let c: serde_json::Value =
+            serde_json::from_str(r#"{"to":"b@x","n":[1,{"b":2,"a":"é"}]}"#).unwrap();
+        assert_eq!(context_digest(Some(&a)), context_digest(Some(&b)));
+        assert_ne!(context_digest(Some(&a)), context_digest(Some(&c)));
+        assert_eq!(context_digest(Some(&a)).len(), 64);
+        // The canonical text is what the digest covers.
+        let mut text = String::new();
+        canonical(&b, &mut text);
+        assert_eq!(text, r#"{"n":[1,{"a":"é","b":2}],"to":"a@x"}"#);
+        // sha256("null")
+        assert_eq!(
+            context_digest(None),
+            "74234e98afe7498fb5daf1f36ac2d78acc339464f950703b8c019892f982b90b"
+        );
+    }
 
     #[test]
     fn signals_serialise_to_the_contract_json() {

@@ -95,6 +95,10 @@ pub struct Config {
     pub tasks_max_per_user: u64,
     /// What the frontend's monitoring calls may send and how long it is kept.
     pub monitoring: MonitoringLimits,
+    /// `HITL_EXPIRY_SECS` (300, the real agent's wait): a request not
+    /// decided this long after it was made expires (the inbox shows it
+    /// `expired`; deciding it is 404).
+    pub hitl_expiry: Duration,
 }
 
 /// Bounds of `POST /monitoring/page-view` and `/monitoring/event`.
@@ -209,6 +213,7 @@ impl std::fmt::Debug for Config {
             )
             .field("tasks_max_per_user", &self.tasks_max_per_user)
             .field("monitoring", &self.monitoring)
+            .field("hitl_expiry", &self.hitl_expiry)
             .finish()
     }
 }
@@ -262,6 +267,7 @@ impl Config {
             tasks_max_creates_per_minute: vars.positive("TASKS_MAX_CREATES_PER_MINUTE", 120)?,
             tasks_max_per_user: vars.positive("TASKS_MAX_PER_USER", 10_000)?,
             monitoring: monitoring(&vars)?,
+            hitl_expiry: vars.secs("HITL_EXPIRY_SECS", 300)?,
             host: vars.text("SERVER_HOST").unwrap_or_else(|| "0.0.0.0".into()),
             // 0 is allowed: the system picks a free port (tests use it).
             port: port(&vars, "SERVER_PORT", 8081)?,

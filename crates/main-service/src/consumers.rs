@@ -1,7 +1,7 @@
 //! The two stream consumers main-service runs, wired to the generic loop
 //! of [`crate::consumer`]: the recorded agent streams
 //! (`dwp:agent-task-events` → `agent_task`, [`TaskWriter`]) and the decision
-//! outbox (`dwp:hitl-decisions` → `hitl_decision`, [`Audit`]).
+//! outbox (`dwp:hitl-decisions` → `hitl_decision` and `hitl_request`, [`Audit`]).
 
 use std::sync::Arc;
 
@@ -60,7 +60,9 @@ async fn consume_all(state: &AppState, stop: CancellationToken) {
         &state.metrics,
         consumer,
         dwp_core::tasks::EVENTS_STREAM,
-        TaskWriter,
+        TaskWriter {
+            expiry: state.config.hitl_expiry,
+        },
         stop.clone(),
     );
     let decisions = run(
@@ -69,7 +71,9 @@ async fn consume_all(state: &AppState, stop: CancellationToken) {
         &state.metrics,
         consumer,
         dwp_core::hitl::DECISIONS_STREAM,
-        Audit,
+        Audit {
+            expiry: state.config.hitl_expiry,
+        },
         stop,
     );
     tokio::join!(events, decisions);

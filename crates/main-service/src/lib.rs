@@ -26,6 +26,7 @@
 //! - [`quota`]: what one user may create per minute (HITL requests, tasks).
 //! - [`cli`]: the `main-service user add` command.
 //! - [`monitoring`]: page views and events the frontend reports, kept for a while.
+//! - [`paging`]: the lists' `page` and `size`.
 //! - [`metrics`]: Prometheus metrics and the latency middleware.
 //! - [`health`]: the contract's liveness and readiness (`/main/health`).
 //! - [`actuator`]: Spring Boot Actuator's health endpoints for the old probes.
@@ -52,6 +53,7 @@ pub mod login;
 pub mod metrics;
 pub mod monitoring;
 pub mod openapi;
+pub mod paging;
 pub mod quota;
 pub mod reply;
 pub mod signin;
@@ -178,6 +180,7 @@ pub async fn serve(
     }
     background.spawn(hitl::delivery::run(state.clone(), stop.clone()));
     background.spawn(monitoring::store::run_sweeper(state.clone(), stop.clone()));
+    background.spawn(hitl::expiry::run(state.clone(), stop.clone()));
     let consumers = if state.config.consumer.enabled {
         Some(consumers::start(state.clone(), stop.clone())?)
     } else {

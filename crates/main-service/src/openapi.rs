@@ -34,6 +34,7 @@ use utoipa::{Modify, OpenApi};
         crate::hitl::approve,
         crate::hitl::reject,
         crate::hitl::create::create,
+        crate::hitl::inbox::list,
         crate::hitl::read_request,
         crate::hitl::read_signal,
         crate::tasks::api::create,

@@ -15,7 +15,7 @@ use axum::Json;
 use axum::extract::State;
 use dwp_core::Envelope;
 use dwp_core::envelope::{rfc3339, unix_now};
-use dwp_core::hitl::{self, SessionRecord, StoredRequest};
+use dwp_core::hitl::{self, DecisionRecord, SessionRecord, StoredRequest};
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -29,7 +29,8 @@ use crate::reply::Reply;
 use crate::state::AppState;
 
 /// Claims (or refreshes) the session, checks the pending cap, stores the
-/// request, and records the caller among the session's owners.
+/// request, records the caller among the session's owners, and appends the
+/// new request to the lifecycle stream (the inbox's row).
 /// Returns 1 stored, 0 the request id is taken, -1 the session changed
 /// under us (read again), -2 too many pending.
 static CLAIM: LazyLock<redis::Script> = LazyLock::new(|| {
@@ -50,6 +51,8 @@ redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), ARGV[9])
 redis.call('EXPIRE', KEYS[3], ARGV[2])
 redis.call('HSET', KEYS[4], ARGV[10], ARGV[9])
 redis.call('EXPIRE', KEYS[4], ARGV[4])
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[11], '*', unpack(ARGV, 13))
+redis.call('XTRIM', KEYS[5], 'MINID', '~', ARGV[12])
 return 1
 ",
     )
@@ -185,6 +188,16 @@ async fn claim(state: &AppState, caller: &Caller, request: StoredRequest) -> Res
     };
     let (record, stored) = (json(&record)?, json(&request)?);
     let (request_id, session_id) = (&request.request_id, &request.session_id);
+    let created = DecisionRecord {
+        request_id,
+        session_id,
+        tenant_id: &caller.tenant_id,
+        decided_by: &caller.user_id,
+        decision: hitl::RECORD_PENDING,
+        reason: "",
+        decided_at: &request.created_at,
+        request: &stored,
+    };
     let mut conn = state.store.conn().await?;
     let me = Owner::caller(caller);
     for _ in 0..ATTEMPTS {
@@ -194,27 +207,29 @@ async fn claim(state: &AppState, caller: &Caller, request: StoredRequest) -> Res
         {
             return Err(AppError::Forbidden("This session belongs to someone else"));
         }
-        let outcome: i64 = state
-            .store
-            .bounded(
-                CLAIM
-                    .key(hitl::request_key(request_id))
-                    .key(hitl::session_key(session_id))
-                    .key(pending_key(&caller.tenant_id, &caller.user_id))
-                    .arg(&stored)
-                    .arg(hitl::REQUEST_TTL_SECS)
-                    .arg(&record)
-                    .arg(hitl::SESSION_TTL_SECS)
-                    .arg(current.as_ref().map_or("", |s| s.raw.as_str()))
-                    .arg(if current.is_none() { "1" } else { "0" })
-                    .arg(state.config.hitl_max_pending_per_user)
-                    .arg(unix_now())
-                    .arg(request_id)
-                    .key(hitl::owners_key(session_id))
-                    .arg(me.field())
-                    .invoke_async(&mut conn),
-            )
-            .await?;
+        let mut script = CLAIM.prepare_invoke();
+        script
+            .key(hitl::request_key(request_id))
+            .key(hitl::session_key(session_id))
+            .key(pending_key(&caller.tenant_id, &caller.user_id))
+            .arg(&stored)
+            .arg(hitl::REQUEST_TTL_SECS)
+            .arg(&record)
+            .arg(hitl::SESSION_TTL_SECS)
+            .arg(current.as_ref().map_or("", |s| s.raw.as_str()))
+            .arg(if current.is_none() { "1" } else { "0" })
+            .arg(state.config.hitl_max_pending_per_user)
+            .arg(unix_now())
+            .arg(request_id)
+            .key(hitl::owners_key(session_id))
+            .arg(me.field())
+            .key(hitl::DECISIONS_STREAM)
+            .arg(state.config.streams.max_len)
+            .arg(state.config.streams.min_id());
+        for (name, value) in created.fields() {
+            script.arg(name).arg(value);
+        }
+        let outcome: i64 = state.store.bounded(script.invoke_async(&mut conn)).await?;
         if matches!(outcome, 1 | 0 | -2) {
             return Ok(outcome);
         }

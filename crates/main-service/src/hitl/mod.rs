@@ -17,6 +17,8 @@
 //! - [`session`]: owners of sessions and requests, and the rule that joins them.
 //! - [`create`]: `POST /aura/hitl/requests`, which claims its session.
 //! - [`delivery`]: signals published again until an agent receives one.
+//! - [`inbox`]: the `hitl_request` rows and `GET /aura/hitl/requests`.
+//! - [`expiry`]: requests not decided in time become `expired`.
 //!
 //! The same person sending the same decision again (a double click, a
 //! retry) gets 200 with `alreadyProcessed: true` and no second signal; a
@@ -24,6 +26,8 @@
 
 pub mod create;
 pub mod delivery;
+pub mod expiry;
+pub mod inbox;
 pub mod session;
 
 use std::sync::{Arc, LazyLock};
@@ -139,7 +143,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/aura/hitl/reject/{id}", post(reject))
         .route("/aura/hitl/approve/", post(empty_id))
         .route("/aura/hitl/reject/", post(empty_id))
-        .route("/aura/hitl/requests", post(create::create))
+        .route("/aura/hitl/requests", post(create::create).get(inbox::list))
         .route("/aura/hitl/requests/{id}", get(read_request))
         .route("/aura/hitl/signals/{id}", get(read_signal))
 }
@@ -175,6 +179,10 @@ pub struct DecisionBody {
     pub user_id: Option<String>,
     /// Why (rejections).
     pub reason: Option<String>,
+    /// The `contextDigest` the person was shown (the inbox's and the
+    /// feed's): when given and the stored context's differs, 409 and
+    /// nothing is decided.
+    pub context_digest: Option<String>,
 }
 
 #[utoipa::path(post, path = "/aura/hitl/approve/{id}", tag = "hitl", params(("id" = String, Path, description = "The request id (1 to 512 bytes, no control characters)"), ("X-User-ID" = String, Header, description = "The caller; must equal the token's `sub`"), ("X-Tenant-ID" = String, Header, description = "The tenant; must equal the token's `tenant_id`")), request_body(content = Option<DecisionBody>, description = "Optional"),
@@ -219,7 +227,14 @@ async fn decide(
     let outcome = tokio::time::timeout(
         // Well inside the two seconds a caller may wait for a 503.
         state.store.timeout() * 3 / 2,
-        decide_once(state, caller, id, decision, body.reason),
+        decide_once(
+            state,
+            caller,
+            id,
+            decision,
+            body.reason,
+            body.context_digest.as_deref(),
+        ),
     )
     .await
     .unwrap_or(Err(AppError::Unavailable("Redis")));
@@ -330,6 +345,7 @@ async fn decide_once(
     id: &str,
     decision: Decision,
     reason: Option<String>,
+    shown_digest: Option<&str>,
 ) -> Result<Decided, AppError> {
     let mut conn = state.store.durable_conn().await?;
     for _ in 0..ATTEMPTS {
@@ -339,11 +355,24 @@ async fn decide_once(
                 Read::Done(done) => return Ok(done),
             };
         let session_id = session_of(&stored, id)?;
+        let digest = hitl::context_digest(stored.get("context"));
+        if let Some(shown) = shown_digest
+            && !shown.trim().eq_ignore_ascii_case(&digest)
+        {
+            return Err(AppError::Conflict {
+                message: format!(
+                    "HITL request {id}: contextDigest does not match its context; \
+                     decide what it asks now (data.contextDigest)"
+                ),
+                data: serde_json::json!({ "contextDigest": digest }),
+            });
+        }
         let session = session::read(&state.store, &mut conn, &session_id).await?;
         session::check(session.as_ref(), &owner, caller)?;
         superseded(session.as_ref(), id)?;
         let timestamp = unix_now();
-        let signal = Signal::new(decision, id, &session_id, reason.clone(), timestamp);
+        let mut signal = Signal::new(decision, id, &session_id, reason.clone(), timestamp);
+        signal.context_digest = Some(digest);
         let decided_at = rfc3339(timestamp);
         mark_decided(
             &mut stored,
@@ -569,6 +598,9 @@ fn already_decided(
 ) -> Result<Option<Decided>, AppError> {
     match stored.get("status").and_then(Value::as_str) {
         Some("pending") => Ok(None),
+        Some(hitl::RECORD_EXPIRED) => Err(AppError::NotFound(format!(
+            "HITL request {id} expired: it was not decided in time, and its agent no longer waits"
+        ))),
         Some(status)
             if status == decision.status()
                 && stored.get("decidedBy").and_then(Value::as_str)

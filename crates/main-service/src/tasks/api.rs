@@ -26,11 +26,9 @@ use crate::auth::{Caller, TokenCaller};
 use crate::body::JsonBody;
 use crate::entity::agent_task::{self, Column, Entity, Model};
 use crate::error::AppError;
+use crate::paging::Paging;
 use crate::reply::Reply;
 use crate::state::AppState;
-
-/// Default and largest page size of the list.
-const PAGE_SIZE: (u64, u64) = (20, 100);
 
 /// The routes.
 pub fn routes() -> Router<Arc<AppState>> {
@@ -306,18 +304,8 @@ async fn list(
     TokenCaller(caller): TokenCaller,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Envelope<TaskPage>>, AppError> {
-    let number = |name: &str, default: u64| match query.get(name) {
-        None => Ok(default),
-        Some(raw) => raw
-            .trim()
-            .parse::<u64>()
-            .map_err(|_| AppError::BadRequest(format!("{name} must be a whole number ≥ 0"))),
-    };
-    let page = number("page", 0)?;
-    let size = number("size", PAGE_SIZE.0)?.min(PAGE_SIZE.1);
-    if size == 0 {
-        return Err(AppError::BadRequest("size must be at least 1".into()));
-    }
+    let paging = Paging::from_query(&query)?;
+    let (page, size) = (paging.page, paging.size);
     // Without the plans (up to 800 KiB each): a page holds at most
     // size x (4 + 16 + 16 + 4 KiB) of task fields.
     let pages = Entity::find()
@@ -331,10 +319,7 @@ async fn list(
         .paginate(state.db.conn()?, size);
     let total = state.db.bounded(pages.num_items()).await?;
     // PostgreSQL's OFFSET is a bigint: a page beyond it is past the end.
-    let reachable = page
-        .checked_mul(size)
-        .is_some_and(|offset| i64::try_from(offset).is_ok());
-    let tasks = if reachable {
+    let tasks = if paging.offset().is_some() {
         state.db.bounded(pages.fetch_page(page)).await?
     } else {
         Vec::new()

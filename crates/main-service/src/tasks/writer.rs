@@ -5,7 +5,8 @@
 //! - the first event creates the row, `IN_PROGRESS`;
 //! - `plan_step` and `plan_step_update` add or update a step in `plan_steps`
 //!   (by `stepId`), and move `progress` to the share of completed steps;
-//! - `hitl` sets `hitl_request_id`;
+//! - `hitl` sets `hitl_request_id` and adds the request to the caller's
+//!   inbox (`hitl_request`, [`crate::hitl::inbox`]);
 //! - `end` or `[DONE]` completes it (progress 100); `error` or `failed`
 //!   fails it with the message, and so does the gateway's
 //!   `dwp.relay_broken` entry (a stream that ended without finishing).
@@ -24,18 +25,31 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
     TransactionTrait,
 };
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::lifecycle::{self, Status};
 use crate::consumer::{Apply, Entry, Rejected};
 use crate::db::{Db, INSERT_CHUNK};
 use crate::entity::agent_task::{self, Column, Entity, Model};
+use crate::hitl::inbox::{self, RequestRow};
 
 /// `task_type` of rows made from recorded streams.
 pub const STREAM_TASK_TYPE: &str = "AGENT_STREAM";
 
 /// Applies `dwp:agent-task-events` entries.
-pub struct TaskWriter;
+#[derive(Debug, Clone, Copy)]
+pub struct TaskWriter {
+    /// `HITL_EXPIRY_SECS`: when a recorded `hitl` event's request expires.
+    pub expiry: std::time::Duration,
+}
+
+impl Default for TaskWriter {
+    fn default() -> Self {
+        Self {
+            expiry: std::time::Duration::from_secs(300),
+        }
+    }
+}
 
 impl Apply for TaskWriter {
     async fn apply(&self, db: &Db, entries: &[Entry]) -> Result<Vec<Rejected>, DbErr> {
@@ -102,6 +116,9 @@ impl Apply for TaskWriter {
             let mut steps_changed = false;
             for event in events {
                 steps_changed |= apply_event(&mut next, &mut steps, event, now);
+                if let Some(request) = self.inbox_row(event) {
+                    inbox::record(&txn, request).await?;
+                }
             }
             if steps_changed {
                 next.plan_steps = Some(Value::Array(steps).to_string());
@@ -114,6 +131,65 @@ impl Apply for TaskWriter {
         txn.commit().await?;
         Ok(rejected)
     }
+}
+
+impl TaskWriter {
+    /// The inbox row of a recorded `hitl` event: the request the agent
+    /// told only its own stream about, owned by the stream's caller.
+    fn inbox_row(&self, entry: &Entry) -> Option<RequestRow> {
+        let (kind, event) = parsed(entry)?;
+        if kind != EventType::Hitl {
+            return None;
+        }
+        let inner = payload(&event);
+        let text = |name: &str| inner.get(name).and_then(Value::as_str).map(pg_text);
+        let request_id = text("requestId").filter(|id| dwp_core::hitl::storable_id(id))?;
+        // The stream id's first part is the Unix millisecond it was recorded.
+        let millis: i64 = entry.id.split('-').next()?.parse().ok()?;
+        let created_at = chrono::DateTime::from_timestamp_millis(millis)?.fixed_offset();
+        let expiry = chrono::Duration::from_std(self.expiry).ok()?;
+        Some(RequestRow {
+            request_id,
+            session_id: text("sessionId").filter(|id| dwp_core::hitl::storable_id(id)),
+            task_id: Some(entry.field(tasks::FIELD_TASK_ID).to_owned()),
+            tenant_id: entry.field(tasks::FIELD_TENANT_ID).to_owned(),
+            user_id: entry.field(tasks::FIELD_USER_ID).to_owned(),
+            action_type: text("actionType"),
+            message: text("message"),
+            // A context with U+0000 cannot be jsonb: the row goes without it.
+            context: inner
+                .get("context")
+                .filter(|c| !c.to_string().contains("\\u0000"))
+                .cloned(),
+            status: "pending",
+            created_at,
+            expires_at: created_at.checked_add_signed(expiry)?,
+            decided_by: None,
+            decided_at: None,
+            reason: None,
+        })
+    }
+}
+
+/// A recorded event's kind and JSON object (`None`: not a JSON object).
+fn parsed(entry: &Entry) -> Option<(EventType, Map<String, Value>)> {
+    let Ok(Value::Object(event)) = serde_json::from_str::<Value>(entry.field(tasks::FIELD_DATA))
+    else {
+        return None;
+    };
+    let name = match entry.field(tasks::FIELD_EVENT_TYPE) {
+        "" | "message" => event.get("type").and_then(Value::as_str).unwrap_or(""),
+        name => name,
+    };
+    Some((EventType::parse(name), event))
+}
+
+/// Wrapped events carry their payload in `data` (the frontend's `data.data || data`).
+fn payload(event: &Map<String, Value>) -> &Map<String, Value> {
+    event
+        .get("data")
+        .and_then(Value::as_object)
+        .unwrap_or(event)
 }
 
 /// Entries that cannot become a row (ids too long for the columns).
@@ -156,24 +232,14 @@ pub fn apply_event(
     entry: &Entry,
     now: DateTimeWithTimeZone,
 ) -> bool {
-    let data = entry.field(tasks::FIELD_DATA);
-    if data.trim() == "[DONE]" {
+    if entry.field(tasks::FIELD_DATA).trim() == "[DONE]" {
         finish(task, Status::Completed, None, now);
         return false;
     }
-    let Ok(Value::Object(event)) = serde_json::from_str::<Value>(data) else {
+    let Some((kind, event)) = parsed(entry) else {
         return false; // not JSON: nothing to record beyond the row itself
     };
-    let name = match entry.field(tasks::FIELD_EVENT_TYPE) {
-        "" | "message" => event.get("type").and_then(Value::as_str).unwrap_or(""),
-        name => name,
-    };
-    let kind = EventType::parse(name);
-    // Wrapped events carry their payload in `data` (the frontend's `data.data || data`).
-    let inner = event
-        .get("data")
-        .and_then(Value::as_object)
-        .unwrap_or(&event);
+    let inner = payload(&event);
     match kind {
         EventType::PlanStep | EventType::PlanStepUpdate => {
             if !lifecycle::merge_step(steps, inner.clone(), true) {
@@ -218,7 +284,7 @@ pub fn apply_event(
                         .or_else(|| inner.get(*k))
                         .and_then(Value::as_str)
                 })
-                .unwrap_or(name);
+                .unwrap_or(kind.as_str());
             finish(task, Status::Failed, Some(pg_text(message)), now);
         }
         _ => {}

@@ -49,6 +49,7 @@ async fn approval_publishes_the_contract_signal_once_and_records_the_decision() 
         keys,
         [
             "action",
+            "contextDigest",
             "requestId",
             "sessionId",
             "status",

@@ -14,6 +14,7 @@ mod link;
 mod audit;
 mod decisions;
 mod delivery;
+mod inbox;
 mod login;
 mod monitoring;
 mod ownership;

@@ -338,24 +338,24 @@ async fn applying_the_same_entries_again_changes_nothing() {
     let task_id = uuid::Uuid::new_v4().to_string();
     let entries = entries(&task_id, "u1", &run_events());
     // In two batches, then everything again, then one entry alone.
-    TaskWriter
+    TaskWriter::default()
         .apply(&app.state.db, &entries[..3])
         .await
         .unwrap();
-    TaskWriter
+    TaskWriter::default()
         .apply(&app.state.db, &entries[3..])
         .await
         .unwrap();
     let once = read_task(&app, &task_id).await;
     assert_eq!(once["status"], "FAILED");
     assert!(
-        TaskWriter
+        TaskWriter::default()
             .apply(&app.state.db, &entries)
             .await
             .unwrap()
             .is_empty()
     );
-    TaskWriter
+    TaskWriter::default()
         .apply(&app.state.db, &entries[1..2])
         .await
         .unwrap();
@@ -366,7 +366,10 @@ async fn applying_the_same_entries_again_changes_nothing() {
     let mut bad = entries[0].clone();
     bad.fields
         .insert(tasks::FIELD_TASK_ID.into(), "x".repeat(40));
-    let refused = TaskWriter.apply(&app.state.db, &[bad]).await.unwrap();
+    let refused = TaskWriter::default()
+        .apply(&app.state.db, &[bad])
+        .await
+        .unwrap();
     assert_eq!(refused.len(), 1);
 }
 
@@ -382,7 +385,10 @@ async fn a_stream_the_gateway_saw_break_off_fails_its_task() {
         (tasks::EVENT_RELAY_BROKEN, broken),
     ];
     let entries = entries(&task_id, "u1", &events);
-    TaskWriter.apply(&app.state.db, &entries).await.unwrap();
+    TaskWriter::default()
+        .apply(&app.state.db, &entries)
+        .await
+        .unwrap();
     let task = read_task(&app, &task_id).await;
     assert_eq!(task["status"], "FAILED");
     assert_eq!(task["errorMessage"], "The agent broke the stream off");
@@ -405,7 +411,10 @@ async fn an_agent_message_with_a_nul_character_is_recorded_not_refused() {
         ),
     ];
     let entries = entries(&task_id, "u1", &events);
-    let refused = TaskWriter.apply(&app.state.db, &entries).await.unwrap();
+    let refused = TaskWriter::default()
+        .apply(&app.state.db, &entries)
+        .await
+        .unwrap();
     assert!(refused.is_empty(), "{refused:?}");
     let task = read_task(&app, &task_id).await;
     assert_eq!(task["status"], "FAILED");
