@@ -124,7 +124,8 @@ async fn approval_through_the_gateway_signals_the_agent_and_the_run_is_recorded(
             "status",
             "requestId",
             "sessionId",
-            "timestamp"
+            "timestamp",
+            "contextDigest"
         ]
     );
     assert_eq!(
