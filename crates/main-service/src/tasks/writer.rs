@@ -115,8 +115,10 @@ impl Apply for TaskWriter {
             let mut steps = lifecycle::steps_of(next.plan_steps.as_deref());
             let mut steps_changed = false;
             for event in events {
-                steps_changed |= apply_event(&mut next, &mut steps, event, now);
-                if let Some(request) = self.inbox_row(event) {
+                // Parsed once, for the task and the inbox.
+                let parsed = parsed(event);
+                steps_changed |= apply_event(&mut next, &mut steps, event, parsed.as_ref(), now);
+                if let Some(request) = parsed.as_ref().and_then(|p| self.inbox_row(event, p)) {
                     inbox::record(&txn, request).await?;
                 }
             }
@@ -136,12 +138,11 @@ impl Apply for TaskWriter {
 impl TaskWriter {
     /// The inbox row of a recorded `hitl` event: the request the agent
     /// told only its own stream about, owned by the stream's caller.
-    fn inbox_row(&self, entry: &Entry) -> Option<RequestRow> {
-        let (kind, event) = parsed(entry)?;
-        if kind != EventType::Hitl {
+    fn inbox_row(&self, entry: &Entry, (kind, event): &Parsed) -> Option<RequestRow> {
+        if *kind != EventType::Hitl {
             return None;
         }
-        let inner = payload(&event);
+        let inner = payload(event);
         let text = |name: &str| inner.get(name).and_then(Value::as_str).map(pg_text);
         let request_id = text("requestId").filter(|id| dwp_core::hitl::storable_id(id))?;
         // The stream id's first part is the Unix millisecond it was recorded.
@@ -171,8 +172,11 @@ impl TaskWriter {
     }
 }
 
-/// A recorded event's kind and JSON object (`None`: not a JSON object).
-fn parsed(entry: &Entry) -> Option<(EventType, Map<String, Value>)> {
+/// A recorded event's kind and JSON object.
+pub type Parsed = (EventType, Map<String, Value>);
+
+/// The entry's event, parsed (`None`: not a JSON object).
+fn parsed(entry: &Entry) -> Option<Parsed> {
     let Ok(Value::Object(event)) = serde_json::from_str::<Value>(entry.field(tasks::FIELD_DATA))
     else {
         return None;
@@ -225,21 +229,23 @@ fn new_row(first: &Entry, now: DateTimeWithTimeZone) -> agent_task::ActiveModel 
 }
 
 /// One recorded SSE event's effect on its task and its plan `steps` (the
-/// parsed `plan_steps`); returns whether the steps changed.
+/// parsed `plan_steps`), given the entry and its event as [`Parsed`] (the
+/// caller parses it once); returns whether the steps changed.
 pub fn apply_event(
     task: &mut Model,
     steps: &mut Vec<Value>,
     entry: &Entry,
+    parsed: Option<&Parsed>,
     now: DateTimeWithTimeZone,
 ) -> bool {
     if entry.field(tasks::FIELD_DATA).trim() == "[DONE]" {
         finish(task, Status::Completed, None, now);
         return false;
     }
-    let Some((kind, event)) = parsed(entry) else {
+    let Some((kind, event)) = parsed else {
         return false; // not JSON: nothing to record beyond the row itself
     };
-    let inner = payload(&event);
+    let inner = payload(event);
     match kind {
         EventType::PlanStep | EventType::PlanStepUpdate => {
             if !lifecycle::merge_step(steps, inner.clone(), true) {

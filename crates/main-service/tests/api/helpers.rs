@@ -236,6 +236,30 @@ impl Client {
         self.send(method, path, &headers, body).await
     }
 
+    /// `GET path` by `user` of `tenant` until it answers 200 and `done`
+    /// holds for its `data` (10 s at most); that `data`.
+    pub(crate) async fn get_until(
+        &self,
+        path: &str,
+        user: &str,
+        tenant: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let reply = self.as_user("GET", path, user, tenant, "").await;
+            if reply.status == 200 && done(&reply.body["data"]) {
+                return reply.body["data"].clone();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{path} never got there: {}",
+                reply.text
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// A decision by `user` of `tenant` with a good token.
     pub(crate) async fn decide(
         &self,

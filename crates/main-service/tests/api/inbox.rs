@@ -2,8 +2,6 @@
 //! from recorded `hitl` events, in its owner's inbox only; decisions and
 //! expiry show; a decision must match the context that was shown.
 
-use std::time::{Duration, Instant};
-
 use dwp_core::tasks;
 use serde_json::{Value, json};
 
@@ -19,22 +17,8 @@ async fn inbox_until(
     query: &str,
     done: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let reply = app
-            .as_user("GET", &format!("{INBOX}{query}"), user, tenant, "")
-            .await;
-        assert_eq!(reply.status, 200, "{}", reply.text);
-        if done(&reply.body["data"]) {
-            return reply.body["data"].clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "inbox never got there: {}",
-            reply.text
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    app.get_until(&format!("{INBOX}{query}"), user, tenant, done)
+        .await
 }
 
 /// Creates a request over HTTP for `user` of `tenant`; its id.

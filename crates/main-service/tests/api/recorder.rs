@@ -77,27 +77,8 @@ async fn wait_for_task(
     tenant: &str,
     done: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let reply = app
-            .as_user(
-                "GET",
-                &format!("/main/agent/tasks/{task_id}"),
-                user,
-                tenant,
-                "",
-            )
-            .await;
-        if reply.status == 200 && done(&reply.body["data"]) {
-            return reply.body["data"].clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "task never got there: {}",
-            reply.text
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let path = format!("/main/agent/tasks/{task_id}");
+    app.get_until(&path, user, tenant, done).await
 }
 
 #[tokio::test]
