@@ -9,6 +9,7 @@
 //! database outage it catches up. One audit row per request: an entry
 //! applied twice is inserted once, and the inbox merge is idempotent.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset};
@@ -21,11 +22,14 @@ use crate::consumer::{Apply, Entry, Rejected};
 use crate::db::Db;
 use crate::entity::hitl_decision::{self, Column, Entity};
 use crate::hitl::inbox::{self, RequestRow};
+use crate::hitl::publish::Publisher;
 
 /// Applies `dwp:hitl-decisions` entries.
 pub struct Audit {
     /// `HITL_EXPIRY_SECS`: a request expires this long after it was made.
     pub expiry: Duration,
+    /// Announces each request's new status on the live feed.
+    pub feed: Option<Arc<Publisher>>,
 }
 
 impl Apply for Audit {
@@ -37,7 +41,22 @@ impl Apply for Audit {
                 rejected.push((entry.id.clone(), why.to_owned()));
             }
         }
+        let Some(feed) = &self.feed else {
+            txn.commit().await?;
+            return Ok(rejected);
+        };
+        let requests: Vec<String> = entries
+            .iter()
+            .filter(|e| !rejected.iter().any(|(id, _)| *id == e.id))
+            .map(|e| {
+                DecisionRecord::read(|name| e.field(name))
+                    .request_id
+                    .to_owned()
+            })
+            .collect();
+        let changes = inbox::current(&txn, &requests).await?;
         txn.commit().await?;
+        feed.publish(&changes).await?;
         Ok(rejected)
     }
 }

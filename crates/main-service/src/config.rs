@@ -99,6 +99,24 @@ pub struct Config {
     /// decided this long after it was made expires (the inbox shows it
     /// `expired`; deciding it is 404).
     pub hitl_expiry: Duration,
+    /// The live feed of HITL requests (`GET /aura/hitl/events`).
+    pub feed: FeedLimits,
+}
+
+/// Bounds of the live feed ([`crate::hitl::feed`]).
+#[derive(Debug, Clone)]
+pub struct FeedLimits {
+    /// `HITL_FEED_RETENTION_SECS` (3600): how long a feed's events are kept
+    /// for a client that reconnects with `Last-Event-ID`.
+    pub retention: Duration,
+    /// `HITL_FEED_HEARTBEAT_SECS` (15; 0 turns them off): `: keep-alive`
+    /// during silence, so proxies and clients see the feed alive.
+    pub heartbeat: Option<Duration>,
+    /// `HITL_FEED_MAX_PER_USER` (10): feeds one user may hold open on one
+    /// replica; more is 429.
+    pub max_per_user: usize,
+    /// `HITL_FEED_MAX_OPEN` (10000): feeds one replica holds open; more is 429.
+    pub max_open: usize,
 }
 
 /// Bounds of `POST /monitoring/page-view` and `/monitoring/event`.
@@ -214,6 +232,7 @@ impl std::fmt::Debug for Config {
             .field("tasks_max_per_user", &self.tasks_max_per_user)
             .field("monitoring", &self.monitoring)
             .field("hitl_expiry", &self.hitl_expiry)
+            .field("feed", &self.feed)
             .finish()
     }
 }
@@ -268,6 +287,7 @@ impl Config {
             tasks_max_per_user: vars.positive("TASKS_MAX_PER_USER", 10_000)?,
             monitoring: monitoring(&vars)?,
             hitl_expiry: vars.secs("HITL_EXPIRY_SECS", 300)?,
+            feed: feed(&vars)?,
             host: vars.text("SERVER_HOST").unwrap_or_else(|| "0.0.0.0".into()),
             // 0 is allowed: the system picks a free port (tests use it).
             port: port(&vars, "SERVER_PORT", 8081)?,
@@ -292,6 +312,17 @@ fn port(vars: &Settings, var: &str, default: u16) -> Result<u16, ConfigError> {
             .parse::<u16>()
             .map_err(|_| bad(var, format!("{raw:?} is not a port"))),
     }
+}
+
+/// The live feed's bounds.
+fn feed(vars: &Settings) -> Result<FeedLimits, ConfigError> {
+    let heartbeat = Duration::from_secs(vars.number("HITL_FEED_HEARTBEAT_SECS", 15)?);
+    Ok(FeedLimits {
+        retention: vars.secs("HITL_FEED_RETENTION_SECS", 3600)?,
+        heartbeat: (!heartbeat.is_zero()).then_some(heartbeat),
+        max_per_user: vars.positive("HITL_FEED_MAX_PER_USER", 10)? as usize,
+        max_open: vars.positive("HITL_FEED_MAX_OPEN", 10_000)? as usize,
+    })
 }
 
 /// How login protects itself.

@@ -22,9 +22,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use redis::Value;
 use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamAutoClaimReply, StreamReadReply};
-use redis::{AsyncConnectionConfig, Value};
 use sea_orm::{ConnAcquireErr, DbErr};
 use tokio_util::sync::CancellationToken;
 
@@ -230,15 +230,7 @@ impl Reader<'_> {
         if let Some(conn) = &self.conn {
             return Ok(conn.clone());
         }
-        let settings = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(BLOCK + Duration::from_secs(2)));
-        let primary = tokio::time::timeout(Duration::from_secs(2), self.redis.primary())
-            .await
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-        let mut conn = primary
-            .get_multiplexed_async_connection_with_config(&settings)
-            .await?;
+        let mut conn = crate::store::blocking_conn(self.redis, BLOCK).await?;
         let created: redis::RedisResult<()> = redis::cmd("XGROUP")
             .arg("CREATE")
             .arg(self.stream)

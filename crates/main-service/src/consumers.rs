@@ -11,7 +11,9 @@ use tokio_util::sync::CancellationToken;
 use crate::audit::Audit;
 use crate::consumer::{pause, run};
 use crate::db::Db;
+use crate::hitl::publish::Publisher;
 use crate::state::AppState;
+use crate::store::Store;
 use crate::tasks::writer::TaskWriter;
 
 /// Starts both consumers (recorded streams → `agent_task`, decision outbox
@@ -54,6 +56,11 @@ async fn consume_all(state: &AppState, stop: CancellationToken) {
         }
     };
     let consumer = &state.config.consumer;
+    // Its own Redis connection, on this thread's runtime.
+    let feed = Arc::new(Publisher::new(
+        Store::new(redis, state.config.redis_timeout, 0),
+        state.config.feed.retention,
+    ));
     let events = run(
         redis,
         &db,
@@ -62,6 +69,7 @@ async fn consume_all(state: &AppState, stop: CancellationToken) {
         dwp_core::tasks::EVENTS_STREAM,
         TaskWriter {
             expiry: state.config.hitl_expiry,
+            feed: Some(feed.clone()),
         },
         stop.clone(),
     );
@@ -73,6 +81,7 @@ async fn consume_all(state: &AppState, stop: CancellationToken) {
         dwp_core::hitl::DECISIONS_STREAM,
         Audit {
             expiry: state.config.hitl_expiry,
+            feed: Some(feed),
         },
         stop,
     );

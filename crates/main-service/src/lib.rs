@@ -181,6 +181,7 @@ pub async fn serve(
     background.spawn(hitl::delivery::run(state.clone(), stop.clone()));
     background.spawn(monitoring::store::run_sweeper(state.clone(), stop.clone()));
     background.spawn(hitl::expiry::run(state.clone(), stop.clone()));
+    background.spawn(hitl::feed::run(state.clone(), stop.clone()));
     let consumers = if state.config.consumer.enabled {
         Some(consumers::start(state.clone(), stop.clone())?)
     } else {

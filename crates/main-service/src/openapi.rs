@@ -35,6 +35,7 @@ use utoipa::{Modify, OpenApi};
         crate::hitl::reject,
         crate::hitl::create::create,
         crate::hitl::inbox::list,
+        crate::hitl::feed::events,
         crate::hitl::read_request,
         crate::hitl::read_signal,
         crate::tasks::api::create,

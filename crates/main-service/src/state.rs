@@ -27,6 +27,8 @@ pub struct AppState {
     pub undelivered: tokio::sync::Notify,
     /// The password-check slots (`LOGIN_HASH_MEMORY_MIB`) and their queue.
     pub login_slots: crate::hashing::Slots,
+    /// The live feeds this replica holds ([`crate::hitl::feed`]).
+    pub feed: Arc<crate::hitl::feed::Hub>,
     /// Cancelled when the service stops (also when [`crate::serve`] is dropped):
     /// ends the background work, migrations and consumers.
     pub stop: CancellationToken,
@@ -46,6 +48,7 @@ pub async fn state(config: Config) -> std::io::Result<Arc<AppState>> {
         metrics: Metrics::default(),
         login_slots: crate::hashing::Slots::new(&config.login),
         undelivered: tokio::sync::Notify::new(),
+        feed: Arc::default(),
         stop: CancellationToken::new(),
         config,
     }))

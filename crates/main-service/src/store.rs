@@ -155,3 +155,21 @@ impl Store {
         Ok(())
     }
 }
+
+/// A connection of its own for a reader that blocks (`XREAD BLOCK`,
+/// `XREADGROUP BLOCK`), which would hold up other commands on a shared
+/// multiplexed connection; its replies may take `block` and a margin.
+pub async fn blocking_conn(
+    redis: &Target,
+    block: Duration,
+) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    let settings = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(Some(block + Duration::from_secs(2)));
+    let primary = tokio::time::timeout(Duration::from_secs(2), redis.primary())
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    primary
+        .get_multiplexed_async_connection_with_config(&settings)
+        .await
+}

@@ -22,6 +22,7 @@ use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, Value as SqlValue};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::publish::Change;
 use crate::auth::Caller;
 use crate::error::AppError;
 use crate::paging::Paging;
@@ -269,4 +270,65 @@ pub(super) async fn list(
             total_pages: total.div_ceil(size),
         },
     )))
+}
+
+/// The current state of the requests `ids` (those with a row), to announce
+/// on the live feed ([`super::publish`]).
+pub async fn current(conn: &impl ConnectionTrait, ids: &[String]) -> Result<Vec<Change>, DbErr> {
+    let mut ids: Vec<&String> = ids.iter().collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut changes = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(1000) {
+        let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT tenant_id, user_id, request_id, status, {ENTRY_JSON}::text AS entry \
+             FROM hitl_request WHERE request_id IN ({}) ORDER BY seq",
+            marks.join(", ")
+        );
+        let values: Vec<SqlValue> = chunk.iter().map(|id| (*id).clone().into()).collect();
+        let rows = conn
+            .query_all_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                sql,
+                values,
+            ))
+            .await?;
+        for row in rows {
+            let text = |name: &str| row.try_get::<String>("", name);
+            changes.push(Change::new(
+                &text("tenant_id")?,
+                &text("user_id")?,
+                text("request_id")?,
+                text("status")?,
+                text("entry")?,
+            ));
+        }
+    }
+    Ok(changes)
+}
+
+/// Most pending requests a feed's first events list.
+pub const MAX_PENDING_LISTED: i64 = 1000;
+
+/// The caller's pending requests as inbox entries (JSON), oldest first:
+/// what a feed starts with.
+pub async fn pending(
+    conn: &impl ConnectionTrait,
+    tenant: &str,
+    user: &str,
+) -> Result<Vec<String>, DbErr> {
+    let sql = format!(
+        "SELECT {ENTRY_JSON}::text AS entry FROM hitl_request \
+         WHERE tenant_id = $1 AND user_id = $2 AND status = 'pending' \
+         ORDER BY created_at, seq LIMIT $3"
+    );
+    let rows = conn
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            [tenant.into(), user.into(), MAX_PENDING_LISTED.into()],
+        ))
+        .await?;
+    rows.iter().map(|row| row.try_get("", "entry")).collect()
 }

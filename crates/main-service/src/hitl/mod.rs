@@ -19,6 +19,8 @@
 //! - [`delivery`]: signals published again until an agent receives one.
 //! - [`inbox`]: the `hitl_request` rows and `GET /aura/hitl/requests`.
 //! - [`expiry`]: requests not decided in time become `expired`.
+//! - [`publish`]: each change of a request appended to the feed streams.
+//! - [`feed`]: `GET /aura/hitl/events`, the caller's requests live.
 //!
 //! The same person sending the same decision again (a double click, a
 //! retry) gets 200 with `alreadyProcessed: true` and no second signal; a
@@ -27,7 +29,9 @@
 pub mod create;
 pub mod delivery;
 pub mod expiry;
+pub mod feed;
 pub mod inbox;
+pub mod publish;
 pub mod session;
 
 use std::sync::{Arc, LazyLock};
@@ -146,6 +150,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/aura/hitl/requests", post(create::create).get(inbox::list))
         .route("/aura/hitl/requests/{id}", get(read_request))
         .route("/aura/hitl/signals/{id}", get(read_signal))
+        .route("/aura/hitl/events", get(feed::events))
 }
 
 /// A path id: 1 to 512 bytes without control characters (400 otherwise;

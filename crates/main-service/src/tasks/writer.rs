@@ -15,6 +15,7 @@
 //! entry again (a redelivery after a crash) changes nothing.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::Utc;
 use dwp_core::events::EventType;
@@ -22,8 +23,8 @@ use dwp_core::tasks;
 use sea_orm::prelude::DateTimeWithTimeZone;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
-    TransactionTrait,
+    ActiveModelTrait, ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 use serde_json::{Map, Value};
 
@@ -32,21 +33,25 @@ use crate::consumer::{Apply, Entry, Rejected};
 use crate::db::{Db, INSERT_CHUNK};
 use crate::entity::agent_task::{self, Column, Entity, Model};
 use crate::hitl::inbox::{self, RequestRow};
+use crate::hitl::publish::Publisher;
 
 /// `task_type` of rows made from recorded streams.
 pub const STREAM_TASK_TYPE: &str = "AGENT_STREAM";
 
 /// Applies `dwp:agent-task-events` entries.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct TaskWriter {
     /// `HITL_EXPIRY_SECS`: when a recorded `hitl` event's request expires.
     pub expiry: std::time::Duration,
+    /// Announces the inbox rows it writes on the live feed (none: not announced).
+    pub feed: Option<Arc<Publisher>>,
 }
 
 impl Default for TaskWriter {
     fn default() -> Self {
         Self {
             expiry: std::time::Duration::from_secs(300),
+            feed: None,
         }
     }
 }
@@ -75,27 +80,8 @@ impl Apply for TaskWriter {
         }
         let txn = db.connection().begin().await?;
         let now = Utc::now().fixed_offset();
-        // Every task of the batch: create the missing rows, then lock them
-        // all (a few statements, whatever the number of tasks).
-        let mut new_rows = Vec::with_capacity(order.len());
-        for id in &order {
-            new_rows.push(new_row(groups[id][0], now));
-        }
-        let mut new_rows = new_rows.into_iter().peekable();
-        while new_rows.peek().is_some() {
-            Entity::insert_many(new_rows.by_ref().take(INSERT_CHUNK))
-                .on_conflict(OnConflict::column(Column::TaskId).do_nothing().to_owned())
-                .exec_without_returning(&txn)
-                .await?;
-        }
-        let rows = Entity::find()
-            .filter(Column::TaskId.is_in(order.iter().copied()))
-            .order_by_asc(Column::Id)
-            .lock_exclusive()
-            .all(&txn)
-            .await?;
-        let mut rows: HashMap<String, Model> =
-            rows.into_iter().map(|t| (t.task_id.clone(), t)).collect();
+        let mut rows = lock_rows(&txn, &order, &groups, now).await?;
+        let mut requests = Vec::new();
         for task_id in order {
             let events = &groups[task_id];
             let task = rows
@@ -119,6 +105,7 @@ impl Apply for TaskWriter {
                 let parsed = parsed(event);
                 steps_changed |= apply_event(&mut next, &mut steps, event, parsed.as_ref(), now);
                 if let Some(request) = parsed.as_ref().and_then(|p| self.inbox_row(event, p)) {
+                    requests.push(request.request_id.clone());
                     inbox::record(&txn, request).await?;
                 }
             }
@@ -130,7 +117,14 @@ impl Apply for TaskWriter {
                 agent_task::full_update(next).update(&txn).await?;
             }
         }
+        let changes = match &self.feed {
+            Some(_) if !requests.is_empty() => inbox::current(&txn, &requests).await?,
+            _ => Vec::new(),
+        };
         txn.commit().await?;
+        if let Some(feed) = &self.feed {
+            feed.publish(&changes).await?;
+        }
         Ok(rejected)
     }
 }
@@ -170,6 +164,34 @@ impl TaskWriter {
             reason: None,
         })
     }
+}
+
+/// Every task of the batch: creates the missing rows, then locks them all
+/// (a few statements, whatever the number of tasks); by task id.
+async fn lock_rows(
+    txn: &DatabaseTransaction,
+    order: &[&str],
+    groups: &HashMap<&str, Vec<&Entry>>,
+    now: DateTimeWithTimeZone,
+) -> Result<HashMap<String, Model>, DbErr> {
+    let mut new_rows = Vec::with_capacity(order.len());
+    for id in order {
+        new_rows.push(new_row(groups[id][0], now));
+    }
+    let mut new_rows = new_rows.into_iter().peekable();
+    while new_rows.peek().is_some() {
+        Entity::insert_many(new_rows.by_ref().take(INSERT_CHUNK))
+            .on_conflict(OnConflict::column(Column::TaskId).do_nothing().to_owned())
+            .exec_without_returning(txn)
+            .await?;
+    }
+    let rows = Entity::find()
+        .filter(Column::TaskId.is_in(order.iter().copied()))
+        .order_by_asc(Column::Id)
+        .lock_exclusive()
+        .all(txn)
+        .await?;
+    Ok(rows.into_iter().map(|t| (t.task_id.clone(), t)).collect())
 }
 
 /// A recorded event's kind and JSON object.

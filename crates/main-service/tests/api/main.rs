@@ -14,6 +14,7 @@ mod link;
 mod audit;
 mod decisions;
 mod delivery;
+mod feed;
 mod inbox;
 mod login;
 mod monitoring;
