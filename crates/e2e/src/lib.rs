@@ -352,6 +352,85 @@ impl Stack {
     }
 }
 
+impl Stack {
+    /// Starts another main-service on the stack's database and Redis, in
+    /// the same consumer group under a name of its own (a second replica);
+    /// its address once it is ready. It is stopped with the stack.
+    pub async fn add_main_replica(&mut self) -> SocketAddr {
+        let port = free_port();
+        let mut cmd = Command::new(binary("main-service"));
+        cmd.env("REDIS_URL", &self.redis_url)
+            .env("JWT_SECRET", SECRET)
+            .env("SERVER_HOST", "127.0.0.1")
+            .env("RUST_LOG", "warn")
+            .env("SERVER_PORT", port.to_string())
+            .env("ADMIN_PORT", "off")
+            .env("DATABASE_URL", &self.db.url)
+            .env("CONSUMER_GROUP", format!("e2e-{}", self.db.name))
+            .env("CONSUMER_NAME", format!("replica-{port}"))
+            .stdout(Stdio::null());
+        let mut started = Started(Vec::new());
+        started.spawn(&mut cmd);
+        self.children.append(&mut started.0);
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some((200, body, _)) = try_call(addr, "GET", "/main/health/ready", &[], "").await
+                && body.contains("\"postgres\":\"UP\"")
+            {
+                return addr;
+            }
+            assert!(Instant::now() < deadline, "the replica never became ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// An open HITL feed (`GET /aura/hitl/events`), read event by event.
+pub struct Feed {
+    body: testkit::SseBody,
+}
+
+/// One event of a [`Feed`].
+pub use testkit::SseEvent as FeedEvent;
+
+impl Feed {
+    /// Opens `user`'s feed of `tenant` at `addr` (the gateway, path
+    /// `/api/aura/hitl/events`, or a main-service, `/aura/hitl/events`),
+    /// after `last` when given.
+    pub async fn open(
+        addr: SocketAddr,
+        path: &str,
+        tenant: &str,
+        token: &str,
+        user: &str,
+        last: Option<&str>,
+    ) -> Feed {
+        let auth = format!("Bearer {token}");
+        let mut headers = vec![
+            ("authorization", auth.as_str()),
+            ("x-tenant-id", tenant),
+            ("x-user-id", user),
+            ("accept", "text/event-stream"),
+        ];
+        if let Some(last) = last {
+            headers.push(("last-event-id", last));
+        }
+        let res = testkit::send(addr, "GET", path, &headers, "")
+            .await
+            .expect("the feed answers");
+        assert_eq!(res.status(), 200, "the feed opens");
+        Feed {
+            body: testkit::SseBody::new(res.into_body()),
+        }
+    }
+
+    /// The next event (20 s of silence at most).
+    pub async fn next(&mut self) -> FeedEvent {
+        FeedEvent::parse(&self.body.next().await.expect("a feed event"))
+    }
+}
+
 /// Creates the account `user` of `tenant` (password [`PASSWORD`]) with
 /// `main-service user add`, in the database at `db_url`.
 pub fn add_account(db_url: &str, tenant: &str, user: &str) {

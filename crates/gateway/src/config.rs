@@ -397,6 +397,7 @@ mod tests {
         assert_eq!(
             prefixes,
             [
+                "/api/aura/hitl/events",
                 "/api/monitoring",
                 "/api/aura/hitl",
                 "/api/aura",

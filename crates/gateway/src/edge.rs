@@ -124,6 +124,7 @@ mod tests {
     fn tenant_is_required_on_aura_routes_only() {
         let none = HeaderMap::new();
         assert_eq!(status("aura-hitl", &none, false), 400, "aura-hitl");
+        assert_eq!(status("aura-hitl-events", &none, false), 400, "the feed");
         assert_eq!(status("aura", &none, false), 400, "aura");
         assert_eq!(status("main", &none, false), 200, "main");
         assert_eq!(status("auth", &none, false), 200, "auth");

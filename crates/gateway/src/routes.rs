@@ -1,6 +1,7 @@
-//! The route table: CONTRACT.md section 2's four routes and the old
-//! gateway's `/api/monitoring/**` (the web frontend's page views, public)
-//! by default, and those an operator adds in the configuration file
+//! The route table: CONTRACT.md section 2's four routes, the live HITL
+//! feed's `/api/aura/hitl/events` (main-service, like `/api/aura/hitl`,
+//! with a pool share of its own) and the old gateway's `/api/monitoring/**`
+//! (the web frontend's page views, public) by default, and those an operator adds in the configuration file
 //! ([`RouteSpec`]).
 //!
 //! The most specific prefix wins (the contract's order, where
@@ -151,6 +152,16 @@ impl Table {
             index: 0,
         };
         let mut routes = vec![
+            // The live HITL feed: a route of its own, so that open feeds
+            // (one per device, for hours) hold their own share of the
+            // main-service pool, never the connections approvals need.
+            contract(
+                "aura-hitl-events",
+                "/api/aura/hitl/events",
+                Upstream::MAIN,
+                Edge::Agent,
+                false,
+            ),
             contract(
                 "aura-hitl",
                 "/api/aura/hitl",
@@ -416,6 +427,14 @@ mod tests {
                 Some(("aura-hitl", "/aura/hitl/approve/req_1")),
             ),
             ("/api/aura/hitl", Some(("aura-hitl", "/aura/hitl"))),
+            (
+                "/api/aura/hitl/events",
+                Some(("aura-hitl-events", "/aura/hitl/events")),
+            ),
+            (
+                "/api/aura/hitl/eventsx",
+                Some(("aura-hitl", "/aura/hitl/eventsx")),
+            ),
             ("/api/aura/test/stream", Some(("aura", "/aura/test/stream"))),
             ("/api/aura/hitlx", Some(("aura", "/aura/hitlx"))),
             ("/api/aura", Some(("aura", "/aura"))),

@@ -220,6 +220,42 @@ impl SseBody {
     }
 }
 
+/// One server-sent event: its `id:`, `event:` and `data:` (as JSON; null
+/// when it is not JSON).
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    /// `id:`.
+    pub id: String,
+    /// `event:`.
+    pub event: String,
+    /// `data:`, parsed.
+    pub data: serde_json::Value,
+}
+
+impl SseEvent {
+    /// Reads one block as [`SseBody::next`] returns it.
+    pub fn parse(block: &str) -> Self {
+        let line = |name: &str| {
+            block
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap_or("")
+                .trim_start()
+                .to_owned()
+        };
+        Self {
+            id: line("id:"),
+            event: line("event:"),
+            data: serde_json::from_str(&line("data:")).unwrap_or(serde_json::Value::Null),
+        }
+    }
+
+    /// `data.requestId` (the HITL feed's events).
+    pub fn request(&self) -> &str {
+        self.data["requestId"].as_str().unwrap_or("")
+    }
+}
+
 /// The old main-service's `agent_tasks` as its Flyway `V2` creates it
 /// (timestamps without a zone, no checks; `V3` then adds `created_by` and
 /// `updated_by` bigint): the tests of the take-over build it.

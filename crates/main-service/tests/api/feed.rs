@@ -14,19 +14,7 @@ use crate::helpers::*;
 
 const EVENTS: &str = "/aura/hitl/events";
 
-/// One feed event: its id, its name and its data.
-#[derive(Debug, Clone)]
-struct Seen {
-    id: String,
-    event: String,
-    data: Value,
-}
-
-impl Seen {
-    fn request(&self) -> &str {
-        self.data["requestId"].as_str().unwrap_or("")
-    }
-}
+type Seen = testkit::SseEvent;
 
 struct Feed {
     body: SseBody,
@@ -35,20 +23,7 @@ struct Feed {
 impl Feed {
     /// The next event (20 s at most).
     async fn next(&mut self) -> Seen {
-        let block = self.body.next().await.expect("a feed event");
-        let line = |name: &str| {
-            block
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .unwrap_or("")
-                .trim_start()
-                .to_owned()
-        };
-        Seen {
-            id: line("id:"),
-            event: line("event:"),
-            data: serde_json::from_str(&line("data:")).unwrap_or(Value::Null),
-        }
+        Seen::parse(&self.body.next().await.expect("a feed event"))
     }
 
     /// The next `n` events.
