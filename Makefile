@@ -4,7 +4,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help run demo test test-faults test-api fuzz soak lint lint-deploy image-check compose-up fmt bench bench-gateway bench-instructions bench-hitl bench-recorder services migrate build release clean
+.PHONY: help run demo test test-faults test-api fuzz soak lint lint-deploy image-check compose-up fmt bench bench-gateway bench-instructions bench-hitl bench-recorder bench-feed services migrate build release clean
 
 help:
 	@echo "make run      - install/start Redis and PostgreSQL, build, run the local stack"
@@ -85,7 +85,7 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-bench: bench-gateway bench-instructions bench-hitl bench-recorder
+bench: bench-gateway bench-instructions bench-hitl bench-recorder bench-feed
 
 # Five minutes of 10,000 idle streams plus proxied load, then 1,000 HITL
 # decisions per second for a minute (not part of `make bench`).
@@ -104,6 +104,11 @@ bench-hitl: release
 
 bench-recorder: release
 	@bash scripts/bench/recorder.sh
+
+# From an agent's hitl event to the hitl_request on its owner's live feed,
+# with 1,000 open feeds and 100 pausing runs a second.
+bench-feed: release
+	@bash scripts/bench/feed.sh
 
 clean:
 	$(CARGO) clean

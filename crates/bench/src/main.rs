@@ -15,8 +15,10 @@
 //!   the other on one keep-alive connection, each read to the end of its
 //!   Content-Length body (the load of `scripts/bench/instructions.sh`).
 //! - `dwp-bench hitl ADDR REDIS_URL SECRET DECISIONS CLIENTS [RATE]`: see [`hitl`].
+//! - `dwp-bench feed GATEWAY SECRET FEEDS RATE SECONDS [APPROVE_AFTER_MS]`: see [`feed`].
 #![forbid(unsafe_code)]
 
+mod feed;
 mod hitl;
 
 use std::convert::Infallible;
@@ -41,7 +43,7 @@ fn now_ns() -> u128 {
         .unwrap_or(0)
 }
 
-const USAGE: &str = "usage: dwp-bench backend PORT | streams ADDR PATH COUNT HOLD_SECS | latency ADDR PATH STREAMS | sequential ADDR PATH COUNT | hitl ADDR REDIS_URL SECRET DECISIONS CLIENTS [RATE]";
+const USAGE: &str = "usage: dwp-bench backend PORT | streams ADDR PATH COUNT HOLD_SECS | latency ADDR PATH STREAMS | sequential ADDR PATH COUNT | hitl ADDR REDIS_URL SECRET DECISIONS CLIENTS [RATE] | feed GATEWAY SECRET FEEDS RATE SECONDS [APPROVE_AFTER_MS]";
 
 fn usage() -> ! {
     eprintln!("{USAGE}");
@@ -91,6 +93,22 @@ async fn main() {
             };
             if let Err(e) = hitl::run(bench).await {
                 eprintln!("hitl: {e}");
+                std::process::exit(1);
+            }
+        }
+        Some("feed") => {
+            let bench = feed::Bench {
+                addr: arg(&args, 2),
+                secret: arg(&args, 3),
+                feeds: arg(&args, 4),
+                rate: arg(&args, 5),
+                seconds: arg(&args, 6),
+                approve_after: std::time::Duration::from_millis(
+                    args.get(7).and_then(|r| r.parse().ok()).unwrap_or(1000),
+                ),
+            };
+            if let Err(e) = feed::run(bench).await {
+                eprintln!("feed: {e}");
                 std::process::exit(1);
             }
         }

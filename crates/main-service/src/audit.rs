@@ -36,9 +36,21 @@ impl Apply for Audit {
     async fn apply(&self, db: &Db, entries: &[Entry]) -> Result<Vec<Rejected>, DbErr> {
         let mut rejected = Vec::new();
         let txn = db.connection().begin().await?;
+        let mut changes = Vec::with_capacity(entries.len());
         for entry in entries {
-            if let Err(why) = self.apply_one(&txn, entry).await? {
-                rejected.push((entry.id.clone(), why.to_owned()));
+            match self.apply_one(&txn, entry).await? {
+                Ok(change) => changes.push(change),
+                Err(why) => rejected.push((entry.id.clone(), why.to_owned())),
+            }
+        }
+        // Rows are locked in one order (by request id, stable) in every
+        // transaction that writes them (the task writer does the same), so
+        // two consumers' batches never deadlock on each other.
+        changes.sort_by(|a, b| a.request_id().cmp(b.request_id()));
+        for change in changes {
+            match change {
+                InboxChange::Record(row) => inbox::record(&txn, *row).await?,
+                InboxChange::Expire(id, at) => inbox::expire(&txn, &id, at).await?,
             }
         }
         let Some(feed) = &self.feed else {
@@ -62,12 +74,13 @@ impl Apply for Audit {
 }
 
 impl Audit {
-    /// One entry: `Ok(Err(why))` when it is bad data.
+    /// One entry's audit row; its inbox change is returned, to be applied
+    /// in request order. `Ok(Err(why))` when it is bad data.
     async fn apply_one(
         &self,
         txn: &DatabaseTransaction,
         entry: &Entry,
-    ) -> Result<Result<(), &'static str>, DbErr> {
+    ) -> Result<Result<InboxChange, &'static str>, DbErr> {
         let record = DecisionRecord::read(|name| entry.field(name));
         let checked = match check(&record) {
             Ok(checked) => checked,
@@ -83,12 +96,11 @@ impl Audit {
                 .exec_without_returning(txn)
                 .await?;
         }
-        if record.decision == RECORD_EXPIRED {
-            inbox::expire(txn, record.request_id, checked.at).await?;
+        Ok(Ok(if record.decision == RECORD_EXPIRED {
+            InboxChange::Expire(record.request_id.to_owned(), checked.at)
         } else {
-            inbox::record(txn, self.inbox_row(&record, checked)).await?;
-        }
-        Ok(Ok(()))
+            InboxChange::Record(Box::new(self.inbox_row(&record, checked)))
+        }))
     }
 
     /// The inbox's view of a created or decided request.
@@ -122,6 +134,23 @@ impl Audit {
             decided_by: (!pending).then(|| record.decided_by.to_owned()),
             decided_at: (!pending).then_some(checked.at),
             reason: (!record.reason.is_empty()).then(|| record.reason.to_owned()),
+        }
+    }
+}
+
+/// What an entry changes in the inbox.
+enum InboxChange {
+    /// A created or decided request.
+    Record(Box<RequestRow>),
+    /// A request expired at that time.
+    Expire(String, DateTime<FixedOffset>),
+}
+
+impl InboxChange {
+    fn request_id(&self) -> &str {
+        match self {
+            Self::Record(row) => &row.request_id,
+            Self::Expire(id, _) => id,
         }
     }
 }

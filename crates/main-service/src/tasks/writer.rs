@@ -81,7 +81,7 @@ impl Apply for TaskWriter {
         let txn = db.connection().begin().await?;
         let now = Utc::now().fixed_offset();
         let mut rows = lock_rows(&txn, &order, &groups, now).await?;
-        let mut requests = Vec::new();
+        let mut inbox_rows = Vec::new();
         for task_id in order {
             let events = &groups[task_id];
             let task = rows
@@ -105,8 +105,7 @@ impl Apply for TaskWriter {
                 let parsed = parsed(event);
                 steps_changed |= apply_event(&mut next, &mut steps, event, parsed.as_ref(), now);
                 if let Some(request) = parsed.as_ref().and_then(|p| self.inbox_row(event, p)) {
-                    requests.push(request.request_id.clone());
-                    inbox::record(&txn, request).await?;
+                    inbox_rows.push(request);
                 }
             }
             if steps_changed {
@@ -116,6 +115,13 @@ impl Apply for TaskWriter {
                 next.updated_at = now;
                 agent_task::full_update(next).update(&txn).await?;
             }
+        }
+        // In request-id order, as the audit consumer writes them: two
+        // batches never wait on each other's rows in opposite orders.
+        inbox_rows.sort_by(|a, b| a.request_id.cmp(&b.request_id));
+        let requests: Vec<String> = inbox_rows.iter().map(|r| r.request_id.clone()).collect();
+        for row in inbox_rows {
+            inbox::record(&txn, row).await?;
         }
         let changes = match &self.feed {
             Some(_) if !requests.is_empty() => inbox::current(&txn, &requests).await?,

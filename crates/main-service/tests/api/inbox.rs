@@ -304,3 +304,72 @@ async fn a_decision_on_another_context_than_the_one_shown_is_refused() {
         signal.text
     );
 }
+
+#[tokio::test]
+async fn the_two_consumers_writing_the_same_requests_in_opposite_orders_never_deadlock() {
+    use main_service::audit::Audit;
+    use main_service::consumer::{Apply, Entry};
+    use main_service::tasks::writer::TaskWriter;
+
+    let app = spawn_app_in(TestDb::create().await, &[("CONSUMERS_ENABLED", "false")]).await;
+    let (user, task_id) = (unique("u"), uuid::Uuid::new_v4().to_string());
+    let ids: Vec<String> = (0..300).map(|i| format!("req_{i:04}_{user}")).collect();
+    // The agent's stream tells them newest first, the decisions come oldest first.
+    let hitl: Vec<(&str, Value)> = ids
+        .iter()
+        .rev()
+        .map(|id| {
+            (
+                "hitl",
+                json!({"type": "hitl", "data": {"requestId": id, "actionType": "a"}}),
+            )
+        })
+        .collect();
+    let recorded = crate::recorder::entries(&task_id, &user, &hitl);
+    let at = chrono::Utc::now().to_rfc3339();
+    let decisions: Vec<Entry> = ids
+        .iter()
+        .enumerate()
+        .map(|(n, id)| {
+            let record = dwp_core::hitl::DecisionRecord {
+                request_id: id,
+                session_id: "s",
+                tenant_id: "tenant1",
+                decided_by: &user,
+                decision: "approved",
+                reason: "",
+                decided_at: &at,
+                request: "{}",
+            };
+            Entry {
+                id: format!("1-{n}"),
+                fields: record
+                    .fields()
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
+            }
+        })
+        .collect();
+    let (writer, audit) = (
+        TaskWriter::default(),
+        Audit {
+            expiry: std::time::Duration::from_secs(300),
+            feed: None,
+        },
+    );
+    writer.apply(&app.state.db, &recorded).await.unwrap();
+    for _ in 0..3 {
+        let (written, audited) = tokio::join!(
+            writer.apply(&app.state.db, &recorded),
+            audit.apply(&app.state.db, &decisions)
+        );
+        written.expect("the task writer's batch commits");
+        audited.expect("the audit's batch commits");
+    }
+    let approved = inbox_until(&app, &user, "tenant1", "?status=approved", |p| {
+        p["totalElements"] == 300
+    })
+    .await;
+    assert_eq!(approved["totalElements"], 300);
+}

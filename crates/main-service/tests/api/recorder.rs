@@ -155,7 +155,11 @@ async fn a_stream_relayed_by_the_gateway_becomes_one_completed_task() {
 }
 
 /// Entries for `task_id` the way the gateway's recorder writes them.
-fn recorded(task_id: &str, user: &str, events: &[(&str, Value)]) -> Vec<Vec<(String, String)>> {
+pub(crate) fn recorded(
+    task_id: &str,
+    user: &str,
+    events: &[(&str, Value)],
+) -> Vec<Vec<(String, String)>> {
     events
         .iter()
         .enumerate()
@@ -181,7 +185,7 @@ fn recorded(task_id: &str, user: &str, events: &[(&str, Value)]) -> Vec<Vec<(Str
 }
 
 /// [`recorded`] entries as the consumer hands them to the recorder.
-fn entries(task_id: &str, user: &str, events: &[(&str, Value)]) -> Vec<Entry> {
+pub(crate) fn entries(task_id: &str, user: &str, events: &[(&str, Value)]) -> Vec<Entry> {
     recorded(task_id, user, events)
         .into_iter()
         .enumerate()
