@@ -12,6 +12,7 @@
 //! - [`db`]: the PostgreSQL pool (lazy, bounded) and start-up migrations.
 //! - [`entity`]: sea-orm entities of `agent_task`, `hitl_decision`, `app_user`.
 //! - [`hitl`]: approve, reject, read and create HITL requests.
+//! - [`hub`]: the live HITL feeds this replica holds, by owner.
 //! - [`tasks`]: the AgentTask API, its rules, and the stream recorder.
 //! - [`access`]: the access line, the request's ids on every log line, latency.
 //! - [`audit`]: decisions from the outbox stream into `hitl_decision`.
@@ -49,6 +50,7 @@ pub mod error;
 pub mod hashing;
 pub mod health;
 pub mod hitl;
+pub mod hub;
 pub mod login;
 pub mod metrics;
 pub mod monitoring;

@@ -28,7 +28,7 @@ pub struct AppState {
     /// The password-check slots (`LOGIN_HASH_MEMORY_MIB`) and their queue.
     pub login_slots: crate::hashing::Slots,
     /// The live feeds this replica holds ([`crate::hitl::feed`]).
-    pub feed: Arc<crate::hitl::feed::Hub>,
+    pub feed: Arc<crate::hub::Hub>,
     /// Cancelled when the service stops (also when [`crate::serve`] is dropped):
     /// ends the background work, migrations and consumers.
     pub stop: CancellationToken,

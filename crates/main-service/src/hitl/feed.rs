@@ -14,7 +14,8 @@
 //!
 //! Each replica reads the shared stream `hitl:feed:all` on one connection
 //! of its own ([`run`]) and hands each event to the feeds it holds for
-//! that owner ([`Hub`]). A feed that falls behind by [`BUFFER`] events is
+//! that owner ([`crate::hub::Hub`]). A feed that falls behind by
+//! [`crate::hub::BUFFER`] events is
 //! closed (its client reconnects with its `Last-Event-ID` and misses
 //! nothing); feeds per user and per replica are capped (429).
 //!
@@ -25,8 +26,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -39,158 +39,21 @@ use http::HeaderMap;
 use redis::Value;
 use redis::aio::MultiplexedConnection;
 use redis::streams::StreamReadReply;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::inbox;
 use super::publish::{ALL_STREAM, owner_stream};
 use crate::auth::Caller;
-use crate::config::FeedLimits;
 use crate::consumer::pause;
 use crate::error::AppError;
+use crate::hub::{EventId, FeedEvent, Subscription};
 use crate::state::AppState;
-
-/// Events a feed may have waiting before it is closed as too slow.
-pub const BUFFER: usize = 256;
 
 /// Entries read from a stream at once.
 const PAGE: usize = 500;
 
 /// How long the replica's read of the shared stream blocks.
 const BLOCK: Duration = Duration::from_millis(5000);
-
-/// A stream entry id (`1700000000000-0`), ordered as Redis orders them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct EventId(u64, u64);
-
-impl EventId {
-    /// Parses `ms-seq`.
-    pub fn parse(text: &str) -> Option<Self> {
-        let (ms, seq) = text.trim().split_once('-')?;
-        Some(Self(ms.parse().ok()?, seq.parse().ok()?))
-    }
-}
-
-impl std::fmt::Display for EventId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{}", self.0, self.1)
-    }
-}
-
-/// One event of a feed.
-#[derive(Debug)]
-pub struct FeedEvent {
-    /// Its id in the owner's stream.
-    pub id: EventId,
-    /// `hitl_request`, `hitl_decided`, `hitl_expired` (`hitl_pending` for the list).
-    pub name: String,
-    /// The inbox entry, as JSON.
-    pub data: String,
-}
-
-impl FeedEvent {
-    fn sse(&self) -> Event {
-        Event::default()
-            .id(self.id.to_string())
-            .event(&self.name)
-            .data(&self.data)
-    }
-}
-
-struct Subscriber {
-    id: u64,
-    tx: mpsc::Sender<Arc<FeedEvent>>,
-}
-
-/// The feeds this replica holds, by owner.
-#[derive(Default)]
-pub struct Hub {
-    feeds: Mutex<HashMap<String, Vec<Subscriber>>>,
-    open: AtomicUsize,
-    next: AtomicU64,
-}
-
-/// A feed's place in the [`Hub`]; leaves it when dropped.
-pub struct Subscription {
-    hub: Arc<Hub>,
-    owner: String,
-    id: u64,
-    rx: mpsc::Receiver<Arc<FeedEvent>>,
-}
-
-impl Hub {
-    /// Joins the feeds of `owner`; 429 past the caps.
-    pub fn subscribe(
-        self: &Arc<Self>,
-        owner: String,
-        limits: &FeedLimits,
-    ) -> Result<Subscription, AppError> {
-        let mut feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
-        if self.open.load(Ordering::Relaxed) >= limits.max_open {
-            return Err(AppError::TooManyRequests {
-                message: "Too many open HITL feeds on this server",
-                retry_after: 5,
-            });
-        }
-        let mine = feeds.entry(owner.clone()).or_default();
-        if mine.len() >= limits.max_per_user {
-            return Err(AppError::TooManyRequests {
-                message: "Too many open HITL feeds for this user: close one first",
-                retry_after: 5,
-            });
-        }
-        let (tx, rx) = mpsc::channel(BUFFER);
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        mine.push(Subscriber { id, tx });
-        self.open.fetch_add(1, Ordering::Relaxed);
-        Ok(Subscription {
-            hub: self.clone(),
-            owner,
-            id,
-            rx,
-        })
-    }
-
-    /// Open feeds on this replica.
-    pub fn open(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
-    }
-
-    /// Hands `event` to every feed of `owner`; a feed whose buffer is full
-    /// is dropped (it ends, and its client resumes from its last id).
-    fn deliver(&self, owner: &str, event: FeedEvent) {
-        let mut feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(mine) = feeds.get_mut(owner) else {
-            return;
-        };
-        let event = Arc::new(event);
-        mine.retain(|s| match s.tx.try_send(event.clone()) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::info!("hitl feed: a client fell behind; its feed is closed to resume");
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        });
-    }
-
-    fn leave(&self, owner: &str, id: u64) {
-        let mut feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(mine) = feeds.get_mut(owner) {
-            mine.retain(|s| s.id != id);
-            if mine.is_empty() {
-                feeds.remove(owner);
-            }
-        }
-        self.open.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        self.hub.leave(&self.owner, self.id);
-    }
-}
 
 /// Reads the shared stream and hands its events to this replica's feeds,
 /// until `stop`.
@@ -285,11 +148,24 @@ fn text(value: Option<&Value>) -> String {
     }
 }
 
+/// One event of the feed as `text/event-stream` frames it (what the
+/// OpenAPI document says of each event).
+#[derive(utoipa::ToSchema)]
+pub struct FeedEventSchema {
+    /// Its position in the caller's feed: send it back as `Last-Event-ID`.
+    pub id: String,
+    /// `hitl_pending`, `hitl_request`, `hitl_decided` or `hitl_expired`.
+    #[schema(pattern = "^hitl_(pending|request|decided|expired)$")]
+    pub event: String,
+    /// The request as the inbox lists it (an `InboxEntry`), as JSON.
+    pub data: String,
+}
+
 #[utoipa::path(get, path = "/aura/hitl/events", tag = "hitl", operation_id = "hitlEvents",
     params(("Last-Event-ID" = Option<String>, Header, description = "Resume after this event (sent by `EventSource` itself); events of the last hour are replayed"),
         ("X-User-ID" = String, Header, description = "The caller; must equal the token's `sub`"),
         ("X-Tenant-ID" = String, Header, description = "The tenant; must equal the token's `tenant_id`")),
-    responses((status = 200, description = "`text/event-stream`: `hitl_pending` for each pending request on connect, then `hitl_request`, `hitl_decided` and `hitl_expired`, each with an `id:` and an inbox entry as `data`; `: keep-alive` during silence", content_type = "text/event-stream", body = String),
+    responses((status = 200, description = "`text/event-stream`: `hitl_pending` for each pending request on connect, then `hitl_request`, `hitl_decided` and `hitl_expired`, each with an `id:` and an inbox entry as `data`; `: keep-alive` during silence", content_type = "text/event-stream", body = FeedEventSchema),
         (status = 429, description = "Too many open feeds for this user or this server")),
     security(("bearer" = [])))]
 pub(super) async fn events(
