@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::response::sse::Event;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::FeedLimits;
 use crate::error::AppError;
@@ -67,6 +68,9 @@ pub struct Hub {
     feeds: Mutex<HashMap<String, Vec<Subscriber>>>,
     open: AtomicUsize,
     next: AtomicU64,
+    /// Cancelled when the service begins to stop: feeds never end by
+    /// themselves, so they end then instead of holding the shutdown's grace.
+    closing: CancellationToken,
 }
 
 /// A feed's place in the [`Hub`]; leaves it when dropped.
@@ -109,6 +113,16 @@ impl Hub {
             id,
             rx,
         })
+    }
+
+    /// Ends every feed (the service is stopping); new ones end at once.
+    pub fn close(&self) {
+        self.closing.cancel();
+    }
+
+    /// Cancelled once [`Hub::close`] was called.
+    pub fn closing(&self) -> CancellationToken {
+        self.closing.clone()
     }
 
     /// Open feeds on this replica.

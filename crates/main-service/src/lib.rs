@@ -195,10 +195,17 @@ pub async fn serve(
         header_read_timeout: state.config.header_read_timeout,
         grace: state.config.request_timeout,
     };
+    // Open feeds end as the shutdown begins (they never end by themselves).
+    let hub = state.feed.clone();
+    let shutdown = async move {
+        shutdown.await;
+        hub.close();
+    };
     let served = http_serve::serve(listener, app(state.clone()), limits, shutdown).await;
     // The consumers finish the batch in hand (it is acknowledged only after
     // its commit, so an interrupted one is read again next time).
     stop.cancel();
+    state.feed.close();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
         background.wait().await;
         if let Some(consumers) = consumers {

@@ -274,7 +274,7 @@ impl Feed {
                 }
                 continue;
             }
-            let stop = self.state.stop.clone();
+            let stop = self.state.feed.closing();
             let live = tokio::select! {
                 live = self.subscription.rx.recv() => live?,
                 () = stop.cancelled() => return None,

@@ -366,3 +366,26 @@ async fn publishing_is_idempotent_and_a_late_pending_never_follows_a_decision() 
         "kept for the retention: {ttl}"
     );
 }
+
+#[tokio::test]
+async fn a_stopping_service_ends_its_feeds_instead_of_waiting_for_them() {
+    let app = spawn_app().await;
+    let (alice, tenant) = (unique("alice"), unique("t"));
+    let held = try_open(&app, &alice, &tenant, None).await;
+    assert_eq!(held.status(), 200);
+    let started = std::time::Instant::now();
+    // The shutdown's grace is MAIN_REQUEST_TIMEOUT_SECS (30): a feed must
+    // not hold it.
+    let _db = app.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "stopping took {:?}",
+        started.elapsed()
+    );
+    let mut body = held.into_body();
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(_)) = body.frame().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the feed ended");
+}
