@@ -34,6 +34,7 @@ printf 'schemathesis-password' | DATABASE_URL=$DATABASE_URL "$bin" user add --te
 RUST_LOG=${MAIN_LOG:-error} SERVER_HOST=127.0.0.1 SERVER_PORT=$PORT ADMIN_PORT=off JWT_SECRET=$SECRET DATABASE_URL=$DATABASE_URL \
   CONSUMER_GROUP="st-$DB" CONSUMER_GROUP_START='$' \
   LOGIN_MAX_FAILURES=1000000 LOGIN_MAX_FAILURES_PER_CLIENT=1000000 HITL_MAX_PENDING_PER_USER=1000000 \
+  HITL_FEED_MAX_SECS=1 HITL_FEED_MAX_PER_USER=1000 \
   "$bin" & pid=$!
 wait_for "curl -fsS http://127.0.0.1:$PORT/main/health/ready | grep -q postgres.:.UP" 30
 token=$(curl -fsS -H 'content-type: application/json' \

@@ -117,6 +117,10 @@ pub struct FeedLimits {
     pub max_per_user: usize,
     /// `HITL_FEED_MAX_OPEN` (10000): feeds one replica holds open; more is 429.
     pub max_open: usize,
+    /// `HITL_FEED_MAX_SECS` (3600): a feed is ended after this long; its
+    /// client reconnects with `Last-Event-ID` and misses nothing, and feeds
+    /// spread over the replicas again after a scale-out.
+    pub max_age: Duration,
 }
 
 /// Bounds of `POST /monitoring/page-view` and `/monitoring/event`.
@@ -322,6 +326,7 @@ fn feed(vars: &Settings) -> Result<FeedLimits, ConfigError> {
         heartbeat: (!heartbeat.is_zero()).then_some(heartbeat),
         max_per_user: vars.positive("HITL_FEED_MAX_PER_USER", 10)? as usize,
         max_open: vars.positive("HITL_FEED_MAX_OPEN", 10_000)? as usize,
+        max_age: vars.secs("HITL_FEED_MAX_SECS", 3600)?,
     })
 }
 

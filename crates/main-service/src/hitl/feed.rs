@@ -11,6 +11,8 @@
 //!   exactly the events after that id, from the caller's stream, kept for
 //!   `HITL_FEED_RETENTION_SECS`; an id older than that (or not an id)
 //!   starts over with the `hitl_pending` list.
+//! - A feed ends after `HITL_FEED_MAX_SECS` (its client reconnects with its
+//!   last id), so feeds spread over the replicas again after a scale-out.
 //!
 //! Each replica reads the shared stream `hitl:feed:all` on one connection
 //! of its own ([`run`]) and hands each event to the feeds it holds for
@@ -204,6 +206,7 @@ pub(super) async fn events(
         }
     };
     let feed = Feed {
+        ends: tokio::time::Instant::now() + limits.max_age,
         state: state.clone(),
         stream,
         subscription,
@@ -235,6 +238,8 @@ fn fresh(id: EventId, retention: Duration) -> bool {
 
 /// One open feed.
 struct Feed {
+    /// `HITL_FEED_MAX_SECS` after it opened.
+    ends: tokio::time::Instant,
     state: Arc<AppState>,
     stream: String,
     subscription: Subscription,
@@ -278,6 +283,7 @@ impl Feed {
             let live = tokio::select! {
                 live = self.subscription.rx.recv() => live?,
                 () = stop.cancelled() => return None,
+                () = tokio::time::sleep_until(self.ends) => return None,
             };
             if live.id > self.cursor {
                 self.cursor = live.id;

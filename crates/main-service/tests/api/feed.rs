@@ -389,3 +389,29 @@ async fn a_stopping_service_ends_its_feeds_instead_of_waiting_for_them() {
     .await;
     assert!(ended.is_ok(), "the feed ended");
 }
+
+#[tokio::test]
+async fn a_feed_ends_at_its_maximum_age_and_resumes_where_it_was() {
+    let db = TestDb::create().await;
+    let app = spawn_app_in(db, &[("HITL_FEED_MAX_SECS", "1")]).await;
+    let (alice, tenant) = (unique("alice"), unique("t"));
+    let mut feed = open(&app, &alice, &tenant, None).await;
+    let id = create(&app, &alice, &tenant).await;
+    let seen = feed.next().await;
+    assert_eq!(seen.request(), id);
+    let ended = tokio::time::timeout(Duration::from_secs(5), feed.body.next()).await;
+    assert!(
+        matches!(ended, Ok(None)),
+        "the feed ended by itself: {ended:?}"
+    );
+    // Decided while it was away; back with its last id: that, nothing again.
+    let reply = app.decide("approve", &id, &alice, &tenant, "").await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    pending(&app, &alice, &tenant, 0).await;
+    let mut back = open(&app, &alice, &tenant, Some(&seen.id)).await;
+    let next = back.next().await;
+    assert_eq!(
+        (next.event.as_str(), next.request()),
+        ("hitl_decided", id.as_str())
+    );
+}
