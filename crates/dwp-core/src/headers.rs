@@ -84,3 +84,46 @@ pub static HOP_BY_HOP: [HeaderName; 9] = [
     http::header::PROXY_AUTHORIZATION,
     http::header::PROXY_AUTHENTICATE,
 ];
+
+/// The client's address behind `hops` trusted proxies (the gateway's
+/// `GATEWAY_FORWARDED_HOPS`, main-service's `FORWARDED_HOPS`): the
+/// `X-Forwarded-For` entry the outermost of them appended, the first entry
+/// when fewer came (a request that skipped the outer proxies; a trusted
+/// one still appended it). `None` without the field, or with no hops (the
+/// field is then the client's own word).
+pub fn forwarded_client(headers: &http::HeaderMap, hops: usize) -> Option<&str> {
+    if hops == 0 {
+        return None;
+    }
+    let entries: Vec<&str> = headers
+        .get_all(FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    entries
+        .get(entries.len().checked_sub(1)?.saturating_sub(hops - 1))
+        .copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_behind_trusted_proxies_is_the_entry_they_appended() {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            http::HeaderValue::from_static("1.1.1.1, 2.2.2.2"),
+        );
+        h.append("x-forwarded-for", http::HeaderValue::from_static("3.3.3.3"));
+        assert_eq!(forwarded_client(&h, 1), Some("3.3.3.3"));
+        assert_eq!(forwarded_client(&h, 2), Some("2.2.2.2"));
+        assert_eq!(forwarded_client(&h, 9), Some("1.1.1.1"));
+        assert_eq!(forwarded_client(&h, 0), None, "no trusted proxy");
+        assert_eq!(forwarded_client(&http::HeaderMap::new(), 1), None);
+    }
+}

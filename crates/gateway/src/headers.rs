@@ -210,24 +210,7 @@ pub fn append_forwarded(
     headers.insert(headers::FORWARDED_PREFIX, HeaderValue::from_static(prefix));
 }
 
-/// The client's address behind `hops` trusted proxies: the
-/// `X-Forwarded-For` entry the outermost of them appended (the first entry
-/// when fewer came); `None` without the field.
-pub fn forwarded_client(headers: &HeaderMap, hops: usize) -> Option<String> {
-    let entries: Vec<&str> = headers
-        .get_all(headers::FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .collect();
-    let at = entries
-        .len()
-        .checked_sub(1)?
-        .saturating_sub(hops.saturating_sub(1));
-    entries.get(at).map(|s| (*s).to_owned())
-}
+pub use dwp_core::headers::forwarded_client;
 
 /// Sets `name` to `value`, or to `existing, value` when earlier proxies set it.
 fn append(headers: &mut HeaderMap, name: HeaderName, value: HeaderValue) {
@@ -358,19 +341,5 @@ mod tests {
         let hosts: Vec<_> = h.get_all("x-forwarded-host").iter().collect();
         assert_eq!(hosts, ["dwp.example"]);
         assert_eq!(h["x-forwarded-proto"], "https");
-    }
-
-    #[test]
-    fn the_client_behind_trusted_proxies_is_the_entry_they_appended() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            "x-forwarded-for",
-            HeaderValue::from_static("1.1.1.1, 2.2.2.2"),
-        );
-        h.append("x-forwarded-for", HeaderValue::from_static("3.3.3.3"));
-        assert_eq!(forwarded_client(&h, 1).as_deref(), Some("3.3.3.3"));
-        assert_eq!(forwarded_client(&h, 2).as_deref(), Some("2.2.2.2"));
-        assert_eq!(forwarded_client(&h, 9).as_deref(), Some("1.1.1.1"));
-        assert_eq!(forwarded_client(&HeaderMap::new(), 1), None);
     }
 }

@@ -213,8 +213,10 @@ fn admit(
     }
     let hops = shared.config.forwarded_hops;
     if hops > 0 {
-        let client = headers::forwarded_client(headers, hops)
-            .unwrap_or_else(|| String::from_utf8_lossy(peer.ip.as_bytes()).into_owned());
+        let client = headers::forwarded_client(headers, hops).map_or_else(
+            || String::from_utf8_lossy(peer.ip.as_bytes()).into_owned(),
+            str::to_owned,
+        );
         if let Err(e) = shared.limits.forwarded(&client, held) {
             shared.metrics.limited.inc();
             return Err(e);

@@ -58,21 +58,8 @@ impl FromRequestParts<Arc<AppState>> for ClientAddr {
         state: &Arc<AppState>,
     ) -> Result<Self, AppError> {
         let hops = state.config.login.forwarded_hops;
-        let forwarded: Vec<&str> = parts
-            .headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .collect();
-        // The entry the outermost trusted proxy appended; when fewer came
-        // (a request that skipped the outer proxies), the first one, which
-        // a trusted proxy still appended.
-        if hops > 0 && !forwarded.is_empty() {
-            let at = forwarded.len().saturating_sub(hops);
-            return Ok(Self(forwarded[at].to_owned()));
+        if let Some(client) = dwp_core::headers::forwarded_client(&parts.headers, hops) {
+            return Ok(Self(client.to_owned()));
         }
         let peer = parts
             .extensions

@@ -180,7 +180,7 @@ pub(super) async fn events(
     let subscription = state.feed.subscribe(owner.clone(), limits)?;
     let stream = owner_stream(&owner);
     let resume = headers
-        .get("last-event-id")
+        .get(dwp_core::headers::LAST_EVENT_ID)
         .and_then(|v| v.to_str().ok())
         .and_then(EventId::parse)
         .filter(|id| fresh(*id, limits.retention));
