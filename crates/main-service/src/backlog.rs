@@ -1,8 +1,8 @@
 //! The gauges read at each scrape of `/metrics`: the request pool's
 //! PostgreSQL connections and, per stream this service consumes, its
 //! consumer group's pending entries (read, not yet acknowledged) and lag
-//! (written, not yet read; `XINFO GROUPS`, Redis 7), and the HITL requests
-//! waiting for a decision. A Redis that does not answer within its timeout
+//! (written, not yet read; `XINFO GROUPS`, Redis 7), the HITL requests
+//! waiting for a decision, and the live feeds held open. A Redis that does not answer within its timeout
 //! leaves the gauges as they were.
 //!
 //! Agents write their requests themselves (`hitl:request:*`), so no
@@ -23,6 +23,7 @@ pub async fn read(state: &AppState) {
     let pool = state.db.connection().get_postgres_connection_pool();
     let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX);
     state.metrics.pool(pool.size().saturating_sub(idle), idle);
+    state.metrics.feeds_open(state.feed.open());
     let Ok(mut conn) = state.store.conn().await else {
         return;
     };

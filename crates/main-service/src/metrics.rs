@@ -46,6 +46,7 @@ pub struct Metrics {
     pool: Family<PoolState, Gauge>,
     backlog: Family<Backlog, Gauge>,
     pending: Gauge,
+    feeds: Gauge,
 }
 
 /// Label of the database pool gauge.
@@ -122,6 +123,12 @@ impl Default for Metrics {
             "HITL requests waiting for a decision (status pending in hitl:request:*), counted at the scrape",
             pending.clone(),
         );
+        let feeds = Gauge::default();
+        registry.register(
+            "hitl_feeds_open",
+            "Live HITL feeds (GET /aura/hitl/events) this replica holds open, at the scrape",
+            feeds.clone(),
+        );
         Self {
             registry,
             process: dwp_core::metrics::process_registry("main-service", env!("CARGO_PKG_VERSION")),
@@ -132,6 +139,7 @@ impl Default for Metrics {
             pool,
             backlog,
             pending,
+            feeds,
         }
     }
 }
@@ -182,6 +190,11 @@ impl Metrics {
     /// Sets the pending HITL requests gauge.
     pub fn pending_requests(&self, n: i64) {
         self.pending.set(n);
+    }
+
+    /// Sets the open feeds gauge.
+    pub fn feeds_open(&self, n: usize) {
+        self.feeds.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// The text exposition.

@@ -373,6 +373,11 @@ async fn a_stopping_service_ends_its_feeds_instead_of_waiting_for_them() {
     let (alice, tenant) = (unique("alice"), unique("t"));
     let held = try_open(&app, &alice, &tenant, None).await;
     assert_eq!(held.status(), 200);
+    let metrics = app.admin.send("GET", "/metrics", &[], "").await.text;
+    assert!(
+        metrics.lines().any(|l| l == "main_hitl_feeds_open 1"),
+        "the open feed is counted"
+    );
     let started = std::time::Instant::now();
     // The shutdown's grace is MAIN_REQUEST_TIMEOUT_SECS (30): a feed must
     // not hold it.
