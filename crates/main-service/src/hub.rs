@@ -45,6 +45,8 @@ pub struct FeedEvent {
     pub name: String,
     /// The inbox entry, as JSON.
     pub data: String,
+    /// The request it is about (live events and the list; empty in a replay).
+    pub request: String,
 }
 
 impl FeedEvent {

@@ -117,6 +117,7 @@ pub async fn run(state: Arc<AppState>, stop: CancellationToken) {
                     id,
                     name: field("event"),
                     data: field("data"),
+                    request: field("request"),
                 },
             );
         }
@@ -196,16 +197,19 @@ pub(super) async fn events(
                 .await?;
             let first = pending
                 .into_iter()
-                .map(|data| FeedEvent {
+                .map(|(request, data)| FeedEvent {
                     id: at,
                     name: "hitl_pending".into(),
                     data,
+                    request,
                 })
                 .collect();
             (first, at)
         }
     };
+    let listed = first.iter().map(|e| e.request.clone()).collect();
     let feed = Feed {
+        listed,
         ends: tokio::time::Instant::now() + limits.max_age,
         state: state.clone(),
         stream,
@@ -238,6 +242,10 @@ fn fresh(id: EventId, retention: Duration) -> bool {
 
 /// One open feed.
 struct Feed {
+    /// The requests the first events listed as pending: a live
+    /// `hitl_request` for one of them (its row was committed before the
+    /// list was read, its announcement came after) says nothing new.
+    listed: std::collections::HashSet<String>,
     /// `HITL_FEED_MAX_SECS` after it opened.
     ends: tokio::time::Instant,
     state: Arc<AppState>,
@@ -287,6 +295,9 @@ impl Feed {
             };
             if live.id > self.cursor {
                 self.cursor = live.id;
+                if live.name == "hitl_request" && self.listed.contains(&live.request) {
+                    continue;
+                }
                 return Some(live.sse());
             }
         }
@@ -315,6 +326,7 @@ impl Feed {
                     id: EventId::parse(&id)?,
                     name: text(fields.get("event")),
                     data: text(fields.get("data")),
+                    request: String::new(),
                 })
             })
             .collect())

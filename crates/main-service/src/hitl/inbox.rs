@@ -311,15 +311,15 @@ pub async fn current(conn: &impl ConnectionTrait, ids: &[String]) -> Result<Vec<
 /// Most pending requests a feed's first events list.
 pub const MAX_PENDING_LISTED: i64 = 1000;
 
-/// The caller's pending requests as inbox entries (JSON), oldest first:
+/// The caller's pending requests (id, inbox entry as JSON), oldest first:
 /// what a feed starts with.
 pub async fn pending(
     conn: &impl ConnectionTrait,
     tenant: &str,
     user: &str,
-) -> Result<Vec<String>, DbErr> {
+) -> Result<Vec<(String, String)>, DbErr> {
     let sql = format!(
-        "SELECT {ENTRY_JSON}::text AS entry FROM hitl_request \
+        "SELECT request_id, {ENTRY_JSON}::text AS entry FROM hitl_request \
          WHERE tenant_id = $1 AND user_id = $2 AND status = 'pending' \
          ORDER BY created_at, seq LIMIT $3"
     );
@@ -330,5 +330,7 @@ pub async fn pending(
             [tenant.into(), user.into(), MAX_PENDING_LISTED.into()],
         ))
         .await?;
-    rows.iter().map(|row| row.try_get("", "entry")).collect()
+    rows.iter()
+        .map(|row| Ok((row.try_get("", "request_id")?, row.try_get("", "entry")?)))
+        .collect()
 }

@@ -89,7 +89,8 @@ impl Change {
 
 /// KEYS: the status key, the owner's stream, the shared stream. ARGV: the
 /// status, the event name, the entry, the owner's oldest id kept, the
-/// retention in seconds, the owner, the shared stream's length cap.
+/// retention in seconds, the owner, the shared stream's length cap, the
+/// request id.
 /// Returns the owner stream's new id, or false when already announced.
 static PUBLISH: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
@@ -100,7 +101,7 @@ if last and last ~= 'pending' and ARGV[1] == 'pending' then return false end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[5])
 local id = redis.call('XADD', KEYS[2], 'MINID', '~', ARGV[4], '*', 'event', ARGV[2], 'data', ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[5])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'owner', ARGV[6], 'id', id, 'event', ARGV[2], 'data', ARGV[3])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'owner', ARGV[6], 'id', id, 'event', ARGV[2], 'request', ARGV[8], 'data', ARGV[3])
 return id
 ",
     )
@@ -138,7 +139,8 @@ impl Publisher {
                 .arg(&oldest)
                 .arg(retention)
                 .arg(&change.owner)
-                .arg(ALL_MAX_LEN);
+                .arg(ALL_MAX_LEN)
+                .arg(&change.request_id);
             // Loads the script first when Redis does not have it yet.
             self.store
                 .bounded(call.invoke_async::<redis::Value>(&mut conn))

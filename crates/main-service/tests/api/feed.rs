@@ -420,3 +420,58 @@ async fn a_feed_ends_at_its_maximum_age_and_resumes_where_it_was() {
         ("hitl_decided", id.as_str())
     );
 }
+
+#[tokio::test]
+async fn a_request_listed_on_connect_is_not_announced_again_when_its_announcement_comes_late() {
+    use main_service::hitl::inbox::{self, RequestRow};
+
+    let app = spawn_app_in(TestDb::create().await, &[("CONSUMERS_ENABLED", "false")]).await;
+    let (alice, tenant, id) = (unique("alice"), unique("t"), unique("req"));
+    let db = app.state.db.conn().unwrap();
+    let now = chrono::Utc::now().fixed_offset();
+    let row = |status: &'static str| RequestRow {
+        request_id: id.clone(),
+        session_id: None,
+        task_id: None,
+        tenant_id: tenant.clone(),
+        user_id: alice.clone(),
+        action_type: Some("merge".into()),
+        message: None,
+        context: None,
+        status,
+        created_at: now,
+        expires_at: now + chrono::Duration::minutes(5),
+        decided_by: (status != "pending").then(|| alice.clone()),
+        decided_at: (status != "pending").then_some(now),
+        reason: None,
+    };
+    // Committed (as a consumer does), not yet announced: the list has it.
+    inbox::record(db, row("pending")).await.unwrap();
+    let mut feed = open(&app, &alice, &tenant, None).await;
+    let listed = feed.next().await;
+    assert_eq!(
+        (listed.event.as_str(), listed.request()),
+        ("hitl_pending", id.as_str())
+    );
+    // The consumer's announcement, after the list was read, then a decision.
+    let publisher = Publisher::new(
+        Store::new(&app.state.config.redis, Duration::from_secs(1), 0),
+        Duration::from_secs(3600),
+    );
+    let ids = [id.clone()];
+    publisher
+        .publish(&inbox::current(db, &ids).await.unwrap())
+        .await
+        .unwrap();
+    inbox::record(db, row("approved")).await.unwrap();
+    publisher
+        .publish(&inbox::current(db, &ids).await.unwrap())
+        .await
+        .unwrap();
+    let next = feed.next().await;
+    assert_eq!(
+        (next.event.as_str(), next.request()),
+        ("hitl_decided", id.as_str()),
+        "no second announcement of what was listed"
+    );
+}
