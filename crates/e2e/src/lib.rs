@@ -255,9 +255,13 @@ impl Stack {
                     .env_remove("REDIS_HOST")
                     .env_remove("REDIS_PORT");
             }
+            // Both listeners on 127.0.0.1, where free_port looked: an admin
+            // listener on 0.0.0.0 also collides with any socket of the port
+            // on 127.0.0.1 (a client's, a parallel test's).
             cmd.env("JWT_SECRET", SECRET)
                 .envs(redis_env.iter().copied())
                 .env("SERVER_HOST", "127.0.0.1")
+                .env("ADMIN_HOST", "127.0.0.1")
                 .env("RUST_LOG", "warn")
                 .stdout(Stdio::null());
         };
@@ -481,6 +485,7 @@ impl Gateway {
             .env("RUST_LOG", "warn")
             .env("GATEWAY_AUTH", "off")
             .env("GATEWAY_MAX_REQUESTS_PER_CLIENT", "0")
+            .env("ADMIN_HOST", "127.0.0.1")
             .env("ADMIN_PORT", admin.to_string())
             .envs(env.iter().copied())
             .stdout(Stdio::null())
