@@ -410,17 +410,7 @@ impl Feed {
         user: &str,
         last: Option<&str>,
     ) -> Feed {
-        let auth = format!("Bearer {token}");
-        let mut headers = vec![
-            ("authorization", auth.as_str()),
-            ("x-tenant-id", tenant),
-            ("x-user-id", user),
-            ("accept", "text/event-stream"),
-        ];
-        if let Some(last) = last {
-            headers.push(("last-event-id", last));
-        }
-        let res = testkit::send(addr, "GET", path, &headers, "")
+        let res = testkit::open_feed(addr, path, tenant, token, user, last)
             .await
             .expect("the feed answers");
         assert_eq!(res.status(), 200, "the feed opens");

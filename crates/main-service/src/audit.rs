@@ -47,6 +47,8 @@ impl Apply for Audit {
         // transaction that writes them (the task writer does the same), so
         // two consumers' batches never deadlock on each other.
         changes.sort_by(|a, b| a.request_id().cmp(b.request_id()));
+        // The requests to announce: every one the batch touched.
+        let requests: Vec<String> = changes.iter().map(|c| c.request_id().to_owned()).collect();
         for change in changes {
             match change {
                 InboxChange::Record(row) => inbox::record(&txn, *row).await?,
@@ -57,15 +59,6 @@ impl Apply for Audit {
             txn.commit().await?;
             return Ok(rejected);
         };
-        let requests: Vec<String> = entries
-            .iter()
-            .filter(|e| !rejected.iter().any(|(id, _)| *id == e.id))
-            .map(|e| {
-                DecisionRecord::read(|name| e.field(name))
-                    .request_id
-                    .to_owned()
-            })
-            .collect();
         let changes = inbox::current(&txn, &requests).await?;
         txn.commit().await?;
         feed.publish(&changes).await?;

@@ -163,6 +163,30 @@ pub async fn send(
     sender.send_request(req).await.ok()
 }
 
+/// `GET path` (a HITL feed) at `addr` as `user` of `tenant` with
+/// `token`, the headers the frontend sends, and `Last-Event-ID: last`
+/// when given.
+pub async fn open_feed(
+    addr: std::net::SocketAddr,
+    path: &str,
+    tenant: &str,
+    token: &str,
+    user: &str,
+    last: Option<&str>,
+) -> Option<hyper::Response<hyper::body::Incoming>> {
+    let auth = format!("Bearer {token}");
+    let mut headers = vec![
+        ("authorization", auth.as_str()),
+        ("x-tenant-id", tenant),
+        ("x-user-id", user),
+        ("accept", "text/event-stream"),
+    ];
+    if let Some(last) = last {
+        headers.push(("last-event-id", last));
+    }
+    send(addr, "GET", path, &headers, Bytes::new()).await
+}
+
 /// An SSE response body read event block by event block.
 pub struct SseBody {
     body: hyper::body::Incoming,

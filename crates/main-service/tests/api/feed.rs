@@ -56,17 +56,9 @@ async fn try_open(
     tenant: &str,
     last: Option<&str>,
 ) -> hyper::Response<hyper::body::Incoming> {
-    let auth = bearer(user, tenant);
-    let mut headers = vec![
-        ("authorization", auth.as_str()),
-        ("x-tenant-id", tenant),
-        ("x-user-id", user),
-        ("accept", "text/event-stream"),
-    ];
-    if let Some(last) = last {
-        headers.push(("last-event-id", last));
-    }
-    testkit::send(client.addr, "GET", EVENTS, &headers, "")
+    let token = bearer(user, tenant);
+    let token = token.strip_prefix("Bearer ").unwrap_or(&token);
+    testkit::open_feed(client.addr, EVENTS, tenant, token, user, last)
         .await
         .expect("the feed answers")
 }
