@@ -259,7 +259,12 @@ fn routes(vars: &Settings) -> Result<Table, ConfigError> {
         ("AURA_PLATFORM_URI", "AURA_PLATFORM_URL"),
         "http://localhost:9000",
     )?;
-    Table::build(aura_uri, main_uri, auth_uri, &specs).map_err(|e| bad("ROUTES", e.0))
+    let defaults = crate::policy::Defaults {
+        response_timeout: vars.secs("GATEWAY_RESPONSE_TIMEOUT_SECS", 300)?,
+        idle_timeout: vars.secs("GATEWAY_STREAM_IDLE_TIMEOUT_SECS", 3600)?,
+        max_body_bytes: vars.positive("GATEWAY_MAX_BODY_BYTES", 10 * 1024 * 1024)?,
+    };
+    Table::build(aura_uri, main_uri, auth_uri, &specs, defaults).map_err(|e| bad("ROUTES", e.0))
 }
 
 /// `JWT_SECRET`, required unless `GATEWAY_AUTH=off`.
@@ -542,10 +547,17 @@ token_check = false
             table.service(synapse.upstream).uri,
             "http://synapse:8080/base"
         );
-        assert_eq!((synapse.edge, synapse.stripped), (Edge::Token, "/api"));
+        assert_eq!(
+            (synapse.policy.edge, synapse.stripped),
+            (Edge::Token, "/api")
+        );
         let (cases, _) = table.find("/api/aura/cases").unwrap().unwrap();
         assert_eq!(
-            (cases.edge, cases.preserve_host, cases.agent),
+            (
+                cases.policy.edge,
+                cases.policy.preserve_host,
+                cases.policy.record
+            ),
             (Edge::Open, true, false)
         );
         assert_eq!(cases.stripped, "/api/aura/cases");

@@ -1,7 +1,7 @@
 //! Checks made at the edge, before any upstream is called, so that a bad
 //! request never opens a five-minute stream.
 //!
-//! - `/api/aura/**` needs `X-Tenant-ID` (400; [`Edge::Agent`]).
+//! - `/api/aura/**` needs `X-Tenant-ID` (400; [`Edge::TenantAndToken`]).
 //! - `/api/aura/**`, `/api/main/**` and an operator's routes unless they
 //!   say `token_check = false` need a valid HS256 Bearer token
 //!   (401) whose `sub` equals `X-User-ID` and whose `tenant_id` equals
@@ -28,12 +28,12 @@ pub fn check(
     verifier: Option<&Verifier>,
 ) -> Result<Option<Claims>, GatewayError> {
     let tenant = header(headers, &TENANT_ID)?;
-    if route.edge == Edge::Agent && tenant.is_none_or(str::is_empty) {
+    if route.policy.edge == Edge::TenantAndToken && tenant.is_none_or(str::is_empty) {
         return Err(GatewayError::BadRequest(
             "X-Tenant-ID header is required".into(),
         ));
     }
-    let needs_token = route.edge != Edge::Open;
+    let needs_token = route.policy.edge != Edge::Open;
     let Some(verifier) = verifier.filter(|_| needs_token) else {
         return Ok(None);
     };

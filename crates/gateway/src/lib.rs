@@ -14,6 +14,7 @@
 //! - [`state`]: what all workers share, one worker's view, the client connection.
 //! - [`config`]: the typed configuration and its loading.
 //! - [`routes`]: the route table and the path rules.
+//! - [`policy`]: what each route does: edge check, recording, resumability, timeouts.
 //! - [`edge`]: tenant and token checks before any upstream is called.
 //! - [`limits`]: open requests and streams per client address and per user.
 //! - [`cors`]: preflights and CORS response headers.
@@ -39,6 +40,7 @@ pub mod h1;
 pub mod headers;
 pub mod limits;
 pub mod metrics;
+pub mod policy;
 pub mod proxy;
 pub mod recorder;
 pub mod relay;

@@ -114,7 +114,7 @@ pub async fn handle(state: &State, req: Request<Incoming>, peer: &Peer) -> Respo
     // future, so the request is not carried in one across an await.
     let mut response = match prepare(&state.shared, &mut ctx, req, peer) {
         Ok(Prepared::Upstream(route, outgoing)) => match send(state, route, peer, outgoing).await {
-            Ok(response) => relay(&state.shared, ctx, response),
+            Ok(response) => relay(&state.shared, ctx, route, response),
             Err(e) => traced_error(ctx, e),
         },
         Ok(Prepared::Own(response)) => own(ctx, response),
@@ -239,8 +239,8 @@ fn edge(
             .ok()
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| GatewayError::BadRequest("Content-Length is not a number".into()))?;
-        if len > shared.config.max_body_bytes {
-            return Err(GatewayError::PayloadTooLarge(shared.config.max_body_bytes));
+        if len > route.policy.max_body_bytes {
+            return Err(GatewayError::PayloadTooLarge(route.policy.max_body_bytes));
         }
     }
     ctx.claims = crate::edge::check(route, headers, shared.verifier.as_ref())?;
@@ -255,7 +255,7 @@ fn edge(
     if let Some(claims) = &ctx.claims
         && let Err(e) = shared.limits.user(
             &dwp_core::hitl::owner_field(claims.tenant_id.as_deref().unwrap_or(""), &claims.sub),
-            ctx.stream && route.agent,
+            ctx.stream && route.policy.stream_cap,
             &mut ctx.log.held,
         )
     {
@@ -275,7 +275,7 @@ fn upstream_request(
     req: Request<Incoming>,
 ) -> Outgoing {
     let (parts, body) = req.into_parts();
-    if route.agent {
+    if route.policy.agent_log {
         log_routing(parts.uri.path(), &parts.headers);
     }
     let mut headers = parts.headers;
@@ -291,7 +291,7 @@ fn upstream_request(
         shared.config.forwarded_hops,
         &mut added,
     );
-    if (!route.preserve_host || !headers.contains_key(HOST))
+    if (!route.policy.preserve_host || !headers.contains_key(HOST))
         && let Some(host) = shared.pool(route.upstream).host()
     {
         // Only routes that say so keep the browser's Host (PreserveHostHeader:
@@ -299,15 +299,15 @@ fn upstream_request(
         headers.insert(HOST, host.clone());
     }
     headers.insert(REQUEST_ID, ctx.request_id.clone());
-    if ctx.stream && route.agent {
+    if ctx.stream && route.policy.record {
         ctx.tee = tee(shared, ctx.claims.as_ref(), &mut headers, parts.uri.path());
     }
-    let preview = route.agent && parts.method == Method::POST;
+    let preview = route.policy.agent_log && parts.method == Method::POST;
     let base = shared.config.routes.service(route.upstream).uri.path();
     Outgoing {
         body: RequestBody::new(
             body,
-            shared.config.max_body_bytes,
+            route.policy.max_body_bytes,
             preview,
             shared.config.body_read_timeout,
         )
@@ -379,7 +379,8 @@ fn log_routing(path: &str, h: &HeaderMap) {
 }
 
 /// Phase 5: the exchange with the upstream, until its response head, within
-/// `GATEWAY_RESPONSE_TIMEOUT_SECS`.
+/// the route's response timeout (`GATEWAY_RESPONSE_TIMEOUT_SECS` unless
+/// its entry says otherwise).
 async fn send(
     state: &State,
     route: &'static Route,
@@ -393,7 +394,11 @@ async fn send(
         state.worker,
         outgoing
     ));
-    let sent = peer.deadlines.response.within(exchange).await;
+    let sent = peer
+        .deadlines
+        .response
+        .within_for(route.policy.response_timeout, exchange)
+        .await;
     if let Some(histogram) = shared.upstream_seconds.get(route.index) {
         histogram.observe(started.elapsed().as_secs_f64());
     }
@@ -436,12 +441,13 @@ fn response_filter(ctx: &Ctx, parts: &mut Parts) -> bool {
 fn relay(
     shared: &Shared,
     mut ctx: Ctx,
+    route: &'static Route,
     response: Response<UpstreamBody>,
 ) -> Response<ResponseBody> {
     let (mut parts, body) = response.into_parts();
     let sse = response_filter(&ctx, &mut parts);
     let rules = ctx.stream.then_some(StreamRules {
-        idle_timeout: shared.config.stream_idle_timeout,
+        idle_timeout: route.policy.idle_timeout,
         heartbeat: shared.config.sse_heartbeat,
     });
     ctx.log.status = parts.status.as_u16();

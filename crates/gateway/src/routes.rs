@@ -10,11 +10,17 @@
 //! Gateway's `Path=/api/aura/hitl/**`. Each route strips its first
 //! segments (`StripPrefix=1` by default: `/api/aura/x` goes upstream as
 //! `/aura/x`, query kept) and sends what it stripped as
-//! `X-Forwarded-Prefix`. Tables are built once at start-up and live as
+//! `X-Forwarded-Prefix`. Each route carries its [`Policy`]
+//! ([`crate::policy`]): what the phases do on it, its timeouts included.
+//! Tables are built once at start-up and live as
 //! long as the process (`&'static`), so routing allocates nothing.
+
+use std::time::Duration;
 
 use http::Uri;
 use serde::Deserialize;
+
+pub use crate::policy::{Defaults, Edge, Policy, Resume};
 
 /// Which upstream service a route goes to: an index into [`Table::services`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -38,17 +44,6 @@ pub struct Service {
     pub uri: Uri,
 }
 
-/// What the edge checks before a route's upstream is called.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Edge {
-    /// `X-Tenant-ID` required, and a valid token (the agent routes).
-    Agent,
-    /// A valid token.
-    Token,
-    /// Nothing (sign-in).
-    Open,
-}
-
 /// One route.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Route {
@@ -61,13 +56,8 @@ pub struct Route {
     /// The leading part of the path removed before it goes upstream, sent
     /// as `X-Forwarded-Prefix` (`/api`; empty: nothing removed).
     pub stripped: &'static str,
-    /// The client's `Host` goes upstream (else the upstream's authority).
-    pub preserve_host: bool,
-    /// The edge checks.
-    pub edge: Edge,
-    /// To the agent: the routing log line, stream recording and the
-    /// per-user stream cap apply.
-    pub agent: bool,
+    /// What the phases do on this route.
+    pub policy: Policy,
     /// Its position in the table (its metrics).
     pub index: usize,
 }
@@ -82,7 +72,14 @@ pub struct Route {
 /// strip_prefix = 1                   # leading segments removed (default 1)
 /// preserve_host = false              # send the client's Host (default false)
 /// token_check = true                 # the edge token check (default true)
+/// record = false                     # record event streams as tasks (default false)
+/// resumable = "off"                  # off, opt-in, always: streams outlive their client
+/// response_timeout_secs = 300        # default GATEWAY_RESPONSE_TIMEOUT_SECS
+/// idle_timeout_secs = 3600           # default GATEWAY_STREAM_IDLE_TIMEOUT_SECS
+/// max_body_bytes = 10485760          # default GATEWAY_MAX_BODY_BYTES
 /// ```
+///
+/// `resumable` other than `off` needs `record = true` (the replay is the recording).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RouteSpec {
@@ -98,6 +95,16 @@ pub struct RouteSpec {
     pub preserve_host: Option<bool>,
     /// See above.
     pub token_check: Option<bool>,
+    /// See above.
+    pub record: Option<bool>,
+    /// See above.
+    pub resumable: Option<String>,
+    /// See above.
+    pub response_timeout_secs: Option<u64>,
+    /// See above.
+    pub idle_timeout_secs: Option<u64>,
+    /// See above.
+    pub max_body_bytes: Option<u64>,
 }
 
 /// The routes and the services they go to.
@@ -120,13 +127,19 @@ pub struct RouteError(pub String);
 impl Table {
     /// The contract's routes to these three services.
     pub fn contract(aura: Uri, main: Uri, auth: Uri) -> Self {
-        Self::build(aura, main, auth, &[])
+        Self::build(aura, main, auth, &[], Defaults::default())
             .unwrap_or_else(|_| unreachable!("the contract's routes are valid"))
     }
 
     /// The contract's routes and `extra`, checked; the table lives as long
     /// as the process (it is built once, at start-up).
-    pub fn build(aura: Uri, main: Uri, auth: Uri, extra: &[RouteSpec]) -> Result<Self, RouteError> {
+    pub fn build(
+        aura: Uri,
+        main: Uri,
+        auth: Uri,
+        extra: &[RouteSpec],
+        defaults: Defaults,
+    ) -> Result<Self, RouteError> {
         let mut services = vec![
             Service {
                 name: "aura",
@@ -141,16 +154,15 @@ impl Table {
                 uri: auth,
             },
         ];
-        let contract = |name, prefix, upstream, edge, agent| Route {
+        let contract = |name, prefix, upstream, policy| Route {
             name,
             prefix,
             upstream,
             stripped: STRIPPED_PREFIX,
-            preserve_host: agent,
-            edge,
-            agent,
+            policy,
             index: 0,
         };
+        let service = |edge| Policy::service(edge, defaults);
         let mut routes = vec![
             // The live HITL feed: a route of its own, so that open feeds
             // (one per device, for hours) hold their own share of the
@@ -159,31 +171,28 @@ impl Table {
                 "aura-hitl-events",
                 "/api/aura/hitl/events",
                 Upstream::MAIN,
-                Edge::Agent,
-                false,
+                service(Edge::TenantAndToken),
             ),
             contract(
                 "aura-hitl",
                 "/api/aura/hitl",
                 Upstream::MAIN,
-                Edge::Agent,
-                false,
+                service(Edge::TenantAndToken),
             ),
-            contract("aura", "/api/aura", Upstream::AURA, Edge::Agent, true),
-            contract("main", "/api/main", Upstream::MAIN, Edge::Token, false),
-            contract("auth", "/api/auth", Upstream::AUTH, Edge::Open, false),
+            contract("aura", "/api/aura", Upstream::AURA, Policy::agent(defaults)),
+            contract("main", "/api/main", Upstream::MAIN, service(Edge::Token)),
+            contract("auth", "/api/auth", Upstream::AUTH, service(Edge::Open)),
             // The pages' analytics, public as in the old system (main-service
             // checks a token when one comes).
             contract(
                 "monitoring",
                 "/api/monitoring",
                 Upstream::AUTH,
-                Edge::Open,
-                false,
+                service(Edge::Open),
             ),
         ];
         for spec in extra {
-            let route = operator_route(spec, &mut services)?;
+            let route = operator_route(spec, &mut services, defaults)?;
             if let Some(same) = routes
                 .iter()
                 .find(|r| r.prefix == route.prefix || r.name == route.name)
@@ -261,7 +270,11 @@ fn route_name(given: Option<&str>, prefix: &str) -> Result<String, String> {
 
 /// An operator's route, checked; its service is added unless one with the
 /// same URI exists.
-fn operator_route(spec: &RouteSpec, services: &mut Vec<Service>) -> Result<Route, RouteError> {
+fn operator_route(
+    spec: &RouteSpec,
+    services: &mut Vec<Service>,
+    defaults: Defaults,
+) -> Result<Route, RouteError> {
     let bad = |problem: String| RouteError(format!("{:?}: {problem}", spec.prefix));
     let prefix = spec.prefix.trim_end_matches('/');
     if !prefix.starts_with('/')
@@ -316,14 +329,54 @@ fn operator_route(spec: &RouteSpec, services: &mut Vec<Service>) -> Result<Route
         prefix,
         upstream,
         stripped: &prefix[..stripped_len],
-        preserve_host: spec.preserve_host.unwrap_or(false),
-        edge: if spec.token_check.unwrap_or(true) {
-            Edge::Token
-        } else {
-            Edge::Open
-        },
-        agent: false,
+        policy: operator_policy(spec, defaults).map_err(bad)?,
         index: 0,
+    })
+}
+
+/// An operator route's policy: the defaults of a service route, with what
+/// its entry states.
+fn operator_policy(spec: &RouteSpec, defaults: Defaults) -> Result<Policy, String> {
+    let edge = if spec.token_check.unwrap_or(true) {
+        Edge::Token
+    } else {
+        Edge::Open
+    };
+    let record = spec.record.unwrap_or(false);
+    let resume = match spec.resumable.as_deref() {
+        None => Resume::Off,
+        Some(text) => Resume::parse(text)
+            .ok_or_else(|| format!("resumable {text:?} is one of off, opt-in, always"))?,
+    };
+    if resume != Resume::Off && (!record || edge == Edge::Open) {
+        return Err("a resumable route records its streams and checks tokens (record = true, token_check = true): the replay is the recording, for its owner only".into());
+    }
+    let secs = |given: Option<u64>, default: Duration, what: &str| match given {
+        Some(0) => Err(format!("{what} must be at least 1")),
+        Some(n) => Ok(Duration::from_secs(n)),
+        None => Ok(default),
+    };
+    Ok(Policy {
+        preserve_host: spec.preserve_host.unwrap_or(false),
+        record,
+        resume,
+        stream_cap: record,
+        response_timeout: secs(
+            spec.response_timeout_secs,
+            defaults.response_timeout,
+            "response_timeout_secs",
+        )?,
+        idle_timeout: secs(
+            spec.idle_timeout_secs,
+            defaults.idle_timeout,
+            "idle_timeout_secs",
+        )?,
+        max_body_bytes: match spec.max_body_bytes {
+            Some(0) => return Err("max_body_bytes must be at least 1".into()),
+            Some(n) => n,
+            None => defaults.max_body_bytes,
+        },
+        ..Policy::service(edge, defaults)
     })
 }
 
@@ -414,6 +467,62 @@ fn percent_decode_lossy(segment: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_contract_route_carries_its_own_policy() {
+        let policy = |path| find(path).unwrap().unwrap().0.policy;
+        let aura = policy("/api/aura/test/stream");
+        assert_eq!(
+            (aura.edge, aura.record, aura.resume, aura.stream_cap),
+            (Edge::TenantAndToken, true, Resume::OptIn, true)
+        );
+        assert!(aura.preserve_host && aura.agent_log);
+        // The approvals need the tenant and a token, but are not the agent.
+        let hitl = policy("/api/aura/hitl/approve/x");
+        assert_eq!(
+            (hitl.edge, hitl.record, hitl.resume, hitl.agent_log),
+            (Edge::TenantAndToken, false, Resume::Off, false)
+        );
+        assert_eq!(policy("/api/auth/login").edge, Edge::Open);
+        assert_eq!(policy("/api/main/x").edge, Edge::Token);
+        assert_eq!(aura.response_timeout, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn an_operator_route_states_its_policy_and_resuming_needs_a_recording() {
+        let spec = |fields: serde_json::Value| -> RouteSpec {
+            let mut all = serde_json::json!({"prefix": "/api/x", "uri": "http://x:1"});
+            all.as_object_mut()
+                .unwrap()
+                .extend(fields.as_object().unwrap().clone());
+            serde_json::from_value(all).unwrap()
+        };
+        let build = |s: RouteSpec| {
+            let uri = || Uri::from_static("http://localhost:1");
+            Table::build(uri(), uri(), uri(), &[s], Defaults::default())
+        };
+        let table = build(spec(serde_json::json!(
+            {"record": true, "resumable": "always", "response_timeout_secs": 5}
+        )))
+        .unwrap();
+        let route = table.find("/api/x/y").unwrap().unwrap().0;
+        assert_eq!(
+            (route.policy.record, route.policy.resume, route.policy.stream_cap),
+            (true, Resume::Always, true)
+        );
+        assert_eq!(route.policy.response_timeout, Duration::from_secs(5));
+        for (bad, says) in [
+            (serde_json::json!({"resumable": "opt-in"}), "record = true"),
+            (
+                serde_json::json!({"record": true, "resumable": "sometimes"}),
+                "one of off",
+            ),
+            (serde_json::json!({"response_timeout_secs": 0}), "at least 1"),
+        ] {
+            let err = build(spec(bad.clone())).unwrap_err();
+            assert!(err.0.contains(says), "{bad}: {err}");
+        }
+    }
 
     fn routed(path: &str) -> Option<(&'static str, String)> {
         find(path).unwrap().map(|(r, p)| (r.name, p.to_owned()))

@@ -214,7 +214,7 @@ proptest! {
         }
         let route = &gateway::routes::contract_default().routes[route];
         let checked = gateway::edge::check(route, &map, Some(&verifier));
-        if route.edge != gateway::routes::Edge::Open {
+        if route.policy.edge != gateway::routes::Edge::Open {
             // No random value is a token signed with this secret.
             prop_assert!(checked.is_err());
         }

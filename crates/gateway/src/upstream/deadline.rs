@@ -94,8 +94,13 @@ impl Deadline {
 
     /// Arms it: it passes `timeout` from now (dated by the next sweep).
     pub fn arm(&self) {
+        self.arm_for(self.timeout);
+    }
+
+    /// Arms it for `timeout` instead of its own (a route's timeout).
+    pub fn arm_for(&self, timeout: Duration) {
         self.expired.store(false, Relaxed);
-        self.slot.arm(self.timeout);
+        self.slot.arm(timeout);
     }
 
     /// Disarms it.
@@ -106,8 +111,17 @@ impl Deadline {
     /// Runs `future` with the deadline armed until it completes or the
     /// deadline passes; `None` when it passed. The caller pins `future`, so
     /// that it is stored once, in the caller's state.
-    pub async fn within<F: Future>(&self, mut future: Pin<&mut F>) -> Option<F::Output> {
-        self.arm();
+    pub async fn within<F: Future>(&self, future: Pin<&mut F>) -> Option<F::Output> {
+        self.within_for(self.timeout, future).await
+    }
+
+    /// [`within`](Self::within) `timeout` instead of its own (a route's).
+    pub async fn within_for<F: Future>(
+        &self,
+        timeout: Duration,
+        mut future: Pin<&mut F>,
+    ) -> Option<F::Output> {
+        self.arm_for(timeout);
         let out = std::future::poll_fn(|cx| {
             if let Poll::Ready(out) = future.as_mut().poll(cx) {
                 return Poll::Ready(Some(out));

@@ -1,6 +1,12 @@
 //! Routes of CONTRACT.md section 2, StripPrefix semantics, Host handling,
 //! unknown paths, own endpoints.
 
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Response;
+
 use crate::helpers::*;
 
 #[tokio::test]
@@ -195,4 +201,71 @@ async fn a_route_added_in_the_file_reaches_its_own_upstream_behind_the_token_che
     assert_eq!(seen[0].headers["x-forwarded-prefix"], "/api");
     assert_eq!(seen[0].headers["x-dwp-source"], "AURA");
     assert!(aura.requests().is_empty());
+}
+
+/// A route's own timeouts and body limit, from its `[[routes]]` entry,
+/// hold on that route only.
+#[tokio::test]
+async fn a_routes_own_timeouts_and_body_limit_hold_on_that_route_only() {
+    let slow = upstream(|seen: Seen| async move {
+        if seen.uri.path().contains("slow") {
+            tokio::time::sleep(Duration::from_secs(4)).await;
+        }
+        let (tx, body) = channel_body();
+        tokio::spawn(async move {
+            let _ = tx.send(Bytes::from_static(b"data: one\n\n")).await;
+            tokio::time::sleep(Duration::from_secs(30)).await; // then silent
+            drop(tx);
+        });
+        Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(body)
+            .unwrap()
+    })
+    .await;
+    let dir = std::env::temp_dir().join(format!("gw-policy-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("gateway.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[routes]]\nprefix = \"/api/quick\"\nuri = \"{}\"\ntoken_check = false\nresponse_timeout_secs = 1\nidle_timeout_secs = 1\nmax_body_bytes = 10\n",
+            slow.uri()
+        ),
+    )
+    .unwrap();
+    let env = HashMap::from([
+        ("AURA_PLATFORM_URI".to_string(), slow.uri()),
+        ("MAIN_SERVICE_URI".to_string(), slow.uri()),
+        ("GATEWAY_WORKER_THREADS".to_string(), "1".to_string()),
+        ("GATEWAY_RECORDER_ENABLED".to_string(), "false".to_string()),
+        ("GATEWAY_AUTH".to_string(), "off".to_string()),
+    ]);
+    let config = gateway::Config::from_sources(Some(&file), env).unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
+    let gw = spawn_gateway(config).await;
+
+    let started = std::time::Instant::now();
+    let res = get(gw.addr, "/api/quick/slow", &[]).await;
+    assert_eq!(res.status(), 504, "the route's 1 s response timeout");
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+
+    let started = std::time::Instant::now();
+    let res = get(gw.addr, "/api/quick/stream", &[]).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.text().await, "data: one\n\n");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the route's 1 s idle timeout ended the stream: {:?}",
+        started.elapsed()
+    );
+
+    let req = request("POST", gw.addr, "/api/quick/x")
+        .body(full("more than ten bytes"))
+        .unwrap();
+    assert_eq!(send(gw.addr, req).await.status(), 413);
+
+    // The contract's routes keep the gateway-wide defaults.
+    let res = get(gw.addr, "/api/main/slow", &[]).await;
+    assert_eq!(res.status(), 200, "300 s by default: the 4 s upstream answers");
 }
