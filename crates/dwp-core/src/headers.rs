@@ -20,6 +20,9 @@ pub const AGENT_ID: HeaderName = HeaderName::from_static("x-agent-id");
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// `X-DWP-Task-ID`: the task id the gateway assigns to a relayed agent stream.
 pub const DWP_TASK_ID: HeaderName = HeaderName::from_static("x-dwp-task-id");
+/// `X-DWP-Resumable: true`: the stream outlives its client (the gateway's
+/// resumable streams); the gateway answers with it when it does.
+pub const DWP_RESUMABLE: HeaderName = HeaderName::from_static("x-dwp-resumable");
 /// `X-Forwarded-For`.
 pub const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// `X-Forwarded-Proto`.

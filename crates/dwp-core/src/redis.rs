@@ -88,6 +88,27 @@ impl Target {
         }
     }
 
+    /// A connection manager of the primary for a writer that must not wait:
+    /// connecting and every reply within `timeout`, no retries (the caller
+    /// retries, asking for the primary again).
+    pub async fn writer(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<redis::aio::ConnectionManager, String> {
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(0);
+        let open = async {
+            let client = self.primary().await?;
+            client.get_connection_manager_with_config(config).await
+        };
+        tokio::time::timeout(timeout, open)
+            .await
+            .map_err(|_| "connect timed out".to_owned())?
+            .map_err(|e| e.to_string())
+    }
+
     /// The client of a target without Sentinel (no connection is made).
     fn fixed_client(&self) -> redis::RedisResult<redis::Client> {
         match self.certificates()? {

@@ -360,6 +360,126 @@ pub fn comment(text: &str) -> String {
     format!(": {}\n", text.replace(['\r', '\n'], " "))
 }
 
+/// One block of an event stream: every byte from the end of the previous
+/// block to the blank line that ends this one, unchanged. A block with a
+/// `data` field dispatches an event; one of comments only does not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    /// The bytes, blank line included.
+    pub bytes: Vec<u8>,
+    /// It has a `data` field (a client dispatches it as an event).
+    pub has_data: bool,
+    /// The value of its last `id` field, when it has one.
+    pub id: Option<String>,
+}
+
+/// Splits a byte stream into [`Block`]s at the blank lines that end
+/// events, keeping every byte, so that the blocks joined are the stream.
+/// A block past `max` bytes is handed out as it stands (its event is then
+/// cut in two blocks, neither marked as having data).
+#[derive(Debug)]
+pub struct Blocks {
+    buf: Vec<u8>,
+    line_start: usize,
+    /// The last line ended with CR: an LF next belongs to it.
+    after_cr: bool,
+    /// The block ended with a CR blank line, handed out with the next byte.
+    ended: bool,
+    has_data: bool,
+    id: Option<String>,
+    max: usize,
+}
+
+impl Blocks {
+    /// A splitter handing out blocks of at most about `max` bytes.
+    pub fn new(max: usize) -> Self {
+        Self {
+            buf: Vec::new(),
+            line_start: 0,
+            after_cr: false,
+            ended: false,
+            has_data: false,
+            id: None,
+            max,
+        }
+    }
+
+    /// Follows `chunk`; the blocks it completes go to `out`.
+    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<Block>) {
+        for &b in chunk {
+            if std::mem::take(&mut self.after_cr) {
+                if b == b'\n' {
+                    self.buf.push(b);
+                    self.line_start = self.buf.len();
+                    if std::mem::take(&mut self.ended) {
+                        out.push(self.take(true));
+                    }
+                    continue;
+                }
+                if std::mem::take(&mut self.ended) {
+                    out.push(self.take(true));
+                }
+            }
+            self.buf.push(b);
+            if b != b'\n' && b != b'\r' {
+                continue;
+            }
+            self.after_cr = b == b'\r';
+            let line_end = self.buf.len() - 1;
+            if line_end == self.line_start {
+                self.line_start = self.buf.len();
+                if self.after_cr {
+                    self.ended = true; // an LF may follow, and belongs here
+                } else {
+                    out.push(self.take(true));
+                }
+                continue;
+            }
+            self.field(self.line_start, line_end);
+            self.line_start = self.buf.len();
+        }
+        if self.buf.len() > self.max {
+            out.push(self.take(false));
+        }
+    }
+
+    /// What is held of an unfinished block (the stream ended without its
+    /// blank line).
+    pub fn rest(&mut self) -> Option<Block> {
+        let whole = self.ended;
+        (!self.buf.is_empty()).then(|| self.take(whole))
+    }
+
+    fn field(&mut self, start: usize, end: usize) {
+        let line = &self.buf[start..end];
+        let (name, value) = match line.iter().position(|&b| b == b':') {
+            Some(colon) => (&line[..colon], &line[colon + 1..]),
+            None => (line, &line[line.len()..]),
+        };
+        let value = value.strip_prefix(b" ").unwrap_or(value);
+        match name {
+            b"data" => self.has_data = true,
+            b"id" if !value.contains(&0) => {
+                self.id = Some(String::from_utf8_lossy(value).into_owned());
+            }
+            _ => {}
+        }
+    }
+
+    fn take(&mut self, whole: bool) -> Block {
+        let block = Block {
+            bytes: std::mem::take(&mut self.buf),
+            has_data: whole && self.has_data,
+            id: if whole { self.id.take() } else { None },
+        };
+        self.has_data = false;
+        self.id = None;
+        self.line_start = 0;
+        self.ended = false;
+        block
+    }
+}
+
 #[cfg(test)]
 #[path = "sse_tests.rs"]
 mod tests;

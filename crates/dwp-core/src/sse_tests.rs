@@ -303,3 +303,38 @@ fn an_event_over_the_cap_is_skipped_to_its_blank_line_and_counted_never_held() {
     assert_eq!(p.take_oversized(), 1);
     assert!(p.is_idle());
 }
+#[test]
+fn blocks_keep_every_byte_and_end_at_blank_lines() {
+    let stream = b"id: 1\nevent: start\ndata: {}\n\n: comment\n\ndata: [DONE]\r\n\r\ndata: x";
+    for split in 1..stream.len() {
+        let mut blocks = Blocks::new(1024);
+        let mut out = Vec::new();
+        blocks.feed(&stream[..split], &mut out);
+        blocks.feed(&stream[split..], &mut out);
+        let rest = blocks.rest();
+        let joined: Vec<u8> = out
+            .iter()
+            .chain(rest.iter())
+            .flat_map(|b| b.bytes.clone())
+            .collect();
+        assert_eq!(joined, stream.to_vec(), "split at {split}");
+        assert_eq!(out.len(), 3, "split at {split}: {out:?}");
+        assert_eq!(out[0].id.as_deref(), Some("1"));
+        assert!(out[0].has_data);
+        assert!(!out[1].has_data && out[1].id.is_none(), "a comment");
+        assert!(out[2].has_data && out[2].id.is_none());
+        assert_eq!(rest.unwrap().bytes, b"data: x");
+    }
+}
+
+#[test]
+fn a_block_past_its_cap_is_handed_out_as_it_stands() {
+    let mut blocks = Blocks::new(8);
+    let mut out = Vec::new();
+    blocks.feed(b"data: 0123456789", &mut out);
+    assert_eq!(out.len(), 1);
+    assert!(!out[0].has_data, "a cut event is not marked as one");
+    blocks.feed(b"\n\n", &mut out);
+    let joined: Vec<u8> = out.iter().flat_map(|b| b.bytes.clone()).collect();
+    assert_eq!(joined, b"data: 0123456789\n\n", "every byte kept");
+}

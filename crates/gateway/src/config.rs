@@ -125,6 +125,10 @@ pub struct Config {
     /// pool (100: no cap), so one route's clients never take the connections
     /// another needs.
     pub route_max_pool_percent: usize,
+    /// Resumable streams: `GATEWAY_STREAM_DETACH_SECS` (300),
+    /// `GATEWAY_STREAM_RETENTION_SECS` (3600),
+    /// `GATEWAY_STREAM_JOURNAL_MAX_BYTES` (64 MiB).
+    pub streams: crate::streams::Settings,
 }
 
 impl std::fmt::Debug for Config {
@@ -225,6 +229,13 @@ impl Config {
             forwarded_hops: vars.number("GATEWAY_FORWARDED_HOPS", 0)?,
             body_min_rate: vars.number("GATEWAY_BODY_MIN_BYTES_PER_SEC", 32 * 1024)?,
             write_idle_timeout: vars.secs("GATEWAY_WRITE_IDLE_TIMEOUT_SECS", 30)?,
+            streams: crate::streams::Settings {
+                detach: vars.secs("GATEWAY_STREAM_DETACH_SECS", 300)?,
+                retention: vars.secs("GATEWAY_STREAM_RETENTION_SECS", 3600)?,
+                journal_max_bytes: vars
+                    .positive("GATEWAY_STREAM_JOURNAL_MAX_BYTES", 64 * 1024 * 1024)?
+                    as usize,
+            },
             route_max_pool_percent: match vars.positive("GATEWAY_ROUTE_MAX_POOL_PERCENT", 50)? {
                 p @ 1..=100 => p as usize,
                 _ => {

@@ -44,6 +44,15 @@ pub enum GatewayError {
     /// 504 E5001: the upstream did not connect or answer in time.
     #[error("Upstream {0} timed out")]
     UpstreamTimeout(&'static str),
+    /// 404 E1004: no resumable stream of this id (or none of the caller's).
+    #[error("No resumable stream {0}")]
+    NoStream(String),
+    /// 409 E3001: the request does not fit the stream's state.
+    #[error("{0}")]
+    Conflict(&'static str),
+    /// 503 E5000: a part the request needs is away (Redis for a resume).
+    #[error("{0}")]
+    Unavailable(&'static str),
     /// 500 E1000: a bug on our side; the detail is logged, never sent.
     #[error("Internal error")]
     Internal(String),
@@ -56,7 +65,7 @@ impl GatewayError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::RouteBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RouteBusy(_) | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             other => other.code().status(),
         }
     }
@@ -64,14 +73,17 @@ impl GatewayError {
     /// The envelope's error code.
     pub fn code(&self) -> ErrorCode {
         match self {
-            Self::NotFound(_) => ErrorCode::E1004,
+            Self::NotFound(_) | Self::NoStream(_) => ErrorCode::E1004,
+            Self::Conflict(_) => ErrorCode::E3001,
             Self::BadRequest(_)
             | Self::PayloadTooLarge(_)
             | Self::RequestTimeout
             | Self::TooManyRequests(_) => ErrorCode::E1001,
             Self::Token(e) => e.code(),
             Self::Forbidden(_) => ErrorCode::E2001,
-            Self::UpstreamUnavailable(_) | Self::RouteBusy(_) => ErrorCode::E5000,
+            Self::UpstreamUnavailable(_) | Self::RouteBusy(_) | Self::Unavailable(_) => {
+                ErrorCode::E5000
+            }
             Self::UpstreamTimeout(_) => ErrorCode::E5001,
             Self::Internal(_) => ErrorCode::E1000,
         }

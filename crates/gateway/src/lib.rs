@@ -24,6 +24,8 @@
 //! - [`request_body`]: the streamed, size-limited request body and its preview log.
 //! - [`relay`]: the streamed response body, heartbeats and the idle timeout.
 //! - [`recorder`]: the tee of agent streams into a Redis Stream.
+//! - [`streams`]: resumable runs, their journal, followers and stops.
+//! - [`resume`]: `/api/streams/**` and the stream request sent again: follow, stop.
 //! - [`access`]: the access-log line and request count per request.
 //! - [`admin`]: the admin listener (`/metrics`, `/health`) apart from the public port.
 //! - [`metrics`]: Prometheus metrics.
@@ -45,9 +47,11 @@ pub mod proxy;
 pub mod recorder;
 pub mod relay;
 pub mod request_body;
+pub mod resume;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod streams;
 pub mod trace;
 pub mod upstream;
 

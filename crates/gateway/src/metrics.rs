@@ -47,6 +47,12 @@ pub struct Metrics {
     pub recorder_oversized: Counter,
     /// Requests refused because their client or user had too many open (429).
     pub limited: Counter,
+    /// Resumable runs this gateway reads from the agent.
+    pub resumable_runs: Gauge,
+    /// Of those, the runs no client of this gateway follows.
+    pub detached_runs: Gauge,
+    /// Blocks of resumable streams not journaled (Redis down past the cap).
+    pub journal_lost: Counter,
 }
 
 impl Default for Metrics {
@@ -66,6 +72,7 @@ impl Default for Metrics {
         let recorder_dropped = Counter::default();
         let recorder_oversized = Counter::default();
         let limited = Counter::default();
+        let (resumable_runs, detached_runs, journal_lost) = register_streams(&mut registry);
         registry.register("requests", "Requests by route and status", requests.clone());
         registry.register(
             "open_streams",
@@ -119,8 +126,33 @@ impl Default for Metrics {
             recorder_dropped,
             recorder_oversized,
             limited,
+            resumable_runs,
+            detached_runs,
+            journal_lost,
         }
     }
+}
+
+/// The resumable streams' gauges and counter, registered.
+fn register_streams(registry: &mut Registry) -> (Gauge, Gauge, Counter) {
+    let (resumable_runs, detached_runs) = (Gauge::default(), Gauge::default());
+    let journal_lost = Counter::default();
+    registry.register(
+        "resumable_runs",
+        "Resumable agent runs this gateway reads",
+        resumable_runs.clone(),
+    );
+    registry.register(
+        "detached_runs",
+        "Resumable runs no client of this gateway follows",
+        detached_runs.clone(),
+    );
+    registry.register(
+        "stream_journal_lost",
+        "Blocks of resumable streams not journaled (Redis unreachable past the queue cap)",
+        journal_lost.clone(),
+    );
+    (resumable_runs, detached_runs, journal_lost)
 }
 
 impl Metrics {

@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use dwp_core::headers::{
-    ACCEL_BUFFERING, AUTHORIZATION, DWP_CALLER_TYPE, DWP_SOURCE, DWP_TASK_ID, LAST_EVENT_ID,
-    REQUEST_ID, TENANT_ID, USER_ID,
+    ACCEL_BUFFERING, AUTHORIZATION, DWP_CALLER_TYPE, DWP_RESUMABLE, DWP_SOURCE, DWP_TASK_ID,
+    LAST_EVENT_ID, REQUEST_ID, TENANT_ID, USER_ID,
 };
 use dwp_core::token::Claims;
 use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HOST, ORIGIN};
@@ -39,8 +39,10 @@ use crate::headers::{self, Added};
 use crate::recorder::{Recorder, TaskMeta};
 use crate::relay::{Relay, StreamRules};
 use crate::request_body::RequestBody;
-use crate::routes::{Route, Table};
+use crate::resume;
+use crate::routes::{Edge, Resume, Route, Table};
 use crate::state::{Peer, Shared, State};
+use crate::streams::run;
 use crate::trace::Trace;
 use crate::upstream::client::{self, Outgoing, Target, UpstreamBody};
 
@@ -58,6 +60,8 @@ pub struct Ctx {
     pub tee: Option<(Recorder, Arc<TaskMeta>)>,
     /// Its place in the W3C trace ([`crate::trace`]).
     pub trace: Trace,
+    /// The stream outlives its client ([`crate::streams`]).
+    pub resumable: bool,
 }
 
 /// What the phases before [`send`] end in.
@@ -70,6 +74,8 @@ enum Prepared {
     Upstream(&'static Route, Outgoing),
     /// A response of the gateway's own (`/health`).
     Own(Response<ResponseBody>),
+    /// A call on a resumable stream, for this owner ([`crate::resume`]).
+    Stream(resume::Call, String),
 }
 
 /// Handles one request: preflight, the phases, the error envelope, and the
@@ -108,6 +114,7 @@ pub async fn handle(state: &State, req: Request<Incoming>, peer: &Peer) -> Respo
         claims: None,
         stream: false,
         tee: None,
+        resumable: false,
     };
     let request_id = ctx.request_id.clone();
     // The phases before `send` are synchronous: only the exchange is a
@@ -118,6 +125,17 @@ pub async fn handle(state: &State, req: Request<Incoming>, peer: &Peer) -> Respo
             Err(e) => traced_error(ctx, e),
         },
         Ok(Prepared::Own(response)) => own(ctx, response),
+        Ok(Prepared::Stream(call, owner)) => {
+            let Ctx { log, trace, .. } = ctx;
+            match resume::answer(&state.shared, call, &owner, log).await {
+                Ok(response) => response,
+                Err((mut log, e)) => {
+                    let response = e.into_traced_response(Some(trace.trace_id_hex()));
+                    log.finish(response.status().as_u16(), 0);
+                    response
+                }
+            }
+        }
         Err(e) => traced_error(ctx, e),
     };
     cors.apply(origin.as_ref(), response.headers_mut());
@@ -133,10 +151,30 @@ fn prepare(
     peer: &Peer,
 ) -> Result<Prepared, GatewayError> {
     admit(shared, peer, req.headers(), &mut ctx.log.held)?;
+    if let Some(call) = resume::Call::parse(req.method(), req.uri().path(), req.headers())? {
+        ctx.log.route = "streams";
+        ctx.claims = crate::edge::check(Edge::Token, req.headers(), shared.verifier.as_ref())?;
+        let owner = resume::owner(ctx.claims.as_ref(), req.headers());
+        if !call.stop {
+            user_cap(shared, ctx, &owner, true)?;
+        }
+        return Ok(Prepared::Stream(call, owner));
+    }
     let Some(route) = route(ctx, &shared.config.routes, &req)? else {
         return Ok(Prepared::Own(crate::admin::health()));
     };
     edge(shared, ctx, route, req.headers())?;
+    // The stream request sent again with the task id it was given: a resume.
+    if ctx.stream
+        && route.policy.resume != Resume::Off
+        && shared.streams.is_some()
+        && let Some(call) = resume::Call::again(route.name, req.headers())
+    {
+        return Ok(Prepared::Stream(
+            call?,
+            resume::owner(ctx.claims.as_ref(), req.headers()),
+        ));
+    }
     let outgoing = upstream_request(shared, ctx, route, peer, req);
     Ok(Prepared::Upstream(route, outgoing))
 }
@@ -243,7 +281,7 @@ fn edge(
             return Err(GatewayError::PayloadTooLarge(route.policy.max_body_bytes));
         }
     }
-    ctx.claims = crate::edge::check(route, headers, shared.verifier.as_ref())?;
+    ctx.claims = crate::edge::check(route.policy.edge, headers, shared.verifier.as_ref())?;
     if let Err(e) = shared
         .limits
         .route(route.index, route.name, &mut ctx.log.held)
@@ -252,17 +290,22 @@ fn edge(
         return Err(e);
     }
     // Keyed on (tenant, user): the same name in another tenant is another user.
-    if let Some(claims) = &ctx.claims
-        && let Err(e) = shared.limits.user(
-            &dwp_core::hitl::owner_field(claims.tenant_id.as_deref().unwrap_or(""), &claims.sub),
-            ctx.stream && route.policy.stream_cap,
-            &mut ctx.log.held,
-        )
-    {
-        shared.metrics.limited.inc();
-        return Err(e);
+    if let Some(claims) = &ctx.claims {
+        let owner =
+            dwp_core::hitl::owner_field(claims.tenant_id.as_deref().unwrap_or(""), &claims.sub);
+        user_cap(shared, ctx, &owner, ctx.stream && route.policy.stream_cap)?;
     }
     Ok(())
+}
+
+/// The user's caps of open requests and (when `stream`) streams.
+fn user_cap(shared: &Shared, ctx: &mut Ctx, owner: &str, stream: bool) -> Result<(), GatewayError> {
+    shared
+        .limits
+        .user(owner, stream, &mut ctx.log.held)
+        .inspect_err(|_| {
+            shared.metrics.limited.inc();
+        })
 }
 
 /// Phase 4: the request as the upstream gets it. Only typed headers are
@@ -301,6 +344,15 @@ fn upstream_request(
     headers.insert(REQUEST_ID, ctx.request_id.clone());
     if ctx.stream && route.policy.record {
         ctx.tee = tee(shared, ctx.claims.as_ref(), &mut headers, parts.uri.path());
+        ctx.resumable = ctx.tee.is_some()
+            && shared.streams.is_some()
+            && match route.policy.resume {
+                Resume::Off => false,
+                Resume::Always => true,
+                Resume::OptIn => headers
+                    .get(DWP_RESUMABLE)
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true")),
+            };
     }
     let preview = route.policy.agent_log && parts.method == Method::POST;
     let base = shared.config.routes.service(route.upstream).uri.path();
@@ -451,6 +503,41 @@ fn relay(
         heartbeat: shared.config.sse_heartbeat,
     });
     ctx.log.status = parts.status.as_u16();
+    if ctx.resumable
+        && sse
+        && parts.status.is_success()
+        && let Some(streams) = &shared.streams
+        && let Some((recorder, meta)) = ctx.tee.take()
+    {
+        parts
+            .headers
+            .insert(DWP_RESUMABLE, HeaderValue::from_static("true"));
+        let content_type = parts
+            .headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("text/event-stream")
+            .to_owned();
+        let start = run::Start {
+            task: Arc::from(meta.task_id.as_str()),
+            meta: vec![
+                (
+                    "owner",
+                    dwp_core::hitl::owner_field(&meta.tenant_id, &meta.user_id),
+                ),
+                ("route", route.name.to_owned()),
+                ("type", content_type),
+            ],
+            upstream: body,
+            tee: Some((recorder, meta)),
+            held: std::mem::take(&mut ctx.log.held),
+            idle: route.policy.idle_timeout,
+            max_block: shared.config.recorder.max_event_bytes,
+        };
+        let blocks = run::start(streams, start);
+        let relay = Relay::new(blocks, rules, sse, ctx.log, None);
+        return Response::from_parts(parts, relay.boxed_unsync());
+    }
     let tee = ctx.tee.filter(|_| sse); // only event streams are recorded
     let relay = Relay::new(body, rules, sse, ctx.log, tee);
     Response::from_parts(parts, relay.boxed_unsync())

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use dwp_core::settings::Retention;
 use dwp_core::sse::{Event, Parser};
 use dwp_core::{hitl, tasks};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::Metrics;
@@ -216,21 +216,9 @@ async fn write(
     retention: &Retention,
 ) -> Result<(), String> {
     if conn.is_none() {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(WRITE_TIMEOUT))
-            .set_response_timeout(Some(WRITE_TIMEOUT))
-            .set_number_of_retries(0);
         // Asked for at every reconnection: with Sentinel, the primary
         // may have moved since the last connection failed.
-        let connect = async {
-            let client = redis.primary().await?;
-            client.get_connection_manager_with_config(config).await
-        };
-        let manager = tokio::time::timeout(WRITE_TIMEOUT, connect)
-            .await
-            .map_err(|_| "connect timed out".to_owned())?
-            .map_err(|e| e.to_string())?;
-        *conn = Some(manager);
+        *conn = Some(redis.writer(WRITE_TIMEOUT).await?);
     }
     let Some(manager) = conn.as_mut() else {
         return Err("no connection".into());

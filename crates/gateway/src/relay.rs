@@ -81,9 +81,10 @@ impl Timer {
     }
 }
 
-/// A relayed upstream response body.
-pub struct Relay {
-    upstream: UpstreamBody,
+/// A relayed response body: the upstream's, or for resumable streams the
+/// blocks a run or a follower hands on.
+pub struct Relay<B = UpstreamBody> {
+    upstream: B,
     idle: Option<Timer>,
     heartbeat: Option<(Timer, Boundary)>,
     /// The access-log guard; its metrics are the relay's too.
@@ -94,11 +95,11 @@ pub struct Relay {
     tee: Option<(Recorder, Arc<TaskMeta>)>,
 }
 
-impl Relay {
+impl<B: Body> Relay<B> {
     /// Relays `upstream`; `rules` is `Some` for stream requests, `sse` says
     /// whether the response is `text/event-stream`.
     pub fn new(
-        upstream: UpstreamBody,
+        upstream: B,
         rules: Option<StreamRules>,
         sse: bool,
         log: AccessLog,
@@ -132,7 +133,7 @@ impl Relay {
     }
 }
 
-impl Drop for Relay {
+impl<B> Drop for Relay<B> {
     fn drop(&mut self) {
         if self.stream {
             self.log.metrics().open_streams.dec();
@@ -149,7 +150,11 @@ impl Drop for Relay {
     }
 }
 
-impl Body for Relay {
+impl<B> Body for Relay<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError> + std::fmt::Display,
+{
     type Data = Bytes;
     type Error = BoxError;
 
@@ -192,7 +197,7 @@ impl Body for Relay {
             Poll::Ready(Some(Err(e))) => {
                 tracing::warn!(error = %e, "upstream broke the response off");
                 this.end(Outcome::UpstreamError);
-                return Poll::Ready(Some(Err(Box::new(e))));
+                return Poll::Ready(Some(Err(e.into())));
             }
             Poll::Pending => {}
         }

@@ -507,7 +507,11 @@ mod tests {
         .unwrap();
         let route = table.find("/api/x/y").unwrap().unwrap().0;
         assert_eq!(
-            (route.policy.record, route.policy.resume, route.policy.stream_cap),
+            (
+                route.policy.record,
+                route.policy.resume,
+                route.policy.stream_cap
+            ),
             (true, Resume::Always, true)
         );
         assert_eq!(route.policy.response_timeout, Duration::from_secs(5));
@@ -517,7 +521,10 @@ mod tests {
                 serde_json::json!({"record": true, "resumable": "sometimes"}),
                 "one of off",
             ),
-            (serde_json::json!({"response_timeout_secs": 0}), "at least 1"),
+            (
+                serde_json::json!({"response_timeout_secs": 0}),
+                "at least 1",
+            ),
         ] {
             let err = build(spec(bad.clone())).unwrap_err();
             assert!(err.0.contains(says), "{bad}: {err}");

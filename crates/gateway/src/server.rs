@@ -64,6 +64,7 @@ pub async fn run_with_admin(
     let workers = config.worker_threads;
     let mut shared = Shared::new(config);
     let recorder = start_recorder(&mut shared);
+    let journal = start_streams(&mut shared);
     let shared = Arc::new(shared);
     let admin = admin.map(|listener| {
         if let Ok(addr) = listener.local_addr() {
@@ -99,6 +100,16 @@ pub async fn run_with_admin(
     if let Some(admin) = admin {
         admin.abort();
     }
+    if let Some(task) = journal {
+        // The runs are gone with the workers: the journal writes what is
+        // queued and stops.
+        if tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("stream journal did not finish writing in time");
+        }
+    }
     if let Some(task) = recorder {
         // Every handle is gone with the workers: the recorder writes what is
         // queued and stops.
@@ -129,6 +140,26 @@ fn start_recorder(shared: &mut Shared) -> Option<tokio::sync::oneshot::Receiver<
         }
         Err(e) => {
             tracing::warn!(error = %e, "stream recorder not started");
+            None
+        }
+    }
+}
+
+/// Starts resumable streams (journal, tail, stop listener) beside the
+/// recorder; the journal's task is returned, to be awaited on shutdown.
+fn start_streams(shared: &mut Shared) -> Option<tokio::sync::oneshot::Receiver<()>> {
+    shared.recorder.as_ref()?;
+    match crate::streams::Streams::start(
+        &shared.config.redis,
+        shared.config.streams,
+        shared.metrics.clone(),
+    ) {
+        Ok((streams, task)) => {
+            shared.streams = Some(streams);
+            Some(task)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "resumable streams not started");
             None
         }
     }

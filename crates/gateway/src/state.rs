@@ -32,6 +32,8 @@ pub struct Shared {
     pub upstream_seconds: Vec<Histogram>,
     /// The stream recorder, when enabled and started.
     pub recorder: Option<Recorder>,
+    /// Resumable streams, started with the recorder.
+    pub streams: Option<crate::streams::Streams>,
     /// Open requests and streams per client address and user.
     pub limits: Arc<Limits>,
 }
@@ -136,6 +138,7 @@ impl Shared {
             pools,
             upstream_seconds,
             recorder: None,
+            streams: None,
             limits,
         }
     }

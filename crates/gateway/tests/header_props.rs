@@ -213,7 +213,7 @@ proptest! {
             }
         }
         let route = &gateway::routes::contract_default().routes[route];
-        let checked = gateway::edge::check(route, &map, Some(&verifier));
+        let checked = gateway::edge::check(route.policy.edge, &map, Some(&verifier));
         if route.policy.edge != gateway::routes::Edge::Open {
             // No random value is a token signed with this secret.
             prop_assert!(checked.is_err());

@@ -17,6 +17,7 @@ mod lifecycle;
 mod logging;
 mod process;
 mod recorder;
+mod resumable;
 mod routing;
 mod seams;
 mod security;

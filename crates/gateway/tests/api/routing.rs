@@ -248,7 +248,11 @@ async fn a_routes_own_timeouts_and_body_limit_hold_on_that_route_only() {
     let started = std::time::Instant::now();
     let res = get(gw.addr, "/api/quick/slow", &[]).await;
     assert_eq!(res.status(), 504, "the route's 1 s response timeout");
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
 
     let started = std::time::Instant::now();
     let res = get(gw.addr, "/api/quick/stream", &[]).await;
@@ -267,5 +271,9 @@ async fn a_routes_own_timeouts_and_body_limit_hold_on_that_route_only() {
 
     // The contract's routes keep the gateway-wide defaults.
     let res = get(gw.addr, "/api/main/slow", &[]).await;
-    assert_eq!(res.status(), 200, "300 s by default: the 4 s upstream answers");
+    assert_eq!(
+        res.status(),
+        200,
+        "300 s by default: the 4 s upstream answers"
+    );
 }

@@ -1,0 +1,298 @@
+//! Resumable streams: a run outlives its client, is resumed on another
+//! gateway from its journal, followed by two clients, stopped from anywhere.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::helpers::*;
+
+fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+const WAIT: Duration = Duration::from_secs(5);
+
+/// Two gateways on one Redis in front of one fed agent.
+async fn two_gateways() -> (
+    Upstream,
+    mpsc::Receiver<mpsc::Sender<Bytes>>,
+    TestGateway,
+    TestGateway,
+) {
+    let (up, feeds) = feeding_upstream(Some("text/event-stream")).await;
+    let settings = [
+        ("GATEWAY_RECORDER_ENABLED", "true"),
+        ("REDIS_URL", &redis_url()[..]),
+        ("GATEWAY_STREAM_DETACH_SECS", "30"),
+    ];
+    let gw1 = spawn_gateway(config(&up.uri(), &settings)).await;
+    let gw2 = spawn_gateway(config(&up.uri(), &settings)).await;
+    (up, feeds, gw1, gw2)
+}
+
+fn stream_request(
+    gw: &TestGateway,
+    user: &str,
+    headers: &[(&str, &str)],
+) -> http::Request<TestBody> {
+    let mut req = request("POST", gw.addr, "/api/aura/test/stream")
+        .header("x-tenant-id", "tenant1")
+        .header("x-user-id", user);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.body(full(r#"{"prompt":"merge it"}"#)).unwrap()
+}
+
+/// Reads until `want` bytes have arrived (or the stream ends).
+async fn read_until(res: &mut Sent, want: &str) -> String {
+    let mut got = Vec::new();
+    while !String::from_utf8_lossy(&got).contains(want) {
+        match res.chunk(WAIT).await {
+            Some(chunk) => got.extend_from_slice(&chunk),
+            None => break,
+        }
+    }
+    String::from_utf8(got).unwrap()
+}
+
+async fn read_to_end(res: &mut Sent) -> String {
+    let mut got = Vec::new();
+    while let Some(chunk) = res.chunk(WAIT).await {
+        got.extend_from_slice(&chunk);
+    }
+    String::from_utf8(got).unwrap()
+}
+
+async fn started(
+    gw: &TestGateway,
+    feeds: &mut mpsc::Receiver<mpsc::Sender<Bytes>>,
+) -> (Sent, String, mpsc::Sender<Bytes>) {
+    let res = send(
+        gw.addr,
+        stream_request(gw, "alice", &[("x-dwp-resumable", "true")]),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.header("x-dwp-resumable").as_deref(), Some("true"));
+    let task = res.header("x-dwp-task-id").expect("a task id");
+    let feed = feeds.recv().await.unwrap();
+    (res, task, feed)
+}
+
+#[tokio::test]
+async fn a_dropped_resumable_stream_is_resumed_on_another_gateway_without_calling_the_agent_again()
+{
+    let (up, mut feeds, gw1, gw2) = two_gateways().await;
+    let (mut first, task, feed) = started(&gw1, &mut feeds).await;
+    feed.send(Bytes::from_static(
+        b"id: 1\nevent: start\ndata: {\"type\":\"start\"}\n\n",
+    ))
+    .await
+    .unwrap();
+    feed.send(Bytes::from_static(
+        b"event: thought\ndata: {\"type\":\"thought\"}\n\n",
+    ))
+    .await
+    .unwrap();
+    let seen = read_until(&mut first, "thought\"}\n\n").await;
+    assert_eq!(
+        seen,
+        "id: 1\nevent: start\ndata: {\"type\":\"start\"}\n\nid: g2\nevent: thought\ndata: {\"type\":\"thought\"}\n\n",
+        "an event without an id gets the gateway's"
+    );
+    drop(first); // the laptop lid closes
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The run goes on: the agent's stream is still open and read.
+    feed.send(Bytes::from_static(
+        b"id: 8\nevent: hitl\ndata: {\"type\":\"hitl\"}\n\n",
+    ))
+    .await
+    .unwrap();
+    feed.send(Bytes::from_static(b": a comment\n\n"))
+        .await
+        .unwrap();
+
+    // Another user cannot follow it; the owner can, on the other gateway.
+    let stranger = get(
+        gw2.addr,
+        &format!("/api/streams/{task}"),
+        &[("x-tenant-id", "tenant1"), ("x-user-id", "mallory")],
+    )
+    .await;
+    assert_eq!(stranger.status(), 404);
+    let namesake = get(
+        gw2.addr,
+        &format!("/api/streams/{task}"),
+        &[("x-tenant-id", "tenant2"), ("x-user-id", "alice")],
+    )
+    .await;
+    assert_eq!(
+        namesake.status(),
+        404,
+        "the same name in another tenant is another user"
+    );
+
+    let mut resumed = get(
+        gw2.addr,
+        &format!("/api/streams/{task}"),
+        &[
+            ("x-tenant-id", "tenant1"),
+            ("x-user-id", "alice"),
+            ("last-event-id", "g2"),
+        ],
+    )
+    .await;
+    assert_eq!(resumed.status(), 200);
+    assert_eq!(
+        resumed.header("content-type").as_deref(),
+        Some("text/event-stream")
+    );
+    let missed = read_until(&mut resumed, ": a comment\n\n").await;
+    assert_eq!(
+        missed, "id: 8\nevent: hitl\ndata: {\"type\":\"hitl\"}\n\n: a comment\n\n",
+        "exactly the missed blocks"
+    );
+
+    // A second device joins with the POST form, from the start.
+    let mut second = send(
+        gw1.addr,
+        stream_request(&gw1, "alice", &[("x-dwp-task-id", &task)]),
+    )
+    .await;
+    assert_eq!(second.status(), 200);
+    let all = read_until(&mut second, ": a comment\n\n").await;
+    assert!(all.starts_with("id: 1\nevent: start"), "{all}");
+
+    // Live events reach both, then the end closes both.
+    feed.send(Bytes::from_static(
+        b"id: 14\nevent: end\ndata: {\"type\":\"end\"}\n\n",
+    ))
+    .await
+    .unwrap();
+    feed.send(Bytes::from_static(b"data: [DONE]\n\n"))
+        .await
+        .unwrap();
+    drop(feed);
+    let rest = "id: 14\nevent: end\ndata: {\"type\":\"end\"}\n\nid: g6\ndata: [DONE]\n\n";
+    assert_eq!(
+        read_to_end(&mut resumed)
+            .await
+            .replace(": keep-alive\n\n", ""),
+        rest
+    );
+    assert!(read_to_end(&mut second).await.ends_with(rest));
+    assert_eq!(up.requests().len(), 1, "the agent was called once");
+
+    // After the end a resume replays to the end and closes.
+    let mut late = get(
+        gw1.addr,
+        &format!("/api/streams/{task}"),
+        &[
+            ("x-tenant-id", "tenant1"),
+            ("x-user-id", "alice"),
+            ("last-event-id", "8"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        read_to_end(&mut late).await,
+        format!(": a comment\n\n{rest}")
+    );
+    let unknown = get(
+        gw1.addr,
+        &format!("/api/streams/{task}"),
+        &[
+            ("x-tenant-id", "tenant1"),
+            ("x-user-id", "alice"),
+            ("last-event-id", "nope"),
+        ],
+    )
+    .await;
+    assert_eq!(unknown.status(), 400);
+    assert_eq!(up.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn a_stop_on_another_gateway_cancels_the_agent_and_ends_every_follower() {
+    let (up, mut feeds, gw1, gw2) = two_gateways().await;
+    let (mut first, task, feed) = started(&gw1, &mut feeds).await;
+    feed.send(Bytes::from_static(b"id: 1\nevent: start\ndata: {}\n\n"))
+        .await
+        .unwrap();
+    read_until(&mut first, "data: {}\n\n").await;
+    let mut follower = get(
+        gw2.addr,
+        &format!("/api/streams/{task}"),
+        &[
+            ("x-tenant-id", "tenant1"),
+            ("x-user-id", "alice"),
+            ("last-event-id", "1"),
+        ],
+    )
+    .await;
+    assert_eq!(follower.status(), 200);
+
+    let other = request("POST", gw2.addr, &format!("/api/streams/{task}/stop"))
+        .header("x-tenant-id", "tenant1")
+        .header("x-user-id", "mallory")
+        .body(full(""))
+        .unwrap();
+    assert_eq!(
+        send(gw2.addr, other).await.status(),
+        404,
+        "only the owner stops it"
+    );
+    let stop = request("POST", gw2.addr, &format!("/api/streams/{task}/stop"))
+        .header("x-tenant-id", "tenant1")
+        .header("x-user-id", "alice")
+        .body(full(""))
+        .unwrap();
+    let stopped = std::time::Instant::now();
+    assert_eq!(send(gw2.addr, stop).await.status(), 202);
+    tokio::time::timeout(Duration::from_secs(1), feed.closed())
+        .await
+        .expect("the agent's stream is closed within a second");
+    assert!(stopped.elapsed() < Duration::from_secs(1));
+    let cancelled = "event: error\ndata: {\"type\":\"error\",\"error\":\"Stopped by the user\",\"errorType\":\"Cancelled\"}\n\nid: g3\ndata: [DONE]\n\n";
+    let tail = read_to_end(&mut follower).await;
+    assert!(
+        tail.ends_with(cancelled) && tail.starts_with("id: g2\n"),
+        "{tail}"
+    );
+    assert!(read_to_end(&mut first).await.ends_with(cancelled));
+    let again = request("POST", gw1.addr, &format!("/api/streams/{task}/stop"))
+        .header("x-tenant-id", "tenant1")
+        .header("x-user-id", "alice")
+        .body(full(""))
+        .unwrap();
+    assert_eq!(send(gw1.addr, again).await.status(), 409, "already ended");
+    assert_eq!(up.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn without_the_opt_in_the_client_leaving_still_cancels_the_agent() {
+    let (_up, mut feeds, gw1, _gw2) = two_gateways().await;
+    let res = send(gw1.addr, stream_request(&gw1, "alice", &[])).await;
+    assert_eq!(res.status(), 200);
+    assert!(res.header("x-dwp-resumable").is_none());
+    let task = res.header("x-dwp-task-id").unwrap();
+    let feed = feeds.recv().await.unwrap();
+    drop(res);
+    tokio::time::timeout(Duration::from_secs(1), feed.closed())
+        .await
+        .expect("the upstream is cancelled within a second");
+    let resume = get(
+        gw1.addr,
+        &format!("/api/streams/{task}"),
+        &[("x-tenant-id", "tenant1"), ("x-user-id", "alice")],
+    )
+    .await;
+    assert_eq!(
+        resume.status(),
+        404,
+        "a stream that was not resumable cannot be resumed"
+    );
+}
