@@ -14,6 +14,7 @@ use axum::response::Response;
 use dwp_core::events::{AgentEvent, EventType};
 use dwp_core::headers::{DWP_CALLER_TYPE, DWP_SOURCE, LAST_EVENT_ID, TENANT_ID, USER_ID};
 use serde_json::{Value, json};
+use std::sync::atomic::Ordering::Relaxed;
 use tokio::sync::mpsc;
 
 use crate::AppState;
@@ -108,6 +109,20 @@ pub async fn stream(
         .header(http::header::CACHE_CONTROL, "no-cache")
         .body(Body::from_stream(body))
         .unwrap_or_default()
+}
+
+/// Counts the run as cancelled when it ends with its client gone.
+struct Counted {
+    state: Arc<AppState>,
+    tx: mpsc::Sender<String>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if self.tx.is_closed() {
+            self.state.runs.cancelled.fetch_add(1, Relaxed);
+        }
+    }
 }
 
 struct Run {
@@ -205,6 +220,11 @@ fn tool_event(action: &str, status: &str) -> AgentEvent {
 }
 
 async fn run(state: Arc<AppState>, run: Run, tx: mpsc::Sender<String>) {
+    state.runs.started.fetch_add(1, Relaxed);
+    let _counted = Counted {
+        state: state.clone(),
+        tx: tx.clone(),
+    };
     let mut out = Sender {
         tx,
         next_id: run.first_id,

@@ -63,6 +63,8 @@ pub struct Stack {
     pub main: SocketAddr,
     /// main-service's admin listener (`/metrics`).
     pub main_admin: SocketAddr,
+    /// aura-sim (its `GET /sim/runs` counts the runs it started).
+    pub aura: SocketAddr,
     /// The Redis every process uses.
     pub redis_url: String,
     /// The tenant of every account.
@@ -303,6 +305,7 @@ impl Stack {
             gateway_admin: ([127, 0, 0, 1], gateway_admin).into(),
             main: ([127, 0, 0, 1], main).into(),
             main_admin: ([127, 0, 0, 1], main_admin).into(),
+            aura: ([127, 0, 0, 1], aura).into(),
             redis_url,
             tenant,
             users,
@@ -754,9 +757,10 @@ pub const AFTER_APPROVAL: [&str; 5] = [
     "[DONE]",
 ];
 
-/// The event type of a block (`[DONE]` for the terminator).
+/// The event type of a block (`[DONE]` for the terminator, with or
+/// without the `id:` a resumable stream gives it).
 pub fn kind(block: &str) -> String {
-    if block == "data: [DONE]\n\n" {
+    if block.lines().any(|l| l == "data: [DONE]") {
         return "[DONE]".into();
     }
     block
