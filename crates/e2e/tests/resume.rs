@@ -23,13 +23,18 @@ async fn runs(stack: &Stack) -> (u64, u64) {
 
 /// A second gateway replica in front of the same agent, main-service and Redis.
 async fn replica(stack: &Stack) -> Gateway {
+    replica_on(stack, &stack.redis_url).await
+}
+
+/// [`replica`] with its Redis at `redis_url`.
+async fn replica_on(stack: &Stack, redis_url: &str) -> Gateway {
     let main = format!("http://{}", stack.main);
     Gateway::start(
         stack.aura,
         &[
             ("GATEWAY_AUTH", "on"),
             ("JWT_SECRET", e2e::SECRET),
-            ("REDIS_URL", &stack.redis_url),
+            ("REDIS_URL", redis_url),
             ("MAIN_SERVICE_URI", &main),
         ],
     )
@@ -300,4 +305,67 @@ async fn without_the_opt_in_a_client_leaving_cancels_the_agent_within_a_second()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test]
+async fn with_its_redis_away_a_resumable_stream_goes_on_a_resume_is_503_and_nothing_is_lost() {
+    let stack = Stack::start(e2e::Options {
+        users: &["wim"],
+        ..e2e::Options::default()
+    })
+    .await;
+    let wim = stack.user("wim");
+    let token = stack.login(&wim).await;
+    // A gateway whose journal lives on a Redis of its own, to be stopped.
+    let mut journal = e2e::servers::PrivateRedis::start();
+    let url = journal.url();
+    let gateway = replica_on(&stack, &url).await;
+    let (status, task, mut client) = open(
+        gateway.addr,
+        &stack,
+        &token,
+        &wim,
+        "merge the feature branch",
+        &[("x-dwp-resumable", "true")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let task = task.unwrap();
+    let mut seen = Vec::new();
+    while let Some(block) = client.next().await {
+        seen.push(block.clone());
+        if kind(&block) == "hitl" {
+            break;
+        }
+    }
+    journal.kill();
+    let (status, _) = stack
+        .approve(&token, &wim, &request_id(seen.last().unwrap()))
+        .await;
+    assert_eq!(status, 200);
+    let rest = client.rest().await;
+    assert_eq!(
+        kind(rest.last().unwrap()),
+        "[DONE]",
+        "the stream went on without Redis: {rest:?}"
+    );
+    seen.extend(rest);
+    let (status, _) = follow(gateway.addr, &token, &task, None).await;
+    assert_eq!(status, 503, "a resume needs the journal");
+
+    // Redis back: the journal catches up, and a resume replays it all.
+    journal.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let replayed = loop {
+        let (status, mut body) = follow(gateway.addr, &token, &task, None).await;
+        if status == 200 {
+            break body.rest().await;
+        }
+        assert!(Instant::now() < deadline, "never resumable again: {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        replayed, seen,
+        "every block the client saw is in the journal"
+    );
 }
