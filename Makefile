@@ -4,7 +4,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help run demo test test-faults test-api fuzz soak lint lint-deploy image-check compose-up fmt bench bench-gateway bench-instructions bench-hitl bench-recorder bench-feed services migrate build release clean
+.PHONY: help run demo test test-faults test-api fuzz soak lint lint-deploy image-check compose-up fmt bench bench-gateway bench-instructions bench-hitl bench-recorder bench-feed bench-resume services migrate build release clean
 
 help:
 	@echo "make run      - install/start Redis and PostgreSQL, build, run the local stack"
@@ -85,7 +85,7 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-bench: bench-gateway bench-instructions bench-hitl bench-recorder bench-feed
+bench: bench-gateway bench-instructions bench-hitl bench-recorder bench-feed bench-resume
 
 # Five minutes of 10,000 idle streams plus proxied load, then 1,000 HITL
 # decisions per second for a minute (not part of `make bench`).
@@ -109,6 +109,11 @@ bench-recorder: release
 # with 1,000 open feeds and 100 pausing runs a second.
 bench-feed: release
 	@bash scripts/bench/feed.sh
+
+# Resumable streams: added relay latency, resume latency with 1,000 events
+# to replay, memory per detached run.
+bench-resume: release
+	@bash scripts/bench/resume.sh
 
 clean:
 	$(CARGO) clean

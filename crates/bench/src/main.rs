@@ -16,10 +16,15 @@
 //!   Content-Length body (the load of `scripts/bench/instructions.sh`).
 //! - `dwp-bench hitl ADDR REDIS_URL SECRET DECISIONS CLIENTS [RATE]`: see [`hitl`].
 //! - `dwp-bench feed GATEWAY SECRET FEEDS RATE SECONDS [APPROVE_AFTER_MS]`: see [`feed`].
+//! - `dwp-bench resume GATEWAY EVENTS RESUMES`: see [`resume`].
+//!
+//! `BENCH_HEADER` (`Name: value`) is added to the stream requests of
+//! `streams` and `latency` (`X-DWP-Resumable: true` for resumable ones).
 #![forbid(unsafe_code)]
 
 mod feed;
 mod hitl;
+mod resume;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -43,7 +48,7 @@ fn now_ns() -> u128 {
         .unwrap_or(0)
 }
 
-const USAGE: &str = "usage: dwp-bench backend PORT | streams ADDR PATH COUNT HOLD_SECS | latency ADDR PATH STREAMS | sequential ADDR PATH COUNT | hitl ADDR REDIS_URL SECRET DECISIONS CLIENTS [RATE] | feed GATEWAY SECRET FEEDS RATE SECONDS [APPROVE_AFTER_MS]";
+const USAGE: &str = "usage: dwp-bench backend PORT | streams ADDR PATH COUNT HOLD_SECS | latency ADDR PATH STREAMS | sequential ADDR PATH COUNT | hitl ADDR REDIS_URL SECRET DECISIONS CLIENTS [RATE] | feed GATEWAY SECRET FEEDS RATE SECONDS [APPROVE_AFTER_MS] | resume GATEWAY EVENTS RESUMES";
 
 fn usage() -> ! {
     eprintln!("{USAGE}");
@@ -109,6 +114,12 @@ async fn main() {
             };
             if let Err(e) = feed::run(bench).await {
                 eprintln!("feed: {e}");
+                std::process::exit(1);
+            }
+        }
+        Some("resume") => {
+            if let Err(e) = resume::run(arg(&args, 2), arg(&args, 3), arg(&args, 4)).await {
+                eprintln!("resume: {e}");
                 std::process::exit(1);
             }
         }
@@ -194,18 +205,33 @@ impl http_body::Body for ChannelBody {
     }
 }
 
-fn head(addr: SocketAddr, path: &str) -> String {
+fn head(addr: SocketAddr, path: &str, extra: &str) -> String {
     let body = r#"{"prompt":"hi","context":{}}"#;
+    let extra = if extra.is_empty() {
+        String::new()
+    } else {
+        format!("{extra}\r\n")
+    };
     format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nX-Tenant-ID: bench\r\nAccept: text/event-stream\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nX-Tenant-ID: bench\r\nAccept: text/event-stream\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\n\r\n{body}",
         body.len()
     )
 }
 
 /// Opens a stream and returns it once its response head has arrived.
 async fn open(addr: SocketAddr, path: &str) -> std::io::Result<(TcpStream, Vec<u8>)> {
+    let extra = std::env::var("BENCH_HEADER").unwrap_or_default();
+    open_with(addr, path, &extra).await
+}
+
+/// [`open`] with an `extra` header line (`Name: value`, or empty).
+pub(crate) async fn open_with(
+    addr: SocketAddr,
+    path: &str,
+    extra: &str,
+) -> std::io::Result<(TcpStream, Vec<u8>)> {
     let mut stream = TcpStream::connect(addr).await?;
-    stream.write_all(head(addr, path).as_bytes()).await?;
+    stream.write_all(head(addr, path, extra).as_bytes()).await?;
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -314,7 +340,7 @@ async fn latency(addr: SocketAddr, path: &str, count: usize) {
     );
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+pub(crate) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 

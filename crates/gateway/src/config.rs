@@ -129,6 +129,14 @@ pub struct Config {
     /// `GATEWAY_STREAM_RETENTION_SECS` (3600),
     /// `GATEWAY_STREAM_JOURNAL_MAX_BYTES` (64 MiB).
     pub streams: crate::streams::Settings,
+    /// `GATEWAY_TLS_CERT_FILE` and `GATEWAY_TLS_KEY_FILE`: the listener
+    /// speaks TLS (ALPN `h2`, `http/1.1`).
+    pub tls: Option<crate::tls::Files>,
+    /// `GATEWAY_H2C` (true): cleartext HTTP/2 with prior knowledge beside
+    /// HTTP/1.1 on a listener without TLS.
+    pub h2c: bool,
+    /// `GATEWAY_H2_MAX_STREAMS` (100): concurrent streams per HTTP/2 connection.
+    pub h2_max_streams: u32,
 }
 
 impl std::fmt::Debug for Config {
@@ -229,6 +237,11 @@ impl Config {
             forwarded_hops: vars.number("GATEWAY_FORWARDED_HOPS", 0)?,
             body_min_rate: vars.number("GATEWAY_BODY_MIN_BYTES_PER_SEC", 32 * 1024)?,
             write_idle_timeout: vars.secs("GATEWAY_WRITE_IDLE_TIMEOUT_SECS", 30)?,
+            tls: tls_files(&vars)?,
+            h2c: vars.flag("GATEWAY_H2C", true)?,
+            h2_max_streams: vars
+                .positive("GATEWAY_H2_MAX_STREAMS", 100)?
+                .min(u64::from(u32::MAX)) as u32,
             streams: crate::streams::Settings {
                 detach: vars.secs("GATEWAY_STREAM_DETACH_SECS", 300)?,
                 retention: vars.secs("GATEWAY_STREAM_RETENTION_SECS", 3600)?,
@@ -276,6 +289,28 @@ fn routes(vars: &Settings) -> Result<Table, ConfigError> {
         max_body_bytes: vars.positive("GATEWAY_MAX_BODY_BYTES", 10 * 1024 * 1024)?,
     };
     Table::build(aura_uri, main_uri, auth_uri, &specs, defaults).map_err(|e| bad("ROUTES", e.0))
+}
+
+/// `GATEWAY_TLS_CERT_FILE` and `GATEWAY_TLS_KEY_FILE`: both, or neither.
+fn tls_files(vars: &Settings) -> Result<Option<crate::tls::Files>, ConfigError> {
+    match (
+        vars.text("GATEWAY_TLS_CERT_FILE"),
+        vars.text("GATEWAY_TLS_KEY_FILE"),
+    ) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(crate::tls::Files {
+            cert: cert.into(),
+            key: key.into(),
+        })),
+        (Some(_), None) => Err(bad(
+            "GATEWAY_TLS_KEY_FILE",
+            "is required with GATEWAY_TLS_CERT_FILE",
+        )),
+        (None, Some(_)) => Err(bad(
+            "GATEWAY_TLS_CERT_FILE",
+            "is required with GATEWAY_TLS_KEY_FILE",
+        )),
+    }
 }
 
 /// `JWT_SECRET`, required unless `GATEWAY_AUTH=off`.

@@ -33,12 +33,21 @@ struct Forwarded {
     client: HeaderValue,
     host: Option<HeaderValue>,
     prefix: &'static str,
+    https: bool,
 }
 
 impl Added {
     /// True when nothing is added.
     pub fn is_empty(&self) -> bool {
         !self.source && !self.caller_type && self.forwarded.is_none() && self.trace.is_none()
+    }
+
+    /// The client came over TLS: `X-Forwarded-Proto: https` (when the
+    /// gateway writes it itself; see [`https_proto`]).
+    pub fn https(&mut self) {
+        if let Some(f) = &mut self.forwarded {
+            f.https = true;
+        }
     }
 
     /// Adds this hop's `traceparent` of `trace`, and `X-Correlation-ID`
@@ -60,7 +69,8 @@ impl Added {
                 headers::FORWARDED_FOR.as_str().as_bytes(),
                 f.client.as_bytes(),
             );
-            field(headers::FORWARDED_PROTO.as_str().as_bytes(), b"http");
+            let proto: &[u8] = if f.https { b"https" } else { b"http" };
+            field(headers::FORWARDED_PROTO.as_str().as_bytes(), proto);
             if let Some(host) = &f.host {
                 field(headers::FORWARDED_HOST.as_str().as_bytes(), host.as_bytes());
             }
@@ -173,7 +183,18 @@ pub fn add_forwarded(
         client: client.clone(),
         host: headers.get(HOST).cloned(),
         prefix,
+        https: false,
     });
+}
+
+/// After [`add_forwarded`], for a client that came over TLS: the proto
+/// the gateway sets is `https` (a trusted proxy's, with `hops` above 0,
+/// stays as it said).
+pub fn https_proto(headers: &mut HeaderMap, hops: usize, added: &mut Added) {
+    added.https();
+    if hops == 0 && headers.contains_key(headers::FORWARDED_PROTO) {
+        headers.insert(headers::FORWARDED_PROTO, HeaderValue::from_static("https"));
+    }
 }
 
 /// Appends the client's address to `X-Forwarded-For` and sets `-Proto`,

@@ -9,7 +9,8 @@
 //! One request passes through the phases of [`proxy`] (route, edge checks,
 //! upstream request, send, response filter, relay, log) over one
 //! per-request [`proxy::Ctx`].
-//! - [`server`]: the workers, the accept loop and graceful shutdown.
+//! - [`server`]: the workers, the accept loop and graceful shutdown; HTTP/1.1 and HTTP/2.
+//! - [`tls`]: TLS at the edge (rustls), ALPN `h2` and `http/1.1`.
 //! - [`proxy`]: the request's phases and its context.
 //! - [`state`]: what all workers share, one worker's view, the client connection.
 //! - [`config`]: the typed configuration and its loading.
@@ -52,6 +53,7 @@ pub mod routes;
 pub mod server;
 pub mod state;
 pub mod streams;
+pub mod tls;
 pub mod trace;
 pub mod upstream;
 

@@ -62,6 +62,9 @@ pub struct Ctx {
     pub trace: Trace,
     /// The stream outlives its client ([`crate::streams`]).
     pub resumable: bool,
+    /// An HTTP/2 stream: its connection carries others, so its response
+    /// timeout is a timer of its own, not the connection's deadline.
+    pub h2: bool,
 }
 
 /// What the phases before [`send`] end in.
@@ -115,15 +118,18 @@ pub async fn handle(state: &State, req: Request<Incoming>, peer: &Peer) -> Respo
         stream: false,
         tee: None,
         resumable: false,
+        h2: req.version() == http::Version::HTTP_2,
     };
     let request_id = ctx.request_id.clone();
     // The phases before `send` are synchronous: only the exchange is a
     // future, so the request is not carried in one across an await.
     let mut response = match prepare(&state.shared, &mut ctx, req, peer) {
-        Ok(Prepared::Upstream(route, outgoing)) => match send(state, route, peer, outgoing).await {
-            Ok(response) => relay(&state.shared, ctx, route, response),
-            Err(e) => traced_error(ctx, e),
-        },
+        Ok(Prepared::Upstream(route, outgoing)) => {
+            match send(state, route, peer, ctx.h2, outgoing).await {
+                Ok(response) => relay(&state.shared, ctx, route, response),
+                Err(e) => traced_error(ctx, e),
+            }
+        }
         Ok(Prepared::Own(response)) => own(ctx, response),
         Ok(Prepared::Stream(call, owner)) => {
             let Ctx { log, trace, .. } = ctx;
@@ -334,6 +340,9 @@ fn upstream_request(
         shared.config.forwarded_hops,
         &mut added,
     );
+    if peer.https {
+        headers::https_proto(&mut headers, shared.config.forwarded_hops, &mut added);
+    }
     if (!route.policy.preserve_host || !headers.contains_key(HOST))
         && let Some(host) = shared.pool(route.upstream).host()
     {
@@ -437,6 +446,7 @@ async fn send(
     state: &State,
     route: &'static Route,
     peer: &Peer,
+    h2: bool,
     outgoing: Outgoing,
 ) -> Result<Response<UpstreamBody>, GatewayError> {
     let shared = &state.shared;
@@ -446,11 +456,12 @@ async fn send(
         state.worker,
         outgoing
     ));
-    let sent = peer
-        .deadlines
-        .response
-        .within_for(route.policy.response_timeout, exchange)
-        .await;
+    let timeout = route.policy.response_timeout;
+    let sent = if h2 {
+        tokio::time::timeout(timeout, exchange).await.ok()
+    } else {
+        peer.deadlines.response.within_for(timeout, exchange).await
+    };
     if let Some(histogram) = shared.upstream_seconds.get(route.index) {
         histogram.observe(started.elapsed().as_secs_f64());
     }

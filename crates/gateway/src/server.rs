@@ -9,10 +9,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::Version;
+use http::header::HOST;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::net::SocketAddr;
@@ -62,7 +64,12 @@ pub async fn run_with_admin(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let workers = config.worker_threads;
+    let tls = match &config.tls {
+        Some(files) => Some(crate::tls::acceptor(files).map_err(std::io::Error::other)?),
+        None => None,
+    };
     let mut shared = Shared::new(config);
+    shared.tls = tls;
     let recorder = start_recorder(&mut shared);
     let journal = start_streams(&mut shared);
     let shared = Arc::new(shared);
@@ -339,12 +346,15 @@ impl Default for Connections {
 }
 
 impl Connections {
-    /// Serves a new client connection in its own task.
+    /// Serves a new client connection in its own task: HTTP/1.1, or
+    /// HTTP/2 (ALPN `h2` under TLS, prior knowledge in cleartext).
     fn open(&mut self, state: &Arc<State>, stream: TcpStream, remote: SocketAddr) {
         let _ = stream.set_nodelay(true);
         let config = &state.shared.config;
         let ip = HeaderValue::from_str(&remote.ip().to_string())
             .unwrap_or(HeaderValue::from_static("unknown"));
+        // The head deadline also bounds the TLS handshake and the first
+        // request of an HTTP/2 connection.
         let deadlines = Deadlines::with_write(
             config.header_read_timeout,
             config.response_timeout,
@@ -352,7 +362,8 @@ impl Connections {
         );
         // Counted per connection, not per request: an HTTP/1.1 connection
         // carries one request at a time, so this caps the address's open
-        // requests too, at no cost per request on a kept-alive connection.
+        // requests too, at no cost per request on a kept-alive connection
+        // (an HTTP/2 connection carries at most GATEWAY_H2_MAX_STREAMS).
         // Behind trusted proxies every client shares their address: the cap
         // then counts requests by the address they appended (proxy::admit).
         let client = if config.forwarded_hops > 0 {
@@ -362,33 +373,34 @@ impl Connections {
         };
         let peer = Arc::new(Peer {
             ip,
+            https: state.shared.tls.is_some(),
             deadlines: deadlines.clone(),
             over_limit: client.is_err(),
             client_slot: client.ok().flatten(),
         });
-        let state = state.clone();
-        let service = tower::service_fn(move |req: Request<Incoming>| {
-            let (state, peer) = (state.clone(), peer.clone());
-            // Boxed, so that hyper's per-connection slot for the in-flight
-            // future stays small on a connection that streams for minutes.
-            Box::pin(async move {
-                peer.deadlines.head.disarm();
-                let response = proxy::handle(&state, req, &peer).await;
-                Ok::<_, Infallible>(response.map(|body| Sent { body, peer }))
-            })
-                as std::pin::Pin<
-                    Box<dyn Future<Output = Result<Response<Sent>, Infallible>> + Send>,
-                >
-        });
-        // No hyper timer: the head-read timeout is the sweeper's.
-        let conn = http1::Builder::new()
-            .header_read_timeout(None)
-            .writev(false)
-            .max_header_size(MAX_HEAD_BYTES)
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-        let conn = self.graceful.watch(conn);
+        let service = TowerToHyperService::new(service(state.clone(), peer));
+        let protocols = Protocols {
+            h2c: config.h2c,
+            h2_max_streams: config.h2_max_streams,
+            write_idle: config.write_idle_timeout,
+        };
+        let watcher = self.graceful.watcher();
+        let tls = state.shared.tls.clone();
         let close = self.tasks.spawn(async move {
-            if let Err(e) = conn.await {
+            let served = match tls {
+                None => protocols.serve(stream, service, watcher, None).await,
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(tls) => {
+                        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+                        protocols.serve(tls, service, watcher, Some(h2)).await
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, %remote, "TLS handshake failed");
+                        return;
+                    }
+                },
+            };
+            if let Err(e) = served {
                 tracing::debug!(error = %e, %remote, "connection ended with an error");
             }
         });
@@ -426,6 +438,107 @@ impl Connections {
     }
 }
 
+/// What the service answers a request with: boxed, so that hyper's
+/// per-connection slot for the in-flight future stays small on a
+/// connection that streams for minutes.
+type Answer = std::pin::Pin<Box<dyn Future<Output = Result<Response<Sent>, Infallible>> + Send>>;
+
+/// The per-request service of one connection.
+fn service(
+    state: Arc<State>,
+    peer: Arc<Peer>,
+) -> impl tower::Service<
+    Request<Incoming>,
+    Response = Response<Sent>,
+    Error = Infallible,
+    Future = Answer,
+> + Clone {
+    tower::service_fn(move |mut req: Request<Incoming>| {
+        let (state, peer) = (state.clone(), peer.clone());
+        let h2 = req.version() == Version::HTTP_2;
+        if h2 && !req.headers().contains_key(HOST) {
+            // HTTP/2 names the authority in `:authority`; the phases (and
+            // the upstream) read `Host`.
+            if let Some(host) = req
+                .uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            {
+                req.headers_mut().insert(HOST, host);
+            }
+        }
+        Box::pin(async move {
+            peer.deadlines.head.disarm();
+            let response = proxy::handle(&state, req, &peer).await;
+            let write_idle = state.shared.config.write_idle_timeout;
+            Ok::<_, Infallible>(
+                response.map(|body| Sent::new(body, peer, h2.then_some(write_idle))),
+            )
+        })
+            as std::pin::Pin<Box<dyn Future<Output = Result<Response<Sent>, Infallible>> + Send>>
+    })
+}
+
+/// How a connection may speak.
+#[derive(Debug, Clone, Copy)]
+struct Protocols {
+    h2c: bool,
+    h2_max_streams: u32,
+    write_idle: Duration,
+}
+
+impl Protocols {
+    /// Serves `io` until it closes: HTTP/1.1 or HTTP/2 as ALPN said
+    /// (`alpn_h2`), else HTTP/1.1 and, with `GATEWAY_H2C`, HTTP/2 with prior
+    /// knowledge.
+    async fn serve<I, S>(
+        self,
+        io: I,
+        service: S,
+        watcher: hyper_util::server::graceful::Watcher,
+        alpn_h2: Option<bool>,
+    ) -> Result<(), crate::BoxError>
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        S: hyper::service::Service<
+                Request<Incoming>,
+                Response = Response<Sent>,
+                Error = Infallible,
+            > + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // No hyper timer for HTTP/1.1: the head-read timeout is the sweeper's.
+        builder
+            .http1()
+            .header_read_timeout(None)
+            .writev(false)
+            // The read buffer bounds the request head: past it, 431.
+            .max_buf_size(MAX_HEAD_BYTES);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(self.h2_max_streams)
+            .max_header_list_size(MAX_HEAD_BYTES as u32)
+            // Rapid reset (CVE-2023-44487) and its cousins: a client that
+            // keeps resetting streams, or making the server reset them, is
+            // sent GOAWAY.
+            .max_pending_accept_reset_streams(20)
+            .max_local_error_reset_streams(1024)
+            .keep_alive_interval(Some(self.write_idle.min(Duration::from_secs(20))))
+            .keep_alive_timeout(self.write_idle.min(Duration::from_secs(20)));
+        let builder = match alpn_h2 {
+            Some(true) => builder.http2_only(),
+            Some(false) => builder.http1_only(),
+            None if self.h2c => builder,
+            None => builder.http1_only(),
+        };
+        let conn = builder.serve_connection(TokioIo::new(io), service);
+        watcher.watch(conn).await
+    }
+}
+
 /// A response body on its way to the client: each frame handed to the
 /// connection arms the write deadline, and the connection asking for the
 /// next one disarms it, so a client that stops reading is cut off after
@@ -433,9 +546,74 @@ impl Connections {
 /// counted). When hyper is done with it (sent, or the connection went
 /// away), the connection waits for its next request head, and the
 /// head-read deadline is armed again.
+///
+/// An HTTP/2 connection carries many streams, so its deadlines are not the
+/// connection's: a stream whose frame stays untaken for the write idle
+/// time gives its body up ([`Watched`]), which frees the upstream
+/// connection, and hyper resets the stream.
 pub struct Sent {
-    body: ResponseBody,
+    body: Carried,
     peer: Arc<Peer>,
+}
+
+enum Carried {
+    /// HTTP/1.1: the connection's deadlines.
+    Direct(ResponseBody),
+    /// HTTP/2: a watch of its own.
+    Watched(Arc<Watched>, Option<tokio::task::JoinHandle<()>>),
+}
+
+/// An HTTP/2 stream's body and when it last handed a frame not yet taken.
+pub struct Watched {
+    body: std::sync::Mutex<Option<ResponseBody>>,
+    /// Milliseconds since `epoch` when the frame was handed; 0: none waiting.
+    handed: std::sync::atomic::AtomicU64,
+    epoch: std::time::Instant,
+    timeout: Duration,
+}
+
+impl Watched {
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    /// Gives the body up once a handed frame has waited `timeout`.
+    async fn watch(self: Arc<Self>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let every = (self.timeout / 4).max(Duration::from_millis(100));
+        let limit = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX);
+        loop {
+            tokio::time::sleep(every).await;
+            let handed = self.handed.load(Relaxed);
+            if handed != 0 && self.now().saturating_sub(handed) >= limit {
+                tracing::info!("HTTP/2 stream not read for the write idle timeout: given up");
+                let body = self.body.lock().ok().and_then(|mut b| b.take());
+                drop(body);
+                return;
+            }
+        }
+    }
+}
+
+impl Sent {
+    /// `write_idle` is `Some` for an HTTP/2 stream.
+    fn new(body: ResponseBody, peer: Arc<Peer>, write_idle: Option<Duration>) -> Self {
+        let body = match write_idle {
+            None => Carried::Direct(body),
+            Some(timeout) => Carried::Watched(
+                Arc::new(Watched {
+                    body: std::sync::Mutex::new(Some(body)),
+                    handed: std::sync::atomic::AtomicU64::new(0),
+                    epoch: std::time::Instant::now(),
+                    timeout,
+                }),
+                None,
+            ),
+        };
+        Self { body, peer }
+    }
 }
 
 impl http_body::Body for Sent {
@@ -446,26 +624,76 @@ impl http_body::Body for Sent {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        self.peer.deadlines.write.disarm();
-        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
-        if matches!(polled, std::task::Poll::Ready(Some(Ok(_)))) {
-            self.peer.deadlines.write.arm();
+        use std::sync::atomic::Ordering::Relaxed;
+        let this = &mut *self;
+        match &mut this.body {
+            Carried::Direct(body) => {
+                this.peer.deadlines.write.disarm();
+                let polled = std::pin::Pin::new(body).poll_frame(cx);
+                if matches!(polled, std::task::Poll::Ready(Some(Ok(_)))) {
+                    this.peer.deadlines.write.arm();
+                }
+                polled
+            }
+            Carried::Watched(watched, watch) => {
+                watched.handed.store(0, Relaxed);
+                let Ok(mut guard) = watched.body.lock() else {
+                    return std::task::Poll::Ready(Some(Err("stream body lost".into())));
+                };
+                let Some(body) = guard.as_mut() else {
+                    return std::task::Poll::Ready(Some(Err(
+                        "the client left the stream unread past the write idle timeout".into(),
+                    )));
+                };
+                let polled = std::pin::Pin::new(body).poll_frame(cx);
+                drop(guard);
+                if matches!(polled, std::task::Poll::Ready(Some(Ok(_)))) {
+                    watched.handed.store(watched.now(), Relaxed);
+                    if watch.is_none() {
+                        *watch = Some(tokio::spawn(watched.clone().watch()));
+                    }
+                }
+                polled
+            }
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        match &self.body {
+            Carried::Direct(body) => body.is_end_stream(),
+            Carried::Watched(watched, _) => watched
+                .body
+                .lock()
+                // Given up: polled once more, to end the stream with an error.
+                .is_ok_and(|b| b.as_ref().is_some_and(http_body::Body::is_end_stream)),
+        }
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
+        match &self.body {
+            Carried::Direct(body) => body.size_hint(),
+            Carried::Watched(watched, _) => watched
+                .body
+                .lock()
+                .ok()
+                .and_then(|b| b.as_ref().map(http_body::Body::size_hint))
+                .unwrap_or_default(),
+        }
     }
 }
 
 impl Drop for Sent {
     fn drop(&mut self) {
-        self.peer.deadlines.write.disarm();
-        self.peer.deadlines.head.arm();
+        match &mut self.body {
+            Carried::Direct(_) => {
+                self.peer.deadlines.write.disarm();
+                self.peer.deadlines.head.arm();
+            }
+            Carried::Watched(_, watch) => {
+                if let Some(watch) = watch.take() {
+                    watch.abort();
+                }
+            }
+        }
     }
 }

@@ -34,6 +34,8 @@ pub struct Shared {
     pub recorder: Option<Recorder>,
     /// Resumable streams, started with the recorder.
     pub streams: Option<crate::streams::Streams>,
+    /// TLS at the edge, when configured.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Open requests and streams per client address and user.
     pub limits: Arc<Limits>,
 }
@@ -51,6 +53,8 @@ pub struct State {
 pub struct Peer {
     /// The client's address, for `X-Forwarded-For`.
     pub ip: HeaderValue,
+    /// The connection is TLS (`X-Forwarded-Proto: https`).
+    pub https: bool,
     /// The address had no room for this connection: its requests are 429.
     pub over_limit: bool,
     /// The connection's slot in its address's count, given back when it closes.
@@ -139,6 +143,7 @@ impl Shared {
             upstream_seconds,
             recorder: None,
             streams: None,
+            tls: None,
             limits,
         }
     }

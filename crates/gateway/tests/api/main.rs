@@ -13,6 +13,7 @@ mod helpers;
 mod edge;
 mod errors;
 mod headers;
+mod http2;
 mod lifecycle;
 mod logging;
 mod process;
