@@ -3,6 +3,8 @@
 # (migrations applied, a demo account created), aura-sim (the reference
 # agent) on :9000 and the gateway on :8080 in front of both.
 # Ctrl-C stops every process this script started, and nothing else.
+# TLS=1 serves the gateway over TLS (HTTP/2 by ALPN) with a development
+# certificate for localhost, generated once into .run/tls/ (git-ignored).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -44,6 +46,21 @@ if ! out=$(printf '%s\n' "$DEMO_PASSWORD" | "$TARGET"/release/main-service user 
   case "$out" in *"already exists"*) ;; *) echo "$out" >&2; exit 1 ;; esac
 fi
 
+scheme=http
+curl_tls=()
+if [ "${TLS:-0}" = 1 ]; then
+  command -v openssl >/dev/null 2>&1 || apt_install openssl
+  mkdir -p .run/tls
+  if [ ! -s .run/tls/cert.pem ] || [ ! -s .run/tls/key.pem ]; then
+    (umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+      -keyout .run/tls/key.pem -out .run/tls/cert.pem -days 365 -subj /CN=localhost \
+      -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" 2>/dev/null)
+  fi
+  export GATEWAY_TLS_CERT_FILE=$PWD/.run/tls/cert.pem GATEWAY_TLS_KEY_FILE=$PWD/.run/tls/key.pem
+  scheme=https
+  curl_tls=(--cacert .run/tls/cert.pem)
+fi
+
 MAIN_PORT=${MAIN_PORT:-8081}
 GATEWAY_PORT=${GATEWAY_PORT:-8080}
 AURA_PORT=${AURA_PORT:-9000}
@@ -56,11 +73,11 @@ SERVER_PORT=$GATEWAY_PORT MAIN_SERVICE_URI=http://127.0.0.1:$MAIN_PORT \
 pids+=($!)
 wait_for "curl -fsS http://127.0.0.1:$MAIN_PORT/main/health/ready" 30
 wait_for "curl -fsS http://127.0.0.1:$AURA_PORT/health" 30
-wait_for "curl -fsS http://127.0.0.1:$GATEWAY_PORT/health" 30
+wait_for "curl -fsS ${curl_tls[*]} $scheme://localhost:$GATEWAY_PORT/health" 30
 
 cat <<TXT
 
-  gateway       http://127.0.0.1:$GATEWAY_PORT   (health: /health; metrics: http://127.0.0.1:8090/metrics)
+  gateway       $scheme://localhost:$GATEWAY_PORT   (health: /health; metrics: http://127.0.0.1:8090/metrics)
   main-service  http://127.0.0.1:$MAIN_PORT   (health: /main/health, ready: /main/health/ready; metrics: http://127.0.0.1:8091/metrics)
   aura-sim      http://127.0.0.1:$AURA_PORT   (the reference agent; health: /health)
 
@@ -79,6 +96,10 @@ cat <<TXT
   The whole checklist, step by step:  make demo
   The real web frontend (dwp-frontend) on http://localhost:4200 signs in unchanged
   with $DEMO_USER / $DEMO_PASSWORD (tenant $DEMO_TENANT); see README.md.
+
+  HTTP/2: TLS=1 make run serves the gateway over TLS (ALPN h2) with the certificate
+  in .run/tls/cert.pem: curl --http2 --cacert .run/tls/cert.pem https://localhost:$GATEWAY_PORT/health
+  Without TLS, HTTP/2 with prior knowledge works too: curl --http2-prior-knowledge http://127.0.0.1:$GATEWAY_PORT/health
 
   Ctrl-C stops everything started here.
 TXT
