@@ -4,7 +4,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help run demo test test-faults test-api fuzz soak lint lint-deploy image-check compose-up fmt bench bench-gateway bench-instructions bench-hitl bench-recorder bench-feed bench-resume services migrate build release clean
+.PHONY: help run demo test test-faults test-api fuzz soak lint lint-deploy image-check compose-up fmt bench bench-gateway bench-instructions bench-hitl bench-recorder bench-feed bench-resume bench-h2 services migrate build release clean
 
 help:
 	@echo "make run      - install/start Redis and PostgreSQL, build, run the local stack"
@@ -85,7 +85,7 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-bench: bench-gateway bench-instructions bench-hitl bench-recorder bench-feed bench-resume
+bench: bench-gateway bench-instructions bench-hitl bench-recorder bench-feed bench-resume bench-h2
 
 # Five minutes of 10,000 idle streams plus proxied load, then 1,000 HITL
 # decisions per second for a minute (not part of `make bench`).
@@ -114,6 +114,10 @@ bench-feed: release
 # to replay, memory per detached run.
 bench-resume: release
 	@bash scripts/bench/resume.sh
+
+# HTTP/2 over TLS through the gateway and through nginx (h2load), as a ratio.
+bench-h2: release
+	@bash scripts/bench/h2.sh
 
 clean:
 	$(CARGO) clean

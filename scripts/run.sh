@@ -99,7 +99,8 @@ cat <<TXT
 
   HTTP/2: TLS=1 make run serves the gateway over TLS (ALPN h2) with the certificate
   in .run/tls/cert.pem: curl --http2 --cacert .run/tls/cert.pem https://localhost:$GATEWAY_PORT/health
-  Without TLS, HTTP/2 with prior knowledge works too: curl --http2-prior-knowledge http://127.0.0.1:$GATEWAY_PORT/health
+  Without TLS, GATEWAY_H2C=true make run also takes HTTP/2 with prior knowledge:
+    curl --http2-prior-knowledge http://127.0.0.1:$GATEWAY_PORT/health
 
   Ctrl-C stops everything started here.
 TXT

@@ -132,8 +132,9 @@ pub struct Config {
     /// `GATEWAY_TLS_CERT_FILE` and `GATEWAY_TLS_KEY_FILE`: the listener
     /// speaks TLS (ALPN `h2`, `http/1.1`).
     pub tls: Option<crate::tls::Files>,
-    /// `GATEWAY_H2C` (true): cleartext HTTP/2 with prior knowledge beside
-    /// HTTP/1.1 on a listener without TLS.
+    /// `GATEWAY_H2C` (false): cleartext HTTP/2 with prior knowledge beside
+    /// HTTP/1.1 on a listener without TLS (internal callers; its version
+    /// sniffing costs each connection about 2 KiB, so it is asked for).
     pub h2c: bool,
     /// `GATEWAY_H2_MAX_STREAMS` (100): concurrent streams per HTTP/2 connection.
     pub h2_max_streams: u32,
@@ -238,7 +239,7 @@ impl Config {
             body_min_rate: vars.number("GATEWAY_BODY_MIN_BYTES_PER_SEC", 32 * 1024)?,
             write_idle_timeout: vars.secs("GATEWAY_WRITE_IDLE_TIMEOUT_SECS", 30)?,
             tls: tls_files(&vars)?,
-            h2c: vars.flag("GATEWAY_H2C", true)?,
+            h2c: vars.flag("GATEWAY_H2C", false)?,
             h2_max_streams: vars
                 .positive("GATEWAY_H2_MAX_STREAMS", 100)?
                 .min(u64::from(u32::MAX)) as u32,

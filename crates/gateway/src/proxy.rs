@@ -133,7 +133,9 @@ pub async fn handle(state: &State, req: Request<Incoming>, peer: &Peer) -> Respo
         Ok(Prepared::Own(response)) => own(ctx, response),
         Ok(Prepared::Stream(call, owner)) => {
             let Ctx { log, trace, .. } = ctx;
-            match resume::answer(&state.shared, call, &owner, log).await {
+            // Boxed: the resume path's Redis calls would otherwise make
+            // every request's future as large as theirs.
+            match Box::pin(resume::answer(&state.shared, call, &owner, log)).await {
                 Ok(response) => response,
                 Err((mut log, e)) => {
                     let response = e.into_traced_response(Some(trace.trace_id_hex()));

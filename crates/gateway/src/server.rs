@@ -13,10 +13,11 @@ use http::Version;
 use http::header::HOST;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
+use hyper_util::server::graceful::Watcher;
 use std::net::SocketAddr;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -378,32 +379,42 @@ impl Connections {
             over_limit: client.is_err(),
             client_slot: client.ok().flatten(),
         });
-        let service = TowerToHyperService::new(service(state.clone(), peer));
+        let service = service(state.clone(), peer);
         let protocols = Protocols {
             h2c: config.h2c,
             h2_max_streams: config.h2_max_streams,
             write_idle: config.write_idle_timeout,
         };
         let watcher = self.graceful.watcher();
-        let tls = state.shared.tls.clone();
-        let close = self.tasks.spawn(async move {
-            let served = match tls {
-                None => protocols.serve(stream, service, watcher, None).await,
-                Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(tls) => {
-                        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
-                        protocols.serve(tls, service, watcher, Some(h2)).await
-                    }
+        // One task future per kind of connection: a plain connection's task
+        // never carries a TLS stream's space.
+        let ended = move |served: Result<(), crate::BoxError>| {
+            if let Err(e) = served {
+                tracing::debug!(error = %e, %remote, "connection ended with an error");
+            }
+        };
+        let close = match state.shared.tls.clone() {
+            None if protocols.h2c => self.tasks.spawn(async move {
+                ended(protocols.h1_or_h2c(stream, service, watcher).await);
+            }),
+            None => self.tasks.spawn(async move {
+                ended(protocols.h1(stream, service, watcher).await);
+            }),
+            Some(acceptor) => self.tasks.spawn(async move {
+                let tls = match acceptor.accept(stream).await {
+                    Ok(tls) => tls,
                     Err(e) => {
                         tracing::debug!(error = %e, %remote, "TLS handshake failed");
                         return;
                     }
-                },
-            };
-            if let Err(e) = served {
-                tracing::debug!(error = %e, %remote, "connection ended with an error");
-            }
-        });
+                };
+                if tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice()) {
+                    ended(protocols.h2(tls, service, watcher).await);
+                } else {
+                    ended(protocols.h1(tls, service, watcher).await);
+                }
+            }),
+        };
         self.sweeper.watch(deadlines, close);
     }
 
@@ -444,16 +455,8 @@ impl Connections {
 type Answer = std::pin::Pin<Box<dyn Future<Output = Result<Response<Sent>, Infallible>> + Send>>;
 
 /// The per-request service of one connection.
-fn service(
-    state: Arc<State>,
-    peer: Arc<Peer>,
-) -> impl tower::Service<
-    Request<Incoming>,
-    Response = Response<Sent>,
-    Error = Infallible,
-    Future = Answer,
-> + Clone {
-    tower::service_fn(move |mut req: Request<Incoming>| {
+fn service(state: Arc<State>, peer: Arc<Peer>) -> impl Serve + Clone {
+    hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let (state, peer) = (state.clone(), peer.clone());
         let h2 = req.version() == Version::HTTP_2;
         if h2 && !req.headers().contains_key(HOST) {
@@ -487,55 +490,109 @@ struct Protocols {
     write_idle: Duration,
 }
 
+/// What [`Protocols`] serves: a connection's I/O and its service.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// The service of a connection, as hyper takes it.
+trait Serve:
+    hyper::service::Service<
+        Request<Incoming>,
+        Response = Response<Sent>,
+        Error = Infallible,
+        Future = Answer,
+    > + Send
+    + 'static
+{
+}
+impl<
+    T: hyper::service::Service<
+            Request<Incoming>,
+            Response = Response<Sent>,
+            Error = Infallible,
+            Future = Answer,
+        > + Send
+        + 'static,
+> Serve for T
+{
+}
+
 impl Protocols {
-    /// Serves `io` until it closes: HTTP/1.1 or HTTP/2 as ALPN said
-    /// (`alpn_h2`), else HTTP/1.1 and, with `GATEWAY_H2C`, HTTP/2 with prior
-    /// knowledge.
-    async fn serve<I, S>(
+    /// HTTP/1.1 only (hyper's own connection, no version sniffing).
+    async fn h1(
         self,
-        io: I,
-        service: S,
-        watcher: hyper_util::server::graceful::Watcher,
-        alpn_h2: Option<bool>,
-    ) -> Result<(), crate::BoxError>
-    where
-        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-        S: hyper::service::Service<
-                Request<Incoming>,
-                Response = Response<Sent>,
-                Error = Infallible,
-            > + Send
-            + 'static,
-        S::Future: Send + 'static,
-    {
+        io: impl Io,
+        service: impl Serve,
+        watcher: Watcher,
+    ) -> Result<(), crate::BoxError> {
+        // No hyper timer: the head-read timeout is the sweeper's.
+        let conn = http1::Builder::new()
+            .header_read_timeout(None)
+            .writev(false)
+            .max_header_size(MAX_HEAD_BYTES)
+            .serve_connection(TokioIo::new(io), service);
+        Ok(watcher.watch(conn).await?)
+    }
+
+    /// HTTP/2 only (ALPN chose it).
+    async fn h2(
+        self,
+        io: impl Io,
+        service: impl Serve,
+        watcher: Watcher,
+    ) -> Result<(), crate::BoxError> {
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        self.h2_limits(&mut builder);
+        let conn = builder.serve_connection(TokioIo::new(io), service);
+        Ok(watcher.watch(conn).await?)
+    }
+
+    /// HTTP/1.1, or HTTP/2 when the connection starts with its preface
+    /// (prior knowledge, `GATEWAY_H2C`).
+    async fn h1_or_h2c(
+        self,
+        io: impl Io,
+        service: impl Serve,
+        watcher: Watcher,
+    ) -> Result<(), crate::BoxError> {
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        // No hyper timer for HTTP/1.1: the head-read timeout is the sweeper's.
         builder
             .http1()
             .header_read_timeout(None)
             .writev(false)
             // The read buffer bounds the request head: past it, 431.
             .max_buf_size(MAX_HEAD_BYTES);
+        let mut h2 = builder.http2();
+        h2.timer(TokioTimer::new())
+            .max_concurrent_streams(self.h2_max_streams)
+            .max_header_list_size(MAX_HEAD_BYTES as u32)
+            .max_pending_accept_reset_streams(20)
+            .max_local_error_reset_streams(1024)
+            .keep_alive_interval(Some(self.ping()))
+            .keep_alive_timeout(self.ping());
+        let conn = builder.serve_connection(TokioIo::new(io), service);
+        watcher.watch(conn).await
+    }
+
+    /// HTTP/2's own limits: concurrent streams, header list size, reset
+    /// floods (rapid reset, CVE-2023-44487, and its cousins: a client that
+    /// keeps resetting streams, or making the server reset them, is sent
+    /// GOAWAY), and pings that find a dead peer.
+    fn h2_limits(self, builder: &mut http2::Builder<TokioExecutor>) {
         builder
-            .http2()
             .timer(TokioTimer::new())
             .max_concurrent_streams(self.h2_max_streams)
             .max_header_list_size(MAX_HEAD_BYTES as u32)
-            // Rapid reset (CVE-2023-44487) and its cousins: a client that
-            // keeps resetting streams, or making the server reset them, is
-            // sent GOAWAY.
             .max_pending_accept_reset_streams(20)
             .max_local_error_reset_streams(1024)
-            .keep_alive_interval(Some(self.write_idle.min(Duration::from_secs(20))))
-            .keep_alive_timeout(self.write_idle.min(Duration::from_secs(20)));
-        let builder = match alpn_h2 {
-            Some(true) => builder.http2_only(),
-            Some(false) => builder.http1_only(),
-            None if self.h2c => builder,
-            None => builder.http1_only(),
-        };
-        let conn = builder.serve_connection(TokioIo::new(io), service);
-        watcher.watch(conn).await
+            .keep_alive_interval(Some(self.ping()))
+            .keep_alive_timeout(self.ping());
+    }
+
+    /// How often an HTTP/2 connection is pinged, and how long a ping may
+    /// go unanswered.
+    fn ping(self) -> Duration {
+        self.write_idle.min(Duration::from_secs(20))
     }
 }
 

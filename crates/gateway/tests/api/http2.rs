@@ -185,7 +185,7 @@ async fn over_tls_many_paused_streams_share_one_connection_and_an_approval_passe
 #[tokio::test]
 async fn cleartext_http2_with_prior_knowledge_is_served_beside_http1() {
     let (agent, _release) = pausing_agent().await;
-    let gw = spawn_gateway(config(&agent.uri(), &[])).await;
+    let gw = spawn_gateway(config(&agent.uri(), &[("GATEWAY_H2C", "true")])).await;
     let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     let (mut sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
@@ -220,7 +220,10 @@ async fn an_http2_stream_left_unread_gives_its_upstream_connection_up_and_its_ne
     .await;
     let gw = spawn_gateway(config(
         &big.uri(),
-        &[("GATEWAY_WRITE_IDLE_TIMEOUT_SECS", "1")],
+        &[
+            ("GATEWAY_WRITE_IDLE_TIMEOUT_SECS", "1"),
+            ("GATEWAY_H2C", "true"),
+        ],
     ))
     .await;
     let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
