@@ -73,6 +73,7 @@ pub async fn run_with_admin(
     shared.tls = tls;
     let recorder = start_recorder(&mut shared);
     let journal = start_streams(&mut shared);
+    let streams = shared.streams.clone();
     let shared = Arc::new(shared);
     let admin = admin.map(|listener| {
         if let Ok(addr) = listener.local_addr() {
@@ -107,6 +108,11 @@ pub async fn run_with_admin(
     }
     if let Some(admin) = admin {
         admin.abort();
+    }
+    if let Some(streams) = streams {
+        // The runs still going end now (those of the other workers ended
+        // with their runtimes), and the journal is written out.
+        streams.stop_all();
     }
     if let Some(task) = journal {
         // The runs are gone with the workers: the journal writes what is

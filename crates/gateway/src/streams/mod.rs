@@ -119,6 +119,8 @@ pub struct Streams {
     pub settings: Settings,
     /// The metrics.
     pub metrics: Arc<Metrics>,
+    /// Cancelled when the gateway stops: every run still going ends.
+    stopping: CancellationToken,
 }
 
 impl std::fmt::Debug for Streams {
@@ -169,6 +171,7 @@ impl Streams {
             conn: Arc::default(),
             settings,
             metrics,
+            stopping: CancellationToken::new(),
         };
         Ok((streams, finished))
     }
@@ -203,6 +206,18 @@ impl Streams {
             })
             .await
             .cloned()
+    }
+
+    /// The gateway stops: every run still going ends now (its followers
+    /// get an `error` event and `[DONE]`, the journal its end), so that
+    /// the journal can be written out before the process exits.
+    pub fn stop_all(&self) {
+        self.stopping.cancel();
+    }
+
+    /// Completes when [`stop_all`](Self::stop_all) was called.
+    pub async fn stopping(&self) {
+        self.stopping.cancelled().await;
     }
 
     /// The run ended.

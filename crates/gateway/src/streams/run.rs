@@ -36,6 +36,9 @@ pub const CANCELLED_EVENT: &str = "event: error\ndata: {\"type\":\"error\",\"err
 /// The stream's last block.
 pub const DONE_EVENT: &str = "data: [DONE]\n\n";
 
+/// What followers get when the gateway reading the run stops under it.
+pub const GATEWAY_STOPPED_EVENT: &str = "event: error\ndata: {\"type\":\"error\",\"error\":\"The gateway reading this run stopped\",\"errorType\":\"GatewayStopped\"}\n\n";
+
 /// What a run is started with.
 pub struct Start {
     /// The task id (`X-DWP-Task-ID`).
@@ -62,6 +65,8 @@ enum End {
     IdleTimeout,
     Detached,
     Cancelled,
+    /// The gateway stopped with the run still going (its task dropped).
+    GatewayStopped,
 }
 
 impl End {
@@ -73,13 +78,15 @@ impl End {
             Self::IdleTimeout => "idle-timeout",
             Self::Detached => "detached",
             Self::Cancelled => "cancelled",
+            Self::GatewayStopped => "gateway-stopped",
         }
     }
 
     /// What the recorder notes when the stream did not finish by itself.
     fn broken(self) -> Option<&'static str> {
         match self {
-            Self::Complete | Self::Cancelled => None, // a stop's `error` event says it
+            // A stop's `error` event says it, and so does a stopping gateway's.
+            Self::Complete | Self::Cancelled | Self::GatewayStopped => None,
             Self::UpstreamError => Some("The agent broke the stream off"),
             Self::IdleTimeout => Some("The agent was silent past the idle timeout"),
             Self::Detached => Some("No client followed the stream for GATEWAY_STREAM_DETACH_SECS"),
@@ -102,6 +109,7 @@ pub fn start(streams: &Streams, start: Start) -> ChannelBody {
         seq: 0,
         lost: false,
         local: Some(tx),
+        finished: false,
     };
     tokio::spawn(run.go(
         start.upstream,
@@ -120,6 +128,19 @@ struct Run {
     seq: u64,
     lost: bool,
     local: Option<mpsc::Sender<Result<Bytes, BoxError>>>,
+    /// The end is journaled and recorded.
+    finished: bool,
+}
+
+impl Drop for Run {
+    /// A run dropped before its end (its worker's runtime stopped with the
+    /// gateway): its followers get an `error` event and `[DONE]`, the
+    /// journal its end, the task its failure.
+    fn drop(&mut self) {
+        if !self.finished {
+            self.finish(End::GatewayStopped);
+        }
+    }
 }
 
 impl Run {
@@ -169,6 +190,7 @@ impl Run {
             tokio::select! {
                 biased;
                 () = stop.cancelled() => break End::Cancelled,
+                () = self.streams.stopping() => break End::GatewayStopped,
                 frame = upstream.frame() => match frame {
                     Some(Ok(frame)) => {
                         last_read = Instant::now();
@@ -211,9 +233,15 @@ impl Run {
     /// The end: a stop's `error` and `[DONE]`, a broken stream broken off
     /// for the first client too, the journal's end entry, the recorder's.
     fn finish(&mut self, end: End) {
-        if end == End::Cancelled {
+        self.finished = true;
+        let last = match end {
+            End::Cancelled => Some(CANCELLED_EVENT),
+            End::GatewayStopped => Some(GATEWAY_STOPPED_EVENT),
+            _ => None,
+        };
+        if let Some(last) = last {
             let mut out = Vec::new();
-            for text in [CANCELLED_EVENT, DONE_EVENT] {
+            for text in [last, DONE_EVENT] {
                 Blocks::new(usize::MAX).feed(text.as_bytes(), &mut out);
             }
             out.into_iter().for_each(|block| self.emit(block));

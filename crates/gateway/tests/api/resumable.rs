@@ -296,3 +296,46 @@ async fn without_the_opt_in_the_client_leaving_still_cancels_the_agent() {
         "a stream that was not resumable cannot be resumed"
     );
 }
+
+#[tokio::test]
+async fn a_gateway_that_stops_ends_its_runs_and_their_followers_elsewhere_hear_why() {
+    let (up, mut feeds) = feeding_upstream(Some("text/event-stream")).await;
+    let settings = [
+        ("GATEWAY_RECORDER_ENABLED", "true"),
+        ("REDIS_URL", &redis_url()[..]),
+        ("GATEWAY_SHUTDOWN_GRACE_SECS", "1"),
+    ];
+    let mut gw1 = spawn_gateway(config(&up.uri(), &settings)).await;
+    let gw2 = spawn_gateway(config(&up.uri(), &settings)).await;
+    let (mut first, task, feed) = started(&gw1, &mut feeds).await;
+    feed.send(Bytes::from_static(b"id: 1\nevent: start\ndata: {}\n\n"))
+        .await
+        .unwrap();
+    read_until(&mut first, "data: {}\n\n").await;
+    let mut follower = get(
+        gw2.addr,
+        &format!("/api/streams/{task}"),
+        &[
+            ("x-tenant-id", "tenant1"),
+            ("x-user-id", "alice"),
+            ("last-event-id", "1"),
+        ],
+    )
+    .await;
+    assert_eq!(follower.status(), 200);
+    drop(first);
+    tokio::time::timeout(Duration::from_secs(10), gw1.shutdown())
+        .await
+        .expect("the gateway stops")
+        .unwrap()
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(1), feed.closed())
+        .await
+        .expect("the agent's stream is closed");
+    let tail = read_to_end(&mut follower).await;
+    assert!(
+        tail.contains("\"errorType\":\"GatewayStopped\"") && tail.ends_with("data: [DONE]\n\n"),
+        "{tail}"
+    );
+    drop(up);
+}
