@@ -290,6 +290,11 @@ fn operator_route(
     {
         return Err(bad("a prefix has only letters, digits and / - _ . ~".into()));
     }
+    if prefix == "/api/streams" || prefix.starts_with("/api/streams/") {
+        return Err(bad(
+            "/api/streams/** is the gateway's own (resumable streams)".into(),
+        ));
+    }
     let uri: Uri = spec
         .uri
         .trim()
