@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -14,8 +13,7 @@ use e2e::{Stack, binary, free_port, kind};
 use http::Request;
 use http_body_util::Full;
 use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::CertificateDer;
 use serde_json::Value;
 
 struct TlsGateway {
@@ -36,11 +34,7 @@ impl Drop for TlsGateway {
 /// A gateway serving TLS with a fresh self-signed certificate for
 /// `localhost`, in front of the stack's agent and main-service.
 async fn tls_gateway(stack: &Stack) -> TlsGateway {
-    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let dir = std::env::temp_dir().join(format!("e2e-tls-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("cert.pem"), made.cert.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), made.signing_key.serialize_pem()).unwrap();
+    let (dir, ca) = testkit::localhost_certificate();
     let port = free_port();
     let child = Command::new(binary("gateway"))
         .env("SERVER_HOST", "127.0.0.1")
@@ -60,7 +54,7 @@ async fn tls_gateway(stack: &Stack) -> TlsGateway {
         addr: ([127, 0, 0, 1], port).into(),
         child,
         dir,
-        ca: made.cert.der().clone(),
+        ca,
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     while tokio::net::TcpStream::connect(gateway.addr).await.is_err() {
@@ -72,27 +66,7 @@ async fn tls_gateway(stack: &Stack) -> TlsGateway {
 
 /// One HTTP/2 connection over TLS (ALPN must choose h2).
 async fn connect(gateway: &TlsGateway) -> SendRequest<Full<Bytes>> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(gateway.ca.clone()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(b"h2".as_slice()));
-    let (sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    sender
+    testkit::h2_over_tls(gateway.addr, gateway.ca.clone()).await
 }
 
 fn request(

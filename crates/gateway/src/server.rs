@@ -137,46 +137,40 @@ pub async fn run_with_admin(
     result
 }
 
+/// A writer started on a thread of its own, and the task to await on
+/// shutdown.
+type Started<T> = std::io::Result<(T, tokio::sync::oneshot::Receiver<()>)>;
+
+/// Its handle, or `None` and a warning that it did not start.
+fn handle<T>(what: &str, started: Started<T>) -> Option<(T, tokio::sync::oneshot::Receiver<()>)> {
+    started
+        .inspect_err(|e| tracing::warn!(error = %e, "{what} not started"))
+        .ok()
+}
+
 /// Starts the stream recorder when it is enabled; its writing task is
 /// returned, to be awaited on shutdown.
 fn start_recorder(shared: &mut Shared) -> Option<tokio::sync::oneshot::Receiver<()>> {
     if !shared.config.recorder_enabled {
         return None;
     }
-    match Recorder::start(
-        &shared.config.redis,
-        shared.config.recorder,
-        shared.metrics.clone(),
-    ) {
-        Ok((handle, task)) => {
-            shared.recorder = Some(handle);
-            Some(task)
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "stream recorder not started");
-            None
-        }
-    }
+    let config = &shared.config;
+    let started = Recorder::start(&config.redis, config.recorder, shared.metrics.clone());
+    let (recorder, task) = handle("stream recorder", started)?;
+    shared.recorder = Some(recorder);
+    Some(task)
 }
 
 /// Starts resumable streams (journal, tail, stop listener) beside the
 /// recorder; the journal's task is returned, to be awaited on shutdown.
 fn start_streams(shared: &mut Shared) -> Option<tokio::sync::oneshot::Receiver<()>> {
     shared.recorder.as_ref()?;
-    match crate::streams::Streams::start(
-        &shared.config.redis,
-        shared.config.streams,
-        shared.metrics.clone(),
-    ) {
-        Ok((streams, task)) => {
-            shared.streams = Some(streams);
-            Some(task)
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "resumable streams not started");
-            None
-        }
-    }
+    let config = &shared.config;
+    let started =
+        crate::streams::Streams::start(&config.redis, config.streams, shared.metrics.clone());
+    let (streams, task) = handle("resumable streams", started)?;
+    shared.streams = Some(streams);
+    Some(task)
 }
 
 /// What the other workers are handed and what says they finished.

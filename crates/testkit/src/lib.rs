@@ -292,3 +292,57 @@ CREATE TABLE agent_tasks (
   completed_at timestamp, created_at timestamp NOT NULL DEFAULT CURRENT_TIMESTAMP,
   updated_at timestamp NOT NULL DEFAULT CURRENT_TIMESTAMP);
 ";
+
+/// A self-signed certificate for `localhost` written as `cert.pem` and
+/// `key.pem` into a fresh directory (the caller removes it), and its DER
+/// form for a client to trust.
+pub fn localhost_certificate() -> (
+    std::path::PathBuf,
+    rustls::pki_types::CertificateDer<'static>,
+) {
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+        .expect("a certificate for localhost");
+    let dir = std::env::temp_dir().join(format!("tls-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    std::fs::write(dir.join("cert.pem"), made.cert.pem()).expect("cert.pem written");
+    std::fs::write(dir.join("key.pem"), made.key_pair.serialize_pem()).expect("key.pem written");
+    (dir, made.cert.der().clone())
+}
+
+/// An HTTP/2 connection over TLS to `addr` as `localhost`, trusting `ca`;
+/// panics unless ALPN chose `h2`.
+pub async fn h2_over_tls(
+    addr: std::net::SocketAddr,
+    ca: rustls::pki_types::CertificateDer<'static>,
+) -> hyper::client::conn::http2::SendRequest<http_body_util::Full<bytes::Bytes>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).expect("the CA is a certificate");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS 1.2 and 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("the server listens");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("a name");
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("the TLS handshake");
+    assert_eq!(
+        tls.get_ref().1.alpn_protocol(),
+        Some(b"h2".as_slice()),
+        "ALPN chose h2"
+    );
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .expect("the HTTP/2 handshake");
+    tokio::spawn(conn);
+    sender
+}

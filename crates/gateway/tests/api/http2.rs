@@ -2,61 +2,15 @@
 //! each under the same checks and caps as an HTTP/1.1 request, and
 //! cleartext HTTP/2 with prior knowledge.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::sync::watch;
 
 use crate::helpers::*;
-
-/// A self-signed certificate for `localhost`, written as PEM files.
-fn certificate() -> (std::path::PathBuf, CertificateDer<'static>) {
-    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let dir = std::env::temp_dir().join(format!("gw-tls-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("cert.pem"), made.cert.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), made.signing_key.serialize_pem()).unwrap();
-    (dir, made.cert.der().clone())
-}
-
-/// An HTTP/2 connection over TLS to `addr`, trusting `ca`; says which
-/// protocol ALPN chose.
-async fn h2_over_tls(
-    addr: std::net::SocketAddr,
-    ca: CertificateDer<'static>,
-) -> SendRequest<Full<Bytes>> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
-    assert_eq!(
-        tls.get_ref().1.alpn_protocol(),
-        Some(b"h2".as_slice()),
-        "ALPN chose h2"
-    );
-    let (sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    sender
-}
 
 fn stream_request(user: &str) -> Request<Full<Bytes>> {
     Request::builder()
@@ -107,7 +61,7 @@ async fn pausing_agent() -> (Upstream, watch::Sender<bool>) {
 #[tokio::test]
 async fn over_tls_many_paused_streams_share_one_connection_and_an_approval_passes_at_once() {
     let (agent, release) = pausing_agent().await;
-    let (dir, ca) = certificate();
+    let (dir, ca) = testkit::localhost_certificate();
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let gw = spawn_gateway(config(
         &agent.uri(),
@@ -119,7 +73,7 @@ async fn over_tls_many_paused_streams_share_one_connection_and_an_approval_passe
         ],
     ))
     .await;
-    let mut sender = h2_over_tls(gw.addr, ca).await;
+    let mut sender = testkit::h2_over_tls(gw.addr, ca).await;
     // Eight runs paused for approval, all on this one connection.
     let mut paused = Vec::new();
     for _ in 0..8 {

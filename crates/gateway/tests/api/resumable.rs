@@ -46,6 +46,25 @@ fn stream_request(
     req.body(full(r#"{"prompt":"merge it"}"#)).unwrap()
 }
 
+/// `GET /api/streams/{task}` as `user` of tenant1, after `last`.
+async fn follow_as(gw: &TestGateway, task: &str, user: &str, last: Option<&str>) -> Sent {
+    let mut headers = vec![("x-tenant-id", "tenant1"), ("x-user-id", user)];
+    if let Some(last) = last {
+        headers.push(("last-event-id", last));
+    }
+    get(gw.addr, &format!("/api/streams/{task}"), &headers).await
+}
+
+/// `POST /api/streams/{task}/stop` as `user` of tenant1: the status.
+async fn stop_as(gw: &TestGateway, task: &str, user: &str) -> u16 {
+    let stop = request("POST", gw.addr, &format!("/api/streams/{task}/stop"))
+        .header("x-tenant-id", "tenant1")
+        .header("x-user-id", user)
+        .body(full(""))
+        .unwrap();
+    send(gw.addr, stop).await.status()
+}
+
 /// Reads until `want` bytes have arrived (or the stream ends).
 async fn read_until(res: &mut Sent, want: &str) -> String {
     let mut got = Vec::new();
@@ -116,12 +135,7 @@ async fn a_dropped_resumable_stream_is_resumed_on_another_gateway_without_callin
         .unwrap();
 
     // Another user cannot follow it; the owner can, on the other gateway.
-    let stranger = get(
-        gw2.addr,
-        &format!("/api/streams/{task}"),
-        &[("x-tenant-id", "tenant1"), ("x-user-id", "mallory")],
-    )
-    .await;
+    let stranger = follow_as(&gw2, &task, "mallory", None).await;
     assert_eq!(stranger.status(), 404);
     let namesake = get(
         gw2.addr,
@@ -135,16 +149,7 @@ async fn a_dropped_resumable_stream_is_resumed_on_another_gateway_without_callin
         "the same name in another tenant is another user"
     );
 
-    let mut resumed = get(
-        gw2.addr,
-        &format!("/api/streams/{task}"),
-        &[
-            ("x-tenant-id", "tenant1"),
-            ("x-user-id", "alice"),
-            ("last-event-id", "g2"),
-        ],
-    )
-    .await;
+    let mut resumed = follow_as(&gw2, &task, "alice", Some("g2")).await;
     assert_eq!(resumed.status(), 200);
     assert_eq!(
         resumed.header("content-type").as_deref(),
@@ -187,30 +192,12 @@ async fn a_dropped_resumable_stream_is_resumed_on_another_gateway_without_callin
     assert_eq!(up.requests().len(), 1, "the agent was called once");
 
     // After the end a resume replays to the end and closes.
-    let mut late = get(
-        gw1.addr,
-        &format!("/api/streams/{task}"),
-        &[
-            ("x-tenant-id", "tenant1"),
-            ("x-user-id", "alice"),
-            ("last-event-id", "8"),
-        ],
-    )
-    .await;
+    let mut late = follow_as(&gw1, &task, "alice", Some("8")).await;
     assert_eq!(
         read_to_end(&mut late).await,
         format!(": a comment\n\n{rest}")
     );
-    let unknown = get(
-        gw1.addr,
-        &format!("/api/streams/{task}"),
-        &[
-            ("x-tenant-id", "tenant1"),
-            ("x-user-id", "alice"),
-            ("last-event-id", "nope"),
-        ],
-    )
-    .await;
+    let unknown = follow_as(&gw1, &task, "alice", Some("nope")).await;
     assert_eq!(unknown.status(), 400);
     assert_eq!(up.requests().len(), 1);
 }
@@ -223,35 +210,16 @@ async fn a_stop_on_another_gateway_cancels_the_agent_and_ends_every_follower() {
         .await
         .unwrap();
     read_until(&mut first, "data: {}\n\n").await;
-    let mut follower = get(
-        gw2.addr,
-        &format!("/api/streams/{task}"),
-        &[
-            ("x-tenant-id", "tenant1"),
-            ("x-user-id", "alice"),
-            ("last-event-id", "1"),
-        ],
-    )
-    .await;
+    let mut follower = follow_as(&gw2, &task, "alice", Some("1")).await;
     assert_eq!(follower.status(), 200);
 
-    let other = request("POST", gw2.addr, &format!("/api/streams/{task}/stop"))
-        .header("x-tenant-id", "tenant1")
-        .header("x-user-id", "mallory")
-        .body(full(""))
-        .unwrap();
     assert_eq!(
-        send(gw2.addr, other).await.status(),
+        stop_as(&gw2, &task, "mallory").await,
         404,
         "only the owner stops it"
     );
-    let stop = request("POST", gw2.addr, &format!("/api/streams/{task}/stop"))
-        .header("x-tenant-id", "tenant1")
-        .header("x-user-id", "alice")
-        .body(full(""))
-        .unwrap();
     let stopped = std::time::Instant::now();
-    assert_eq!(send(gw2.addr, stop).await.status(), 202);
+    assert_eq!(stop_as(&gw2, &task, "alice").await, 202);
     tokio::time::timeout(Duration::from_secs(1), feed.closed())
         .await
         .expect("the agent's stream is closed within a second");
@@ -263,12 +231,7 @@ async fn a_stop_on_another_gateway_cancels_the_agent_and_ends_every_follower() {
         "{tail}"
     );
     assert!(read_to_end(&mut first).await.ends_with(cancelled));
-    let again = request("POST", gw1.addr, &format!("/api/streams/{task}/stop"))
-        .header("x-tenant-id", "tenant1")
-        .header("x-user-id", "alice")
-        .body(full(""))
-        .unwrap();
-    assert_eq!(send(gw1.addr, again).await.status(), 409, "already ended");
+    assert_eq!(stop_as(&gw1, &task, "alice").await, 409, "already ended");
     assert_eq!(up.requests().len(), 1);
 }
 
@@ -284,12 +247,7 @@ async fn without_the_opt_in_the_client_leaving_still_cancels_the_agent() {
     tokio::time::timeout(Duration::from_secs(1), feed.closed())
         .await
         .expect("the upstream is cancelled within a second");
-    let resume = get(
-        gw1.addr,
-        &format!("/api/streams/{task}"),
-        &[("x-tenant-id", "tenant1"), ("x-user-id", "alice")],
-    )
-    .await;
+    let resume = follow_as(&gw1, &task, "alice", None).await;
     assert_eq!(
         resume.status(),
         404,
@@ -312,16 +270,7 @@ async fn a_gateway_that_stops_ends_its_runs_and_their_followers_elsewhere_hear_w
         .await
         .unwrap();
     read_until(&mut first, "data: {}\n\n").await;
-    let mut follower = get(
-        gw2.addr,
-        &format!("/api/streams/{task}"),
-        &[
-            ("x-tenant-id", "tenant1"),
-            ("x-user-id", "alice"),
-            ("last-event-id", "1"),
-        ],
-    )
-    .await;
+    let mut follower = follow_as(&gw2, &task, "alice", Some("1")).await;
     assert_eq!(follower.status(), 200);
     drop(first);
     tokio::time::timeout(Duration::from_secs(10), gw1.shutdown())
