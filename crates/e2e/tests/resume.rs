@@ -369,3 +369,47 @@ async fn with_its_redis_away_a_resumable_stream_goes_on_a_resume_is_503_and_noth
         "every block the client saw is in the journal"
     );
 }
+
+#[tokio::test]
+async fn when_the_gateway_reading_a_run_crashes_its_followers_elsewhere_are_told() {
+    let stack = Stack::start(e2e::Options {
+        users: &["kurt"],
+        ..e2e::Options::default()
+    })
+    .await;
+    let mut reader = replica(&stack).await;
+    let kurt = stack.user("kurt");
+    let token = stack.login(&kurt).await;
+    let (status, task, mut client) = open(
+        reader.addr,
+        &stack,
+        &token,
+        &kurt,
+        "merge the hotfix branch",
+        &[("x-dwp-resumable", "true")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let task = task.unwrap();
+    while kind(&client.next().await.unwrap()) != "hitl" {}
+    let (status, mut follower) = follow(stack.gateway, &token, &task, None).await;
+    assert_eq!(status, 200);
+    while kind(&follower.next().await.unwrap()) != "hitl" {}
+    // The gateway reading the run dies without a word (no drain, no end).
+    reader.child.kill().unwrap();
+    reader.child.wait().unwrap();
+    let crashed = Instant::now();
+    let rest = tokio::time::timeout(Duration::from_secs(30), follower.rest())
+        .await
+        .expect("the follower is told within the gateway's alive time");
+    assert!(
+        rest[0].contains("\"errorType\":\"GatewayStopped\""),
+        "{rest:?}"
+    );
+    assert_eq!(kind(rest.last().unwrap()), "[DONE]");
+    assert!(
+        crashed.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        crashed.elapsed()
+    );
+}

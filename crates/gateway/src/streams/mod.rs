@@ -88,7 +88,19 @@ pub mod keys {
     pub fn seen(task: &str) -> String {
         format!("dwp:stream:{task}:seen")
     }
+    /// Kept by a gateway while it runs (its runs' `gateway` in the meta).
+    pub fn alive(gateway: &str) -> String {
+        format!("dwp:gateway:{gateway}:alive")
+    }
 }
+
+/// How often a gateway says it is alive, and how long that holds: a run
+/// whose gateway has not said so for [`ALIVE_FOR`] is ended by its
+/// followers' gateways (the one reading it crashed).
+pub const ALIVE_EVERY: Duration = Duration::from_secs(2);
+
+/// See [`ALIVE_EVERY`].
+pub const ALIVE_FOR: Duration = Duration::from_secs(10);
 
 /// The settings of resumable streams.
 #[derive(Debug, Clone, Copy)]
@@ -121,6 +133,8 @@ pub struct Streams {
     pub metrics: Arc<Metrics>,
     /// Cancelled when the gateway stops: every run still going ends.
     stopping: CancellationToken,
+    /// This gateway process, in its runs' meta (`gateway`).
+    pub gateway_id: Arc<str>,
 }
 
 impl std::fmt::Debug for Streams {
@@ -143,23 +157,26 @@ impl Streams {
             .build()?;
         let (journal, receiver) =
             journal::Journal::new(settings.journal_max_bytes, metrics.clone());
-        let (tail, tail_loop) = tail::Tail::new(redis.clone(), settings.detach);
+        let (tail, tail_loop) = tail::Tail::new(redis.clone(), settings.detach, settings.retention);
+        let gateway_id: Arc<str> = Arc::from(uuid::Uuid::new_v4().simple().to_string());
         let runs: Arc<Mutex<HashMap<Arc<str>, CancellationToken>>> = Arc::default();
         let (done, finished) = tokio::sync::oneshot::channel();
         let retention = journal::Retention {
             running: settings.retention.max(settings.detach) + settings.detach,
             ended: settings.retention,
         };
-        let (target, listen_runs) = (redis.clone(), runs.clone());
+        let (target, listen_runs, alive_id) = (redis.clone(), runs.clone(), gateway_id.clone());
         std::thread::Builder::new()
             .name("streams".into())
             .spawn(move || {
                 runtime.block_on(async move {
                     let listener = tokio::spawn(listen_for_stops(target.clone(), listen_runs));
                     let tail = tokio::spawn(tail_loop);
+                    let alive = tokio::spawn(keep_alive(target.clone(), alive_id));
                     journal::write_loop(target, receiver, retention).await;
                     listener.abort();
                     tail.abort();
+                    alive.abort();
                 });
                 let _ = done.send(());
             })?;
@@ -172,6 +189,7 @@ impl Streams {
             settings,
             metrics,
             stopping: CancellationToken::new(),
+            gateway_id,
         };
         Ok((streams, finished))
     }
@@ -225,6 +243,30 @@ impl Streams {
         if let Ok(mut runs) = self.runs.lock() {
             runs.remove(task);
         }
+    }
+}
+
+/// Says every [`ALIVE_EVERY`] that this gateway runs (held [`ALIVE_FOR`]).
+async fn keep_alive(redis: dwp_core::redis::Target, gateway: Arc<str>) {
+    let key = keys::alive(&gateway);
+    let mut conn = None;
+    loop {
+        if conn.is_none() {
+            conn = redis.writer(Duration::from_secs(2)).await.ok();
+        }
+        if let Some(c) = conn.as_mut() {
+            let said: redis::RedisResult<()> = redis::cmd("SET")
+                .arg(&key)
+                .arg(1)
+                .arg("EX")
+                .arg(ALIVE_FOR.as_secs())
+                .query_async(c)
+                .await;
+            if said.is_err() {
+                conn = None;
+            }
+        }
+        tokio::time::sleep(ALIVE_EVERY).await;
     }
 }
 

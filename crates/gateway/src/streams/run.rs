@@ -97,9 +97,11 @@ impl End {
 /// Starts the run on this worker; the first client's body is returned.
 pub fn start(streams: &Streams, start: Start) -> ChannelBody {
     let (tx, body) = ChannelBody::new(LOCAL_BUFFER);
+    let mut meta = start.meta;
+    meta.push(("gateway", streams.gateway_id.to_string()));
     streams.journal.push(Item::Start {
         task: start.task.clone(),
-        meta: start.meta,
+        meta,
     });
     let stop = streams.register(&start.task);
     let run = Run {

@@ -28,6 +28,29 @@ const COUNT: usize = 256;
 /// Entries a follower may have waiting.
 const FOLLOWER_BUFFER: usize = 1024;
 
+/// Ends the journal of a run whose gateway stopped saying it is alive (it
+/// crashed): an `error` event (`GatewayStopped`), `[DONE]` and the end,
+/// after the last entry, once (the state leaves `running`).
+/// KEYS: stream, meta, ids. ARGV: retention seconds, the error event's
+/// text, `[DONE]`'s.
+const ORPHAN_SCRIPT: &str = r"
+if redis.call('HGET', KEYS[2], 'state') ~= 'running' then return 0 end
+local gateway = redis.call('HGET', KEYS[2], 'gateway')
+if not gateway or redis.call('EXISTS', 'dwp:gateway:' .. gateway .. ':alive') == 1 then return 0 end
+local last = 0
+local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if top[1] then last = tonumber(string.match(top[1][1], '%-(%d+)$')) end
+local lf = string.char(10)
+redis.call('XADD', KEYS[1], '0-' .. (last + 1), 'b', 'id: g' .. (last + 1) .. lf .. ARGV[2])
+redis.call('XADD', KEYS[1], '0-' .. (last + 2), 'b', 'id: g' .. (last + 2) .. lf .. ARGV[3])
+redis.call('XADD', KEYS[1], '0-' .. (last + 3), 'e', 'gateway-lost')
+redis.call('HSET', KEYS[2], 'state', 'ended')
+for k = 1, 3 do
+  if redis.call('EXISTS', KEYS[k]) == 1 then redis.call('EXPIRE', KEYS[k], ARGV[1]) end
+end
+return 1
+";
+
 /// One journal entry.
 #[derive(Debug, Clone)]
 pub enum Entry {
@@ -96,16 +119,18 @@ impl Drop for Following {
 impl Tail {
     /// The handle, and the reader to run (on the streams thread).
     /// `seen` is how long a follower's mark holds (the runs' detach time).
+    /// `retention` is how long a journal is kept after its run.
     pub fn new(
         redis: dwp_core::redis::Target,
         seen: Duration,
+        retention: Duration,
     ) -> (Self, impl std::future::Future<Output = ()> + Send) {
         let inner = Arc::new(Inner::default());
         (
             Self {
                 inner: inner.clone(),
             },
-            read_loop(redis, inner, seen),
+            read_loop(redis, inner, Marks { seen, retention }),
         )
     }
 
@@ -129,7 +154,16 @@ impl Tail {
     }
 }
 
-async fn read_loop(redis: dwp_core::redis::Target, inner: Arc<Inner>, seen: Duration) {
+/// What the tail reader keeps up beside reading.
+#[derive(Debug, Clone, Copy)]
+struct Marks {
+    /// How long a follower's mark holds.
+    seen: Duration,
+    /// How long an orphan's journal is kept after it is ended.
+    retention: Duration,
+}
+
+async fn read_loop(redis: dwp_core::redis::Target, inner: Arc<Inner>, marks: Marks) {
     let mut conn: Option<redis::aio::MultiplexedConnection> = None;
     let mut marked: HashMap<Arc<str>, Instant> = HashMap::new();
     loop {
@@ -147,7 +181,7 @@ async fn read_loop(redis: dwp_core::redis::Target, inner: Arc<Inner>, seen: Dura
             inner.wake.notified().await;
             continue;
         }
-        if let Err(e) = mark(&mut conn, &watched, &mut marked, seen).await {
+        if let Err(e) = mark(&mut conn, &watched, &mut marked, marks).await {
             tracing::debug!(error = %e, "stream tail: followers not marked");
         }
         match read(&redis, &mut conn, &watched).await {
@@ -161,20 +195,22 @@ async fn read_loop(redis: dwp_core::redis::Target, inner: Arc<Inner>, seen: Dura
     }
 }
 
-/// Marks the followed tasks as followed (`seen`), each at most every
-/// third of its hold, so their runs go on while someone follows anywhere.
+/// Marks the followed tasks as followed (`seen`), each every
+/// [`super::ALIVE_EVERY`], so their runs go on while someone follows
+/// anywhere, and ends those whose gateway is gone ([`ORPHAN_SCRIPT`]).
 async fn mark(
     conn: &mut Option<redis::aio::MultiplexedConnection>,
     watched: &[(Arc<str>, u64)],
     marked: &mut HashMap<Arc<str>, Instant>,
-    seen: Duration,
+    marks: Marks,
 ) -> redis::RedisResult<()> {
     let now = Instant::now();
     marked.retain(|task, _| watched.iter().any(|(t, _)| t == task));
+    let every = super::ALIVE_EVERY.min(marks.seen / 3);
     let due: Vec<&Arc<str>> = watched
         .iter()
         .map(|(task, _)| task)
-        .filter(|task| marked.get(*task).is_none_or(|at| now - *at >= seen / 3))
+        .filter(|task| marked.get(*task).is_none_or(|at| now - *at >= every))
         .collect();
     let Some(c) = conn.as_mut().filter(|_| !due.is_empty()) else {
         return Ok(());
@@ -185,7 +221,17 @@ async fn mark(
             .arg(keys::seen(task))
             .arg(1)
             .arg("EX")
-            .arg(seen.as_secs().max(1))
+            .arg(marks.seen.as_secs().max(1))
+            .ignore();
+        pipe.cmd("EVAL")
+            .arg(ORPHAN_SCRIPT)
+            .arg(3)
+            .arg(keys::stream(task))
+            .arg(keys::meta(task))
+            .arg(keys::ids(task))
+            .arg(marks.retention.as_secs().max(1))
+            .arg(super::run::GATEWAY_STOPPED_EVENT)
+            .arg(super::run::DONE_EVENT)
             .ignore();
     }
     pipe.query_async::<()>(c).await?;
