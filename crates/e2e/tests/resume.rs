@@ -104,6 +104,18 @@ async fn follow(
     )
 }
 
+/// The blocks up to and including the first `hitl` event.
+async fn until_hitl(body: &mut testkit::SseBody) -> Vec<String> {
+    let mut seen = Vec::new();
+    loop {
+        let block = body.next().await.expect("a hitl event before the end");
+        seen.push(block.clone());
+        if kind(&block) == "hitl" {
+            return seen;
+        }
+    }
+}
+
 fn id_of(block: &str) -> &str {
     block
         .lines()
@@ -143,13 +155,7 @@ async fn a_paused_run_whose_client_drops_is_resumed_on_another_replica_and_the_a
     .await;
     assert_eq!(status, 200);
     let task = task.unwrap();
-    let mut seen = Vec::new();
-    while let Some(block) = laptop.next().await {
-        seen.push(block.clone());
-        if kind(&block) == "hitl" {
-            break;
-        }
-    }
+    let seen = until_hitl(&mut laptop).await;
     let hitl = seen.last().unwrap().clone();
     drop(laptop); // the lid closes while the run waits for approval
 
@@ -220,7 +226,7 @@ async fn two_followers_and_a_stop_from_the_other_replica() {
 
     // Both devices see the run reach its approval.
     for device in [&mut laptop, &mut phone] {
-        while kind(&device.next().await.unwrap()) != "hitl" {}
+        until_hitl(device).await;
     }
     let cancelled_before_stop = runs(&stack).await.1;
     let auth = format!("Bearer {token}");
@@ -331,13 +337,7 @@ async fn with_its_redis_away_a_resumable_stream_goes_on_a_resume_is_503_and_noth
     .await;
     assert_eq!(status, 200);
     let task = task.unwrap();
-    let mut seen = Vec::new();
-    while let Some(block) = client.next().await {
-        seen.push(block.clone());
-        if kind(&block) == "hitl" {
-            break;
-        }
-    }
+    let mut seen = until_hitl(&mut client).await;
     journal.kill();
     let (status, _) = stack
         .approve(&token, &wim, &request_id(seen.last().unwrap()))
@@ -391,10 +391,10 @@ async fn when_the_gateway_reading_a_run_crashes_its_followers_elsewhere_are_told
     .await;
     assert_eq!(status, 200);
     let task = task.unwrap();
-    while kind(&client.next().await.unwrap()) != "hitl" {}
+    until_hitl(&mut client).await;
     let (status, mut follower) = follow(stack.gateway, &token, &task, None).await;
     assert_eq!(status, 200);
-    while kind(&follower.next().await.unwrap()) != "hitl" {}
+    until_hitl(&mut follower).await;
     // The gateway reading the run dies without a word (no drain, no end).
     reader.child.kill().unwrap();
     reader.child.wait().unwrap();

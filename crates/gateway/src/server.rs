@@ -517,6 +517,21 @@ impl<
 {
 }
 
+/// Sets HTTP/2's limits of [`Protocols`] on a builder: hyper's own and
+/// hyper-util's `auto` one have the same methods but no common trait.
+macro_rules! h2_limits {
+    ($builder:expr, $protocols:expr) => {
+        $builder
+            .timer(TokioTimer::new())
+            .max_concurrent_streams($protocols.h2_max_streams)
+            .max_header_list_size(MAX_HEAD_BYTES as u32)
+            .max_pending_accept_reset_streams(20)
+            .max_local_error_reset_streams(1024)
+            .keep_alive_interval(Some($protocols.ping()))
+            .keep_alive_timeout($protocols.ping())
+    };
+}
+
 impl Protocols {
     /// HTTP/1.1 only (hyper's own connection, no version sniffing).
     async fn h1(
@@ -562,14 +577,7 @@ impl Protocols {
             .writev(false)
             // The read buffer bounds the request head: past it, 431.
             .max_buf_size(MAX_HEAD_BYTES);
-        let mut h2 = builder.http2();
-        h2.timer(TokioTimer::new())
-            .max_concurrent_streams(self.h2_max_streams)
-            .max_header_list_size(MAX_HEAD_BYTES as u32)
-            .max_pending_accept_reset_streams(20)
-            .max_local_error_reset_streams(1024)
-            .keep_alive_interval(Some(self.ping()))
-            .keep_alive_timeout(self.ping());
+        h2_limits!(builder.http2(), self);
         let conn = builder.serve_connection(TokioIo::new(io), service);
         watcher.watch(conn).await
     }
@@ -579,14 +587,7 @@ impl Protocols {
     /// keeps resetting streams, or making the server reset them, is sent
     /// GOAWAY), and pings that find a dead peer.
     fn h2_limits(self, builder: &mut http2::Builder<TokioExecutor>) {
-        builder
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(self.h2_max_streams)
-            .max_header_list_size(MAX_HEAD_BYTES as u32)
-            .max_pending_accept_reset_streams(20)
-            .max_local_error_reset_streams(1024)
-            .keep_alive_interval(Some(self.ping()))
-            .keep_alive_timeout(self.ping());
+        h2_limits!(builder, self);
     }
 
     /// How often an HTTP/2 connection is pinged, and how long a ping may

@@ -227,13 +227,20 @@ pub async fn stop(streams: &Streams, task: &str, owner: &str) -> Result<(), Gate
         .conn()
         .await
         .map_err(|_| GatewayError::Unavailable(REDIS_AWAY))?;
-    let heard: u64 = redis::cmd("PUBLISH")
+    // PUBLISH would count pattern subscribers (a `PSUBSCRIBE dwp:*`
+    // watcher) as listeners: the channel's own subscribers are the gateways.
+    let (listening,): ((String, u64),) = redis::pipe()
+        .cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(STOP_CHANNEL)
+        .cmd("PUBLISH")
         .arg(STOP_CHANNEL)
         .arg(task)
+        .ignore()
         .query_async(&mut conn)
         .await
         .map_err(|_| GatewayError::Unavailable(REDIS_AWAY))?;
-    if heard == 0 {
+    if listening.1 == 0 {
         return Err(GatewayError::Unavailable(
             "No gateway is listening for stops: try again shortly",
         ));

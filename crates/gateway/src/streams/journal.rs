@@ -189,6 +189,11 @@ pub async fn write_loop(redis: dwp_core::redis::Target, mut rx: Receiver, retent
         }
         match write(&redis, &mut conn, &batch, &mut lost, retention).await {
             Ok(()) => {
+                for item in &batch {
+                    if let Item::End { task, .. } = item {
+                        lost.remove(task);
+                    }
+                }
                 let size: usize = batch.iter().map(Item::size).sum();
                 rx.queued.fetch_sub(size, Relaxed);
                 batch.clear();

@@ -12,6 +12,17 @@ use tokio::sync::watch;
 
 use crate::helpers::*;
 
+/// A cleartext HTTP/2 connection with prior knowledge.
+async fn h2c(addr: std::net::SocketAddr) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
 fn stream_request(user: &str) -> Request<Full<Bytes>> {
     Request::builder()
         .method("POST")
@@ -140,12 +151,7 @@ async fn over_tls_many_paused_streams_share_one_connection_and_an_approval_passe
 async fn cleartext_http2_with_prior_knowledge_is_served_beside_http1() {
     let (agent, _release) = pausing_agent().await;
     let gw = spawn_gateway(config(&agent.uri(), &[("GATEWAY_H2C", "true")])).await;
-    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = h2c(gw.addr).await;
     let res = sender
         .send_request(
             Request::get(format!("http://{}/api/main/x", gw.addr))
@@ -180,12 +186,7 @@ async fn an_http2_stream_left_unread_gives_its_upstream_connection_up_and_its_ne
         ],
     ))
     .await;
-    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = h2c(gw.addr).await;
     let get = |path: &str| {
         Request::get(format!("http://{}{path}", gw.addr))
             .body(Full::new(Bytes::new()))

@@ -65,6 +65,13 @@ async fn stop_as(gw: &TestGateway, task: &str, user: &str) -> u16 {
     send(gw.addr, stop).await.status()
 }
 
+/// The agent sends `text`.
+async fn say(feed: &mpsc::Sender<Bytes>, text: &'static str) {
+    feed.send(Bytes::from_static(text.as_bytes()))
+        .await
+        .unwrap();
+}
+
 /// Reads until `want` bytes have arrived (or the stream ends).
 async fn read_until(res: &mut Sent, want: &str) -> String {
     let mut got = Vec::new();
@@ -106,16 +113,8 @@ async fn a_dropped_resumable_stream_is_resumed_on_another_gateway_without_callin
 {
     let (up, mut feeds, gw1, gw2) = two_gateways().await;
     let (mut first, task, feed) = started(&gw1, &mut feeds).await;
-    feed.send(Bytes::from_static(
-        b"id: 1\nevent: start\ndata: {\"type\":\"start\"}\n\n",
-    ))
-    .await
-    .unwrap();
-    feed.send(Bytes::from_static(
-        b"event: thought\ndata: {\"type\":\"thought\"}\n\n",
-    ))
-    .await
-    .unwrap();
+    say(&feed, "id: 1\nevent: start\ndata: {\"type\":\"start\"}\n\n").await;
+    say(&feed, "event: thought\ndata: {\"type\":\"thought\"}\n\n").await;
     let seen = read_until(&mut first, "thought\"}\n\n").await;
     assert_eq!(
         seen,
@@ -125,14 +124,8 @@ async fn a_dropped_resumable_stream_is_resumed_on_another_gateway_without_callin
     drop(first); // the laptop lid closes
     tokio::time::sleep(Duration::from_millis(300)).await;
     // The run goes on: the agent's stream is still open and read.
-    feed.send(Bytes::from_static(
-        b"id: 8\nevent: hitl\ndata: {\"type\":\"hitl\"}\n\n",
-    ))
-    .await
-    .unwrap();
-    feed.send(Bytes::from_static(b": a comment\n\n"))
-        .await
-        .unwrap();
+    say(&feed, "id: 8\nevent: hitl\ndata: {\"type\":\"hitl\"}\n\n").await;
+    say(&feed, ": a comment\n\n").await;
 
     // Another user cannot follow it; the owner can, on the other gateway.
     let stranger = follow_as(&gw2, &task, "mallory", None).await;
@@ -172,14 +165,8 @@ async fn a_dropped_resumable_stream_is_resumed_on_another_gateway_without_callin
     assert!(all.starts_with("id: 1\nevent: start"), "{all}");
 
     // Live events reach both, then the end closes both.
-    feed.send(Bytes::from_static(
-        b"id: 14\nevent: end\ndata: {\"type\":\"end\"}\n\n",
-    ))
-    .await
-    .unwrap();
-    feed.send(Bytes::from_static(b"data: [DONE]\n\n"))
-        .await
-        .unwrap();
+    say(&feed, "id: 14\nevent: end\ndata: {\"type\":\"end\"}\n\n").await;
+    say(&feed, "data: [DONE]\n\n").await;
     drop(feed);
     let rest = "id: 14\nevent: end\ndata: {\"type\":\"end\"}\n\nid: g6\ndata: [DONE]\n\n";
     assert_eq!(
@@ -206,9 +193,7 @@ async fn a_dropped_resumable_stream_is_resumed_on_another_gateway_without_callin
 async fn a_stop_on_another_gateway_cancels_the_agent_and_ends_every_follower() {
     let (up, mut feeds, gw1, gw2) = two_gateways().await;
     let (mut first, task, feed) = started(&gw1, &mut feeds).await;
-    feed.send(Bytes::from_static(b"id: 1\nevent: start\ndata: {}\n\n"))
-        .await
-        .unwrap();
+    say(&feed, "id: 1\nevent: start\ndata: {}\n\n").await;
     read_until(&mut first, "data: {}\n\n").await;
     let mut follower = follow_as(&gw2, &task, "alice", Some("1")).await;
     assert_eq!(follower.status(), 200);
@@ -266,9 +251,7 @@ async fn a_gateway_that_stops_ends_its_runs_and_their_followers_elsewhere_hear_w
     let mut gw1 = spawn_gateway(config(&up.uri(), &settings)).await;
     let gw2 = spawn_gateway(config(&up.uri(), &settings)).await;
     let (mut first, task, feed) = started(&gw1, &mut feeds).await;
-    feed.send(Bytes::from_static(b"id: 1\nevent: start\ndata: {}\n\n"))
-        .await
-        .unwrap();
+    say(&feed, "id: 1\nevent: start\ndata: {}\n\n").await;
     read_until(&mut first, "data: {}\n\n").await;
     let mut follower = follow_as(&gw2, &task, "alice", Some("1")).await;
     assert_eq!(follower.status(), 200);
@@ -287,4 +270,53 @@ async fn a_gateway_that_stops_ends_its_runs_and_their_followers_elsewhere_hear_w
         "{tail}"
     );
     drop(up);
+}
+
+#[tokio::test]
+async fn odd_stream_calls_get_clear_answers_and_never_reach_the_agent() {
+    let (up, _feeds) = feeding_upstream(Some("text/event-stream")).await;
+    let gw = spawn_gateway(config(
+        &up.uri(),
+        &[
+            ("GATEWAY_RECORDER_ENABLED", "true"),
+            ("REDIS_URL", &redis_url()[..]),
+            ("JWT_SECRET", SECRET),
+        ],
+    ))
+    .await;
+    let auth = format!("Bearer {}", token("alice", "tenant1", 60));
+    let with_token = [("authorization", auth.as_str())];
+    // No token: 401, as on every checked route.
+    assert_eq!(get(gw.addr, "/api/streams/abc", &[]).await.status(), 401);
+    for path in [
+        "/api/streams/a%20b",
+        "/api/streams/abc/resume",
+        "/api/streams/abc/stop",
+        "/api/streams/",
+        &format!("/api/streams/{}", "x".repeat(65)),
+    ] {
+        assert_eq!(
+            get(gw.addr, path, &with_token).await.status(),
+            404,
+            "{path}"
+        );
+    }
+    assert_eq!(
+        get(gw.addr, "/api/streams/no-such-task", &with_token)
+            .await
+            .status(),
+        404
+    );
+    let again = |task: &'static str| {
+        request("POST", gw.addr, "/api/aura/test/stream")
+            .header("x-tenant-id", "tenant1")
+            .header("authorization", auth.as_str())
+            .header("accept", "text/event-stream")
+            .header("x-dwp-task-id", task)
+            .body(full(r#"{"prompt":"merge it"}"#))
+            .unwrap()
+    };
+    assert_eq!(send(gw.addr, again("../etc")).await.status(), 400);
+    assert_eq!(send(gw.addr, again("no-such-task")).await.status(), 404);
+    assert!(up.requests().is_empty(), "the agent was never called");
 }
