@@ -97,3 +97,59 @@ nginx_proxy_location() {
     }
 NGINX
 }
+
+# The HAProxy reference's configuration (Debian's haproxy 2.6): $1 the port
+# it listens on, $2 the backend's port, $3 its threads. Upstream connections
+# are kept and shared between clients (`http-reuse always`), and it does the
+# header work nginx_proxy_location does: X-Forwarded-*, the /api prefix
+# stripped, a request id sent upstream and returned.
+haproxy_config() {
+  cat <<HAPROXY
+global
+  nbthread $3
+  maxconn 9000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 300s
+  timeout server 300s
+  http-reuse always
+frontend proxy
+  bind 127.0.0.1:$1
+  option forwardfor
+  unique-id-format %[uuid()]
+  unique-id-header X-Request-ID
+  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  http-request set-header X-Forwarded-Prefix /api
+  http-response set-header X-Request-ID %[unique-id]
+  default_backend upstream
+backend upstream
+  http-request replace-path /api(/.*) \1
+  server backend 127.0.0.1:$2
+HAPROXY
+}
+
+# A backend nginx with one worker on port $1 answering every GET with a
+# 1 KiB JSON body: the upstream of the throughput rounds, the same for every
+# proxy. $2 is its working directory (pid and error log).
+nginx_backend_config() {
+  local body
+  body=$(printf '{"ok":true,"pad":"%s"}' "$(printf 'x%.0s' $(seq 1 1004))")
+  cat <<NGINX
+worker_processes 1;
+pid $2/backend.pid;
+error_log $2/backend-error.log warn;
+daemon off;
+events { worker_connections 65536; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$1;
+    default_type application/json;
+    location / { return 200 '$body'; }
+  }
+}
+NGINX
+}

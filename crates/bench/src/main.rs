@@ -14,12 +14,19 @@
 //! - `dwp-bench sequential ADDR PATH COUNT`: sends COUNT GETs one after
 //!   the other on one keep-alive connection, each read to the end of its
 //!   Content-Length body (the load of `scripts/bench/instructions.sh`).
+//! - `dwp-bench tokens SECRET COUNT`: prints COUNT lines `user<TAB>token`,
+//!   one valid HS256 token (an hour to live, tenant `1`) per user: the
+//!   identities the load tools send.
 //! - `dwp-bench hitl ADDR REDIS_URL SECRET DECISIONS CLIENTS [RATE]`: see [`hitl`].
 //! - `dwp-bench feed GATEWAY SECRET FEEDS RATE SECONDS [APPROVE_AFTER_MS]`: see [`feed`].
 //! - `dwp-bench resume GATEWAY EVENTS RESUMES`: see [`resume`].
 //!
 //! `BENCH_HEADER` (`Name: value`) is added to the stream requests of
 //! `streams` and `latency` (`X-DWP-Resumable: true` for resumable ones).
+//! `BENCH_TOKENS` (a file of `tokens`' lines) makes `streams`, `latency`
+//! and `sequential` send the identity headers a signed-in frontend sends
+//! (`Authorization`, `X-Tenant-ID: 1`, `X-User-ID`), one user after the
+//! other.
 #![forbid(unsafe_code)]
 
 mod feed;
@@ -48,7 +55,7 @@ fn now_ns() -> u128 {
         .unwrap_or(0)
 }
 
-const USAGE: &str = "usage: dwp-bench backend PORT | streams ADDR PATH COUNT HOLD_SECS | latency ADDR PATH STREAMS | sequential ADDR PATH COUNT | hitl ADDR REDIS_URL SECRET DECISIONS CLIENTS [RATE] | feed GATEWAY SECRET FEEDS RATE SECONDS [APPROVE_AFTER_MS] | resume GATEWAY EVENTS RESUMES";
+const USAGE: &str = "usage: dwp-bench backend PORT | streams ADDR PATH COUNT HOLD_SECS | latency ADDR PATH STREAMS | sequential ADDR PATH COUNT | hitl ADDR REDIS_URL SECRET DECISIONS CLIENTS [RATE] | feed GATEWAY SECRET FEEDS RATE SECONDS [APPROVE_AFTER_MS] | resume GATEWAY EVENTS RESUMES | tokens SECRET COUNT";
 
 fn usage() -> ! {
     eprintln!("{USAGE}");
@@ -123,8 +130,55 @@ async fn main() {
                 std::process::exit(1);
             }
         }
+        Some("tokens") => tokens(&arg::<String>(&args, 2), arg(&args, 3)),
         _ => usage(),
     }
+}
+
+/// The tenant of the benchmark's users: the frontend's constant.
+const TENANT: &str = "1";
+
+/// Prints `count` users, each with a token signed with `secret`.
+fn tokens(secret: &str, count: usize) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut out = String::new();
+    for i in 0..count {
+        let claims = dwp_core::token::Claims {
+            sub: format!("bench-user-{i}"),
+            tenant_id: Some(TENANT.into()),
+            iat: Some(now),
+            exp: now + 3600,
+        };
+        let token = dwp_core::token::issue(&claims, secret.as_bytes());
+        out.push_str(&format!("{}\t{token}\n", claims.sub));
+    }
+    print!("{out}");
+}
+
+/// The identity header lines of the users in `BENCH_TOKENS` (none without
+/// it), each `Authorization: …\r\nX-Tenant-ID: 1\r\nX-User-ID: …\r\n`.
+fn identities() -> Vec<String> {
+    let Ok(file) = std::env::var("BENCH_TOKENS") else {
+        return Vec::new();
+    };
+    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
+        eprintln!("BENCH_TOKENS {file}: {e}");
+        std::process::exit(2)
+    });
+    text.lines()
+        .filter_map(|line| line.split_once('\t'))
+        .map(|(user, token)| {
+            format!("Authorization: Bearer {token}\r\nX-Tenant-ID: {TENANT}\r\nX-User-ID: {user}\r\n")
+        })
+        .collect()
+}
+
+/// The identity lines of the `i`th request (empty without `BENCH_TOKENS`).
+fn identity(all: &[String], i: usize) -> &str {
+    if all.is_empty() { "" } else { &all[i % all.len()] }
 }
 
 async fn backend(port: u16) {
@@ -207,20 +261,35 @@ impl http_body::Body for ChannelBody {
 
 fn head(addr: SocketAddr, path: &str, extra: &str) -> String {
     let body = r#"{"prompt":"hi","context":{}}"#;
-    let extra = if extra.is_empty() {
-        String::new()
+    let extra = if extra.is_empty() || extra.ends_with('\n') {
+        extra.to_owned()
     } else {
         format!("{extra}\r\n")
     };
+    let tenant = if extra.contains("X-Tenant-ID:") {
+        ""
+    } else {
+        "X-Tenant-ID: bench\r\n"
+    };
     format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nX-Tenant-ID: bench\r\nAccept: text/event-stream\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{tenant}Accept: text/event-stream\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\n\r\n{body}",
         body.len()
     )
 }
 
-/// Opens a stream and returns it once its response head has arrived.
-async fn open(addr: SocketAddr, path: &str) -> std::io::Result<(TcpStream, Vec<u8>)> {
-    let extra = std::env::var("BENCH_HEADER").unwrap_or_default();
+/// Opens a stream (as the `i`th user of `ids`) and returns it once its
+/// response head has arrived.
+async fn open(
+    addr: SocketAddr,
+    path: &str,
+    ids: &[String],
+    i: usize,
+) -> std::io::Result<(TcpStream, Vec<u8>)> {
+    let mut extra = identity(ids, i).to_owned();
+    if let Ok(header) = std::env::var("BENCH_HEADER") {
+        extra.push_str(&header);
+        extra.push_str("\r\n");
+    }
     open_with(addr, path, &extra).await
 }
 
@@ -250,16 +319,18 @@ pub(crate) async fn open_with(
 }
 
 async fn streams(addr: SocketAddr, path: &str, count: usize, hold_secs: u64) {
+    let ids = std::sync::Arc::new(identities());
     let mut tasks = tokio::task::JoinSet::new();
     let (done_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let (open_tx, mut open_rx) = tokio::sync::mpsc::channel::<bool>(count.max(1));
     for i in 0..count {
         let (path, open_tx, mut done) = (path.to_owned(), open_tx.clone(), done_tx.subscribe());
+        let ids = ids.clone();
         tasks.spawn(async move {
             if i % 500 == 0 {
                 tokio::task::yield_now().await;
             }
-            match open(addr, &path).await {
+            match open(addr, &path, &ids, i).await {
                 Ok((stream, _)) => {
                     let _ = open_tx.send(true).await;
                     let _ = done.recv().await;
@@ -287,12 +358,13 @@ async fn streams(addr: SocketAddr, path: &str, count: usize, hold_secs: u64) {
 }
 
 async fn latency(addr: SocketAddr, path: &str, count: usize) {
+    let ids = std::sync::Arc::new(identities());
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..count {
-        let path = path.to_owned();
+    for i in 0..count {
+        let (path, ids) = (path.to_owned(), ids.clone());
         tasks.spawn(async move {
             let mut samples = Vec::new();
-            let Ok((mut stream, mut buf)) = open(addr, &path).await else {
+            let Ok((mut stream, mut buf)) = open(addr, &path, &ids, i).await else {
                 return samples;
             };
             let mut chunk = [0u8; 4096];
@@ -348,11 +420,19 @@ pub(crate) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 async fn sequential(addr: SocketAddr, path: &str, count: usize) -> std::io::Result<()> {
     let mut stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: dwp-bench\r\n\r\n");
+    let ids = identities();
+    let requests: Vec<String> = (0..ids.len().max(1))
+        .map(|i| {
+            format!(
+                "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: dwp-bench\r\n{}\r\n",
+                identity(&ids, i)
+            )
+        })
+        .collect();
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 4096];
-    for _ in 0..count {
-        stream.write_all(request.as_bytes()).await?;
+    for i in 0..count {
+        stream.write_all(requests[i % requests.len()].as_bytes()).await?;
         buf.clear();
         loop {
             if let Some(end) = find(&buf, b"\r\n\r\n") {

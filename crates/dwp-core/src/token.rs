@@ -75,6 +75,9 @@ pub const DEFAULT_MAX_LIFETIME_SECS: u64 = 24 * 3600;
 /// than that to live), so a leaked signing of a ten-year token is no key.
 #[derive(Clone)]
 pub struct Verifier {
+    /// Unique to this verifier (and its clones): what a cache of verified
+    /// tokens is keyed on, so that another key never meets its entries.
+    id: u64,
     key: DecodingKey,
     validation: Validation,
     max_lifetime_secs: u64,
@@ -97,7 +100,10 @@ impl Verifier {
             Some(aud) => validation.set_audience(&[aud]),
             None => validation.validate_aud = false,
         }
+        /// Verifiers made so far in this process.
+        static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Self {
+            id: MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
             key: DecodingKey::from_secret(secret),
             validation,
             max_lifetime_secs: DEFAULT_MAX_LIFETIME_SECS,
@@ -108,6 +114,20 @@ impl Verifier {
     pub fn with_max_lifetime(mut self, max: std::time::Duration) -> Self {
         self.max_lifetime_secs = max.as_secs();
         self
+    }
+
+    /// This verifier's number, never 0: one per [`Verifier::new`] in the
+    /// process, shared by its clones (same key, same rules).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Whether a token with this `exp` is expired at `now` (Unix seconds),
+    /// with the leeway [`Verifier::verify`] gives: for a cache of tokens
+    /// that verified, so that a cached one expires when a full check would
+    /// refuse it.
+    pub fn expired(&self, exp: u64, now: u64) -> bool {
+        exp < now.saturating_sub(self.validation.leeway)
     }
 
     /// Verifies a bare token (without `Bearer `).
@@ -185,6 +205,26 @@ mod tests {
             iat: Some(now()),
             exp: now() + 600,
         }
+    }
+
+    #[test]
+    fn expired_agrees_with_the_full_check() {
+        let v = Verifier::new(SECRET, None);
+        let leeway = DEFAULT_LEEWAY_SECS;
+        for (exp, refused) in [(now() - leeway - 2, true), (now() - leeway + 2, false)] {
+            let token = issue(
+                &Claims {
+                    iat: Some(exp - 60),
+                    exp,
+                    ..claims()
+                },
+                SECRET,
+            );
+            assert_eq!(v.verify(&token).is_err(), refused, "exp {exp}");
+            assert_eq!(v.expired(exp, now()), refused, "exp {exp}");
+        }
+        assert_ne!(v.id(), Verifier::new(SECRET, None).id(), "one id per verifier");
+        assert_eq!(v.id(), v.clone().id(), "clones share it");
     }
 
     #[test]

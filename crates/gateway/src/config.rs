@@ -56,6 +56,9 @@ pub struct Config {
     pub jwt_secret: Option<Secret>,
     /// `JWT_MAX_LIFETIME_SECS` (86400): tokens whose `exp - iat` is longer are refused.
     pub jwt_max_lifetime: Duration,
+    /// `GATEWAY_TOKEN_CACHE_SIZE` (10000; 0 = none): verified tokens each
+    /// worker keeps ([`crate::tokens`]).
+    pub token_cache_size: usize,
     /// `GATEWAY_CONNECT_TIMEOUT_SECS` (10).
     pub connect_timeout: Duration,
     /// `GATEWAY_RESPONSE_TIMEOUT_SECS` (300): to the upstream's response headers.
@@ -157,6 +160,7 @@ impl std::fmt::Debug for Config {
             .field("cors", &self.cors)
             .field("jwt_secret", &self.jwt_secret)
             .field("jwt_max_lifetime", &self.jwt_max_lifetime)
+            .field("token_cache_size", &self.token_cache_size)
             .field("connect_timeout", &self.connect_timeout)
             .field("response_timeout", &self.response_timeout)
             .field("header_read_timeout", &self.header_read_timeout)
@@ -203,6 +207,7 @@ impl Config {
             cors: cors(&vars)?,
             jwt_secret: jwt_secret(&vars)?,
             jwt_max_lifetime: vars.secs("JWT_MAX_LIFETIME_SECS", 24 * 3600)?,
+            token_cache_size: vars.number("GATEWAY_TOKEN_CACHE_SIZE", 10_000)?,
             connect_timeout: vars.secs("GATEWAY_CONNECT_TIMEOUT_SECS", 10)?,
             response_timeout: vars.secs("GATEWAY_RESPONSE_TIMEOUT_SECS", 300)?,
             header_read_timeout: vars.secs("GATEWAY_HEADER_READ_TIMEOUT_SECS", 30)?,
@@ -462,6 +467,7 @@ mod tests {
         assert!(c.cors.allow_credentials);
         assert_eq!(c.cors.max_age_secs, 3600);
         assert_eq!(c.jwt_max_lifetime, Duration::from_secs(86400));
+        assert_eq!(c.token_cache_size, 10_000);
         assert_eq!(c.admin, Some(("0.0.0.0".into(), 8090)));
         assert_eq!(c.body_read_timeout, Duration::from_secs(60));
         assert_eq!(

@@ -11,22 +11,27 @@
 //!   `JWT_SECRET` otherwise.
 //!
 //! The verified claims are returned: who the request is (the token's
-//! `sub`, never a header) for the recorder and the per-user caps.
+//! `sub`, never a header) for the recorder and the per-user caps. A token
+//! checked before on the same worker is answered from its cache
+//! ([`crate::tokens`]).
+
+use std::sync::Arc;
 
 use dwp_core::headers::{AUTHORIZATION, TENANT_ID, USER_ID};
-use dwp_core::token::{Claims, Verifier};
 use http::HeaderMap;
 
 use crate::error::GatewayError;
 use crate::routes::Edge;
+use crate::tokens::{Tokens, Verified};
 
-/// Runs the edge checks `edge` names (a route's policy); returns the
-/// token's claims when one was checked.
+/// Runs the edge checks `edge` names (a route's policy) for a request on
+/// `worker`; returns the token's claims when one was checked.
 pub fn check(
     edge: Edge,
     headers: &HeaderMap,
-    verifier: Option<&Verifier>,
-) -> Result<Option<Claims>, GatewayError> {
+    tokens: Option<&Tokens>,
+    worker: usize,
+) -> Result<Option<Arc<Verified>>, GatewayError> {
     let tenant = header(headers, &TENANT_ID)?;
     if edge == Edge::TenantAndToken && tenant.is_none_or(str::is_empty) {
         return Err(GatewayError::BadRequest(
@@ -34,12 +39,13 @@ pub fn check(
         ));
     }
     let needs_token = edge != Edge::Open;
-    let Some(verifier) = verifier.filter(|_| needs_token) else {
+    let Some(tokens) = tokens.filter(|_| needs_token) else {
         return Ok(None);
     };
-    let claims = verifier
-        .verify_header(header(headers, &AUTHORIZATION).ok().flatten())
+    let verified = tokens
+        .verify_header(worker, header(headers, &AUTHORIZATION).ok().flatten())
         .map_err(GatewayError::Token)?;
+    let claims = &verified.claims;
     if let Some(user) = header(headers, &USER_ID)?
         && user != claims.sub
     {
@@ -54,7 +60,7 @@ pub fn check(
             "X-Tenant-ID does not match the token",
         ));
     }
-    Ok(Some(claims))
+    Ok(Some(verified))
 }
 
 /// A header as text; a value that is not visible ASCII is a bad request.
@@ -76,7 +82,7 @@ fn header<'a>(
 mod tests {
     use super::*;
     use crate::routes::contract_default;
-    use dwp_core::token::{Claims, issue};
+    use dwp_core::token::{Claims, Verifier, issue};
     use http::HeaderValue;
 
     const SECRET: &str = "edge-secret-edge-secret-edge-secret!";
@@ -108,12 +114,13 @@ mod tests {
     }
 
     fn status(route: &str, h: &HeaderMap, secret: bool) -> u16 {
-        let verifier = Verifier::new(SECRET.as_bytes(), None);
+        let tokens = Tokens::new(Verifier::new(SECRET.as_bytes(), None), 1, 100);
         let routes = contract_default().routes;
         match check(
             routes.iter().find(|r| r.name == route).unwrap().policy.edge,
             h,
-            secret.then_some(&verifier),
+            secret.then_some(&tokens),
+            0,
         ) {
             Ok(_) => 200,
             Err(e) => e.status().as_u16(),

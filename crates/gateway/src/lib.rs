@@ -54,6 +54,7 @@ pub mod server;
 pub mod state;
 pub mod streams;
 pub mod tls;
+pub mod tokens;
 pub mod trace;
 pub mod upstream;
 

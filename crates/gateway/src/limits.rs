@@ -195,11 +195,10 @@ impl Limits {
     /// A slot for a request of `user`, and one of its streams when `stream`.
     pub fn user(
         self: &Arc<Self>,
-        user: &str,
+        user: Arc<str>,
         stream: bool,
         held: &mut Held,
     ) -> Result<(), GatewayError> {
-        let user: Arc<str> = Arc::from(user);
         if self.users.cap > 0 {
             if !self.users.take(&user) {
                 return Err(GatewayError::TooManyRequests(
@@ -243,10 +242,10 @@ mod tests {
         assert!(limits.client(ip).is_ok());
         drop(b);
         let mut held = Held::default();
-        limits.user("alice", true, &mut held).unwrap();
-        assert!(limits.user("alice", false, &mut Held::default()).is_err());
+        limits.user("alice".into(), true, &mut held).unwrap();
+        assert!(limits.user("alice".into(), false, &mut Held::default()).is_err());
         drop(held);
-        assert!(limits.user("alice", true, &mut Held::default()).is_ok());
+        assert!(limits.user("alice".into(), true, &mut Held::default()).is_ok());
         assert!(
             limits.clients.open.lock().unwrap().is_empty(),
             "nothing left behind"

@@ -25,7 +25,6 @@ use dwp_core::headers::{
     ACCEL_BUFFERING, AUTHORIZATION, DWP_CALLER_TYPE, DWP_RESUMABLE, DWP_SOURCE, DWP_TASK_ID,
     LAST_EVENT_ID, REQUEST_ID, TENANT_ID, USER_ID,
 };
-use dwp_core::token::Claims;
 use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HOST, ORIGIN};
 use http::response::Parts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response};
@@ -43,6 +42,7 @@ use crate::resume;
 use crate::routes::{Edge, Resume, Route, Table};
 use crate::state::{Peer, Shared, State};
 use crate::streams::run;
+use crate::tokens::Verified;
 use crate::trace::Trace;
 use crate::upstream::client::{self, Outgoing, Target, UpstreamBody};
 
@@ -53,7 +53,7 @@ pub struct Ctx {
     /// The access-log guard: the line is written when it is dropped.
     pub log: AccessLog,
     /// The verified token, when the route needs one.
-    pub claims: Option<Claims>,
+    pub claims: Option<Arc<Verified>>,
     /// A stream request ([`is_stream`]).
     pub stream: bool,
     /// The recorder and the task an agent stream is recorded under.
@@ -123,7 +123,7 @@ pub async fn handle(state: &State, req: Request<Incoming>, peer: &Peer) -> Respo
     let request_id = ctx.request_id.clone();
     // The phases before `send` are synchronous: only the exchange is a
     // future, so the request is not carried in one across an await.
-    let mut response = match prepare(&state.shared, &mut ctx, req, peer) {
+    let mut response = match prepare(state, &mut ctx, req, peer) {
         Ok(Prepared::Upstream(route, outgoing)) => {
             match send(state, route, peer, ctx.h2, outgoing).await {
                 Ok(response) => relay(&state.shared, ctx, route, response),
@@ -153,25 +153,31 @@ pub async fn handle(state: &State, req: Request<Incoming>, peer: &Peer) -> Respo
 
 /// The phases from routing to the request the upstream gets.
 fn prepare(
-    shared: &Shared,
+    state: &State,
     ctx: &mut Ctx,
     req: Request<Incoming>,
     peer: &Peer,
 ) -> Result<Prepared, GatewayError> {
+    let shared = &*state.shared;
     admit(shared, peer, req.headers(), &mut ctx.log.held)?;
     if let Some(call) = resume::Call::parse(req.method(), req.uri().path(), req.headers())? {
         ctx.log.route = "streams";
-        ctx.claims = crate::edge::check(Edge::Token, req.headers(), shared.verifier.as_ref())?;
-        let owner = resume::owner(ctx.claims.as_ref(), req.headers());
+        ctx.claims = crate::edge::check(
+            Edge::Token,
+            req.headers(),
+            shared.tokens.as_ref(),
+            state.worker,
+        )?;
+        let owner = resume::owner(ctx.claims.as_deref(), req.headers());
         if !call.stop {
-            user_cap(shared, ctx, &owner, true)?;
+            user_cap(shared, ctx, Arc::from(owner.as_str()), true)?;
         }
         return Ok(Prepared::Stream(call, owner));
     }
     let Some(route) = route(ctx, &shared.config.routes, &req)? else {
         return Ok(Prepared::Own(crate::admin::health()));
     };
-    edge(shared, ctx, route, req.headers())?;
+    edge(state, ctx, route, req.headers())?;
     // The stream request sent again with the task id it was given: a resume.
     if ctx.stream
         && route.policy.resume != Resume::Off
@@ -180,7 +186,7 @@ fn prepare(
     {
         return Ok(Prepared::Stream(
             call?,
-            resume::owner(ctx.claims.as_ref(), req.headers()),
+            resume::owner(ctx.claims.as_deref(), req.headers()),
         ));
     }
     let outgoing = upstream_request(shared, ctx, route, peer, req);
@@ -274,11 +280,12 @@ fn admit(
 /// Phase 3: what is refused once the route is known and before an upstream
 /// is called. The claims and the user's slots go into `ctx`.
 fn edge(
-    shared: &Shared,
+    state: &State,
     ctx: &mut Ctx,
     route: &'static Route,
     headers: &HeaderMap,
 ) -> Result<(), GatewayError> {
+    let shared = &*state.shared;
     if let Some(len) = headers.get(CONTENT_LENGTH) {
         let len: u64 = len
             .to_str()
@@ -289,7 +296,12 @@ fn edge(
             return Err(GatewayError::PayloadTooLarge(route.policy.max_body_bytes));
         }
     }
-    ctx.claims = crate::edge::check(route.policy.edge, headers, shared.verifier.as_ref())?;
+    ctx.claims = crate::edge::check(
+        route.policy.edge,
+        headers,
+        shared.tokens.as_ref(),
+        state.worker,
+    )?;
     if let Err(e) = shared
         .limits
         .route(route.index, route.name, &mut ctx.log.held)
@@ -298,16 +310,20 @@ fn edge(
         return Err(e);
     }
     // Keyed on (tenant, user): the same name in another tenant is another user.
-    if let Some(claims) = &ctx.claims {
-        let owner =
-            dwp_core::hitl::owner_field(claims.tenant_id.as_deref().unwrap_or(""), &claims.sub);
-        user_cap(shared, ctx, &owner, ctx.stream && route.policy.stream_cap)?;
+    if let Some(verified) = &ctx.claims {
+        let owner = verified.owner.clone();
+        user_cap(shared, ctx, owner, ctx.stream && route.policy.stream_cap)?;
     }
     Ok(())
 }
 
 /// The user's caps of open requests and (when `stream`) streams.
-fn user_cap(shared: &Shared, ctx: &mut Ctx, owner: &str, stream: bool) -> Result<(), GatewayError> {
+fn user_cap(
+    shared: &Shared,
+    ctx: &mut Ctx,
+    owner: Arc<str>,
+    stream: bool,
+) -> Result<(), GatewayError> {
     shared
         .limits
         .user(owner, stream, &mut ctx.log.held)
@@ -354,7 +370,8 @@ fn upstream_request(
     }
     headers.insert(REQUEST_ID, ctx.request_id.clone());
     if ctx.stream && route.policy.record {
-        ctx.tee = tee(shared, ctx.claims.as_ref(), &mut headers, parts.uri.path());
+        let claims = ctx.claims.as_deref().map(|v| &v.claims);
+        ctx.tee = tee(shared, claims, &mut headers, parts.uri.path());
         ctx.resumable = ctx.tee.is_some()
             && shared.streams.is_some()
             && match route.policy.resume {
@@ -391,7 +408,7 @@ fn upstream_request(
 /// header a client could set (the headers only with `GATEWAY_AUTH=off`).
 fn tee(
     shared: &Shared,
-    claims: Option<&Claims>,
+    claims: Option<&dwp_core::token::Claims>,
     headers: &mut HeaderMap,
     path: &str,
 ) -> Option<(Recorder, Arc<TaskMeta>)> {

@@ -11,7 +11,6 @@ use dwp_core::Envelope;
 use dwp_core::headers::{
     ACCEL_BUFFERING, DWP_RESUMABLE, DWP_TASK_ID, LAST_EVENT_ID, TENANT_ID, USER_ID,
 };
-use dwp_core::token::Claims;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -22,6 +21,7 @@ use crate::error::{GatewayError, json_response};
 use crate::relay::{Relay, StreamRules};
 use crate::state::Shared;
 use crate::streams::follow;
+use crate::tokens::Verified;
 
 /// The path prefix of the calls.
 pub const PREFIX: &str = "/api/streams/";
@@ -100,7 +100,7 @@ fn last_event_id(headers: &HeaderMap) -> Option<String> {
 
 /// Who the caller is, as streams record their owner: the verified token's
 /// tenant and user (the identity headers only with `GATEWAY_AUTH=off`).
-pub fn owner(claims: Option<&Claims>, headers: &HeaderMap) -> String {
+pub fn owner(verified: Option<&Verified>, headers: &HeaderMap) -> String {
     let header = |name| {
         headers
             .get(name)
@@ -108,8 +108,8 @@ pub fn owner(claims: Option<&Claims>, headers: &HeaderMap) -> String {
             .unwrap_or("")
             .to_owned()
     };
-    match claims {
-        Some(c) => dwp_core::hitl::owner_field(c.tenant_id.as_deref().unwrap_or(""), &c.sub),
+    match verified {
+        Some(v) => v.owner.to_string(),
         None => dwp_core::hitl::owner_field(&header(TENANT_ID), &header(USER_ID)),
     }
 }

@@ -13,6 +13,7 @@ use crate::limits::Limits;
 use crate::metrics::{Metrics, RouteLabel};
 use crate::recorder::Recorder;
 use crate::routes::Upstream;
+use crate::tokens::Tokens;
 use crate::upstream::deadline::Deadlines;
 use crate::upstream::pool::Pool;
 
@@ -23,8 +24,8 @@ pub struct Shared {
     pub config: Config,
     /// The metrics.
     pub metrics: Arc<Metrics>,
-    /// The edge's token verifier; `None` only with `GATEWAY_AUTH=off`.
-    pub verifier: Option<Verifier>,
+    /// The edge's token check and its caches; `None` only with `GATEWAY_AUTH=off`.
+    pub tokens: Option<Tokens>,
     /// The pool of each upstream service, in the route table's order;
     /// services with the same authority share one (auth and main by default).
     pools: Vec<Arc<Pool>>,
@@ -111,10 +112,11 @@ impl Shared {
                 .clone();
             pools.push(pool);
         }
-        let verifier = config
-            .jwt_secret
-            .as_ref()
-            .map(|s| Verifier::new(s.as_bytes(), None).with_max_lifetime(config.jwt_max_lifetime));
+        let tokens = config.jwt_secret.as_ref().map(|s| {
+            let verifier =
+                Verifier::new(s.as_bytes(), None).with_max_lifetime(config.jwt_max_lifetime);
+            Tokens::new(verifier, config.worker_threads, config.token_cache_size)
+        });
         let metrics = Arc::new(Metrics::default());
         let upstream_seconds = config
             .routes
@@ -138,7 +140,7 @@ impl Shared {
         Self {
             config,
             metrics,
-            verifier,
+            tokens,
             pools,
             upstream_seconds,
             recorder: None,

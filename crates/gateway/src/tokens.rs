@@ -1,0 +1,250 @@
+//! The edge's token check with a bounded cache of verified tokens per
+//! worker, keyed by the token's bytes (as Envoy's `jwt_authn` caches them):
+//! a client sends the same token on every request for its whole life, and
+//! verifying it (base64, HMAC-SHA256, JSON) cost more than proxying the
+//! request (docs/PERFORMANCE.md, issue 30).
+//!
+//! What a cached token still gets on every request:
+//! - its `exp`, against the clock, with the verifier's leeway: an expired
+//!   token is refused (and forgotten) exactly as the full check would;
+//! - the key in force: entries belong to the [`Verifier`] that checked
+//!   them ([`Verifier::id`]); a cache asked by another verifier (another
+//!   key) forgets everything first, so a token the new key does not sign
+//!   is refused at once.
+//!
+//! Only tokens that verified are kept, compared by their whole text (never
+//! by a hash alone). Everything else a token was checked for (signature,
+//! algorithm, `iat`, lifetime, `nbf`, clean `sub`) cannot change while
+//! its bytes do not. The bound is two generations of at most half of
+//! `GATEWAY_TOKEN_CACHE_SIZE` entries each: when the young one fills, the
+//! old one is dropped and the young one takes its place; a hit in the old
+//! one moves the token to the young one. Each worker has its own cache, so
+//! a lookup never waits on another thread.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use dwp_core::token::{Claims, TokenError, Verifier};
+
+/// A verified token's claims and the key its user's caps are counted
+/// under: (tenant, user), as [`dwp_core::hitl::owner_field`] writes it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// The token's claims.
+    pub claims: Claims,
+    /// The caps' key of its user.
+    pub owner: Arc<str>,
+}
+
+impl Verified {
+    fn new(claims: Claims) -> Self {
+        let owner =
+            dwp_core::hitl::owner_field(claims.tenant_id.as_deref().unwrap_or(""), &claims.sub);
+        Self {
+            claims,
+            owner: Arc::from(owner),
+        }
+    }
+}
+
+/// The verifier and each worker's cache of what it verified.
+pub struct Tokens {
+    verifier: Verifier,
+    caches: Box<[Mutex<Cache>]>,
+}
+
+impl Tokens {
+    /// Checks with `verifier`, caching up to `capacity` tokens per worker
+    /// for `workers` workers (0: no cache).
+    pub fn new(verifier: Verifier, workers: usize, capacity: usize) -> Self {
+        Self {
+            caches: (0..workers.max(1))
+                .map(|_| Mutex::new(Cache::new(capacity)))
+                .collect(),
+            verifier,
+        }
+    }
+
+    /// Verifies the value of an `Authorization` header for a request on
+    /// `worker`.
+    pub fn verify_header(
+        &self,
+        worker: usize,
+        authorization: Option<&str>,
+    ) -> Result<Arc<Verified>, TokenError> {
+        let token = authorization
+            .and_then(dwp_core::token::bearer)
+            .ok_or(TokenError::Missing)?;
+        let cache = &self.caches[worker % self.caches.len()];
+        let now = dwp_core::envelope::unix_now();
+        let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.verify(&self.verifier, token, now)
+    }
+}
+
+/// One worker's verified tokens, in two generations.
+#[derive(Debug)]
+struct Cache {
+    /// The verifier whose tokens these are.
+    verifier: u64,
+    /// Entries per generation; 0: nothing is kept.
+    half: usize,
+    young: HashMap<Box<str>, Arc<Verified>>,
+    old: HashMap<Box<str>, Arc<Verified>>,
+}
+
+impl Cache {
+    fn new(capacity: usize) -> Self {
+        Self {
+            verifier: 0,
+            half: capacity / 2,
+            young: HashMap::new(),
+            old: HashMap::new(),
+        }
+    }
+
+    /// `token`'s verified claims at `now` (Unix seconds): from the cache
+    /// when `verifier` verified it before and it has not expired since,
+    /// else checked in full (and kept when it verifies).
+    fn verify(
+        &mut self,
+        verifier: &Verifier,
+        token: &str,
+        now: u64,
+    ) -> Result<Arc<Verified>, TokenError> {
+        if self.half == 0 {
+            return verifier.verify(token).map(|c| Arc::new(Verified::new(c)));
+        }
+        if self.verifier != verifier.id() {
+            // Another key: nothing the old one verified counts.
+            self.young.clear();
+            self.old.clear();
+            self.verifier = verifier.id();
+        }
+        if let Some(hit) = self.young.get(token) {
+            if verifier.expired(hit.claims.exp, now) {
+                self.young.remove(token);
+                return Err(TokenError::Expired);
+            }
+            return Ok(hit.clone());
+        }
+        if let Some((key, hit)) = self.old.remove_entry(token) {
+            if verifier.expired(hit.claims.exp, now) {
+                return Err(TokenError::Expired);
+            }
+            self.keep(key, hit.clone());
+            return Ok(hit);
+        }
+        let verified = Arc::new(Verified::new(verifier.verify(token)?));
+        self.keep(Box::from(token), verified.clone());
+        Ok(verified)
+    }
+
+    fn keep(&mut self, token: Box<str>, verified: Arc<Verified>) {
+        if self.young.len() >= self.half {
+            self.old = std::mem::take(&mut self.young);
+        }
+        self.young.insert(token, verified);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.young.len() + self.old.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dwp_core::token::issue;
+
+    const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
+    const OTHER_KEY: &[u8] = b"fedcba9876543210fedcba9876543210";
+
+    fn now() -> u64 {
+        dwp_core::envelope::unix_now()
+    }
+
+    fn token(sub: &str, exp: u64, key: &[u8]) -> String {
+        let claims = Claims {
+            sub: sub.into(),
+            tenant_id: Some("t1".into()),
+            iat: Some(now()),
+            exp,
+        };
+        issue(&claims, key)
+    }
+
+    #[test]
+    fn a_cached_token_is_the_same_answer_as_a_full_check() {
+        let verifier = Verifier::new(KEY, None);
+        let mut cache = Cache::new(100);
+        let good = token("alice", now() + 600, KEY);
+        let first = cache.verify(&verifier, &good, now()).unwrap();
+        let again = cache.verify(&verifier, &good, now()).unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "the second check is a hit");
+        assert_eq!(first.claims.sub, "alice");
+        assert_eq!(&*first.owner, dwp_core::hitl::owner_field("t1", "alice"));
+        // A token that differs in one byte of its signature is not a hit.
+        let mut forged = good.clone();
+        let last = forged.pop().unwrap();
+        forged.push(if last == 'A' { 'B' } else { 'A' });
+        assert_eq!(
+            cache.verify(&verifier, &forged, now()),
+            Err(TokenError::Invalid)
+        );
+        assert_eq!(cache.len(), 1, "a refused token is not kept");
+    }
+
+    #[test]
+    fn a_cached_token_expires_with_the_leeway_of_the_full_check() {
+        let verifier = Verifier::new(KEY, None);
+        let mut cache = Cache::new(100);
+        let exp = now() + 60;
+        let t = token("bob", exp, KEY);
+        cache.verify(&verifier, &t, now()).unwrap();
+        let leeway = dwp_core::token::DEFAULT_LEEWAY_SECS;
+        assert!(cache.verify(&verifier, &t, exp + leeway).is_ok());
+        assert_eq!(
+            cache.verify(&verifier, &t, exp + leeway + 1),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(cache.len(), 0, "an expired token is forgotten");
+    }
+
+    #[test]
+    fn another_key_refuses_what_the_old_one_verified_at_once() {
+        let old = Verifier::new(KEY, None);
+        let mut cache = Cache::new(100);
+        let t = token("carol", now() + 600, KEY);
+        cache.verify(&old, &t, now()).unwrap();
+        let new = Verifier::new(OTHER_KEY, None);
+        assert_eq!(cache.verify(&new, &t, now()), Err(TokenError::Invalid));
+        let fresh = token("carol", now() + 600, OTHER_KEY);
+        assert!(cache.verify(&new, &fresh, now()).is_ok());
+        assert_eq!(
+            cache.verify(&old, &fresh, now()),
+            Err(TokenError::Invalid),
+            "and back: the cache is the verifier's own"
+        );
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_bound_and_keeps_what_is_used() {
+        let verifier = Verifier::new(KEY, None);
+        let mut cache = Cache::new(10);
+        let hot = token("hot", now() + 600, KEY);
+        let first = cache.verify(&verifier, &hot, now()).unwrap();
+        for i in 0..100 {
+            let t = token(&format!("user{i}"), now() + 600, KEY);
+            cache.verify(&verifier, &t, now()).unwrap();
+            assert!(cache.len() <= 10, "{} entries", cache.len());
+            // The hot token stays, moved to the young generation when used.
+            let again = cache.verify(&verifier, &hot, now()).unwrap();
+            assert!(Arc::ptr_eq(&first, &again), "evicted at {i}");
+        }
+        let mut off = Cache::new(0);
+        off.verify(&verifier, &hot, now()).unwrap();
+        assert_eq!(off.len(), 0, "a size of 0 keeps nothing");
+    }
+}
