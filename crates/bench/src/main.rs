@@ -171,14 +171,20 @@ fn identities() -> Vec<String> {
     text.lines()
         .filter_map(|line| line.split_once('\t'))
         .map(|(user, token)| {
-            format!("Authorization: Bearer {token}\r\nX-Tenant-ID: {TENANT}\r\nX-User-ID: {user}\r\n")
+            format!(
+                "Authorization: Bearer {token}\r\nX-Tenant-ID: {TENANT}\r\nX-User-ID: {user}\r\n"
+            )
         })
         .collect()
 }
 
 /// The identity lines of the `i`th request (empty without `BENCH_TOKENS`).
 fn identity(all: &[String], i: usize) -> &str {
-    if all.is_empty() { "" } else { &all[i % all.len()] }
+    if all.is_empty() {
+        ""
+    } else {
+        &all[i % all.len()]
+    }
 }
 
 async fn backend(port: u16) {
@@ -432,7 +438,9 @@ async fn sequential(addr: SocketAddr, path: &str, count: usize) -> std::io::Resu
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 4096];
     for i in 0..count {
-        stream.write_all(requests[i % requests.len()].as_bytes()).await?;
+        stream
+            .write_all(requests[i % requests.len()].as_bytes())
+            .await?;
         buf.clear();
         loop {
             if let Some(end) = find(&buf, b"\r\n\r\n") {

@@ -223,7 +223,11 @@ mod tests {
             assert_eq!(v.verify(&token).is_err(), refused, "exp {exp}");
             assert_eq!(v.expired(exp, now()), refused, "exp {exp}");
         }
-        assert_ne!(v.id(), Verifier::new(SECRET, None).id(), "one id per verifier");
+        assert_ne!(
+            v.id(),
+            Verifier::new(SECRET, None).id(),
+            "one id per verifier"
+        );
         assert_eq!(v.id(), v.clone().id(), "clones share it");
     }
 

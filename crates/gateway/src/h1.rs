@@ -288,10 +288,22 @@ fn fields(base: usize, parsed: &[httparse::Header<'_>]) -> Result<(Vec<Field>, F
                 .next()
                 .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         } else if name == CONNECTION {
-            framing.close |= h
-                .value
-                .split(|b| *b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+            let mut only_this_connection = true;
+            for token in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    framing.close = true;
+                } else if !token.eq_ignore_ascii_case(b"keep-alive") && !token.is_empty() {
+                    only_this_connection = false;
+                }
+            }
+            // `Connection: keep-alive` (or `close`) is about this
+            // connection only and goes no further: read, not kept (the
+            // hop-by-hop rules would take it out again at once).
+            if only_this_connection {
+                continue;
+            }
+        } else if name.as_str() == "keep-alive" {
+            continue;
         }
         let start = h.value.as_ptr() as usize - base;
         fields.push((name, start..start + h.value.len()));
@@ -566,6 +578,33 @@ mod tests {
             !both.headers.contains_key(CONTENT_LENGTH),
             "Content-Length dropped"
         );
+    }
+
+    #[test]
+    fn connection_fields_about_this_connection_only_are_not_kept() {
+        let kept = head(
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nContent-Length: 0\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert!(kept.keep_alive);
+        assert!(!kept.headers.contains_key(CONNECTION));
+        assert!(!kept.headers.contains_key("keep-alive"));
+        let closed = head(
+            "HTTP/1.1 200 OK\r\nConnection: Keep-Alive, close\r\nContent-Length: 0\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert!(!closed.keep_alive, "close is read before the field goes");
+        assert!(!closed.headers.contains_key(CONNECTION));
+        // A field that names others stays, for the hop-by-hop rules.
+        let naming = head(
+            "HTTP/1.1 200 OK\r\nConnection: close, X-Secret\r\nX-Secret: 1\r\nContent-Length: 0\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert!(!naming.keep_alive);
+        assert_eq!(naming.headers[CONNECTION], "close, X-Secret");
     }
 
     #[test]

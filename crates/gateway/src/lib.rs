@@ -41,6 +41,7 @@ pub mod edge;
 pub mod error;
 pub mod h1;
 pub mod headers;
+pub mod ids;
 pub mod limits;
 pub mod metrics;
 pub mod policy;

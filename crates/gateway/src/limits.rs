@@ -22,25 +22,35 @@
 //! a stream, until it ends) and given back when it is dropped.
 
 use std::collections::HashMap;
-use std::hash::Hash;
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, RandomState};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::error::GatewayError;
+use crate::ids::Prehashed;
+
+/// A user's key in the per-user counts: a keyed hash (random per process)
+/// of its (tenant, user) text, computed once per verified token
+/// ([`crate::tokens::Verified`]) so that counting a request hashes
+/// nothing. Two users share a count only if their 64-bit keys collide.
+pub fn user_key(owner: &str) -> u64 {
+    static KEYS: OnceLock<RandomState> = OnceLock::new();
+    KEYS.get_or_init(RandomState::new).hash_one(owner)
+}
 
 /// Open counts by key, with a cap.
 #[derive(Debug)]
-struct Counts<K> {
+struct Counts<K, S = RandomState> {
     cap: usize,
-    open: Mutex<HashMap<K, usize>>,
+    open: Mutex<HashMap<K, usize, S>>,
 }
 
-impl<K: Hash + Eq + Clone> Counts<K> {
+impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Counts<K, S> {
     fn new(cap: usize) -> Self {
         Self {
             cap,
-            open: Mutex::new(HashMap::new()),
+            open: Mutex::new(HashMap::default()),
         }
     }
 
@@ -57,10 +67,10 @@ impl<K: Hash + Eq + Clone> Counts<K> {
 
     fn give_back(&self, key: &K) {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = open.get_mut(key) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(key);
+        if let std::collections::hash_map::Entry::Occupied(mut n) = open.entry(key.clone()) {
+            *n.get_mut() -= 1;
+            if *n.get() == 0 {
+                n.remove();
             }
         }
     }
@@ -71,8 +81,8 @@ impl<K: Hash + Eq + Clone> Counts<K> {
 pub struct Limits {
     clients: Counts<IpAddr>,
     forwarded: Counts<Arc<str>>,
-    users: Counts<Arc<str>>,
-    streams: Counts<Arc<str>>,
+    users: Counts<u64, BuildHasherDefault<Prehashed>>,
+    streams: Counts<u64, BuildHasherDefault<Prehashed>>,
     /// Per route in table order: its cap (0: none) and its open requests.
     routes: Vec<(usize, AtomicUsize)>,
 }
@@ -83,8 +93,8 @@ enum Key {
     Client(IpAddr),
     Forwarded(Arc<str>),
     Route(usize),
-    User(Arc<str>),
-    Stream(Arc<str>),
+    User(u64),
+    Stream(u64),
 }
 
 /// One open request (or stream) counted against its client or user.
@@ -195,7 +205,7 @@ impl Limits {
     /// A slot for a request of `user`, and one of its streams when `stream`.
     pub fn user(
         self: &Arc<Self>,
-        user: Arc<str>,
+        user: u64,
         stream: bool,
         held: &mut Held,
     ) -> Result<(), GatewayError> {
@@ -205,7 +215,7 @@ impl Limits {
                     "Too many open requests for this user",
                 ));
             }
-            held.user = Some(self.slot(Key::User(user.clone())));
+            held.user = Some(self.slot(Key::User(user)));
         }
         if stream && self.streams.cap > 0 {
             if !self.streams.take(&user) {
@@ -242,10 +252,18 @@ mod tests {
         assert!(limits.client(ip).is_ok());
         drop(b);
         let mut held = Held::default();
-        limits.user("alice".into(), true, &mut held).unwrap();
-        assert!(limits.user("alice".into(), false, &mut Held::default()).is_err());
+        limits.user(user_key("alice"), true, &mut held).unwrap();
+        assert!(
+            limits
+                .user(user_key("alice"), false, &mut Held::default())
+                .is_err()
+        );
         drop(held);
-        assert!(limits.user("alice".into(), true, &mut Held::default()).is_ok());
+        assert!(
+            limits
+                .user(user_key("alice"), true, &mut Held::default())
+                .is_ok()
+        );
         assert!(
             limits.clients.open.lock().unwrap().is_empty(),
             "nothing left behind"

@@ -170,7 +170,7 @@ fn prepare(
         )?;
         let owner = resume::owner(ctx.claims.as_deref(), req.headers());
         if !call.stop {
-            user_cap(shared, ctx, Arc::from(owner.as_str()), true)?;
+            user_cap(shared, ctx, crate::limits::user_key(&owner), true)?;
         }
         return Ok(Prepared::Stream(call, owner));
     }
@@ -201,7 +201,7 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
         .cloned()
         .unwrap_or_else(|| {
             let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-            let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+            let id = crate::ids::request_id(&mut buf);
             HeaderValue::from_str(id).unwrap_or(HeaderValue::from_static("-"))
         })
 }
@@ -311,19 +311,15 @@ fn edge(
     }
     // Keyed on (tenant, user): the same name in another tenant is another user.
     if let Some(verified) = &ctx.claims {
-        let owner = verified.owner.clone();
+        let owner = verified.owner_key;
         user_cap(shared, ctx, owner, ctx.stream && route.policy.stream_cap)?;
     }
     Ok(())
 }
 
-/// The user's caps of open requests and (when `stream`) streams.
-fn user_cap(
-    shared: &Shared,
-    ctx: &mut Ctx,
-    owner: Arc<str>,
-    stream: bool,
-) -> Result<(), GatewayError> {
+/// The user's caps of open requests and (when `stream`) streams; `owner`
+/// is the user's [`crate::limits::user_key`].
+fn user_cap(shared: &Shared, ctx: &mut Ctx, owner: u64, stream: bool) -> Result<(), GatewayError> {
     shared
         .limits
         .user(owner, stream, &mut ctx.log.held)

@@ -22,18 +22,24 @@
 //! a lookup never waits on another thread.
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::sync::{Arc, Mutex};
 
 use dwp_core::token::{Claims, TokenError, Verifier};
 
-/// A verified token's claims and the key its user's caps are counted
-/// under: (tenant, user), as [`dwp_core::hitl::owner_field`] writes it.
+use crate::ids::Prehashed;
+
+/// A verified token's claims and its user: (tenant, user), as
+/// [`dwp_core::hitl::owner_field`] writes it, and the key the user's caps
+/// are counted under.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Verified {
     /// The token's claims.
     pub claims: Claims,
-    /// The caps' key of its user.
+    /// Its user, (tenant, user).
     pub owner: Arc<str>,
+    /// The user's key in the caps' counts ([`crate::limits::user_key`]).
+    pub owner_key: u64,
 }
 
 impl Verified {
@@ -41,6 +47,7 @@ impl Verified {
         let owner =
             dwp_core::hitl::owner_field(claims.tenant_id.as_deref().unwrap_or(""), &claims.sub);
         Self {
+            owner_key: crate::limits::user_key(&owner),
             claims,
             owner: Arc::from(owner),
         }
@@ -82,6 +89,30 @@ impl Tokens {
     }
 }
 
+/// A token's cache key: its last 8 bytes (the end of its HMAC signature,
+/// which nobody without the key can choose) mixed with a random number per
+/// cache. Two tokens that differ anywhere differ there unless one is a
+/// forgery; an entry is a hit only when the whole text matches, and a
+/// token that fails the full check is never kept, so a crafted key can
+/// cost its sender a full check and nothing more.
+fn key(token: &str, seed: u64) -> u64 {
+    let bytes = token.as_bytes();
+    let mut tail = [0u8; 8];
+    let n = bytes.len().min(8);
+    tail[..n].copy_from_slice(&bytes[bytes.len() - n..]);
+    (u64::from_le_bytes(tail) ^ seed).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+/// A generation: entries by their token's [`key`].
+type Generation = HashMap<u64, Entry, BuildHasherDefault<Prehashed>>;
+
+/// A verified token and what it verified to.
+#[derive(Debug)]
+struct Entry {
+    token: Box<str>,
+    verified: Arc<Verified>,
+}
+
 /// One worker's verified tokens, in two generations.
 #[derive(Debug)]
 struct Cache {
@@ -89,8 +120,10 @@ struct Cache {
     verifier: u64,
     /// Entries per generation; 0: nothing is kept.
     half: usize,
-    young: HashMap<Box<str>, Arc<Verified>>,
-    old: HashMap<Box<str>, Arc<Verified>>,
+    /// The random part of the keys.
+    seed: u64,
+    young: Generation,
+    old: Generation,
 }
 
 impl Cache {
@@ -98,8 +131,9 @@ impl Cache {
         Self {
             verifier: 0,
             half: capacity / 2,
-            young: HashMap::new(),
-            old: HashMap::new(),
+            seed: crate::ids::next_u64(),
+            young: Generation::default(),
+            old: Generation::default(),
         }
     }
 
@@ -121,30 +155,41 @@ impl Cache {
             self.old.clear();
             self.verifier = verifier.id();
         }
-        if let Some(hit) = self.young.get(token) {
-            if verifier.expired(hit.claims.exp, now) {
-                self.young.remove(token);
+        let key = key(token, self.seed);
+        if let Some(hit) = self.young.get(&key).filter(|e| *e.token == *token) {
+            if verifier.expired(hit.verified.claims.exp, now) {
+                self.young.remove(&key);
                 return Err(TokenError::Expired);
             }
-            return Ok(hit.clone());
+            return Ok(hit.verified.clone());
         }
-        if let Some((key, hit)) = self.old.remove_entry(token) {
-            if verifier.expired(hit.claims.exp, now) {
-                return Err(TokenError::Expired);
+        if let Some(hit) = self.old.remove(&key) {
+            if *hit.token == *token {
+                if verifier.expired(hit.verified.claims.exp, now) {
+                    return Err(TokenError::Expired);
+                }
+                let verified = hit.verified.clone();
+                self.keep(key, hit);
+                return Ok(verified);
             }
-            self.keep(key, hit.clone());
-            return Ok(hit);
+            self.old.insert(key, hit); // another token with the same key
         }
         let verified = Arc::new(Verified::new(verifier.verify(token)?));
-        self.keep(Box::from(token), verified.clone());
+        let entry = Entry {
+            token: Box::from(token),
+            verified: verified.clone(),
+        };
+        self.keep(key, entry);
         Ok(verified)
     }
 
-    fn keep(&mut self, token: Box<str>, verified: Arc<Verified>) {
+    /// Keeps `entry` in the young generation (in place of any entry with
+    /// the same key), which first becomes the old one when it is full.
+    fn keep(&mut self, key: u64, entry: Entry) {
         if self.young.len() >= self.half {
             self.old = std::mem::take(&mut self.young);
         }
-        self.young.insert(token, verified);
+        self.young.insert(key, entry);
     }
 
     #[cfg(test)]

@@ -47,13 +47,15 @@ impl Trace {
                 _ => {}
             }
         }
-        let fresh = uuid::Uuid::new_v4().into_bytes();
-        let mut span_id = [0u8; 8];
-        span_id.copy_from_slice(&fresh[..8]);
+        let mut span_id = crate::ids::next_u64().to_le_bytes();
         span_id[0] |= 1; // never all zero
         let (trace_id, parent, flags) = match sent.and_then(|v| parse_parent(v.as_bytes())) {
             Some((trace_id, parent, flags)) => (trace_id, Some(parent), flags),
-            None => (uuid::Uuid::new_v4().into_bytes(), None, 1),
+            None => {
+                let mut trace_id = crate::ids::bytes16();
+                trace_id[0] |= 1; // never all zero
+                (trace_id, None, 1)
+            }
         };
         Self {
             trace_id,
