@@ -123,19 +123,21 @@ if curl -fsS -o /dev/null http://127.0.0.1:$GATEWAY_PORT/api/main/bench 2>/dev/n
   exit 1
 fi
 
-# CPU time (user + system, clock ticks) of the given processes and their threads.
+# CPU time (user and system, clock ticks) and context switches (voluntary
+# and not) of the given processes and their threads: "user system switches".
 cpu_ticks() {
-  local total=0 pid stat
+  local user=0 sys=0 switches=0 pid stat
   for pid in "$@"; do
     for stat in /proc/"$pid"/task/*/stat; do
       read -r -a f < <(sed 's/.*) //' "$stat")
-      total=$((total + f[11] + f[12]))
+      user=$((user + f[11])) sys=$((sys + f[12]))
     done
+    switches=$((switches + $(awk '/ctxt_switches/ {n += $2} END {print n}' /proc/"$pid"/task/*/status)))
   done
-  echo "$total"
+  echo "$user $sys $switches"
 }
 
-run_wrk() { # name url pids... -> prints a line on stderr, the req/s on stdout
+run_wrk() { # name url pids... -> prints a line on stderr, "req/s CPU-us" on stdout
   local name=$1 url=$2; shift 2
   local c0 c1 out rps p50 p99 reqs cpu errors
   c0=$(cpu_ticks "$@")
@@ -145,10 +147,16 @@ run_wrk() { # name url pids... -> prints a line on stderr, the req/s on stdout
   p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
   p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
   reqs=$(awk '/requests in/ {print $1}' <<<"$out")
-  cpu=$(awk -v t=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v n="$reqs" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
+  # CPU per request (user + system, and the system share) and context
+  # switches per 100 requests.
+  cpu=$(awk -v a="$c0" -v b="$c1" -v hz="$(getconf CLK_TCK)" -v n="$reqs" 'BEGIN {
+    split(a, x, " "); split(b, y, " "); u = y[1] - x[1]; s = y[2] - x[2];
+    printf "%.1f %.1f %.1f", (u + s) / hz * 1e6 / n, s / hz * 1e6 / n, (y[3] - x[3]) * 100 / n }')
   errors=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
-  printf '%-10s %12s req/s   p50 %8s   p99 %8s   CPU %5s us/request   %s\n' "$name" "$rps" "$p50" "$p99" "$cpu" "$errors" >&2
-  echo "$rps $cpu"
+  read -r total sys switches <<<"$cpu"
+  printf '%-10s %12s req/s   p50 %8s   p99 %8s   CPU %5s us/request (system %5s)   %5s switches/100   %s\n' \
+    "$name" "$rps" "$p50" "$p99" "$total" "$sys" "$switches" "$errors" >&2
+  echo "$rps $total"
 }
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }

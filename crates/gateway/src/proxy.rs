@@ -125,7 +125,9 @@ pub async fn handle(state: &State, req: Request<Incoming>, peer: &Peer) -> Respo
     // future, so the request is not carried in one across an await.
     let mut response = match prepare(state, &mut ctx, req, peer) {
         Ok(Prepared::Upstream(route, outgoing)) => {
-            match send(state, route, peer, ctx.h2, outgoing).await {
+            // Boxed: the exchange's future is most of a request's state,
+            // and every move of the request's future would copy it.
+            match Box::pin(send(state, route, peer, ctx.h2, outgoing)).await {
                 Ok(response) => relay(&state.shared, ctx, route, response),
                 Err(e) => traced_error(ctx, e),
             }

@@ -103,6 +103,62 @@ async fn with_a_secret_bad_tokens_are_refused_before_any_upstream_is_called() {
     assert_eq!(up.requests().len(), 3);
 }
 
+/// The token cache (issue 30) answers "this token verified", never "this
+/// request may pass": a token used and cached is still held to the
+/// request's identity headers, and another key refuses it at once.
+#[tokio::test]
+async fn a_cached_token_still_meets_every_check() {
+    let up = echo_upstream().await;
+    let gw = spawn_gateway(config(&up.uri(), &[("JWT_SECRET", SECRET)])).await;
+    let good = format!("Bearer {}", token("user123", "tenant1", 600));
+    let as_user = |tenant: &'static str, user: &'static str| {
+        vec![
+            ("x-tenant-id", tenant),
+            ("x-user-id", user),
+            ("authorization", good.as_str()),
+        ]
+    };
+    for _ in 0..3 {
+        let res = get(gw.addr, "/api/aura/test/x", &as_user("tenant1", "user123")).await;
+        assert_eq!(res.status(), 200);
+    }
+    for (tenant, user) in [("tenant1", "mallory"), ("tenant2", "user123")] {
+        let res = get(gw.addr, "/api/aura/test/x", &as_user(tenant, user)).await;
+        assert_eq!(res.status(), 403, "{tenant} {user}");
+        assert_eq!(res.json().await["errorCode"], "E2001");
+    }
+    // The same token with one byte of its signature changed is refused.
+    let mut forged = good.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == 'A' { 'B' } else { 'A' });
+    let res = get(
+        gw.addr,
+        "/api/main/x",
+        &[("authorization", forged.as_str())],
+    )
+    .await;
+    assert_eq!(res.status(), 401);
+    // A gateway with another key (the key changed) refuses it at once.
+    let rotated = spawn_gateway(config(
+        &up.uri(),
+        &[("JWT_SECRET", "another-secret-another-secret-another!")],
+    ))
+    .await;
+    let res = get(
+        rotated.addr,
+        "/api/main/x",
+        &[("authorization", good.as_str())],
+    )
+    .await;
+    assert_eq!(res.status(), 401);
+    assert_eq!(res.json().await["errorCode"], "E2003");
+    assert_eq!(
+        up.requests().len(),
+        3,
+        "only the good requests went upstream"
+    );
+}
+
 #[tokio::test]
 async fn without_a_secret_tokens_are_left_to_the_upstream() {
     let up = echo_upstream().await;
