@@ -43,7 +43,7 @@ pub fn check(
         return Ok(None);
     };
     let verified = tokens
-        .verify_header(worker, header(headers, &AUTHORIZATION).ok().flatten())
+        .verify_header(worker, headers.get(AUTHORIZATION).map(|v| v.as_bytes()))
         .map_err(GatewayError::Token)?;
     let claims = &verified.claims;
     if let Some(user) = header(headers, &USER_ID)?

@@ -73,20 +73,39 @@ impl Tokens {
     }
 
     /// Verifies the value of an `Authorization` header for a request on
-    /// `worker`.
+    /// `worker`. Its bytes are compared with the cache's tokens as they
+    /// are; only a token checked in full needs to be text (a value that is
+    /// not counts as no token, as it always did).
     pub fn verify_header(
         &self,
         worker: usize,
-        authorization: Option<&str>,
+        authorization: Option<&[u8]>,
     ) -> Result<Arc<Verified>, TokenError> {
-        let token = authorization
-            .and_then(dwp_core::token::bearer)
-            .ok_or(TokenError::Missing)?;
+        let token = authorization.and_then(bearer).ok_or(TokenError::Missing)?;
         let cache = &self.caches[worker % self.caches.len()];
         let now = dwp_core::envelope::unix_now();
         let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
         cache.verify(&self.verifier, token, now)
     }
+}
+
+/// The token of a `Bearer` authorization value (the scheme in any case),
+/// as [`dwp_core::token::bearer`] finds it, without its text check.
+fn bearer(value: &[u8]) -> Option<&[u8]> {
+    let value = value.trim_ascii();
+    let space = value.iter().position(|b| *b == b' ')?;
+    let token = value[space + 1..].trim_ascii();
+    (value[..space].eq_ignore_ascii_case(b"bearer") && !token.is_empty()).then_some(token)
+}
+
+/// A token's text, when it is what a header's text may be (visible ASCII,
+/// spaces and tabs): what `HeaderValue::to_str` accepts.
+fn text(token: &[u8]) -> Option<&str> {
+    token
+        .iter()
+        .all(|b| *b == b'\t' || (0x20..0x7f).contains(b))
+        .then(|| std::str::from_utf8(token).ok())
+        .flatten()
 }
 
 /// A token's cache key: its last 8 bytes (the end of its HMAC signature,
@@ -95,8 +114,7 @@ impl Tokens {
 /// forgery; an entry is a hit only when the whole text matches, and a
 /// token that fails the full check is never kept, so a crafted key can
 /// cost its sender a full check and nothing more.
-fn key(token: &str, seed: u64) -> u64 {
-    let bytes = token.as_bytes();
+fn key(bytes: &[u8], seed: u64) -> u64 {
     let mut tail = [0u8; 8];
     let n = bytes.len().min(8);
     tail[..n].copy_from_slice(&bytes[bytes.len() - n..]);
@@ -143,11 +161,15 @@ impl Cache {
     fn verify(
         &mut self,
         verifier: &Verifier,
-        token: &str,
+        token: &[u8],
         now: u64,
     ) -> Result<Arc<Verified>, TokenError> {
+        let full = |token: &[u8]| {
+            let token = text(token).ok_or(TokenError::Missing)?;
+            verifier.verify(token).map(|c| Arc::new(Verified::new(c)))
+        };
         if self.half == 0 {
-            return verifier.verify(token).map(|c| Arc::new(Verified::new(c)));
+            return full(token);
         }
         if self.verifier != verifier.id() {
             // Another key: nothing the old one verified counts.
@@ -156,7 +178,7 @@ impl Cache {
             self.verifier = verifier.id();
         }
         let key = key(token, self.seed);
-        if let Some(hit) = self.young.get(&key).filter(|e| *e.token == *token) {
+        if let Some(hit) = self.young.get(&key).filter(|e| e.token.as_bytes() == token) {
             if verifier.expired(hit.verified.claims.exp, now) {
                 self.young.remove(&key);
                 return Err(TokenError::Expired);
@@ -164,7 +186,7 @@ impl Cache {
             return Ok(hit.verified.clone());
         }
         if let Some(hit) = self.old.remove(&key) {
-            if *hit.token == *token {
+            if hit.token.as_bytes() == token {
                 if verifier.expired(hit.verified.claims.exp, now) {
                     return Err(TokenError::Expired);
                 }
@@ -174,9 +196,9 @@ impl Cache {
             }
             self.old.insert(key, hit); // another token with the same key
         }
-        let verified = Arc::new(Verified::new(verifier.verify(token)?));
+        let verified = full(token)?;
         let entry = Entry {
-            token: Box::from(token),
+            token: Box::from(text(token).unwrap_or_default()),
             verified: verified.clone(),
         };
         self.keep(key, entry);
@@ -225,8 +247,8 @@ mod tests {
         let verifier = Verifier::new(KEY, None);
         let mut cache = Cache::new(100);
         let good = token("alice", now() + 600, KEY);
-        let first = cache.verify(&verifier, &good, now()).unwrap();
-        let again = cache.verify(&verifier, &good, now()).unwrap();
+        let first = cache.verify(&verifier, good.as_bytes(), now()).unwrap();
+        let again = cache.verify(&verifier, good.as_bytes(), now()).unwrap();
         assert!(Arc::ptr_eq(&first, &again), "the second check is a hit");
         assert_eq!(first.claims.sub, "alice");
         assert_eq!(&*first.owner, dwp_core::hitl::owner_field("t1", "alice"));
@@ -235,7 +257,7 @@ mod tests {
         let last = forged.pop().unwrap();
         forged.push(if last == 'A' { 'B' } else { 'A' });
         assert_eq!(
-            cache.verify(&verifier, &forged, now()),
+            cache.verify(&verifier, forged.as_bytes(), now()),
             Err(TokenError::Invalid)
         );
         assert_eq!(cache.len(), 1, "a refused token is not kept");
@@ -247,11 +269,11 @@ mod tests {
         let mut cache = Cache::new(100);
         let exp = now() + 60;
         let t = token("bob", exp, KEY);
-        cache.verify(&verifier, &t, now()).unwrap();
+        cache.verify(&verifier, t.as_bytes(), now()).unwrap();
         let leeway = dwp_core::token::DEFAULT_LEEWAY_SECS;
-        assert!(cache.verify(&verifier, &t, exp + leeway).is_ok());
+        assert!(cache.verify(&verifier, t.as_bytes(), exp + leeway).is_ok());
         assert_eq!(
-            cache.verify(&verifier, &t, exp + leeway + 1),
+            cache.verify(&verifier, t.as_bytes(), exp + leeway + 1),
             Err(TokenError::Expired)
         );
         assert_eq!(cache.len(), 0, "an expired token is forgotten");
@@ -262,15 +284,44 @@ mod tests {
         let old = Verifier::new(KEY, None);
         let mut cache = Cache::new(100);
         let t = token("carol", now() + 600, KEY);
-        cache.verify(&old, &t, now()).unwrap();
+        cache.verify(&old, t.as_bytes(), now()).unwrap();
         let new = Verifier::new(OTHER_KEY, None);
-        assert_eq!(cache.verify(&new, &t, now()), Err(TokenError::Invalid));
-        let fresh = token("carol", now() + 600, OTHER_KEY);
-        assert!(cache.verify(&new, &fresh, now()).is_ok());
         assert_eq!(
-            cache.verify(&old, &fresh, now()),
+            cache.verify(&new, t.as_bytes(), now()),
+            Err(TokenError::Invalid)
+        );
+        let fresh = token("carol", now() + 600, OTHER_KEY);
+        assert!(cache.verify(&new, fresh.as_bytes(), now()).is_ok());
+        assert_eq!(
+            cache.verify(&old, fresh.as_bytes(), now()),
             Err(TokenError::Invalid),
             "and back: the cache is the verifier's own"
+        );
+    }
+
+    #[test]
+    fn the_bearer_value_is_read_as_the_full_check_reads_it() {
+        for value in [
+            "Bearer abc",
+            "bearer abc",
+            "  BEARER   abc  ",
+            "Bearer\tx abc",
+        ] {
+            assert_eq!(
+                bearer(value.as_bytes()).map(|t| std::str::from_utf8(t).unwrap()),
+                dwp_core::token::bearer(value),
+                "{value:?}"
+            );
+        }
+        for value in ["Bearer", "Bearer ", "Basic abc", "abc", ""] {
+            assert_eq!(bearer(value.as_bytes()), None, "{value:?}");
+            assert_eq!(dwp_core::token::bearer(value), None, "{value:?}");
+        }
+        let verifier = Verifier::new(KEY, None);
+        assert_eq!(
+            Cache::new(10).verify(&verifier, "tok\u{e9}n".as_bytes(), now()),
+            Err(TokenError::Missing),
+            "a value that is not header text is no token"
         );
     }
 
@@ -279,17 +330,17 @@ mod tests {
         let verifier = Verifier::new(KEY, None);
         let mut cache = Cache::new(10);
         let hot = token("hot", now() + 600, KEY);
-        let first = cache.verify(&verifier, &hot, now()).unwrap();
+        let first = cache.verify(&verifier, hot.as_bytes(), now()).unwrap();
         for i in 0..100 {
             let t = token(&format!("user{i}"), now() + 600, KEY);
-            cache.verify(&verifier, &t, now()).unwrap();
+            cache.verify(&verifier, t.as_bytes(), now()).unwrap();
             assert!(cache.len() <= 10, "{} entries", cache.len());
             // The hot token stays, moved to the young generation when used.
-            let again = cache.verify(&verifier, &hot, now()).unwrap();
+            let again = cache.verify(&verifier, hot.as_bytes(), now()).unwrap();
             assert!(Arc::ptr_eq(&first, &again), "evicted at {i}");
         }
         let mut off = Cache::new(0);
-        off.verify(&verifier, &hot, now()).unwrap();
+        off.verify(&verifier, hot.as_bytes(), now()).unwrap();
         assert_eq!(off.len(), 0, "a size of 0 keeps nothing");
     }
 }

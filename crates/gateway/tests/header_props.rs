@@ -206,6 +206,7 @@ proptest! {
         route in 0..gateway::routes::contract_default().routes.len(),
     ) {
         let verifier = dwp_core::token::Verifier::new(b"header-props-secret-0123456789abcdef", None);
+        let tokens = gateway::tokens::Tokens::new(verifier, 1, 16);
         let mut map = HeaderMap::new();
         for (name, v) in [("x-tenant-id", tenant), ("x-user-id", user), ("authorization", authorization)] {
             if let Some(v) = v {
@@ -213,7 +214,7 @@ proptest! {
             }
         }
         let route = &gateway::routes::contract_default().routes[route];
-        let checked = gateway::edge::check(route.policy.edge, &map, Some(&verifier));
+        let checked = gateway::edge::check(route.policy.edge, &map, Some(&tokens), 0);
         if route.policy.edge != gateway::routes::Edge::Open {
             // No random value is a token signed with this secret.
             prop_assert!(checked.is_err());
