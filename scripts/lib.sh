@@ -98,6 +98,18 @@ nginx_proxy_location() {
 NGINX
 }
 
+# Fails when a server already answers on one of the given ports: a stale
+# one would answer for the benchmark's own and spoil its figures.
+require_free_ports() {
+  local port
+  for port in "$@"; do
+    if curl -sS -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null; then
+      echo "port $port is taken by another server: stop it first" >&2
+      exit 1
+    fi
+  done
+}
+
 # The HAProxy reference's configuration (Debian's haproxy 2.6): $1 the port
 # it listens on, $2 the backend's port, $3 its threads. Upstream connections
 # are kept and shared between clients (`http-reuse always`), and it does the

@@ -70,12 +70,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-for port in $BACKEND_PORT $HTTP_BACKEND_PORT $GATEWAY_PORT $NGINX_PORT $PLAIN_PORT $HAPROXY_PORT; do
-  if curl -sS -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null; then
-    echo "port $port is taken by another server: stop it first" >&2
-    exit 1
-  fi
-done
+require_free_ports $BACKEND_PORT $HTTP_BACKEND_PORT $GATEWAY_PORT $NGINX_PORT $PLAIN_PORT $HAPROXY_PORT
 "$TARGET"/release/dwp-bench tokens "$JWT_SECRET" "$USERS" >"$work/tokens"
 export BENCH_TOKENS=$work/tokens
 "$TARGET"/release/dwp-bench backend $BACKEND_PORT & backend_pid=$!; pids+=("$backend_pid")

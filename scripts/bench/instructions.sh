@@ -51,10 +51,7 @@ trap cleanup EXIT INT TERM
 
 "$TARGET"/release/dwp-bench tokens "$JWT_SECRET" "$USERS" >"$work/users"
 "$TARGET"/release/dwp-bench tokens "$JWT_SECRET" "$N2" >"$work/fresh"
-if curl -sS -o /dev/null "http://127.0.0.1:$BACKEND_PORT/" 2>/dev/null; then
-  echo "port $BACKEND_PORT is taken by another server: stop it first" >&2
-  exit 1
-fi
+require_free_ports $BACKEND_PORT $PROXY_PORT
 nginx_backend_config $BACKEND_PORT "$work" >"$work/backend.conf"
 nginx -c "$work/backend.conf" -p "$work" & pids+=($!)
 wait_for "curl -fsS http://127.0.0.1:$BACKEND_PORT/main/bench" 20

@@ -127,7 +127,7 @@ type Generation = HashMap<u64, Entry, BuildHasherDefault<Prehashed>>;
 /// A verified token and what it verified to.
 #[derive(Debug)]
 struct Entry {
-    token: Box<str>,
+    token: Box<[u8]>,
     verified: Arc<Verified>,
 }
 
@@ -178,7 +178,7 @@ impl Cache {
             self.verifier = verifier.id();
         }
         let key = key(token, self.seed);
-        if let Some(hit) = self.young.get(&key).filter(|e| e.token.as_bytes() == token) {
+        if let Some(hit) = self.young.get(&key).filter(|e| *e.token == *token) {
             if verifier.expired(hit.verified.claims.exp, now) {
                 self.young.remove(&key);
                 return Err(TokenError::Expired);
@@ -186,7 +186,7 @@ impl Cache {
             return Ok(hit.verified.clone());
         }
         if let Some(hit) = self.old.remove(&key) {
-            if hit.token.as_bytes() == token {
+            if *hit.token == *token {
                 if verifier.expired(hit.verified.claims.exp, now) {
                     return Err(TokenError::Expired);
                 }
@@ -198,7 +198,7 @@ impl Cache {
         }
         let verified = full(token)?;
         let entry = Entry {
-            token: Box::from(text(token).unwrap_or_default()),
+            token: Box::from(token),
             verified: verified.clone(),
         };
         self.keep(key, entry);
