@@ -9,7 +9,7 @@
 //! malformed input is an [`H1Error`], never a panic.
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{self, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
 /// Largest response head (status line and headers) accepted from an upstream.
@@ -100,6 +100,11 @@ pub struct RequestHead<'a> {
     /// The framing field, from the body that is sent.
     pub framing: BodyFraming,
 }
+
+/// The bytes of a request head besides its method, target and fields: the
+/// request line's spaces and version, the longest framing field, the blank
+/// line.
+pub const FRAMING_ROOM: usize = 64;
 
 /// Writes a whole request head: the request line, the fields, the framing
 /// field of `head.framing` (and no other: a client's `Content-Length` or
@@ -276,8 +281,11 @@ fn fields(base: usize, parsed: &[httparse::Header<'_>]) -> Result<(Vec<Field>, F
     let mut framing = Framing::default();
     let mut fields = Vec::with_capacity(parsed.len());
     for h in parsed {
-        let name =
-            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| H1Error::Head("bad name"))?;
+        let name = match known_name(h.name.as_bytes()) {
+            Some(name) => name.clone(),
+            None => HeaderName::from_bytes(h.name.as_bytes())
+                .map_err(|_| H1Error::Head("bad name"))?,
+        };
         if name == CONTENT_LENGTH {
             content_length(h.value, &mut framing.length)?;
         } else if name == TRANSFER_ENCODING {
@@ -309,6 +317,56 @@ fn fields(base: usize, parsed: &[httparse::Header<'_>]) -> Result<(Vec<Field>, F
         fields.push((name, start..start + h.value.len()));
     }
     Ok((fields, framing))
+}
+
+/// The names most responses carry, by length, each with its bytes:
+/// matched in a few comparisons instead of `HeaderName::from_bytes`'s
+/// lower-casing and table walk (and, for a name outside its standard set,
+/// an allocation).
+type Known = (&'static [u8], HeaderName);
+static KNOWN_4: [Known; 3] = [
+    (b"date", header::DATE),
+    (b"vary", header::VARY),
+    (b"etag", header::ETAG),
+];
+static KNOWN_6: [Known; 1] = [(b"server", header::SERVER)];
+static KNOWN_10: [Known; 1] = [(b"connection", CONNECTION)];
+static KNOWN_12: [Known; 2] = [
+    (b"content-type", header::CONTENT_TYPE),
+    (b"x-request-id", dwp_core::headers::REQUEST_ID),
+];
+static KNOWN_13: [Known; 2] = [
+    (b"cache-control", header::CACHE_CONTROL),
+    (b"last-modified", header::LAST_MODIFIED),
+];
+static KNOWN_14: [Known; 1] = [(b"content-length", CONTENT_LENGTH)];
+static KNOWN_17: [Known; 2] = [
+    (b"transfer-encoding", TRANSFER_ENCODING),
+    (b"x-accel-buffering", dwp_core::headers::ACCEL_BUFFERING),
+];
+
+/// The known name that is `name` in any case.
+fn known_name(name: &[u8]) -> Option<&'static HeaderName> {
+    let known: &'static [Known] = match name.len() {
+        4 => &KNOWN_4,
+        6 => &KNOWN_6,
+        10 => &KNOWN_10,
+        12 => &KNOWN_12,
+        13 => &KNOWN_13,
+        14 => &KNOWN_14,
+        17 => &KNOWN_17,
+        _ => return None,
+    };
+    let (_, found) = known.iter().find(|(bytes, _)| same_name(name, bytes))?;
+    Some(found)
+}
+
+/// `name` is `known` (lower case letters, digits and `-`) in any case.
+/// Setting bit 5 lower-cases a letter and leaves digits and `-` as they
+/// are; of the other token characters httparse lets through in a name,
+/// none becomes a letter, digit or `-`.
+fn same_name(name: &[u8], known: &[u8]) -> bool {
+    name.len() == known.len() && name.iter().zip(known).all(|(a, b)| a | 0x20 == *b)
 }
 
 /// The header map of a head whose bytes are `raw`, values sharing them.
@@ -660,6 +718,45 @@ mod tests {
         let values: Vec<_> = h.headers.get_all("x-a").iter().collect();
         assert_eq!(values, ["1", "2"], "repeated fields kept in order");
         assert_eq!(&buf[..], b"ok", "only the head is taken off the buffer");
+    }
+
+    #[test]
+    fn known_names_match_in_any_case_and_nothing_else() {
+        let lists: [&[Known]; 7] = [
+            &KNOWN_4, &KNOWN_6, &KNOWN_10, &KNOWN_12, &KNOWN_13, &KNOWN_14, &KNOWN_17,
+        ];
+        for (bytes, name) in lists.into_iter().flatten() {
+            assert_eq!(*bytes, name.as_str().as_bytes());
+            let upper = name.as_str().to_ascii_uppercase();
+            assert_eq!(known_name(upper.as_bytes()), Some(name));
+            assert_eq!(&HeaderName::from_bytes(upper.as_bytes()).unwrap(), name);
+            let mut near = name.as_str().as_bytes().to_vec();
+            *near.last_mut().unwrap() ^= 1;
+            assert_eq!(known_name(&near), None, "{near:?}");
+        }
+        // Every token character (what httparse lets through in a name) is
+        // told apart from the known names' characters, whatever its case.
+        let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        for known in b'a'..=b'z' {
+            for b in (0..=255u8).filter(|b| token(*b)) {
+                let same = b.to_ascii_lowercase() == known;
+                assert_eq!(same_name(&[b], &[known]), same, "{b} {known}");
+            }
+        }
+        for known in (b'0'..=b'9').chain([b'-']) {
+            for b in (0..=255u8).filter(|b| token(*b)) {
+                assert_eq!(same_name(&[b], &[known]), b == known, "{b} {known}");
+            }
+        }
+        assert_eq!(known_name(b""), None);
+        assert_eq!(known_name(b"x-custom-field"), None);
+        // Parsed heads get the same names either way.
+        let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nDATE: x\r\nX-Accel-Buffering: no\r\nX-Other: 1\r\nContent-Length: 0\r\n\r\n"[..]);
+        let Ok(Parsed::Final(head)) = parse_head(&mut buf, false) else {
+            panic!("not parsed");
+        };
+        let names: Vec<&str> = head.headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["date", "x-accel-buffering", "x-other", "content-length"]);
     }
 
     #[test]

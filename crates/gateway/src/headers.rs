@@ -56,6 +56,33 @@ impl Added {
         self.trace = Some((trace, correlation));
     }
 
+    /// The bytes [`Self::each`]'s fields take as header lines
+    /// (`name: value` and CRLF each), so that a head is written into a
+    /// buffer of its exact size.
+    pub fn encoded_len(&self) -> usize {
+        let line = |name: &HeaderName, value: usize| name.as_str().len() + value + 4;
+        let mut len = 0;
+        if self.source {
+            len += line(&DWP_SOURCE, b"FRONTEND".len());
+        }
+        if self.caller_type {
+            len += line(&DWP_CALLER_TYPE, b"USER".len());
+        }
+        if let Some(f) = &self.forwarded {
+            len += line(&headers::FORWARDED_FOR, f.client.len())
+                + line(&headers::FORWARDED_PROTO, if f.https { 5 } else { 4 })
+                + f.host.as_ref().map_or(0, |host| line(&headers::FORWARDED_HOST, host.len()))
+                + line(&headers::FORWARDED_PREFIX, f.prefix.len());
+        }
+        if let Some((_, correlation)) = &self.trace {
+            len += line(&TRACEPARENT, 55);
+            if *correlation {
+                len += line(&CORRELATION_ID, 32);
+            }
+        }
+        len
+    }
+
     /// Calls `field` with each added field's name and value, in order.
     pub fn each(&self, mut field: impl FnMut(&[u8], &[u8])) {
         if self.source {
@@ -293,6 +320,35 @@ mod tests {
             assert_eq!(is_hop_by_hop(name), HOP_BY_HOP.contains(name), "{name}");
         }
         assert!(!is_hop_by_hop(&HeaderName::from_static("x-connection")));
+    }
+
+    #[test]
+    fn the_added_fields_take_the_bytes_their_length_says() {
+        let trace = Trace::from_headers(&HeaderMap::new());
+        for case in 0..32u8 {
+            let bit = |i: u8| case & 1 << i != 0;
+            let mut headers = HeaderMap::new();
+            if bit(0) {
+                headers.insert(HOST, HeaderValue::from_static("gateway.example:8080"));
+            }
+            let mut added = Added::default();
+            if bit(1) {
+                add_caller_defaults(&mut headers, &mut added);
+            }
+            if bit(2) {
+                let client = HeaderValue::from_static("2001:db8::1");
+                add_forwarded(&mut headers, &client, "/api/aura", 0, &mut added);
+                if bit(3) {
+                    https_proto(&mut headers, 0, &mut added);
+                }
+            }
+            if bit(4) {
+                added.trace(trace, case % 2 == 0);
+            }
+            let mut out = Vec::new();
+            added.each(|name, value| crate::h1::encode_field(&mut out, name, value));
+            assert_eq!(added.encoded_len(), out.len(), "case {case:05b}");
+        }
     }
 
     #[test]

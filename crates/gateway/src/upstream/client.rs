@@ -117,10 +117,24 @@ fn encode_head(req: &Outgoing) -> Vec<u8> {
         None => BodyFraming::Chunked,
     };
     let (path, query) = (req.target.path(), req.target.uri.query());
+    // The exact size (a regrowth costs more than the sums), with room for
+    // a body that is wholly in memory and is appended to the head.
     let target_len = req.target.base.len() + path.len() + query.map_or(0, |q| q.len() + 1);
-    // 320: the request line and the added fields (X-Forwarded-*,
-    // traceparent, X-Correlation-ID), so the head is written without a regrowth.
-    let mut head = Vec::with_capacity(320 + req.headers.len() * 48 + target_len);
+    let fields: usize = (req.headers.iter())
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    let body = match framing {
+        BodyFraming::Length(len) if req.body.is_whole() => usize::try_from(len).unwrap_or(0),
+        _ => 0,
+    };
+    let mut head = Vec::with_capacity(
+        req.method.as_str().len()
+            + target_len
+            + fields
+            + req.added.encoded_len()
+            + h1::FRAMING_ROOM
+            + body,
+    );
     h1::encode_request_head(
         &mut head,
         &RequestHead {
