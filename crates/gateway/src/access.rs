@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use http::{HeaderValue, Method};
 
-use crate::metrics::{Metrics, RouteStatus};
+use crate::metrics::Metrics;
 use crate::trace::Trace;
 
 /// How a response ended.
@@ -108,13 +108,7 @@ impl Drop for AccessLog {
         if self.outcome == Outcome::Running {
             self.metrics.client_disconnects.inc();
         }
-        self.metrics
-            .requests
-            .get_or_create(&RouteStatus {
-                route: self.route,
-                status: self.status,
-            })
-            .inc();
+        self.metrics.count_request(self.route, self.status);
         tracing::info!(
             target: "access",
             request_id = self.request_id.to_str().unwrap_or("-"),

@@ -283,8 +283,9 @@ fn fields(base: usize, parsed: &[httparse::Header<'_>]) -> Result<(Vec<Field>, F
     for h in parsed {
         let name = match known_name(h.name.as_bytes()) {
             Some(name) => name.clone(),
-            None => HeaderName::from_bytes(h.name.as_bytes())
-                .map_err(|_| H1Error::Head("bad name"))?,
+            None => {
+                HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| H1Error::Head("bad name"))?
+            }
         };
         if name == CONTENT_LENGTH {
             content_length(h.value, &mut framing.length)?;
@@ -756,7 +757,10 @@ mod tests {
             panic!("not parsed");
         };
         let names: Vec<&str> = head.headers.keys().map(HeaderName::as_str).collect();
-        assert_eq!(names, ["date", "x-accel-buffering", "x-other", "content-length"]);
+        assert_eq!(
+            names,
+            ["date", "x-accel-buffering", "x-other", "content-length"]
+        );
     }
 
     #[test]

@@ -71,7 +71,9 @@ impl Added {
         if let Some(f) = &self.forwarded {
             len += line(&headers::FORWARDED_FOR, f.client.len())
                 + line(&headers::FORWARDED_PROTO, if f.https { 5 } else { 4 })
-                + f.host.as_ref().map_or(0, |host| line(&headers::FORWARDED_HOST, host.len()))
+                + f.host
+                    .as_ref()
+                    .map_or(0, |host| line(&headers::FORWARDED_HOST, host.len()))
                 + line(&headers::FORWARDED_PREFIX, f.prefix.len());
         }
         if let Some((_, correlation)) = &self.trace {

@@ -1,5 +1,8 @@
 //! Prometheus metrics, served as text on `GET /metrics`.
 
+use std::cell::RefCell;
+use std::sync::Arc;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -53,6 +56,41 @@ pub struct Metrics {
     pub detached_runs: Gauge,
     /// Blocks of resumable streams not journaled (Redis down past the cap).
     pub journal_lost: Counter,
+}
+
+impl Metrics {
+    /// Counts one request of `route` answered with `status`. The family's
+    /// lookup (a lock shared by every worker and a SipHash of the labels)
+    /// is made once per label pair and thread: the counter it returns is
+    /// kept in a small list of the thread's own, each entry with the
+    /// metrics it belongs to (a gateway per process in production, several
+    /// in tests).
+    pub fn count_request(self: &Arc<Self>, route: &'static str, status: u16) {
+        type Entry = (Arc<Metrics>, &'static str, u16, Counter);
+        /// Label pairs kept per thread: routes times the statuses they see.
+        const KEPT: usize = 64;
+        thread_local! {
+            static COUNTERS: RefCell<Vec<Entry>> = const { RefCell::new(Vec::new()) };
+        }
+        COUNTERS.with_borrow_mut(|kept| {
+            let found = kept.iter().find(|(metrics, r, s, _)| {
+                *s == status && *r == route && Arc::ptr_eq(metrics, self)
+            });
+            if let Some((.., counter)) = found {
+                counter.inc();
+                return;
+            }
+            let counter = self
+                .requests
+                .get_or_create(&RouteStatus { route, status })
+                .clone();
+            counter.inc();
+            if kept.len() >= KEPT {
+                kept.clear();
+            }
+            kept.push((self.clone(), route, status, counter));
+        });
+    }
 }
 
 impl Default for Metrics {
@@ -159,5 +197,35 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         dwp_core::metrics::render(&[&self.registry, &self.process])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_in_their_own_metrics_under_their_labels() {
+        let (a, b) = (Arc::new(Metrics::default()), Arc::new(Metrics::default()));
+        // More label pairs than a thread keeps, twice each.
+        for n in 0..200u16 {
+            a.count_request("main", 200 + n % 100);
+        }
+        // The same route name at another address is the same label.
+        let main: &'static str = String::from("main").leak();
+        b.count_request("main", 200);
+        b.count_request(main, 200);
+        b.count_request("aura", 200);
+        let count = |m: &Metrics, route, status| {
+            m.requests
+                .get_or_create(&RouteStatus { route, status })
+                .get()
+        };
+        assert_eq!(count(&a, "main", 200), 2);
+        assert_eq!(count(&a, "main", 299), 2);
+        assert_eq!(count(&a, "aura", 200), 0);
+        assert_eq!(count(&b, "main", 200), 2);
+        assert_eq!(count(&b, "aura", 200), 1);
+        assert_eq!(count(&b, "main", 201), 0);
     }
 }
