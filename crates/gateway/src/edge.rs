@@ -18,9 +18,10 @@
 use std::sync::Arc;
 
 use dwp_core::headers::{AUTHORIZATION, TENANT_ID, USER_ID};
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 
 use crate::error::GatewayError;
+use crate::headers;
 use crate::routes::Edge;
 use crate::tokens::{Tokens, Verified};
 
@@ -32,7 +33,9 @@ pub fn check(
     tokens: Option<&Tokens>,
     worker: usize,
 ) -> Result<Option<Arc<Verified>>, GatewayError> {
-    let tenant = header(headers, &TENANT_ID)?;
+    let [tenant, user, authorization] =
+        headers::first_of(headers, [&TENANT_ID, &USER_ID, &AUTHORIZATION]);
+    let tenant = text(tenant, &TENANT_ID)?;
     if edge == Edge::TenantAndToken && tenant.is_none_or(str::is_empty) {
         return Err(GatewayError::BadRequest(
             "X-Tenant-ID header is required".into(),
@@ -43,10 +46,10 @@ pub fn check(
         return Ok(None);
     };
     let verified = tokens
-        .verify_header(worker, headers.get(AUTHORIZATION).map(|v| v.as_bytes()))
+        .verify_header(worker, authorization.map(HeaderValue::as_bytes))
         .map_err(GatewayError::Token)?;
     let claims = &verified.claims;
-    if let Some(user) = header(headers, &USER_ID)?
+    if let Some(user) = text(user, &USER_ID)?
         && user != claims.sub
     {
         return Err(GatewayError::Forbidden(
@@ -63,13 +66,12 @@ pub fn check(
     Ok(Some(verified))
 }
 
-/// A header as text; a value that is not visible ASCII is a bad request.
-fn header<'a>(
-    headers: &'a HeaderMap,
+/// A header's value as text; one that is not visible ASCII is a bad request.
+fn text<'a>(
+    value: Option<&'a HeaderValue>,
     name: &http::HeaderName,
 ) -> Result<Option<&'a str>, GatewayError> {
-    headers
-        .get(name)
+    value
         .map(|v| {
             v.to_str()
                 .map(str::trim)

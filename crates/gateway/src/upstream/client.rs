@@ -82,7 +82,7 @@ impl Target {
 pub async fn exchange(
     pool: &Arc<Pool>,
     worker: usize,
-    mut req: Outgoing,
+    mut req: Box<Outgoing>,
 ) -> Result<Response<UpstreamBody>, GatewayError> {
     if !req.body.is_end_stream() {
         req.body
