@@ -10,7 +10,11 @@
 #      through HAProxy (Debian's 2.6, `http-reuse always`, as many threads),
 #      through the gateway, and through a second gateway with the token
 #      check, the caps and the recorder off ("proxy only"), in ROUNDS rounds;
-#      each round's ratios gateway / nginx and gateway / HAProxy;
+#      each round's ratios gateway / nginx and gateway / HAProxy. A round
+#      gives each proxy DURATION in SLICES slices, taken in turns (the order
+#      rotating from slice to slice), so that the machine's swings (on a
+#      shared VM one proxy's rate moves by 10-20 % from one 10 s run to the
+#      next) fall on all four alike instead of on whichever ran at the time;
 #   2. the per-event latency an SSE event gains through the gateway, measured
 #      with direct streams, gateway streams (recorder on, the default; it
 #      writes to the local Redis) and the proxy-only gateway, all at once;
@@ -20,7 +24,8 @@
 # Installs wrk, nginx and haproxy from Debian's packages when missing.
 # Everything it starts listens on 127.0.0.1 and is stopped on exit.
 #
-# Knobs: DURATION (10s), CONNECTIONS (64), WRK_THREADS (1), ROUNDS (5),
+# Knobs: DURATION (10s, whole seconds), SLICES (5), CONNECTIONS (64),
+#        WRK_THREADS (1), ROUNDS (5),
 #        USERS (1000), STREAMS (10000), LATENCY_STREAMS (20),
 #        LATENCY_EVENTS (500), LATENCY_INTERVAL_MS (10).
 set -euo pipefail
@@ -28,6 +33,9 @@ cd "$(dirname "$0")/../.."
 . scripts/lib.sh
 
 DURATION=${DURATION:-10s}
+SLICES=${SLICES:-5}
+SLICE=$((${DURATION%s} / SLICES))s
+[ "${SLICE%s}" -ge 1 ] || { echo "DURATION / SLICES is under a second" >&2; exit 2; }
 CONNECTIONS=${CONNECTIONS:-64}
 WRK_THREADS=${WRK_THREADS:-1}
 ROUNDS=${ROUNDS:-5}
@@ -160,9 +168,41 @@ run_wrk() { # name url pids... -> prints a line on stderr, "req/s CPU-us" on std
   echo "$rps $total"
 }
 
+# One slice of a round: wrk for SLICE on a URL, the given processes' CPU
+# counted; appends to FILE "requests seconds user system switches p50 p99
+# errors" (ticks; latencies in us).
+slice_wrk() { # file url pids...
+  local file=$1 url=$2 c0 c1 out
+  shift 2
+  c0=$(cpu_ticks "$@")
+  out=$(wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$SLICE" --latency -s scripts/bench/identities.lua "$url")
+  c1=$(cpu_ticks "$@")
+  awk -v a="$c0" -v b="$c1" -v nominal="${SLICE%s}" '
+    function us(v) { if (v ~ /ms$/) return v * 1000; if (v ~ /us$/) return v + 0; if (v ~ /s$/) return v * 1e6; return v + 0 }
+    / requests in / { n = $1; secs = $4 + 0 }
+    $1 == "50%" { p50 = us($2) }
+    $1 == "99%" { p99 = us($2) }
+    /Non-2xx|Socket errors/ { errors++ }
+    END {
+      split(a, x, " "); split(b, y, " ")
+      printf "%d %.3f %d %d %d %.0f %.0f %d\n", n, (secs > 0 ? secs : nominal), y[1] - x[1], y[2] - x[2], y[3] - x[3], p50, p99, errors }' \
+    <<<"$out" >>"$file"
+}
+
+# A proxy's round from its slices: a line on stderr (p50 the slices' mean,
+# p99 their worst), "req/s CPU-us" on stdout.
+round_of() { # name file
+  awk -v name="$1" -v hz="$(getconf CLK_TCK)" '
+    { n += $1; secs += $2; u += $3; s += $4; sw += $5; p50 += $6; if ($7 > p99) p99 = $7; errors += $8 }
+    END {
+      printf "%-10s %12.2f req/s   p50 %6.0fus   p99 %6.0fus   CPU %5.1f us/request (system %5.1f)   %5.1f switches/100   %s\n",
+        name, n / secs, p50 / NR, p99, (u + s) / hz * 1e6 / n, s / hz * 1e6 / n, sw * 100 / n, (errors ? "ERRORS in " errors " slices" : "") > "/dev/stderr"
+      printf "%.2f %.1f\n", n / secs, (u + s) / hz * 1e6 / n }' "$2"
+}
+
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 echo "== machine load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "== HTTP: wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION, GET of a 1 KiB JSON body with a valid token of one of $USERS users, $ROUNDS rounds (cores: $THREADS)" >&2
+echo "== HTTP: wrk -t$WRK_THREADS -c$CONNECTIONS, $DURATION per proxy and round in $SLICES slices taken in turns, GET of a 1 KiB JSON body with a valid token of one of $USERS users, $ROUNDS rounds (cores: $THREADS)" >&2
 nginx_pids=$(pgrep -P "$nginx_pid" | tr '\n' ' ')
 direct=$(run_wrk direct "http://127.0.0.1:$HTTP_BACKEND_PORT/main/bench" | cut -d' ' -f1)
 # Warm-up, not counted: upstream connections opened, allocator arenas grown.
@@ -170,12 +210,26 @@ for port in $NGINX_PORT $HAPROXY_PORT $GATEWAY_PORT $PLAIN_PORT; do
   wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d2s -s scripts/bench/identities.lua "http://127.0.0.1:$port/api/main/bench" >/dev/null
 done
 : >"$work/nginx.rps"; : >"$work/haproxy.rps"; : >"$work/gateway.rps"; : >"$work/plain.rps"
+proxies=(nginx gateway haproxy plain)
 for ((round = 1; round <= ROUNDS; round++)); do
-  # shellcheck disable=SC2086
-  run_wrk nginx "http://127.0.0.1:$NGINX_PORT/api/main/bench" $nginx_pids >>"$work/nginx.rps"
-  run_wrk gateway "http://127.0.0.1:$GATEWAY_PORT/api/main/bench" "$gateway_pid" >>"$work/gateway.rps"
-  run_wrk haproxy "http://127.0.0.1:$HAPROXY_PORT/api/main/bench" "$haproxy_pid" >>"$work/haproxy.rps"
-  run_wrk proxy-only "http://127.0.0.1:$PLAIN_PORT/api/main/bench" "$plain_pid" >>"$work/plain.rps"
+  for name in "${proxies[@]}"; do : >"$work/$name.slices"; done
+  for ((slice = 0; slice < SLICES; slice++)); do
+    for ((i = 0; i < ${#proxies[@]}; i++)); do
+      name=${proxies[(i + slice + round) % ${#proxies[@]}]}
+      # shellcheck disable=SC2086
+      case $name in
+        nginx) slice_wrk "$work/$name.slices" "http://127.0.0.1:$NGINX_PORT/api/main/bench" $nginx_pids ;;
+        gateway) slice_wrk "$work/$name.slices" "http://127.0.0.1:$GATEWAY_PORT/api/main/bench" "$gateway_pid" ;;
+        haproxy) slice_wrk "$work/$name.slices" "http://127.0.0.1:$HAPROXY_PORT/api/main/bench" "$haproxy_pid" ;;
+        plain) slice_wrk "$work/$name.slices" "http://127.0.0.1:$PLAIN_PORT/api/main/bench" "$plain_pid" ;;
+      esac
+    done
+  done
+  echo "-- round $round" >&2
+  round_of nginx "$work/nginx.slices" >>"$work/nginx.rps"
+  round_of gateway "$work/gateway.slices" >>"$work/gateway.rps"
+  round_of haproxy "$work/haproxy.slices" >>"$work/haproxy.rps"
+  round_of proxy-only "$work/plain.slices" >>"$work/plain.rps"
 done
 echo "== machine load after the rounds: $(cut -d' ' -f1-3 /proc/loadavg)"
 # Each round's ratios: the gateway against the references run beside it in
