@@ -131,6 +131,12 @@ async fn paused_runs(
 
 /// Approves `ids` one after another through the gateway, retrying every
 /// 100 ms while the answer is 503; returns how long each 503 took.
+///
+/// A 429 is waited out for its `Retry-After`, as a client would: right
+/// after Redis comes back, the decisions can outrun the agents' new
+/// subscriptions, and past `HITL_MAX_UNDELIVERED_PER_USER` parked ones
+/// the service asks the caller to come back (the decision is not made, so
+/// nothing acknowledged is lost).
 async fn approve_all(
     gateway: std::net::SocketAddr,
     token: String,
@@ -149,7 +155,7 @@ async fn approve_all(
         loop {
             let path = format!("/api/aura/hitl/approve/{id}");
             let sent = Instant::now();
-            let (status, body, _) = call(gateway, "POST", &path, &headers, "").await;
+            let (status, body, answer) = call(gateway, "POST", &path, &headers, "").await;
             match status {
                 200 => {
                     acknowledged.fetch_add(1, Ordering::SeqCst);
@@ -159,6 +165,15 @@ async fn approve_all(
                     assert!(body.contains("\"success\":false"), "{body}");
                     refusals.push(sent.elapsed());
                     tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                429 => {
+                    assert!(body.contains("\"errorCode\":\"E1001\""), "{body}");
+                    let wait = answer
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                        .unwrap_or_else(|| panic!("{id}: a 429 without Retry-After"));
+                    eprintln!("{id}: 429, retrying after {wait} s");
+                    tokio::time::sleep(Duration::from_secs(wait)).await;
                 }
                 other => panic!("{id}: {other} {body}"),
             }
