@@ -146,38 +146,17 @@ cpu_ticks() {
   echo "$user $sys $switches"
 }
 
-run_wrk() { # name url pids... -> prints a line on stderr, "req/s CPU-us" on stdout
-  local name=$1 url=$2; shift 2
-  local c0 c1 out rps p50 p99 reqs cpu errors
+# One slice of a round: wrk for a duration (SLICE, or DURATION for the
+# backend alone) on a URL, the given processes' CPU counted; appends to FILE
+# "requests seconds user system switches p50 p99 errors" (ticks; latencies
+# in us).
+slice_wrk() { # file duration url pids...
+  local file=$1 duration=$2 url=$3 c0 c1 out
+  shift 3
   c0=$(cpu_ticks "$@")
-  out=$(wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s scripts/bench/identities.lua "$url")
+  out=$(wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$duration" --latency -s scripts/bench/identities.lua "$url")
   c1=$(cpu_ticks "$@")
-  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-  p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
-  p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
-  reqs=$(awk '/requests in/ {print $1}' <<<"$out")
-  # CPU per request (user + system, and the system share) and context
-  # switches per 100 requests.
-  cpu=$(awk -v a="$c0" -v b="$c1" -v hz="$(getconf CLK_TCK)" -v n="$reqs" 'BEGIN {
-    split(a, x, " "); split(b, y, " "); u = y[1] - x[1]; s = y[2] - x[2];
-    printf "%.1f %.1f %.1f", (u + s) / hz * 1e6 / n, s / hz * 1e6 / n, (y[3] - x[3]) * 100 / n }')
-  errors=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
-  read -r total sys switches <<<"$cpu"
-  printf '%-10s %12s req/s   p50 %8s   p99 %8s   CPU %5s us/request (system %5s)   %5s switches/100   %s\n' \
-    "$name" "$rps" "$p50" "$p99" "$total" "$sys" "$switches" "$errors" >&2
-  echo "$rps $total"
-}
-
-# One slice of a round: wrk for SLICE on a URL, the given processes' CPU
-# counted; appends to FILE "requests seconds user system switches p50 p99
-# errors" (ticks; latencies in us).
-slice_wrk() { # file url pids...
-  local file=$1 url=$2 c0 c1 out
-  shift 2
-  c0=$(cpu_ticks "$@")
-  out=$(wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$SLICE" --latency -s scripts/bench/identities.lua "$url")
-  c1=$(cpu_ticks "$@")
-  awk -v a="$c0" -v b="$c1" -v nominal="${SLICE%s}" '
+  awk -v a="$c0" -v b="$c1" -v nominal="${duration%s}" '
     function us(v) { if (v ~ /ms$/) return v * 1000; if (v ~ /us$/) return v + 0; if (v ~ /s$/) return v * 1e6; return v + 0 }
     / requests in / { n = $1; secs = $4 + 0 }
     $1 == "50%" { p50 = us($2) }
@@ -204,7 +183,8 @@ median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 echo "== machine load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "== HTTP: wrk -t$WRK_THREADS -c$CONNECTIONS, $DURATION per proxy and round in $SLICES slices taken in turns, GET of a 1 KiB JSON body with a valid token of one of $USERS users, $ROUNDS rounds (cores: $THREADS)" >&2
 nginx_pids=$(pgrep -P "$nginx_pid" | tr '\n' ' ')
-direct=$(run_wrk direct "http://127.0.0.1:$HTTP_BACKEND_PORT/main/bench" | cut -d' ' -f1)
+slice_wrk "$work/direct.slices" "$DURATION" "http://127.0.0.1:$HTTP_BACKEND_PORT/main/bench"
+direct=$(round_of direct "$work/direct.slices" | cut -d' ' -f1)
 # Warm-up, not counted: upstream connections opened, allocator arenas grown.
 for port in $NGINX_PORT $HAPROXY_PORT $GATEWAY_PORT $PLAIN_PORT; do
   wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d2s -s scripts/bench/identities.lua "http://127.0.0.1:$port/api/main/bench" >/dev/null
@@ -218,10 +198,10 @@ for ((round = 1; round <= ROUNDS; round++)); do
       name=${proxies[(i + slice + round) % ${#proxies[@]}]}
       # shellcheck disable=SC2086
       case $name in
-        nginx) slice_wrk "$work/$name.slices" "http://127.0.0.1:$NGINX_PORT/api/main/bench" $nginx_pids ;;
-        gateway) slice_wrk "$work/$name.slices" "http://127.0.0.1:$GATEWAY_PORT/api/main/bench" "$gateway_pid" ;;
-        haproxy) slice_wrk "$work/$name.slices" "http://127.0.0.1:$HAPROXY_PORT/api/main/bench" "$haproxy_pid" ;;
-        plain) slice_wrk "$work/$name.slices" "http://127.0.0.1:$PLAIN_PORT/api/main/bench" "$plain_pid" ;;
+        nginx) slice_wrk "$work/$name.slices" "$SLICE" "http://127.0.0.1:$NGINX_PORT/api/main/bench" $nginx_pids ;;
+        gateway) slice_wrk "$work/$name.slices" "$SLICE" "http://127.0.0.1:$GATEWAY_PORT/api/main/bench" "$gateway_pid" ;;
+        haproxy) slice_wrk "$work/$name.slices" "$SLICE" "http://127.0.0.1:$HAPROXY_PORT/api/main/bench" "$haproxy_pid" ;;
+        plain) slice_wrk "$work/$name.slices" "$SLICE" "http://127.0.0.1:$PLAIN_PORT/api/main/bench" "$plain_pid" ;;
       esac
     done
   done
